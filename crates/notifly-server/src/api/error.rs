@@ -1,0 +1,99 @@
+//! The one place that turns errors into HTTP responses.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::DomainError;
+use crate::store::StoreError;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// `invalid_request` for a 4xx the caller can fix, `api_error` for a 5xx.
+    #[serde(rename = "type")]
+    #[schema(example = "invalid_request")]
+    pub kind: &'static str,
+    /// What went wrong, for a person.
+    #[schema(example = "username must not be empty")]
+    pub message: String,
+}
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid API key: send `Authorization: Bearer <api key>`",
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let status = match &e {
+            DomainError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
+            DomainError::Conflict(_) => StatusCode::CONFLICT,
+            DomainError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            DomainError::Store(StoreError::Backend(sqlx::Error::PoolTimedOut)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            DomainError::Store(_) | DomainError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            // The cause goes to the log with its chain; the client gets no internals.
+            tracing::error!(error = ?e, "request failed");
+            return ApiError::new(status, "internal error; the request was not applied");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = if self.status.is_server_error() {
+            "api_error"
+        } else {
+            "invalid_request"
+        };
+        let mut response = (
+            self.status,
+            Json(ErrorBody {
+                kind,
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,198 @@
+//! Extractors that turn requests into typed input or a clear 4xx.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::{Idempotency, accounts};
+use crate::ids;
+use crate::store::{Cursor, Page};
+
+/// The account that the request's API key belongs to.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub account_id: String,
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(ApiError::unauthorized)?;
+        let account = accounts::authenticate(state.notifly.store().as_ref(), key)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(Auth {
+            account_id: account.id,
+        })
+    }
+}
+
+/// A JSON body parsed into `T`, with the `Idempotency-Key` of a `POST`.
+///
+/// Rejections: 415 without `content-type: application/json`, 400 for
+/// malformed JSON, 422 for JSON of the wrong shape (missing or unknown
+/// fields, wrong types), 413 past the body limit.
+#[derive(Debug)]
+pub struct JsonBody<T> {
+    pub value: T,
+    pub idempotency: Option<Idempotency>,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON with `content-type: application/json`",
+            ));
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let headers = req.headers().clone();
+        let bytes = read_body(req, state).await?;
+        let idempotency = idempotency(&method, &path, &headers, &bytes)?;
+        let value = parse_json(&bytes)?;
+        Ok(JsonBody { value, idempotency })
+    }
+}
+
+/// Reads the whole body, answering 413 past the configured limit.
+pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body is larger than the limit of {} bytes",
+                    state.limits.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// Parses JSON, telling syntax errors (400) from shape errors (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid request body: {e}"),
+            ),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request(format!("malformed JSON: {e}"))
+            }
+        }
+    })
+}
+
+/// The `Idempotency-Key` of a `POST`, with the hash of what it came with.
+pub fn idempotency(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<Idempotency>, ApiError> {
+    if method != Method::POST {
+        return Ok(None);
+    }
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+            )
+        })?;
+    let mut hash = Sha256::new();
+    hash.update(method.as_str());
+    hash.update(b" ");
+    hash.update(path);
+    hash.update(b"\n");
+    hash.update(body);
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        request_hash: hex::encode(hash.finalize()),
+    }))
+}
+
+/// A query string parsed into `T`, or a 400 naming the bad parameter.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::try_from_uri(&parts.uri)
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// The pagination parameters every list takes.
+pub fn page(
+    kind: &str,
+    limit: Option<u32>,
+    starting_after: Option<String>,
+    ending_before: Option<String>,
+) -> Result<Page, ApiError> {
+    let limit = limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and 100, not {limit}"
+        )));
+    }
+    let cursor = match (starting_after, ending_before) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give starting_after or ending_before, not both",
+            ));
+        }
+        (Some(id), None) => Some(("starting_after", Cursor::After(id))),
+        (None, Some(id)) => Some(("ending_before", Cursor::Before(id))),
+        (None, None) => None,
+    };
+    if let Some((field, Cursor::After(id) | Cursor::Before(id))) = &cursor
+        && !ids::is_id(id)
+    {
+        return Err(ApiError::bad_request(format!(
+            "{field}: no {kind} with id `{}`",
+            ids::printable(id)
+        )));
+    }
+    Ok(Page {
+        limit,
+        cursor: cursor.map(|(_, c)| c),
+    })
+}

@@ -1,0 +1,175 @@
+//! The HTTP edge: routing, extraction, the OpenAPI document and error bodies.
+//!
+//! Only this module knows HTTP status codes. Handlers parse, call one
+//! [`Notifly`] method, and serialize.
+
+mod attachments;
+mod contacts;
+mod conversations;
+pub mod error;
+mod events;
+mod extract;
+mod groups;
+mod health;
+mod messages;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::{HeaderName, Request, Response, StatusCode};
+use serde::Serialize;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::domain::Notifly;
+use crate::store::Listed;
+use error::ApiError;
+
+/// Size limits for request bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// JSON bodies.
+    pub max_body_bytes: usize,
+    /// Attachment files.
+    pub max_attachment_bytes: usize,
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub notifly: Notifly,
+    pub limits: Limits,
+}
+
+/// A page of a list: `{"has_more", "data"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    /// Whether more items lie beyond this page in the direction of travel.
+    pub has_more: bool,
+    pub data: Vec<T>,
+}
+
+impl<T> From<Listed<T>> for List<T> {
+    fn from(l: Listed<T>) -> Self {
+        List {
+            has_more: l.has_more,
+            data: l.items,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Notifly API",
+        description = "Contacts, conversations, messages, groups and attachments, with every change delivered to your webhooks as a signed event.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "contacts"), (name = "conversations"), (name = "messages"),
+        (name = "groups"), (name = "attachments"), (name = "events", description = "The account's event log"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key from `notifly accounts create`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API routes with their OpenAPI description.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(contacts::router())
+        .merge(conversations::router())
+        .merge(messages::router())
+        .merge(groups::router())
+        .merge(attachments::router())
+        .merge(events::router())
+        .merge(health::router())
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        crate::ids::new_id().parse().ok().map(RequestId::new)
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let (routes, doc) = api_routes().split_for_parts();
+    let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    let request_id = HeaderName::from_static("x-request-id");
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|req: &Request<_>| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("-", MatchedPath::as_str)
+                .to_owned();
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route)
+        })
+        .on_request(())
+        .on_response(|res: &Response<_>, latency: Duration, _: &Span| {
+            tracing::info!(
+                status = res.status().as_u16(),
+                latency_ms = latency.as_secs_f64() * 1000.0,
+                "response"
+            );
+        });
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { ([("content-type", "application/json")], (*doc).clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json for the API") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(request_id, NewRequestId))
+}

@@ -1,0 +1,82 @@
+//! The account's event log: the outbox, read back.
+
+use notifly_webhooks::{Envelope, EventType};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{DomainError, DomainResult, Notifly, found, list_error};
+use crate::ids;
+use crate::store::{EventRecord, Listed, Page, StoreError};
+
+const KIND: &str = "event";
+
+/// An event as the log returns it. `id`, `type` and `payload` are exactly the
+/// webhook body's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    #[schema(example = "a056V7R7NmNRjl70")]
+    pub id: String,
+    #[serde(rename = "type")]
+    #[schema(example = "conversation.updated")]
+    pub event_type: String,
+    /// The resource as the REST API returned it when the event happened,
+    /// byte for byte as in the webhook body.
+    #[schema(value_type = Object)]
+    pub payload: Box<serde_json::value::RawValue>,
+    pub created_at: i64,
+}
+
+impl TryFrom<EventRecord> for Event {
+    type Error = DomainError;
+
+    fn try_from(r: EventRecord) -> DomainResult<Event> {
+        let envelope: Envelope<Box<serde_json::value::RawValue>> =
+            serde_json::from_str(&r.body).map_err(StoreError::Corrupt)?;
+        Ok(Event {
+            id: r.id,
+            event_type: r.event_type,
+            payload: envelope.payload,
+            created_at: r.created_at,
+        })
+    }
+}
+
+impl Notifly {
+    /// One event of the account's log.
+    pub async fn event(&self, account: &str, id: &str) -> DomainResult<Event> {
+        let mut conn = self.store.read().await?;
+        found(conn.event(account, id).await, KIND, id)?.try_into()
+    }
+
+    /// A page of the account's log, newest first, optionally of one type.
+    pub async fn events(
+        &self,
+        account: &str,
+        event_type: Option<&str>,
+        page: &Page,
+    ) -> DomainResult<Listed<Event>> {
+        if let Some(t) = event_type {
+            t.parse::<EventType>().map_err(|_| {
+                DomainError::BadRequest(format!(
+                    "type: unknown event type `{}`; expected one of {}",
+                    ids::printable(t),
+                    EventType::ALL.map(EventType::as_str).join(", ")
+                ))
+            })?;
+        }
+        let mut conn = self.store.read().await?;
+        let listed = conn
+            .list_events(account, event_type, page)
+            .await
+            .map_err(list_error(KIND, page))?;
+        let items = listed
+            .items
+            .into_iter()
+            .map(Event::try_from)
+            .collect::<DomainResult<Vec<_>>>()?;
+        Ok(Listed {
+            items,
+            has_more: listed.has_more,
+        })
+    }
+}

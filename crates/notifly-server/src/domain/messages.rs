@@ -1,0 +1,358 @@
+//! Messages, with their sender, reactions and attachments embedded.
+
+use std::collections::HashSet;
+
+use notifly_webhooks::{Action, ResourceKind};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::contacts::not_null;
+use super::validate::{self, double_option};
+use super::{
+    Begun, DomainError, DomainResult, Idempotency, Notifly, attachments, emit, found, list_error,
+    replay,
+};
+use crate::ids;
+use crate::store::{
+    Attachment, Conn, Contact, Conversation, Listed, MessageRecord, Page, Reaction, WriteTx,
+};
+
+const KIND: &str = "message";
+
+/// Longest message text, in characters.
+pub const MAX_TEXT: usize = 10_000;
+/// Most reactions on one message.
+pub const MAX_REACTIONS: usize = 100;
+
+/// A message as the REST API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    #[schema(example = "SIuAFUNKdSYHZF2w")]
+    pub id: String,
+    pub conversation_id: String,
+    /// The sender; `null` for a message sent by the account itself.
+    pub contact: Option<Contact>,
+    #[schema(example = "I’m traveling with my dad. He’s at a meeting. I hate meetings.")]
+    pub message: String,
+    pub reactions: Vec<Reaction>,
+    pub attachments: Vec<Attachment>,
+    pub read_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Body of `POST /v1/messages`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMessage {
+    pub conversation_id: String,
+    pub message: String,
+    /// The sender, a participant of the conversation. Absent: the account itself.
+    pub contact_id: Option<String>,
+    pub read_at: Option<i64>,
+}
+
+/// A reaction in an update: who and what.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionInput {
+    pub contact_id: String,
+    #[schema(example = "👍")]
+    pub emoji: String,
+}
+
+/// Body of `PUT /v1/messages/{id}`: only the fields given change.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMessage {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub message: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub read_at: Option<Option<i64>>,
+    /// Replaces the reactions; a reaction that was already there keeps its `created_at`.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Vec<ReactionInput>>)]
+    pub reactions: Option<Option<Vec<ReactionInput>>>,
+}
+
+fn text(value: &str) -> DomainResult<String> {
+    validate::text("message", value, MAX_TEXT)
+}
+
+fn read_at(value: Option<i64>) -> DomainResult<Option<i64>> {
+    value.map(|v| validate::timestamp("read_at", v)).transpose()
+}
+
+/// Whether `contact_id` takes part in `conversation`.
+async fn is_participant(
+    conn: &mut dyn Conn,
+    conversation: &Conversation,
+    contact_id: &str,
+) -> DomainResult<bool> {
+    if let Some(c) = &conversation.contact_id {
+        return Ok(c == contact_id);
+    }
+    if let Some(g) = &conversation.group_id {
+        return Ok(conn.group_members(g).await?.iter().any(|m| m == contact_id));
+    }
+    Ok(false)
+}
+
+/// The REST representation of a stored message.
+pub(crate) async fn represent(
+    conn: &mut dyn Conn,
+    account: &str,
+    m: MessageRecord,
+    public_url: &str,
+) -> DomainResult<Message> {
+    let contact = match &m.contact_id {
+        Some(c) => conn.contact(account, c).await?,
+        None => None,
+    };
+    let mut files = conn.attachments_of_message(account, &m.id).await?;
+    for file in &mut files {
+        attachments::fill_url(file, public_url);
+    }
+    Ok(Message {
+        id: m.id,
+        conversation_id: m.conversation_id,
+        contact,
+        message: m.message,
+        reactions: m.reactions.0,
+        attachments: files,
+        read_at: m.read_at,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
+
+impl Notifly {
+    /// Creates a message and emits `message.created`.
+    pub async fn create_message(
+        &self,
+        account: &str,
+        input: CreateMessage,
+        idempotency: Option<&Idempotency>,
+    ) -> DomainResult<Message> {
+        let conversation_id =
+            validate::reference("conversation_id", "conversation", &input.conversation_id)?;
+        let sender = input
+            .contact_id
+            .as_deref()
+            .map(|c| validate::reference("contact_id", "contact", c))
+            .transpose()?;
+        let now = ids::now();
+        let record = MessageRecord {
+            id: ids::new_id(),
+            conversation_id,
+            contact_id: sender,
+            message: text(&input.message)?,
+            reactions: sqlx::types::Json(Vec::new()),
+            read_at: read_at(input.read_at)?,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = match self.begin(account, idempotency).await? {
+            Begun::Replay(body) => return replay(&body),
+            Begun::Fresh(tx) => tx,
+        };
+        let conversation = tx
+            .conversation(account, &record.conversation_id)
+            .await?
+            .ok_or_else(|| {
+                validate::missing("conversation_id", "conversation", &record.conversation_id)
+            })?;
+        if let Some(sender) = &record.contact_id {
+            if tx.contact(account, sender).await?.is_none() {
+                return Err(validate::missing("contact_id", "contact", sender));
+            }
+            if !is_participant(tx.as_mut(), &conversation, sender).await? {
+                return Err(DomainError::Invalid(format!(
+                    "contact_id: contact `{sender}` is not a participant of conversation `{}`",
+                    conversation.id
+                )));
+            }
+        }
+        tx.insert_message(account, &record).await?;
+        let message = represent(tx.as_mut(), account, record, &self.public_url).await?;
+        emit(
+            tx.as_mut(),
+            account,
+            ResourceKind::Message,
+            Action::Created,
+            &message,
+        )
+        .await?;
+        self.finish(tx, account, idempotency, &message).await?;
+        Ok(message)
+    }
+
+    /// One message.
+    pub async fn message(&self, account: &str, id: &str) -> DomainResult<Message> {
+        let mut conn = self.store.read().await?;
+        let record = found(conn.message(account, id).await, KIND, id)?;
+        represent(conn.as_mut(), account, record, &self.public_url).await
+    }
+
+    /// A page of messages, newest first, optionally of one conversation.
+    pub async fn messages(
+        &self,
+        account: &str,
+        conversation_id: Option<&str>,
+        page: &Page,
+    ) -> DomainResult<Listed<Message>> {
+        let mut conn = self.store.read().await?;
+        let listed = conn
+            .list_messages(account, conversation_id, page)
+            .await
+            .map_err(list_error(KIND, page))?;
+        let mut items = Vec::with_capacity(listed.items.len());
+        for record in listed.items {
+            items.push(represent(conn.as_mut(), account, record, &self.public_url).await?);
+        }
+        Ok(Listed {
+            items,
+            has_more: listed.has_more,
+        })
+    }
+
+    /// Applies a partial update; emits `message.updated` if anything changed.
+    pub async fn update_message(
+        &self,
+        account: &str,
+        id: &str,
+        input: UpdateMessage,
+    ) -> DomainResult<Message> {
+        let mut tx = self.store.write().await?;
+        let before = found(tx.message(account, id).await, KIND, id)?;
+        let mut after = before.clone();
+        if let Some(m) = not_null("message", input.message)? {
+            after.message = text(&m)?;
+        }
+        if let Some(r) = input.read_at {
+            after.read_at = read_at(r)?;
+        }
+        if let Some(reactions) = input.reactions {
+            let reactions = reactions.unwrap_or_default();
+            if reactions.len() > MAX_REACTIONS {
+                return Err(DomainError::Invalid(format!(
+                    "reactions has {} entries; a message has at most {MAX_REACTIONS}",
+                    reactions.len()
+                )));
+            }
+            let mut seen = HashSet::new();
+            let mut next = Vec::with_capacity(reactions.len());
+            for r in reactions {
+                validate::reference("reactions[].contact_id", "contact", &r.contact_id)?;
+                validate::text("reactions[].emoji", &r.emoji, 16)?;
+                if !seen.insert((r.contact_id.clone(), r.emoji.clone())) {
+                    return Err(DomainError::Invalid(format!(
+                        "reactions lists `{}` by `{}` more than once",
+                        r.emoji, r.contact_id
+                    )));
+                }
+                if tx.contact(account, &r.contact_id).await?.is_none() {
+                    return Err(validate::missing(
+                        "reactions[].contact_id",
+                        "contact",
+                        &r.contact_id,
+                    ));
+                }
+                let created_at = before
+                    .reactions
+                    .iter()
+                    .find(|old| old.contact_id == r.contact_id && old.emoji == r.emoji)
+                    .map_or_else(ids::now, |old| old.created_at);
+                next.push(Reaction {
+                    contact_id: r.contact_id,
+                    emoji: r.emoji,
+                    created_at,
+                });
+            }
+            after.reactions = sqlx::types::Json(next);
+        }
+        if after == before {
+            return represent(tx.as_mut(), account, before, &self.public_url).await;
+        }
+        after.updated_at = ids::now();
+        tx.update_message(account, &after).await?;
+        let message = represent(tx.as_mut(), account, after, &self.public_url).await?;
+        emit(
+            tx.as_mut(),
+            account,
+            ResourceKind::Message,
+            Action::Updated,
+            &message,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(message)
+    }
+
+    /// Deletes a message and its attachments (`attachment.deleted` each),
+    /// unpins it (`conversation.updated`) and emits `message.deleted` with the
+    /// message as it was.
+    pub async fn delete_message(&self, account: &str, id: &str) -> DomainResult<Message> {
+        let mut tx = self.store.write().await?;
+        let record = found(tx.message(account, id).await, KIND, id)?;
+        let (message, files) =
+            delete_cascade(tx.as_mut(), account, record, true, &self.public_url).await?;
+        tx.commit().await?;
+        self.remove_files(account, &files).await;
+        Ok(message)
+    }
+}
+
+/// Deletes a message and its attachments inside `tx`, emitting their events.
+/// With `unpin`, a conversation that pinned it is updated. Returns the
+/// message as it was and the attachment ids whose files can go once the
+/// transaction commits.
+pub(crate) async fn delete_cascade(
+    tx: &mut dyn WriteTx,
+    account: &str,
+    record: MessageRecord,
+    unpin: bool,
+    public_url: &str,
+) -> DomainResult<(Message, Vec<String>)> {
+    let message = represent(tx, account, record.clone(), public_url).await?;
+    let mut files = Vec::new();
+    for attachment in &message.attachments {
+        tx.delete_attachment(account, &attachment.id).await?;
+        files.push(attachment.id.clone());
+        emit(
+            tx,
+            account,
+            ResourceKind::Attachment,
+            Action::Deleted,
+            attachment,
+        )
+        .await?;
+    }
+    if unpin
+        && let Some(mut conversation) = tx.conversation(account, &record.conversation_id).await?
+        && conversation.pinned_message_id.as_deref() == Some(record.id.as_str())
+    {
+        conversation.pinned_message_id = None;
+        tx.update_conversation(account, &conversation).await?;
+        emit(
+            tx,
+            account,
+            ResourceKind::Conversation,
+            Action::Updated,
+            &conversation,
+        )
+        .await?;
+    }
+    tx.delete_message(account, &record.id).await?;
+    emit(
+        tx,
+        account,
+        ResourceKind::Message,
+        Action::Deleted,
+        &message,
+    )
+    .await?;
+    Ok((message, files))
+}

@@ -1,0 +1,192 @@
+//! The resources, their rules, and the transactional outbox.
+//!
+//! Every mutation runs in one store write transaction that also appends the
+//! events it causes (see [`outbox`]) and, for `POST`s sent with an
+//! `Idempotency-Key`, the response to replay. This layer knows nothing of HTTP.
+
+pub mod accounts;
+pub mod attachments;
+pub mod contacts;
+pub mod conversations;
+pub mod events;
+pub mod groups;
+pub mod messages;
+mod outbox;
+mod validate;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ids;
+use crate::store::{Cursor, IdempotentResponse, Page, Store, StoreError, StoreResult, WriteTx};
+
+pub use outbox::emit;
+
+/// Errors of the domain layer. The API maps each variant to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The request is malformed at the protocol level (bad cursor, bad parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request is well-formed but breaks a rule (missing field, bad reference).
+    #[error("{0}")]
+    Invalid(String),
+    /// The addressed resource does not exist in this account.
+    #[error("no {kind} with id `{id}`")]
+    NotFound { kind: &'static str, id: String },
+    /// The request conflicts with the current state (duplicate, still referenced).
+    #[error("{0}")]
+    Conflict(String),
+    /// An upload is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The store failed.
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+    /// Attachment files could not be read or written.
+    #[error("file storage failure")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result alias for domain operations.
+pub type DomainResult<T> = Result<T, DomainError>;
+
+impl DomainError {
+    pub(crate) fn not_found(kind: &'static str, id: &str) -> Self {
+        DomainError::NotFound {
+            kind,
+            id: ids::printable(id),
+        }
+    }
+}
+
+/// The service: the store plus what the domain needs to know about its setting.
+#[derive(Clone)]
+pub struct Notifly {
+    pub(crate) store: Arc<dyn Store>,
+    /// Base URL that `file_url`s are built on, without a trailing slash.
+    pub(crate) public_url: Arc<str>,
+    /// Where attachment bytes live.
+    pub(crate) attachment_dir: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Notifly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifly")
+            .field("public_url", &self.public_url)
+            .field("attachment_dir", &self.attachment_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `Idempotency-Key` of a `POST`, with a hash of what it was sent with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    /// Hex SHA-256 over the method, path and body.
+    pub request_hash: String,
+}
+
+/// A write transaction, or the remembered response of an idempotent replay.
+pub(crate) enum Begun {
+    Fresh(Box<dyn WriteTx>),
+    Replay(String),
+}
+
+impl Notifly {
+    /// Wraps a store. `public_url` is where this server is reached.
+    pub fn new(store: Arc<dyn Store>, public_url: &str, attachment_dir: PathBuf) -> Self {
+        Notifly {
+            store,
+            public_url: public_url.trim_end_matches('/').into(),
+            attachment_dir: Arc::new(attachment_dir),
+        }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Starts a write. With an idempotency key that was seen before, returns
+    /// the remembered response instead (or a 4xx if the request differs).
+    pub(crate) async fn begin(
+        &self,
+        account: &str,
+        idempotency: Option<&Idempotency>,
+    ) -> DomainResult<Begun> {
+        let mut tx = self.store.write().await?;
+        if let Some(idem) = idempotency
+            && let Some(seen) = tx.idempotent_response(account, &idem.key).await?
+        {
+            if seen.request_hash != idem.request_hash {
+                return Err(DomainError::Invalid(format!(
+                    "Idempotency-Key `{}` was already used with a different request; use a new key for a new request",
+                    ids::printable(&idem.key)
+                )));
+            }
+            return Ok(Begun::Replay(seen.body));
+        }
+        Ok(Begun::Fresh(tx))
+    }
+
+    /// Commits a write begun with [`Notifly::begin`], remembering `response`
+    /// for the idempotency key in the same transaction.
+    pub(crate) async fn finish<T: Serialize>(
+        &self,
+        mut tx: Box<dyn WriteTx>,
+        account: &str,
+        idempotency: Option<&Idempotency>,
+        response: &T,
+    ) -> DomainResult<()> {
+        if let Some(idem) = idempotency {
+            let body = serde_json::to_string(response).map_err(StoreError::Corrupt)?;
+            let remembered = IdempotentResponse {
+                request_hash: idem.request_hash.clone(),
+                status: 201,
+                body,
+                created_at: ids::now(),
+            };
+            tx.insert_idempotent_response(account, &idem.key, &remembered)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Decodes a replayed response.
+pub(crate) fn replay<T: DeserializeOwned>(body: &str) -> DomainResult<T> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(e).into())
+}
+
+/// Maps a store error for a list read, turning an unknown cursor into a 400.
+pub(crate) fn list_error(
+    kind: &'static str,
+    page: &Page,
+) -> impl FnOnce(StoreError) -> DomainError {
+    let cursor = page.cursor.clone();
+    move |e| match (e, cursor) {
+        (StoreError::UnknownCursor, Some(Cursor::After(id))) => DomainError::BadRequest(format!(
+            "starting_after: no {kind} with id `{}`",
+            ids::printable(&id)
+        )),
+        (StoreError::UnknownCursor, Some(Cursor::Before(id))) => DomainError::BadRequest(format!(
+            "ending_before: no {kind} with id `{}`",
+            ids::printable(&id)
+        )),
+        (e, _) => e.into(),
+    }
+}
+
+/// Result of a store read that must find its row.
+pub(crate) fn found<T>(
+    row: StoreResult<Option<T>>,
+    kind: &'static str,
+    id: &str,
+) -> DomainResult<T> {
+    row?.ok_or_else(|| DomainError::not_found(kind, id))
+}

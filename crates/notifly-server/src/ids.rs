@@ -1,0 +1,84 @@
+//! Identifiers, API keys and the clock.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use sha2::{Digest, Sha256};
+
+/// Length of every public id.
+pub const ID_LEN: usize = 16;
+
+/// A new random 16-character base62 id (about 95 bits of entropy).
+pub fn new_id() -> String {
+    random_base62(ID_LEN)
+}
+
+/// Whether `s` has the shape of an id. Anything else cannot name a row.
+pub fn is_id(s: &str) -> bool {
+    s.len() == ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn random_base62(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// Current time in Unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Prefix of every API key, so that leaked keys are recognisable by scanners.
+pub const API_KEY_PREFIX: &str = "nfly_sk_";
+
+/// A new API key: the prefix and 40 base62 characters (about 238 bits).
+pub fn new_api_key() -> String {
+    format!("{API_KEY_PREFIX}{}", random_base62(40))
+}
+
+/// How an API key is stored: hex SHA-256. Keys are long random tokens, so a
+/// fast hash is enough (no password stretching needed), and looking a key up
+/// by its hash means the key itself is never compared byte by byte.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A user-supplied string made safe to echo back in an error message: at most
+/// 64 characters, with control characters replaced.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        for _ in 0..100 {
+            let id = new_id();
+            assert!(is_id(&id), "{id}");
+        }
+        assert!(!is_id("short"));
+        assert!(!is_id("a056V7R7NmNRjl7-"));
+        assert!(is_id("a056V7R7NmNRjl70"));
+    }
+
+    #[test]
+    fn api_keys_hash_stably() {
+        let key = new_api_key();
+        assert!(key.starts_with(API_KEY_PREFIX));
+        assert_eq!(hash_api_key(&key), hash_api_key(&key));
+        assert_ne!(hash_api_key(&key), hash_api_key(&new_api_key()));
+    }
+}

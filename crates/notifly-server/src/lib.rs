@@ -1,0 +1,86 @@
+//! The Notifly server as a library: [`run`] is the one entry point, used by the
+//! `notifly` binary and by every integration test.
+//!
+//! Layers, from the outside in: [`api`] (HTTP) → [`domain`] (rules and the
+//! outbox) → [`store`] (SQL). See `ARCHITECTURE.md` at the repository root.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod ids;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+use domain::Notifly;
+use store::Store;
+
+/// Opens the store a database URL names, running its migrations.
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        anyhow::bail!("PostgreSQL is not supported by this build yet; use a sqlite:// URL");
+    }
+    let store = store::sqlite::SqliteStore::open(url)
+        .await
+        .with_context(|| format!("cannot open the database at {url}"))?;
+    Ok(Arc::new(store))
+}
+
+/// Runs the server on `listener` until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish, and closes the database.
+///
+/// On an empty database it first creates an account named `default` and
+/// prints its API key (once) on standard output.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let store = open_store(&config.database_url).await?;
+    let bound = listener.local_addr()?;
+    let public_url = config.public_url(bound);
+    if let Some(account) = domain::accounts::bootstrap(store.as_ref()).await? {
+        println!(
+            "Created account `{}` ({}). Its API key, shown only this once:\n\n    {}\n\nTry: curl -H 'Authorization: Bearer {}' {}/v1/contacts\n",
+            account.name, account.id, account.api_key, account.api_key, public_url
+        );
+    }
+    let notifly = Notifly::new(
+        store.clone(),
+        &public_url,
+        config.data_dir.join("attachments"),
+    );
+    let state = api::AppState {
+        notifly,
+        limits: api::Limits {
+            max_body_bytes: config.max_body_bytes,
+            max_attachment_bytes: config.max_attachment_bytes,
+        },
+    };
+    tracing::info!(listen = %bound, database = %redact_url(&config.database_url), "notifly serving");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server failed")?;
+    store.close().await;
+    tracing::info!("notifly stopped");
+    Ok(())
+}
+
+/// A database URL without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

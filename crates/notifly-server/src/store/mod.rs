@@ -1,0 +1,189 @@
+//! Persistence behind one narrow interface.
+//!
+//! Nothing outside this module writes SQL. The domain layer talks to a [`Store`]
+//! through two kinds of handle:
+//!
+//! - [`Conn`]: reads, from a pooled connection or from inside a transaction;
+//! - [`WriteTx`]: a write transaction. Everything written through one handle
+//!   commits atomically, which is what makes the outbox transactional: a resource
+//!   change and its event row are written through the same `WriteTx`.
+//!
+//! Each backend implements the traits with SQL written for it. Nothing here
+//! assumes a single process: uniqueness and ordering come from the database.
+
+mod records;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use records::*;
+
+/// What can go wrong in the store. The domain maps these to user-facing errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness constraint was violated; the string names the constraint.
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    /// A pagination cursor names a row that does not exist for this account.
+    #[error("unknown cursor")]
+    UnknownCursor,
+    /// The database could not be reached or answered with an error.
+    #[error("database error")]
+    Backend(#[source] sqlx::Error),
+    /// A stored value could not be decoded.
+    #[error("corrupt stored value")]
+    Corrupt(#[source] serde_json::Error),
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A database holding Notifly's data.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A connection for reads.
+    async fn read(&self) -> StoreResult<Box<dyn Conn>>;
+    /// Starts a write transaction. Dropping it without [`WriteTx::commit`] rolls back.
+    async fn write(&self) -> StoreResult<Box<dyn WriteTx>>;
+    /// Checks that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Closes the pools, waiting for connections in use.
+    async fn close(&self);
+}
+
+/// Reads. Every resource read is scoped to an account.
+#[async_trait]
+pub trait Conn: Send {
+    async fn account_by_key_hash(&mut self, key_hash: &str) -> StoreResult<Option<Account>>;
+    async fn account_count(&mut self) -> StoreResult<i64>;
+
+    async fn contact(&mut self, account: &str, id: &str) -> StoreResult<Option<Contact>>;
+    async fn contacts_by_ids(&mut self, account: &str, ids: &[String])
+    -> StoreResult<Vec<Contact>>;
+    async fn list_contacts(&mut self, account: &str, page: &Page) -> StoreResult<Listed<Contact>>;
+    async fn contact_has_messages(&mut self, account: &str, contact_id: &str) -> StoreResult<bool>;
+
+    async fn conversation(&mut self, account: &str, id: &str) -> StoreResult<Option<Conversation>>;
+    async fn list_conversations(
+        &mut self,
+        account: &str,
+        filter: &ConversationFilter,
+        page: &Page,
+    ) -> StoreResult<Listed<Conversation>>;
+
+    async fn message(&mut self, account: &str, id: &str) -> StoreResult<Option<MessageRecord>>;
+    async fn list_messages(
+        &mut self,
+        account: &str,
+        conversation_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<MessageRecord>>;
+    /// Every message of a conversation, oldest first (for cascades).
+    async fn messages_in_conversation(
+        &mut self,
+        account: &str,
+        conversation_id: &str,
+    ) -> StoreResult<Vec<MessageRecord>>;
+
+    async fn group(&mut self, account: &str, id: &str) -> StoreResult<Option<GroupRecord>>;
+    async fn list_groups(&mut self, account: &str, page: &Page)
+    -> StoreResult<Listed<GroupRecord>>;
+    /// Member contact ids of a group, in the order they were given.
+    async fn group_members(&mut self, group_id: &str) -> StoreResult<Vec<String>>;
+    /// Ids of the groups a contact belongs to.
+    async fn groups_with_member(
+        &mut self,
+        account: &str,
+        contact_id: &str,
+    ) -> StoreResult<Vec<String>>;
+
+    async fn attachment(&mut self, account: &str, id: &str) -> StoreResult<Option<Attachment>>;
+    async fn list_attachments(
+        &mut self,
+        account: &str,
+        message_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<Attachment>>;
+    /// Every attachment of a message, oldest first.
+    async fn attachments_of_message(
+        &mut self,
+        account: &str,
+        message_id: &str,
+    ) -> StoreResult<Vec<Attachment>>;
+
+    async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>>;
+    async fn list_events(
+        &mut self,
+        account: &str,
+        event_type: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<EventRecord>>;
+
+    async fn idempotent_response(
+        &mut self,
+        account: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotentResponse>>;
+}
+
+/// A write transaction. It can also read, seeing its own writes.
+#[async_trait]
+pub trait WriteTx: Conn {
+    async fn insert_account(&mut self, account: &Account, key_hash: &str) -> StoreResult<()>;
+
+    async fn insert_contact(&mut self, account: &str, contact: &Contact) -> StoreResult<()>;
+    async fn update_contact(&mut self, account: &str, contact: &Contact) -> StoreResult<()>;
+    async fn delete_contact(&mut self, account: &str, id: &str) -> StoreResult<()>;
+
+    async fn insert_conversation(
+        &mut self,
+        account: &str,
+        conversation: &Conversation,
+    ) -> StoreResult<()>;
+    async fn update_conversation(
+        &mut self,
+        account: &str,
+        conversation: &Conversation,
+    ) -> StoreResult<()>;
+    async fn delete_conversation(&mut self, account: &str, id: &str) -> StoreResult<()>;
+
+    async fn insert_message(&mut self, account: &str, message: &MessageRecord) -> StoreResult<()>;
+    async fn update_message(&mut self, account: &str, message: &MessageRecord) -> StoreResult<()>;
+    async fn delete_message(&mut self, account: &str, id: &str) -> StoreResult<()>;
+
+    async fn insert_group(&mut self, account: &str, group: &GroupRecord) -> StoreResult<()>;
+    async fn update_group(&mut self, account: &str, group: &GroupRecord) -> StoreResult<()>;
+    async fn set_group_members(
+        &mut self,
+        group_id: &str,
+        contact_ids: &[String],
+    ) -> StoreResult<()>;
+    async fn delete_group(&mut self, account: &str, id: &str) -> StoreResult<()>;
+
+    async fn insert_attachment(
+        &mut self,
+        account: &str,
+        attachment: &Attachment,
+    ) -> StoreResult<()>;
+    async fn update_attachment(
+        &mut self,
+        account: &str,
+        attachment: &Attachment,
+    ) -> StoreResult<()>;
+    async fn delete_attachment(&mut self, account: &str, id: &str) -> StoreResult<()>;
+
+    /// Appends an event to the account's log (the outbox).
+    async fn insert_event(&mut self, account: &str, event: &EventRecord) -> StoreResult<()>;
+
+    /// Remembers the response to an idempotent request. A second insert of the
+    /// same key is a [`StoreError::Conflict`].
+    async fn insert_idempotent_response(
+        &mut self,
+        account: &str,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> StoreResult<()>;
+
+    /// Makes every write of this transaction durable and visible.
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}

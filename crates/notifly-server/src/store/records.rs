@@ -1,0 +1,166 @@
+//! The rows the store keeps. Where a row is exactly what the REST API returns
+//! (contacts, conversations, attachments) the same type serves as both.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An account: the owner of API keys and every resource.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// A contact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Contact {
+    /// 16-character base62 id.
+    #[schema(example = "WAz8eIbvDR60rouK")]
+    pub id: String,
+    #[schema(example = "KevinMcCallister")]
+    pub username: String,
+    #[schema(example = "1-800-759-3000")]
+    pub phone_number: String,
+    pub avatar_url: Option<String>,
+    pub display_name: Option<String>,
+    /// The one-to-one conversation with this contact, once one exists.
+    pub conversation_id: Option<String>,
+    /// Unix seconds.
+    pub last_active_at: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A conversation, with one contact or with a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Conversation {
+    pub id: String,
+    pub contact_id: Option<String>,
+    pub group_id: Option<String>,
+    pub pinned_message_id: Option<String>,
+    pub is_pinned: bool,
+    pub is_muted: bool,
+    pub last_active_at: Option<i64>,
+    pub last_opened_at: Option<i64>,
+    pub created_at: i64,
+    pub archived_at: Option<i64>,
+}
+
+/// Filters for listing conversations.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub muted: Option<bool>,
+    pub archived: Option<bool>,
+    pub pinned: Option<bool>,
+    pub group_id: Option<String>,
+}
+
+/// A reaction to a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Reaction {
+    /// The reacting contact.
+    pub contact_id: String,
+    /// The reaction itself, usually one emoji.
+    #[schema(example = "👍")]
+    pub emoji: String,
+    pub created_at: i64,
+}
+
+/// A message as stored; the API embeds its sender and attachments.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct MessageRecord {
+    pub id: String,
+    pub conversation_id: String,
+    pub contact_id: Option<String>,
+    pub message: String,
+    pub reactions: sqlx::types::Json<Vec<Reaction>>,
+    pub read_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A group as stored; the API embeds its member contacts.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct GroupRecord {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub avatar_url: Option<String>,
+    pub conversation_id: Option<String>,
+    pub created_at: i64,
+    pub archived_at: Option<i64>,
+}
+
+/// A file attached to a message. The bytes live in the attachment directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Attachment {
+    pub id: String,
+    pub message_id: String,
+    #[schema(example = "itinerary.pdf")]
+    pub filename: String,
+    /// Where the bytes are served (requires the API key). Derived from the
+    /// server's public URL when read, never stored.
+    #[sqlx(skip)]
+    pub file_url: String,
+    /// The media type given at upload.
+    #[schema(example = "application/pdf")]
+    pub file_type: String,
+    /// Size in bytes.
+    pub file_size: i64,
+    pub created_at: i64,
+}
+
+/// An event in the account's log. `body` is the exact webhook request body,
+/// serialized once when the event is written.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct EventRecord {
+    pub id: String,
+    pub event_type: String,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// The remembered response to a request sent with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct IdempotentResponse {
+    /// SHA-256 (hex) of the method, path and body of the first request.
+    pub request_hash: String,
+    pub status: i64,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// Which slice of a list to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// How many items at most (1..=100).
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+/// A keyset cursor: an id of the list's own kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// Items older than this one.
+    After(String),
+    /// Items newer than this one.
+    Before(String),
+}
+
+/// A slice of a list, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> Listed<T> {
+    /// Maps every item, keeping `has_more`.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Listed<U> {
+        Listed {
+            items: self.items.into_iter().map(f).collect(),
+            has_more: self.has_more,
+        }
+    }
+}

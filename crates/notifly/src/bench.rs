@@ -1,0 +1,304 @@
+//! `notifly bench`: measurements against a real server process.
+//!
+//! By default the benchmark starts `notifly serve` itself (this same binary)
+//! on a fresh SQLite database in a temporary directory, so the server and the
+//! load generator are separate processes on the same machine. Figures depend
+//! on the machine: report them with it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    kind: BenchKind,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchKind {
+    /// API write throughput: message creations per second (each with its
+    /// `message.created` event, in one transaction) at several concurrency
+    /// levels, with p50/p99 latency and the server's memory.
+    Api(ApiBench),
+}
+
+#[derive(Debug, Args)]
+struct ApiBench {
+    /// Concurrency levels to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    concurrency: Vec<usize>,
+    /// How long to measure each level, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Warm-up before each level, in seconds.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.kind {
+        BenchKind::Api(a) => api(a).await,
+    }
+}
+
+/// A `notifly serve` child process on a temporary database.
+struct Server {
+    child: Child,
+    url: String,
+    api_key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let exe = std::env::current_exe()?;
+        let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let out = Command::new(&exe)
+            .args([
+                "accounts",
+                "create",
+                "--name",
+                "bench",
+                "--json",
+                "--database",
+                &db,
+            ])
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "accounts create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let account: Value = serde_json::from_slice(&out.stdout)?;
+        let api_key = account["api_key"]
+            .as_str()
+            .context("no api_key")?
+            .to_owned();
+        let port = free_port()?;
+        let child = Command::new(&exe)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database",
+                &db,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("NOTIFLY_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let server = Server {
+            child,
+            url,
+            api_key,
+            _dir: dir,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("server did not become ready")
+    }
+
+    fn rss_mib(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        rss_kib(&Path::new("/proc").join(pid.to_string()).join("status")).map(|k| k as f64 / 1024.0)
+    }
+}
+
+fn rss_kib(status: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(status).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn api(args: ApiBench) -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = server.rss_mib();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let auth = format!("Bearer {}", server.api_key);
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{}{path}", server.url))
+            .header("authorization", &auth)
+            .json(&body)
+    };
+    let contact: Value = post(
+        "/v1/contacts",
+        json!({"username": "kevin", "phone_number": "1-800-759-3000"}),
+    )
+    .send()
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    let conversation: Value = post("/v1/conversations", json!({"contact_id": contact["id"]}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let body = Arc::new(json!({
+        "conversation_id": conversation["id"],
+        "contact_id": contact["id"],
+        "message": "I’m traveling with my dad. He’s at a meeting. I hate meetings.",
+    }));
+
+    println!("notifly bench api: POST /v1/messages (message + message.created event per request)");
+    println!(
+        "server: {} (SQLite, synchronous=FULL); idle RSS {:.1} MiB",
+        server.url,
+        idle.unwrap_or(f64::NAN)
+    );
+    println!(
+        "{:>11} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "concurrency", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+    for &c in &args.concurrency {
+        let _ = load(
+            &client,
+            &server,
+            &auth,
+            &body,
+            c,
+            Duration::from_secs(args.warmup),
+        )
+        .await;
+        let started = Instant::now();
+        let (mut lat, errors) = load(
+            &client,
+            &server,
+            &auth,
+            &body,
+            c,
+            Duration::from_secs(args.seconds),
+        )
+        .await;
+        let elapsed = started.elapsed();
+        lat.sort_unstable();
+        println!(
+            "{:>11} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+            c,
+            lat.len(),
+            lat.len() as f64 / elapsed.as_secs_f64(),
+            ms(percentile(&lat, 0.50)),
+            ms(percentile(&lat, 0.99)),
+            ms(lat.last().copied().unwrap_or_default()),
+            errors
+        );
+    }
+    let events: Value = client
+        .get(format!(
+            "{}/v1/events?limit=1&type=message.created",
+            server.url
+        ))
+        .header("authorization", &auth)
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        events["data"][0]["type"] == "message.created",
+        "the server did not record message.created events"
+    );
+    println!(
+        "server RSS after load: {:.1} MiB",
+        server.rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+/// Runs `concurrency` loops of message creation for `duration`; returns the
+/// latencies of successful requests and the number of failures.
+async fn load(
+    client: &reqwest::Client,
+    server: &Server,
+    auth: &str,
+    body: &Arc<Value>,
+    concurrency: usize,
+    duration: Duration,
+) -> (Vec<Duration>, usize) {
+    let deadline = Instant::now() + duration;
+    let url = format!("{}/v1/messages", server.url);
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.clone();
+        let auth = auth.to_owned();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .json(&*body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((lat, e)) = t.await {
+            all.extend(lat);
+            errors += e;
+        }
+    }
+    (all, errors)
+}

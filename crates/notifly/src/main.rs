@@ -1,0 +1,180 @@
+//! `notifly`: the server, account administration and benchmarks in one program.
+
+mod bench;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use notifly_server::Config;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "notifly",
+    version,
+    about = "Notifly: a messaging API whose every change reaches your webhooks, signed."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve(ServeArgs),
+    /// Manage accounts.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// Measure the server: see `notifly bench --help`.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "NOTIFLY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Database URL [default: sqlite://notifly.db in the working directory].
+    #[arg(long, env = "NOTIFLY_DATABASE_URL")]
+    database: Option<String>,
+    /// Directory for attachment files [default: ./notifly-data].
+    #[arg(long, env = "NOTIFLY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The URL clients reach this server at [default: http://<listen>].
+    #[arg(long, env = "NOTIFLY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Configuration file [default: ./notifly.toml if it exists].
+    #[arg(long, env = "NOTIFLY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "NOTIFLY_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Create an account and print its first API key (shown once).
+    Create {
+        /// The account's name.
+        #[arg(long)]
+        name: String,
+        /// Print `{"id", "name", "api_key"}` as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Database URL [default: sqlite://notifly.db in the working directory].
+        #[arg(long, env = "NOTIFLY_DATABASE_URL")]
+        database: Option<String>,
+        /// Configuration file [default: ./notifly.toml if it exists].
+        #[arg(long, env = "NOTIFLY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_env("NOTIFLY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Accounts {
+                command:
+                    AccountsCommand::Create {
+                        name,
+                        json,
+                        database,
+                        config,
+                    },
+            } => create_account(&name, json, database, config).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(database) = args.database {
+        config.database_url = database;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = args.public_url {
+        config.public_url = Some(url);
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    notifly_server::run(config, listener, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn create_account(
+    name: &str,
+    json: bool,
+    database: Option<String>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let url = database.unwrap_or(config.database_url);
+    let store = notifly_server::open_store(&url).await?;
+    let account = notifly_server::domain::accounts::create(store.as_ref(), name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string(&account)?);
+    } else {
+        println!(
+            "Created account `{}` ({}).\nAPI key (shown only this once): {}",
+            account.name, account.id, account.api_key
+        );
+    }
+    Ok(())
+}

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::dispatch::{DispatchConfig, RetrySchedule, parse_duration};
+
 /// Everything `notifly serve` can be told.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -26,6 +28,22 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest attachment, in bytes.
     pub max_attachment_bytes: usize,
+    /// Delays between delivery attempts, e.g. `0s,5s,5m,30m,2h,5h,10h,10h`
+    /// (the default). Env `NOTIFLY_RETRY_SCHEDULE`.
+    pub retry_schedule: String,
+    /// Allow webhook URLs on loopback and private networks (development and
+    /// tests). Env `NOTIFLY_ALLOW_PRIVATE_URLS`.
+    pub allow_private_urls: bool,
+    /// Per-attempt timeout, e.g. `15s`. Env `NOTIFLY_DELIVERY_TIMEOUT`.
+    pub delivery_timeout: String,
+    /// Most delivery attempts in flight in this process. Env `NOTIFLY_DELIVERY_CONCURRENCY`.
+    pub delivery_concurrency: u32,
+    /// Most attempts in flight to one endpoint, across all nodes.
+    pub endpoint_concurrency: u32,
+    /// Disable an endpoint that has failed continuously this long, e.g. `5d`.
+    pub disable_after: String,
+    /// Longest pause between looks for due retries, e.g. `1s`.
+    pub poll_interval: String,
 }
 
 /// The default database: a SQLite file in the working directory.
@@ -40,6 +58,13 @@ impl Default for Config {
             public_url: None,
             max_body_bytes: 1024 * 1024,
             max_attachment_bytes: 25 * 1024 * 1024,
+            retry_schedule: "0s,5s,5m,30m,2h,5h,10h,10h".to_owned(),
+            allow_private_urls: false,
+            delivery_timeout: "15s".to_owned(),
+            delivery_concurrency: 256,
+            endpoint_concurrency: 16,
+            disable_after: "5d".to_owned(),
+            poll_interval: "1s".to_owned(),
         }
     }
 }
@@ -63,8 +88,35 @@ impl Config {
         }
     }
 
+    /// The dispatcher's settings, parsed.
+    pub fn dispatch(&self) -> anyhow::Result<DispatchConfig> {
+        let duration =
+            |name: &str, v: &str| parse_duration(v).map_err(|e| anyhow::anyhow!("{name}: {e}"));
+        let timeout = duration("delivery_timeout", &self.delivery_timeout)?;
+        if timeout.is_zero() {
+            bail!("delivery_timeout must be positive");
+        }
+        if self.delivery_concurrency == 0 || self.endpoint_concurrency == 0 {
+            bail!("delivery_concurrency and endpoint_concurrency must be positive");
+        }
+        Ok(DispatchConfig {
+            schedule: self
+                .retry_schedule
+                .parse::<RetrySchedule>()
+                .map_err(|e| anyhow::anyhow!("retry_schedule: {e}"))?,
+            timeout,
+            max_in_flight: self.delivery_concurrency,
+            per_endpoint_in_flight: self.endpoint_concurrency,
+            disable_after: duration("disable_after", &self.disable_after)?,
+            poll_interval: duration("poll_interval", &self.poll_interval)?
+                .max(std::time::Duration::from_millis(10)),
+            allow_private_urls: self.allow_private_urls,
+        })
+    }
+
     /// Checks the values that serde cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.dispatch()?;
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }

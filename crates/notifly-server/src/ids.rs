@@ -35,6 +35,14 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Prefix of every API key, so that leaked keys are recognisable by scanners.
 pub const API_KEY_PREFIX: &str = "nfly_sk_";
 

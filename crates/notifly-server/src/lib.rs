@@ -6,8 +6,11 @@
 
 pub mod api;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod ids;
+pub mod metrics;
+pub mod ssrf;
 pub mod store;
 
 use std::future::Future;
@@ -55,20 +58,39 @@ pub async fn run(
         store.clone(),
         &public_url,
         config.data_dir.join("attachments"),
+        config.allow_private_urls,
     );
+    let metrics = Arc::new(metrics::Metrics::default());
+    let stop_dispatch = tokio_util::sync::CancellationToken::new();
+    let dispatcher = dispatch::Dispatcher::spawn(
+        store.clone(),
+        notifly.wake_signal(),
+        config.dispatch()?,
+        metrics.clone(),
+        stop_dispatch.clone(),
+    )?;
     let state = api::AppState {
         notifly,
         limits: api::Limits {
             max_body_bytes: config.max_body_bytes,
             max_attachment_bytes: config.max_attachment_bytes,
         },
+        metrics,
     };
+    if config.allow_private_urls {
+        tracing::warn!("webhook URLs may point at private networks (allow_private_urls)");
+    }
     tracing::info!(listen = %bound, database = %redact_url(&config.database_url), "notifly serving");
-    axum::serve(listener, api::router(state))
+    let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .context("server failed")?;
+        .context("server failed");
+    // The API has stopped accepting work: let the deliveries in flight finish
+    // and be recorded, then close the database.
+    stop_dispatch.cancel();
+    dispatcher.join().await;
     store.close().await;
+    served?;
     tracing::info!("notifly stopped");
     Ok(())
 }

@@ -51,6 +51,21 @@ struct ServeArgs {
     /// Configuration file [default: ./notifly.toml if it exists].
     #[arg(long, env = "NOTIFLY_CONFIG")]
     config: Option<PathBuf>,
+    /// Allow webhook URLs on loopback and private networks (development, tests).
+    #[arg(long, env = "NOTIFLY_ALLOW_PRIVATE_URLS", num_args = 0..=1, default_missing_value = "true")]
+    allow_private_urls: Option<bool>,
+    /// Delays between delivery attempts [default: 0s,5s,5m,30m,2h,5h,10h,10h].
+    #[arg(long, env = "NOTIFLY_RETRY_SCHEDULE")]
+    retry_schedule: Option<String>,
+    /// Per-attempt timeout [default: 15s].
+    #[arg(long, env = "NOTIFLY_DELIVERY_TIMEOUT")]
+    delivery_timeout: Option<String>,
+    /// Most delivery attempts in flight in this process [default: 256].
+    #[arg(long, env = "NOTIFLY_DELIVERY_CONCURRENCY")]
+    delivery_concurrency: Option<u32>,
+    /// Most attempts in flight to one endpoint, across nodes [default: 16].
+    #[arg(long, env = "NOTIFLY_ENDPOINT_CONCURRENCY")]
+    endpoint_concurrency: Option<u32>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "NOTIFLY_LOG_JSON")]
     log_json: bool,
@@ -125,6 +140,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = args.public_url {
         config.public_url = Some(url);
+    }
+    if let Some(allow) = args.allow_private_urls {
+        config.allow_private_urls = allow;
+    }
+    if let Some(schedule) = args.retry_schedule {
+        config.retry_schedule = schedule;
+    }
+    if let Some(timeout) = args.delivery_timeout {
+        config.delivery_timeout = timeout;
+    }
+    if let Some(n) = args.delivery_concurrency {
+        config.delivery_concurrency = n;
+    }
+    if let Some(n) = args.endpoint_concurrency {
+        config.endpoint_concurrency = n;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

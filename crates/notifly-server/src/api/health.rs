@@ -14,6 +14,25 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+/// Prometheus metrics: delivery outcomes, attempt latency, queue depth, due
+/// retries, disabled endpoints.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(State(s): State<AppState>) -> impl axum::response::IntoResponse {
+    let queue = match s.notifly.store().queue_stats(crate::ids::now_ms()).await {
+        Ok(q) => Some(q),
+        Err(e) => {
+            tracing::warn!(error = ?e, "reading queue figures for metrics failed");
+            None
+        }
+    };
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(queue),
+    )
 }
 
 /// The status of a health probe.

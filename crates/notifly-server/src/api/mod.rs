@@ -6,12 +6,14 @@
 mod attachments;
 mod contacts;
 mod conversations;
+mod deliveries;
 pub mod error;
 mod events;
 mod extract;
 mod groups;
 mod health;
 mod messages;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,7 @@ pub struct Limits {
 pub struct AppState {
     pub notifly: Notifly,
     pub limits: Limits,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A page of a list: `{"has_more", "data"}`.
@@ -76,7 +79,9 @@ impl<T> From<Listed<T>> for List<T> {
     tags(
         (name = "contacts"), (name = "conversations"), (name = "messages"),
         (name = "groups"), (name = "attachments"), (name = "events", description = "The account's event log"),
-        (name = "operations", description = "Health and readiness"),
+        (name = "webhooks", description = "Endpoints that receive events"),
+        (name = "deliveries", description = "Each event's way to each endpoint, attempt by attempt"),
+        (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
 struct ApiDoc;
@@ -107,6 +112,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(groups::router())
         .merge(attachments::router())
         .merge(events::router())
+        .merge(webhooks::router())
+        .merge(deliveries::router())
         .merge(health::router())
 }
 

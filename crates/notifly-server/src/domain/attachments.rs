@@ -192,7 +192,7 @@ impl Notifly {
         .await?;
         self.touch_message(tx.as_mut(), account, &after.message_id)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(after)
     }
 
@@ -212,7 +212,7 @@ impl Notifly {
         .await?;
         self.touch_message(tx.as_mut(), account, &attachment.message_id)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.remove_files(account, &[attachment.id.clone()]).await;
         Ok(attachment)
     }

@@ -178,7 +178,7 @@ impl Notifly {
             &after,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(after)
     }
 
@@ -211,7 +211,7 @@ impl Notifly {
             &contact,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(contact)
     }
 }

@@ -216,7 +216,7 @@ impl Notifly {
             &after,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(after)
     }
 
@@ -228,7 +228,7 @@ impl Notifly {
         let mut tx = self.store.write().await?;
         let (conversation, files) =
             delete_cascade(tx.as_mut(), account, id, true, &self.public_url).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.remove_files(account, &files).await;
         Ok(conversation)
     }

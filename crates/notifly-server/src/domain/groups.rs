@@ -243,7 +243,7 @@ impl Notifly {
             &group,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(group)
     }
 
@@ -275,7 +275,7 @@ impl Notifly {
             &group,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.remove_files(account, &files).await;
         Ok(group)
     }

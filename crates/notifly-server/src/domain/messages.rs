@@ -287,7 +287,7 @@ impl Notifly {
             &message,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(message)
     }
 
@@ -299,7 +299,7 @@ impl Notifly {
         let record = found(tx.message(account, id).await, KIND, id)?;
         let (message, files) =
             delete_cascade(tx.as_mut(), account, record, true, &self.public_url).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.remove_files(account, &files).await;
         Ok(message)
     }

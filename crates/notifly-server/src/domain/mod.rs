@@ -8,11 +8,14 @@ pub mod accounts;
 pub mod attachments;
 pub mod contacts;
 pub mod conversations;
+pub mod deliveries;
 pub mod events;
 pub mod groups;
 pub mod messages;
 mod outbox;
+pub mod samples;
 mod validate;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +74,10 @@ pub struct Notifly {
     pub(crate) public_url: Arc<str>,
     /// Where attachment bytes live.
     pub(crate) attachment_dir: Arc<PathBuf>,
+    /// Whether webhook URLs may point at private networks.
+    pub(crate) allow_private_urls: bool,
+    /// Signals this process's dispatcher that new work was committed.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Notifly {
@@ -98,12 +105,31 @@ pub(crate) enum Begun {
 
 impl Notifly {
     /// Wraps a store. `public_url` is where this server is reached.
-    pub fn new(store: Arc<dyn Store>, public_url: &str, attachment_dir: PathBuf) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        public_url: &str,
+        attachment_dir: PathBuf,
+        allow_private_urls: bool,
+    ) -> Self {
         Notifly {
             store,
             public_url: public_url.trim_end_matches('/').into(),
             attachment_dir: Arc::new(attachment_dir),
+            allow_private_urls,
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// The signal the dispatcher waits on.
+    pub fn wake_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    /// Commits a write and wakes the dispatcher: it may have new deliveries.
+    pub(crate) async fn commit(&self, tx: Box<dyn WriteTx>) -> DomainResult<()> {
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// The underlying store.
@@ -153,8 +179,7 @@ impl Notifly {
             tx.insert_idempotent_response(account, &idem.key, &remembered)
                 .await?;
         }
-        tx.commit().await?;
-        Ok(())
+        self.commit(tx).await
     }
 }
 

@@ -49,6 +49,23 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Closes the pools, waiting for connections in use.
     async fn close(&self);
+
+    /// Leases due deliveries, at most `per_endpoint` in flight per endpoint
+    /// across all nodes, and returns them ready to send.
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>>;
+    /// Records attempts and moves their deliveries on, in one transaction.
+    /// An endpoint failing without a success for `disable_after_secs` is disabled.
+    async fn record_attempts(
+        &self,
+        results: &[AttemptResult],
+        disable_after_secs: i64,
+    ) -> StoreResult<()>;
+    /// When the next pending delivery is due (Unix ms), if any.
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
+    /// Hands back the leases `owner` holds, so other nodes can take the work.
+    async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
+    /// Queue figures for metrics.
+    async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats>;
 }
 
 /// Reads. Every resource read is scoped to an account.
@@ -124,6 +141,23 @@ pub trait Conn: Send {
         account: &str,
         key: &str,
     ) -> StoreResult<Option<IdempotentResponse>>;
+
+    async fn endpoint(&mut self, account: &str, id: &str) -> StoreResult<Option<EndpointRecord>>;
+    async fn list_endpoints(
+        &mut self,
+        account: &str,
+        page: &Page,
+    ) -> StoreResult<Listed<EndpointRecord>>;
+    async fn delivery(&mut self, account: &str, id: &str) -> StoreResult<Option<DeliveryRecord>>;
+    async fn list_deliveries(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        status: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<DeliveryRecord>>;
+    /// Every attempt of a delivery, oldest first.
+    async fn attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<AttemptRecord>>;
 }
 
 /// A write transaction. It can also read, seeing its own writes.
@@ -172,8 +206,42 @@ pub trait WriteTx: Conn {
     ) -> StoreResult<()>;
     async fn delete_attachment(&mut self, account: &str, id: &str) -> StoreResult<()>;
 
-    /// Appends an event to the account's log (the outbox).
-    async fn insert_event(&mut self, account: &str, event: &EventRecord) -> StoreResult<()>;
+    /// Appends an event to the account's log (the outbox) and fans it out: one
+    /// pending delivery per enabled endpoint subscribed to its type. Returns
+    /// how many deliveries it created.
+    async fn insert_event(&mut self, account: &str, event: &EventRecord) -> StoreResult<u64>;
+    /// Appends an event delivered to one endpoint only (a test event);
+    /// returns the delivery's id.
+    async fn insert_event_for_endpoint(
+        &mut self,
+        account: &str,
+        event: &EventRecord,
+        endpoint_id: &str,
+    ) -> StoreResult<String>;
+
+    async fn insert_endpoint(
+        &mut self,
+        account: &str,
+        endpoint: &EndpointRecord,
+    ) -> StoreResult<()>;
+    async fn update_endpoint(
+        &mut self,
+        account: &str,
+        endpoint: &EndpointRecord,
+    ) -> StoreResult<()>;
+    /// Deletes an endpoint and cancels its pending deliveries.
+    async fn delete_endpoint(&mut self, account: &str, id: &str) -> StoreResult<()>;
+    /// Makes a delivery pending again, due now, with a fresh retry schedule.
+    async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<()>;
+    /// Makes every failed delivery of an endpoint created at or after `since`
+    /// pending again, due now. Returns how many.
+    async fn recover_deliveries(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        since: i64,
+        now_ms: i64,
+    ) -> StoreResult<u64>;
 
     /// Remembers the response to an idempotent request. A second insert of the
     /// same key is a [`StoreError::Conflict`].

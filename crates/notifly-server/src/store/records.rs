@@ -164,3 +164,142 @@ impl<T> Listed<T> {
         }
     }
 }
+
+/// A webhook endpoint as stored. Its `Debug` output hides the secrets.
+#[derive(Clone, PartialEq, sqlx::FromRow)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub description: Option<String>,
+    /// Subscribed event types, or `["*"]`.
+    pub events: sqlx::types::Json<Vec<String>>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+    pub failing_since: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for EndpointRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A delivery: one event to one endpoint.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_ms: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+    pub last_status_code: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One HTTP attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AttemptRecord {
+    pub id: String,
+    pub delivery_id: String,
+    pub attempt: i64,
+    pub started_at_ms: i64,
+    pub duration_ms: i64,
+    pub request_headers: sqlx::types::Json<Vec<(String, String)>>,
+    pub response_status: Option<i64>,
+    pub response_headers: Option<sqlx::types::Json<Vec<(String, String)>>>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub succeeded: bool,
+}
+
+/// What the dispatcher asks for when it claims work.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub now_ms: i64,
+    /// The lease lasts until this time; past it, any node may claim the work again.
+    pub lease_until_ms: i64,
+    /// Which node holds the lease.
+    pub owner: String,
+    /// Most deliveries in flight to one endpoint, across all nodes.
+    pub per_endpoint: u32,
+    /// Most deliveries to claim now.
+    pub max: u32,
+}
+
+/// A claimed delivery with everything needed to send it.
+#[derive(Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub delivery_id: String,
+    pub account_id: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// The attempt about to be made, counting from 1.
+    pub attempt: i64,
+    pub schedule_pos: i64,
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+    /// The exact request body.
+    pub body: String,
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("delivery_id", &self.delivery_id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextStep {
+    Succeeded,
+    /// Try again at `at_ms`, at this position of the schedule.
+    Retry {
+        at_ms: i64,
+        schedule_pos: i64,
+    },
+    /// No more tries.
+    Failed,
+}
+
+/// The outcome of one attempt, to be written back.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub attempt: AttemptRecord,
+    pub endpoint_id: String,
+    pub owner: String,
+    pub next: NextStep,
+    /// Disable the endpoint at once with this reason (e.g. it answered 410).
+    pub disable: Option<String>,
+}
+
+/// Queue figures for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueStats {
+    pub pending: i64,
+    pub due: i64,
+    pub in_flight: i64,
+    pub disabled_endpoints: i64,
+}

@@ -94,6 +94,239 @@ impl Store for SqliteStore {
         self.writer.close().await;
         self.reader.close().await;
     }
+
+    async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        // In flight per endpoint, across every node holding a live lease.
+        let busy: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT endpoint_id, COUNT(*) FROM deliveries WHERE lease_until_ms IS NOT NULL AND lease_until_ms > ? GROUP BY endpoint_id",
+        )
+        .bind(r.now_ms)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut used: std::collections::HashMap<String, i64> = busy.into_iter().collect();
+        // Up to `per_endpoint` due, unleased deliveries of each enabled
+        // endpoint: one index range per endpoint, so a backlog on one
+        // endpoint never hides another's work.
+        let candidates: Vec<(String, String)> = sqlx::query_as(
+            "SELECT d.id, d.endpoint_id FROM endpoints e JOIN deliveries d ON d.id IN (
+                SELECT q.id FROM deliveries q
+                WHERE q.endpoint_id = e.id AND q.status = 'pending' AND q.next_attempt_ms <= ?1
+                  AND (q.lease_until_ms IS NULL OR q.lease_until_ms <= ?1)
+                ORDER BY q.next_attempt_ms LIMIT ?2)
+             WHERE e.enabled = 1
+             ORDER BY d.next_attempt_ms",
+        )
+        .bind(r.now_ms)
+        .bind(i64::from(r.per_endpoint))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut chosen = Vec::new();
+        for (id, endpoint) in candidates {
+            if chosen.len() >= r.max as usize {
+                break;
+            }
+            let n = used.entry(endpoint).or_insert(0);
+            if *n < i64::from(r.per_endpoint) {
+                *n += 1;
+                chosen.push(id);
+            }
+        }
+        let mut claimed = Vec::with_capacity(chosen.len());
+        for ids in chosen.chunks(200) {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until_ms = ");
+            q.push_bind(r.lease_until_ms)
+                .push(", lease_owner = ")
+                .push_bind(&r.owner)
+                .push(" WHERE id IN (");
+            let mut sep = q.separated(", ");
+            for id in ids {
+                sep.push_bind(id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await.map_err(backend)?;
+
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT d.id AS delivery_id, d.account_id, d.endpoint_id, d.event_id, d.event_type,
+                        d.attempts + 1 AS attempt, d.schedule_pos, e.url, e.secret, e.previous_secret,
+                        e.previous_secret_expires_at, ev.body
+                 FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id
+                 WHERE d.id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in ids {
+                sep.push_bind(id);
+            }
+            q.push(")");
+            claimed.extend(
+                q.build_query_as::<Claimed>()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(backend)?,
+            );
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(claimed)
+    }
+
+    async fn record_attempts(
+        &self,
+        results: &[AttemptResult],
+        disable_after_secs: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let now = crate::ids::now();
+        for r in results {
+            let a = &r.attempt;
+            sqlx::query(&format!(
+                "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(&a.id)
+            .bind(&a.delivery_id)
+            .bind(a.attempt)
+            .bind(a.started_at_ms)
+            .bind(a.duration_ms)
+            .bind(&a.request_headers)
+            .bind(a.response_status)
+            .bind(&a.response_headers)
+            .bind(&a.response_body)
+            .bind(&a.error)
+            .bind(a.succeeded)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let (status, next_ms, pos) = match &r.next {
+                NextStep::Succeeded => ("succeeded", None, None),
+                NextStep::Retry {
+                    at_ms,
+                    schedule_pos,
+                } => ("pending", Some(*at_ms), Some(*schedule_pos)),
+                NextStep::Failed => ("failed", None, None),
+            };
+            // A delivery cancelled (endpoint deleted) or retried by hand while
+            // in flight keeps its new state; only the lease holder moves it on.
+            sqlx::query(
+                "UPDATE deliveries SET status = ?, attempts = MAX(attempts, ?), next_attempt_ms = ?,
+                    schedule_pos = COALESCE(?, schedule_pos), lease_until_ms = NULL, lease_owner = NULL,
+                    last_attempt_at = ?, last_status_code = ?, updated_at = ?
+                 WHERE id = ? AND status = 'pending' AND lease_owner = ?",
+            )
+            .bind(status)
+            .bind(a.attempt)
+            .bind(next_ms)
+            .bind(pos)
+            .bind(a.started_at_ms / 1000)
+            .bind(a.response_status)
+            .bind(now)
+            .bind(&a.delivery_id)
+            .bind(&r.owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if a.succeeded {
+                sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL")
+                    .bind(&r.endpoint_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            } else {
+                sqlx::query(
+                    "UPDATE endpoints SET failing_since = COALESCE(failing_since, ?) WHERE id = ?",
+                )
+                .bind(now)
+                .bind(&r.endpoint_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                sqlx::query(
+                    "UPDATE endpoints SET enabled = 0, updated_at = ?,
+                        disabled_reason = 'failing continuously since ' || strftime('%Y-%m-%dT%H:%M:%SZ', failing_since, 'unixepoch')
+                     WHERE id = ? AND enabled = 1 AND failing_since <= ?",
+                )
+                .bind(now)
+                .bind(&r.endpoint_id)
+                .bind(now - disable_after_secs)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+            if let Some(reason) = &r.disable {
+                sqlx::query("UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ? AND enabled = 1")
+                    .bind(reason)
+                    .bind(now)
+                    .bind(&r.endpoint_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(d.next_attempt_ms) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+             WHERE d.status = 'pending' AND e.enabled = 1 AND d.lease_until_ms IS NULL",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(backend)?;
+        let lease: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(lease_until_ms) FROM deliveries WHERE lease_until_ms IS NOT NULL",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(match (due, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    async fn release_leases(&self, owner: &str) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL WHERE lease_owner = ? AND lease_until_ms IS NOT NULL",
+        )
+        .bind(owner)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats> {
+        let (pending, due, in_flight): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*),
+                    COALESCE(SUM(next_attempt_ms <= ?1), 0),
+                    COALESCE(SUM(lease_until_ms IS NOT NULL AND lease_until_ms > ?1), 0)
+             FROM deliveries WHERE status = 'pending'",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(backend)?;
+        let disabled_endpoints: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM endpoints WHERE enabled = 0")
+                .fetch_one(&self.reader)
+                .await
+                .map_err(backend)?;
+        Ok(QueueStats {
+            pending,
+            due,
+            in_flight,
+            disabled_endpoints,
+        })
+    }
 }
 
 /// A connection or a transaction; both read the same way.
@@ -119,6 +352,9 @@ const GROUP_COLUMNS: &str =
     "id, name, description, avatar_url, conversation_id, created_at, archived_at";
 const ATTACHMENT_COLUMNS: &str = "id, message_id, filename, file_type, file_size, created_at";
 const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
+const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
+const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
+const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, started_at_ms, duration_ms, request_headers, response_status, response_headers, response_body, error, succeeded";
 
 /// A list filter on one column.
 enum Filter<'a> {
@@ -485,6 +721,76 @@ where
         .await
         .map_err(backend)
     }
+
+    async fn endpoint(&mut self, account: &str, id: &str) -> StoreResult<Option<EndpointRecord>> {
+        sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE account_id = ? AND id = ?"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn list_endpoints(
+        &mut self,
+        account: &str,
+        page: &Page,
+    ) -> StoreResult<Listed<EndpointRecord>> {
+        list(
+            &mut self.0,
+            "endpoints",
+            ENDPOINT_COLUMNS,
+            account,
+            &[],
+            page,
+        )
+        .await
+    }
+
+    async fn delivery(&mut self, account: &str, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE account_id = ? AND id = ?"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn list_deliveries(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        status: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<DeliveryRecord>> {
+        let mut filters = vec![Filter::Text("endpoint_id", endpoint_id)];
+        if let Some(status) = status {
+            filters.push(Filter::Text("status", status));
+        }
+        list(
+            &mut self.0,
+            "deliveries",
+            DELIVERY_COLUMNS,
+            account,
+            &filters,
+            page,
+        )
+        .await
+    }
+
+    async fn attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        sqlx::query_as(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY seq"
+        ))
+        .bind(delivery_id)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
 }
 
 #[async_trait]
@@ -760,7 +1066,7 @@ impl WriteTx for Handle<Transaction<'static, Sqlite>> {
         Ok(())
     }
 
-    async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<()> {
+    async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {
         sqlx::query(
             "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -772,7 +1078,152 @@ impl WriteTx for Handle<Transaction<'static, Sqlite>> {
         .execute(&mut *self.0)
         .await
         .map_err(backend)?;
+        let endpoints: Vec<String> = sqlx::query_scalar(
+            "SELECT e.id FROM endpoints e WHERE e.account_id = ? AND e.enabled = 1
+               AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN (?, '*'))",
+        )
+        .bind(account)
+        .bind(&e.event_type)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        for endpoint in &endpoints {
+            insert_delivery(&mut self.0, account, e, endpoint).await?;
+        }
+        Ok(endpoints.len() as u64)
+    }
+
+    async fn insert_event_for_endpoint(
+        &mut self,
+        account: &str,
+        e: &EventRecord,
+        endpoint_id: &str,
+    ) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(account)
+        .bind(&e.id)
+        .bind(&e.event_type)
+        .bind(&e.body)
+        .bind(e.created_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        insert_delivery(&mut self.0, account, e, endpoint_id).await
+    }
+
+    async fn insert_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(account)
+        .bind(&ep.id)
+        .bind(&ep.name)
+        .bind(&ep.url)
+        .bind(&ep.description)
+        .bind(&ep.events)
+        .bind(ep.enabled)
+        .bind(&ep.disabled_reason)
+        .bind(&ep.secret)
+        .bind(&ep.previous_secret)
+        .bind(ep.previous_secret_expires_at)
+        .bind(ep.failing_since)
+        .bind(ep.created_at)
+        .bind(ep.updated_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(unique("endpoint name"))?;
+        set_subscription(&mut self.0, ep).await
+    }
+
+    async fn update_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE endpoints SET name = ?, url = ?, description = ?, events = ?, enabled = ?, disabled_reason = ?,
+                secret = ?, previous_secret = ?, previous_secret_expires_at = ?, failing_since = ?, updated_at = ?
+             WHERE account_id = ? AND id = ?",
+        )
+        .bind(&ep.name)
+        .bind(&ep.url)
+        .bind(&ep.description)
+        .bind(&ep.events)
+        .bind(ep.enabled)
+        .bind(&ep.disabled_reason)
+        .bind(&ep.secret)
+        .bind(&ep.previous_secret)
+        .bind(ep.previous_secret_expires_at)
+        .bind(ep.failing_since)
+        .bind(ep.updated_at)
+        .bind(account)
+        .bind(&ep.id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(unique("endpoint name"))?;
+        set_subscription(&mut self.0, ep).await
+    }
+
+    async fn delete_endpoint(&mut self, account: &str, id: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', next_attempt_ms = NULL, lease_until_ms = NULL, lease_owner = NULL, updated_at = ?
+             WHERE account_id = ? AND endpoint_id = ? AND status = 'pending'",
+        )
+        .bind(crate::ids::now())
+        .bind(account)
+        .bind(id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        sqlx::query("DELETE FROM endpoint_events WHERE endpoint_id = ?")
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM endpoints WHERE account_id = ? AND id = ?")
+            .bind(account)
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
         Ok(())
+    }
+
+    async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_ms = ?, schedule_pos = 0,
+                lease_until_ms = NULL, lease_owner = NULL, updated_at = ?
+             WHERE account_id = ? AND id = ?",
+        )
+        .bind(now_ms)
+        .bind(now_ms / 1000)
+        .bind(account)
+        .bind(id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn recover_deliveries(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        since: i64,
+        now_ms: i64,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_ms = ?, schedule_pos = 0,
+                lease_until_ms = NULL, lease_owner = NULL, updated_at = ?
+             WHERE account_id = ? AND endpoint_id = ? AND status = 'failed' AND created_at >= ?",
+        )
+        .bind(now_ms)
+        .bind(now_ms / 1000)
+        .bind(account)
+        .bind(endpoint_id)
+        .bind(since)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
     }
 
     async fn insert_idempotent_response(
@@ -799,4 +1250,47 @@ impl WriteTx for Handle<Transaction<'static, Sqlite>> {
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         self.0.commit().await.map_err(backend)
     }
+}
+
+async fn insert_delivery(
+    conn: &mut SqliteConnection,
+    account: &str,
+    e: &EventRecord,
+    endpoint_id: &str,
+) -> StoreResult<String> {
+    let id = crate::ids::new_id();
+    sqlx::query(
+        "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(account)
+    .bind(endpoint_id)
+    .bind(&e.id)
+    .bind(&e.event_type)
+    .bind(crate::ids::now_ms())
+    .bind(e.created_at)
+    .bind(e.created_at)
+    .execute(conn)
+    .await
+    .map_err(backend)?;
+    Ok(id)
+}
+
+/// Rewrites an endpoint's subscription rows from its `events`.
+async fn set_subscription(conn: &mut SqliteConnection, ep: &EndpointRecord) -> StoreResult<()> {
+    sqlx::query("DELETE FROM endpoint_events WHERE endpoint_id = ?")
+        .bind(&ep.id)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    for event_type in ep.events.iter() {
+        sqlx::query("INSERT INTO endpoint_events (endpoint_id, event_type) VALUES (?, ?)")
+            .bind(&ep.id)
+            .bind(event_type)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }

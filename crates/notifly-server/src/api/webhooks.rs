@@ -1,0 +1,240 @@
+//! `/v1/webhooks`: endpoints, their secrets, test events and recovery.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Auth, JsonBody, Query, page};
+use super::{AppState, List};
+use crate::domain::deliveries::{Delivery, DeliveryDetail, Recover, Recovered};
+use crate::domain::webhooks::{
+    CreateWebhook, RotateSecret, TestEvent, UpdateWebhook, Webhook, WebhookSecret,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_webhooks, create_webhook))
+        .routes(routes!(get_webhook, update_webhook, delete_webhook))
+        .routes(routes!(get_secret))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(send_test))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(recover))
+}
+
+/// Query of `GET /v1/webhooks`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListWebhooks {
+    /// 1 to 100, default 10.
+    limit: Option<u32>,
+    /// A webhook id: return the page after it.
+    starting_after: Option<String>,
+    /// A webhook id: return the page before it.
+    ending_before: Option<String>,
+}
+
+/// List webhooks, newest first.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListWebhooks),
+    security(("api_key" = [])),
+    responses((status = 200, body = List<Webhook>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list_webhooks(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(q): Query<ListWebhooks>,
+) -> Result<Json<List<Webhook>>, ApiError> {
+    let page = page("webhook", q.limit, q.starting_after, q.ending_before)?;
+    Ok(Json(
+        s.notifly.webhooks(&auth.account_id, &page).await?.into(),
+    ))
+}
+
+/// Register a webhook. The response carries its `secret`.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a retried request")),
+    security(("api_key" = [])),
+    responses((status = 201, body = Webhook), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_webhook(
+    State(s): State<AppState>,
+    auth: Auth,
+    body: JsonBody<CreateWebhook>,
+) -> Result<(StatusCode, Json<Webhook>), ApiError> {
+    let webhook = s
+        .notifly
+        .create_webhook(&auth.account_id, body.value, body.idempotency.as_ref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(webhook)))
+}
+
+/// Get a webhook (without its secret).
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+    security(("api_key" = [])),
+    responses((status = 200, body = Webhook), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_webhook(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Webhook>, ApiError> {
+    Ok(Json(s.notifly.webhook(&auth.account_id, &id).await?))
+}
+
+/// Update a webhook: name, URL, events, description, `enabled`.
+#[utoipa::path(put, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+    request_body = UpdateWebhook, security(("api_key" = [])),
+    responses((status = 200, body = Webhook), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_webhook(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: JsonBody<UpdateWebhook>,
+) -> Result<Json<Webhook>, ApiError> {
+    Ok(Json(
+        s.notifly
+            .update_webhook(&auth.account_id, &id, body.value)
+            .await?,
+    ))
+}
+
+/// Delete a webhook; its pending deliveries are cancelled.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+    security(("api_key" = [])),
+    responses((status = 200, body = Webhook), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_webhook(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Webhook>, ApiError> {
+    Ok(Json(s.notifly.delete_webhook(&auth.account_id, &id).await?))
+}
+
+/// Get a webhook's signing secret(s).
+#[utoipa::path(get, path = "/v1/webhooks/{id}/secret", tag = "webhooks", params(("id" = String, Path)),
+    security(("api_key" = [])),
+    responses((status = 200, body = WebhookSecret), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_secret(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookSecret>, ApiError> {
+    Ok(Json(s.notifly.webhook_secret(&auth.account_id, &id).await?))
+}
+
+/// Rotate a webhook's secret. The old secret keeps signing during the overlap
+/// window (default 24 h), so consumers can switch without missing a delivery.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks", params(("id" = String, Path)),
+    request_body(content = Option<RotateSecret>, description = "Optional: the overlap window"),
+    security(("api_key" = [])),
+    responses((status = 200, body = WebhookSecret), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn rotate_secret(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Json<WebhookSecret>, ApiError> {
+    // The body is optional: an empty POST rotates with the default window.
+    let has_body = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v != "0")
+        || req
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    let input = if has_body {
+        use axum::extract::FromRequest;
+        JsonBody::<RotateSecret>::from_request(req, &s).await?.value
+    } else {
+        RotateSecret::default()
+    };
+    Ok(Json(
+        s.notifly
+            .rotate_webhook_secret(&auth.account_id, &id, input)
+            .await?,
+    ))
+}
+
+/// Send a sample event of a chosen type to this webhook only. Returns the
+/// delivery; its attempts show the outcome.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(("id" = String, Path)),
+    request_body = TestEvent, security(("api_key" = [])),
+    responses((status = 202, body = DeliveryDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn send_test(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: JsonBody<TestEvent>,
+) -> Result<(StatusCode, Json<DeliveryDetail>), ApiError> {
+    let delivery = s
+        .notifly
+        .send_test_event(&auth.account_id, &id, body.value)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(s.notifly.delivery(&auth.account_id, &delivery).await?),
+    ))
+}
+
+/// Query of `GET /v1/webhooks/{id}/deliveries`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListDeliveries {
+    /// 1 to 100, default 10.
+    limit: Option<u32>,
+    /// A delivery id: return the page after it.
+    starting_after: Option<String>,
+    /// A delivery id: return the page before it.
+    ending_before: Option<String>,
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    status: Option<String>,
+}
+
+/// List a webhook's deliveries, newest first.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries",
+    params(("id" = String, Path), ListDeliveries), security(("api_key" = [])),
+    responses((status = 200, body = List<Delivery>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn list_deliveries(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<ListDeliveries>,
+) -> Result<Json<List<Delivery>>, ApiError> {
+    let page = page("delivery", q.limit, q.starting_after, q.ending_before)?;
+    Ok(Json(
+        s.notifly
+            .deliveries(&auth.account_id, &id, q.status.as_deref(), &page)
+            .await?
+            .into(),
+    ))
+}
+
+/// Resend every failed delivery of this webhook created since a time.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/recover", tag = "deliveries", params(("id" = String, Path)),
+    request_body = Recover, security(("api_key" = [])),
+    responses((status = 202, body = Recovered), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn recover(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: JsonBody<Recover>,
+) -> Result<(StatusCode, Json<Recovered>), ApiError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            s.notifly
+                .recover_webhook(&auth.account_id, &id, body.value)
+                .await?,
+        ),
+    ))
+}

@@ -1,0 +1,244 @@
+//! The dispatcher: due deliveries → leases → signed HTTP attempts → results
+//! written back in batches → retries scheduled.
+//!
+//! ```text
+//!  wake (commit) ─┐
+//!  poll (due) ────┴─► claim (lease, per-endpoint limit) ─► send tasks (global limit)
+//!                                                            │ results
+//!                    next claim ◄── notify ◄── write-back (one transaction per batch)
+//! ```
+//!
+//! Nothing is held locked across an HTTP call: a claim commits its leases
+//! before any request is sent. If this process dies, its leases expire and any
+//! node claims the work again (at-least-once delivery).
+
+mod schedule;
+mod sender;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use schedule::{RetrySchedule, parse_duration};
+pub use sender::{MAX_RESPONSE_BODY, Sender, USER_AGENT_VALUE};
+
+use crate::ids;
+use crate::metrics::Metrics;
+use crate::store::{AttemptResult, ClaimRequest, NextStep, Store};
+
+/// How the dispatcher behaves.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub schedule: RetrySchedule,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Most attempts in flight in this process.
+    pub max_in_flight: u32,
+    /// Most attempts in flight to one endpoint, across all nodes.
+    pub per_endpoint_in_flight: u32,
+    /// An endpoint failing without a success for this long is disabled.
+    pub disable_after: Duration,
+    /// Longest sleep between looks for due retries.
+    pub poll_interval: Duration,
+    pub allow_private_urls: bool,
+}
+
+/// A running dispatcher.
+#[derive(Debug)]
+pub struct Dispatcher {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Dispatcher {
+    /// Starts dispatching. It stops when `shutdown` is cancelled, after the
+    /// attempts in flight finish and their results are written.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        wake: Arc<Notify>,
+        config: DispatchConfig,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let sender = Sender::new(config.timeout, config.allow_private_urls)?;
+        let owner = format!("node-{}", ids::new_id());
+        let task = tokio::spawn(run(store, wake, config, metrics, shutdown, sender, owner));
+        Ok(Dispatcher { task })
+    }
+
+    /// Waits until the dispatcher has drained.
+    pub async fn join(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "dispatcher task failed");
+        }
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    wake: Arc<Notify>,
+    config: DispatchConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    sender: Sender,
+    owner: String,
+) {
+    let permits = Arc::new(Semaphore::new(config.max_in_flight as usize));
+    let (results_tx, results_rx) = mpsc::channel::<AttemptResult>(4096);
+    let disable_after = config.disable_after.as_secs() as i64;
+    let writer = tokio::spawn(write_back(
+        store.clone(),
+        results_rx,
+        wake.clone(),
+        disable_after,
+        metrics.clone(),
+    ));
+    let mut sends = JoinSet::new();
+    // A lease outlives the attempt (timeout) with room for the write-back.
+    let lease = config.timeout + Duration::from_secs(5);
+
+    while !shutdown.is_cancelled() {
+        while sends.try_join_next().is_some() {}
+        let free = permits.available_permits() as u32;
+        let mut claimed = Vec::new();
+        if free > 0 {
+            let now = ids::now_ms();
+            let request = ClaimRequest {
+                now_ms: now,
+                lease_until_ms: now + lease.as_millis() as i64,
+                owner: owner.clone(),
+                per_endpoint: config.per_endpoint_in_flight,
+                max: free,
+            };
+            match store.claim(&request).await {
+                Ok(c) => claimed = c,
+                Err(e) => {
+                    tracing::warn!(error = ?e, "claiming deliveries failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        let full = claimed.len() as u32 == free && free > 0;
+        // One body per event, shared by all its deliveries in this batch.
+        let mut bodies: HashMap<String, Bytes> = HashMap::new();
+        for c in claimed {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let body = bodies
+                .entry(c.event_id.clone())
+                .or_insert_with(|| Bytes::from(c.body.clone()))
+                .clone();
+            let sender = sender.clone();
+            let results = results_tx.clone();
+            let schedule = config.schedule.clone();
+            let owner = owner.clone();
+            let metrics = metrics.clone();
+            sends.spawn(async move {
+                let sent = sender.send(&c, body).await;
+                metrics.observe_attempt(&sent.record);
+                let status = sent.record.response_status;
+                let (next, disable) = if sent.record.succeeded {
+                    (NextStep::Succeeded, None)
+                } else if status == Some(410) {
+                    (
+                        NextStep::Failed,
+                        Some("the endpoint answered 410 Gone".to_owned()),
+                    )
+                } else {
+                    let next =
+                        schedule.after_failure(c.schedule_pos, ids::now_ms(), sent.retry_after);
+                    (next, None)
+                };
+                let result = AttemptResult {
+                    attempt: sent.record,
+                    endpoint_id: c.endpoint_id,
+                    owner,
+                    next,
+                    disable,
+                };
+                let _ = results.send(result).await;
+                drop(permit);
+            });
+        }
+        if full {
+            continue;
+        }
+        let sleep = match store.next_due_ms().await {
+            Ok(Some(due)) => {
+                let wait = (due - ids::now_ms()).max(0) as u64;
+                // Due work that could not be claimed (an endpoint at its
+                // limit, the global limit) is retried when a result frees a
+                // slot (write-back wakes us) or shortly.
+                Duration::from_millis(wait.max(20)).min(config.poll_interval)
+            }
+            Ok(None) => config.poll_interval,
+            Err(e) => {
+                tracing::warn!(error = ?e, "reading the next due time failed");
+                config.poll_interval
+            }
+        };
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(sleep) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+
+    // Drain: attempts in flight finish (each bounded by the timeout) and are written.
+    while sends.join_next().await.is_some() {}
+    drop(results_tx);
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "write-back task failed");
+    }
+    match store.release_leases(&owner).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(released = n, "handed back leases"),
+        Err(e) => tracing::warn!(error = ?e, "could not hand back leases; they will expire"),
+    }
+}
+
+/// Writes attempt results in batches: one transaction (one fsync) for as many
+/// results as have arrived, instead of one per delivery.
+async fn write_back(
+    store: Arc<dyn Store>,
+    mut results: mpsc::Receiver<AttemptResult>,
+    wake: Arc<Notify>,
+    disable_after_secs: i64,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch = Vec::with_capacity(512);
+    while results.recv_many(&mut batch, 512).await > 0 {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match store.record_attempts(&batch, disable_after_secs).await {
+                Ok(()) => break,
+                Err(e) => {
+                    // Not lost either way: unrecorded leases expire and the
+                    // deliveries are attempted again.
+                    tracing::warn!(error = ?e, results = batch.len(), "writing attempt results failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if backoff == Duration::from_secs(5) && results.is_closed() {
+                        tracing::error!(
+                            results = batch.len(),
+                            "giving up on attempt results at shutdown"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        metrics.observe_outcomes(&batch);
+        batch.clear();
+        wake.notify_one();
+    }
+}

@@ -1,0 +1,232 @@
+//! The HTTP side of a delivery: build the signed request, send it with one
+//! pooled keep-alive client, and read a bounded amount of the answer.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use notifly_webhooks::{
+    HEADER_NOTIFLY_SIGNATURE, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE,
+    HEADER_WEBHOOK_TIMESTAMP, StandardSecret, sign_hex,
+};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+
+use crate::ids;
+use crate::store::{AttemptRecord, Claimed};
+
+/// Most bytes of a response body read and kept.
+pub const MAX_RESPONSE_BODY: usize = 4096;
+/// Most response headers kept.
+const MAX_RESPONSE_HEADERS: usize = 64;
+
+/// The `user-agent` of every delivery.
+pub const USER_AGENT_VALUE: &str = concat!("Notifly-Webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// Sends deliveries.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    timeout: Duration,
+    allow_private: bool,
+}
+
+/// What one attempt produced.
+#[derive(Debug)]
+pub struct Sent {
+    pub record: AttemptRecord,
+    /// The receiver's `Retry-After` on a 429 or 503.
+    pub retry_after: Option<Duration>,
+}
+
+impl Sender {
+    /// A sender with a per-attempt `timeout`. Unless `allow_private`, names
+    /// resolve only to public addresses (see [`crate::ssrf`]).
+    pub fn new(timeout: Duration, allow_private: bool) -> reqwest::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .http1_only();
+        if !allow_private {
+            builder = builder.dns_resolver(crate::ssrf::resolver());
+        }
+        Ok(Sender {
+            client: builder.build()?,
+            timeout,
+            allow_private,
+        })
+    }
+
+    /// The headers of an attempt. During a rotation's overlap window the
+    /// previous secret signs `x-notifly-signature` (so a consumer that has not
+    /// switched yet keeps verifying) and both secrets sign `webhook-signature`.
+    fn headers(c: &Claimed, body: &[u8], now: i64) -> Vec<(&'static str, String)> {
+        let previous = c
+            .previous_secret
+            .as_deref()
+            .filter(|_| c.previous_secret_expires_at.is_some_and(|t| t > now));
+        let hex_secret = previous.unwrap_or(&c.secret);
+        let mut standard = Vec::with_capacity(2);
+        for secret in std::iter::once(c.secret.as_str()).chain(previous) {
+            if let Ok(s) = StandardSecret::parse(secret) {
+                standard.push(s.sign(&c.event_id, now, body));
+            }
+        }
+        vec![
+            ("content-type", "application/json".to_owned()),
+            ("user-agent", USER_AGENT_VALUE.to_owned()),
+            (HEADER_WEBHOOK_ID, c.event_id.clone()),
+            (HEADER_WEBHOOK_TIMESTAMP, now.to_string()),
+            (HEADER_WEBHOOK_SIGNATURE, standard.join(" ")),
+            (HEADER_NOTIFLY_SIGNATURE, sign_hex(hex_secret, body)),
+            ("x-notifly-event-type", c.event_type.clone()),
+            ("x-notifly-attempt", c.attempt.to_string()),
+            ("x-notifly-delivery-id", c.delivery_id.clone()),
+        ]
+    }
+
+    /// Makes one attempt. Never fails: every outcome is an attempt record.
+    pub async fn send(&self, c: &Claimed, body: Bytes) -> Sent {
+        let started_ms = ids::now_ms();
+        let started = Instant::now();
+        let headers = Self::headers(c, &body, started_ms / 1000);
+        let mut record = AttemptRecord {
+            id: ids::new_id(),
+            delivery_id: c.delivery_id.clone(),
+            attempt: c.attempt,
+            started_at_ms: started_ms,
+            duration_ms: 0,
+            request_headers: sqlx::types::Json(
+                headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+            ),
+            response_status: None,
+            response_headers: None,
+            response_body: None,
+            error: None,
+            succeeded: false,
+        };
+        let mut retry_after = None;
+        match self.exchange(c, headers, body).await {
+            Ok((status, response_headers, response_body)) => {
+                record.response_status = Some(i64::from(status));
+                record.succeeded = (200..300).contains(&status);
+                if (300..400).contains(&status) {
+                    record.error = Some(
+                        "redirects are not followed; point the webhook at the final URL".into(),
+                    );
+                } else if !record.succeeded {
+                    record.error = Some(format!("the endpoint answered HTTP {status}"));
+                }
+                if status == 429 || status == 503 {
+                    retry_after = response_headers
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                }
+                record.response_headers = Some(sqlx::types::Json(
+                    response_headers
+                        .iter()
+                        .take(MAX_RESPONSE_HEADERS)
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_owned(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect(),
+                ));
+                record.response_body = Some(response_body);
+            }
+            Err(error) => record.error = Some(error),
+        }
+        record.duration_ms = started.elapsed().as_millis() as i64;
+        Sent {
+            record,
+            retry_after,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        c: &Claimed,
+        headers: Vec<(&'static str, String)>,
+        body: Bytes,
+    ) -> Result<(u16, HeaderMap, String), String> {
+        let url = reqwest::Url::parse(&c.url).map_err(|e| format!("invalid URL: {e}"))?;
+        if !self.allow_private
+            && let Some(host) = url.host_str()
+            && let Ok(ip) = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+            && !crate::ssrf::is_public(ip)
+        {
+            return Err(format!("{ip} is a private address; not connecting"));
+        }
+        let mut map = HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                map.insert(name, v);
+            }
+        }
+        debug_assert!(map.contains_key(CONTENT_TYPE) && map.contains_key(USER_AGENT));
+        let mut response = self
+            .client
+            .post(url)
+            .headers(map)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| describe(&e, self.timeout))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut kept = Vec::new();
+        // Read at most MAX_RESPONSE_BODY bytes; a larger body is cut off (and
+        // its connection dropped rather than drained).
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_RESPONSE_BODY - kept.len();
+                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if kept.len() >= MAX_RESPONSE_BODY {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if kept.is_empty() && e.is_timeout() {
+                        return Err(describe(&e, self.timeout));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok((status, headers, String::from_utf8_lossy(&kept).into_owned()))
+    }
+}
+
+/// A transport error as a person reads it, with its causes.
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("no response within {} ms", timeout.as_millis());
+    }
+    let mut text = if e.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

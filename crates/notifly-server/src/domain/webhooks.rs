@@ -1,0 +1,461 @@
+//! Webhook endpoints: where events go, which ones, and the secret they are signed with.
+
+use notifly_webhooks::{EventType, StandardSecret};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::contacts::not_null;
+use super::validate::{self, double_option};
+use super::{
+    Begun, DomainError, DomainResult, Idempotency, Notifly, found, list_error, replay, samples,
+};
+use crate::ids;
+use crate::store::{EndpointRecord, EventRecord, Listed, Page, StoreError};
+
+const KIND: &str = "webhook";
+
+/// Default overlap window of a secret rotation: the old secret keeps signing
+/// for this long.
+pub const DEFAULT_OVERLAP_SECS: i64 = 24 * 60 * 60;
+/// Longest overlap window a rotation may ask for.
+pub const MAX_OVERLAP_SECS: i64 = 7 * 24 * 60 * 60;
+
+/// A webhook endpoint as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Webhook {
+    pub id: String,
+    #[schema(example = "Order sync")]
+    pub name: String,
+    #[schema(example = "https://example.com/webhooks/notifly")]
+    pub url: String,
+    pub description: Option<String>,
+    /// Subscribed event types, or `["*"]` for all.
+    #[schema(example = json!(["message.created", "message.updated"]))]
+    pub events: Vec<String>,
+    pub enabled: bool,
+    /// Why the endpoint is disabled (by a person, by a 410 answer, or after
+    /// failing continuously).
+    pub disabled_reason: Option<String>,
+    /// Only in the response to `POST /v1/webhooks`; later through
+    /// `GET /v1/webhooks/{id}/secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<EndpointRecord> for Webhook {
+    fn from(r: EndpointRecord) -> Self {
+        Webhook {
+            id: r.id,
+            name: r.name,
+            url: r.url,
+            description: r.description,
+            events: r.events.0,
+            enabled: r.enabled,
+            disabled_reason: r.disabled_reason,
+            secret: None,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// An endpoint's signing secrets.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSecret {
+    /// The current secret (`whsec_…`). Standard Webhooks signatures use it
+    /// at once; `x-notifly-signature` uses it once the overlap window ends.
+    pub secret: String,
+    /// During a rotation's overlap window: the secret being replaced, which
+    /// still signs `x-notifly-signature` and a second `webhook-signature` entry.
+    pub previous_secret: Option<String>,
+    /// When the previous secret stops being used (Unix seconds).
+    pub previous_secret_expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+/// Body of `POST /v1/webhooks`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    pub name: String,
+    pub url: String,
+    /// Event types to receive, or `["*"]` for all.
+    pub events: Vec<String>,
+    pub description: Option<String>,
+}
+
+/// Body of `PUT /v1/webhooks/{id}`: only the fields given change.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub events: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// `false` stops deliveries (they wait); `true` resumes them.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<bool>)]
+    pub enabled: Option<Option<bool>>,
+}
+
+/// Body of `POST /v1/webhooks/{id}/secret/rotate` (optional).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// How long the old secret keeps signing, in seconds (0 to 604800,
+    /// default 86400).
+    pub overlap_seconds: Option<i64>,
+}
+
+/// Body of `POST /v1/webhooks/{id}/test`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestEvent {
+    /// The event type to send a sample of.
+    #[serde(rename = "type")]
+    #[schema(example = "message.created")]
+    pub event_type: String,
+}
+
+/// A new `whsec_` secret: 32 random bytes, base64.
+pub fn new_secret() -> String {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    StandardSecret::encode(&key)
+}
+
+fn name(value: &str) -> DomainResult<String> {
+    validate::text("name", value, 128)
+}
+
+fn description(value: Option<&str>) -> DomainResult<Option<String>> {
+    value
+        .map(|v| validate::optional_text("description", v, 1024))
+        .transpose()
+}
+
+/// Event types: at least one, each one of the 15, or exactly `["*"]`.
+/// Duplicates are dropped.
+fn events(list: &[String]) -> DomainResult<Vec<String>> {
+    if list.is_empty() {
+        return Err(DomainError::Invalid(
+            "events must list at least one event type, or [\"*\"] for all".into(),
+        ));
+    }
+    if list.iter().any(|e| e == "*") {
+        if list.iter().all(|e| e == "*") {
+            return Ok(vec!["*".to_owned()]);
+        }
+        return Err(DomainError::Invalid(
+            "events: \"*\" already means every event type; give it alone".into(),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for e in list {
+        let t: EventType = e.parse().map_err(|_| {
+            DomainError::Invalid(format!(
+                "events: unknown event type `{}`; expected one of {}",
+                ids::printable(e),
+                EventType::ALL.map(EventType::as_str).join(", ")
+            ))
+        })?;
+        if !out.iter().any(|o| o == t.as_str()) {
+            out.push(t.as_str().to_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn conflict(name: &str) -> impl FnOnce(StoreError) -> DomainError + '_ {
+    move |e| match e {
+        StoreError::Conflict(_) => DomainError::Conflict(format!(
+            "a webhook named `{}` already exists",
+            ids::printable(name)
+        )),
+        e => e.into(),
+    }
+}
+
+impl Notifly {
+    /// Checks a webhook URL: absolute `http(s)`, no credentials, at most 2048
+    /// characters, and (unless private networks are allowed) a public host.
+    pub(crate) async fn webhook_url(&self, value: &str) -> DomainResult<String> {
+        validate::text("url", value, 2048)?;
+        let url = reqwest::Url::parse(value).map_err(|e| {
+            DomainError::Invalid(format!(
+                "url is not a valid URL ({e}); use an absolute https:// URL"
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(DomainError::Invalid(format!(
+                "url must use http or https, not `{}`",
+                ids::printable(url.scheme())
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(DomainError::Invalid(
+                "url must not contain credentials; authenticate deliveries with the signature instead".into(),
+            ));
+        }
+        let Some(host) = url.host_str() else {
+            return Err(DomainError::Invalid("url must name a host".into()));
+        };
+        if !self.allow_private_urls {
+            let port = url.port_or_known_default().unwrap_or(443);
+            if let Some(reason) = crate::ssrf::check_host(host, port).await {
+                return Err(DomainError::Invalid(format!(
+                    "url is not allowed: {reason} (operators can allow private networks with NOTIFLY_ALLOW_PRIVATE_URLS=true)"
+                )));
+            }
+        }
+        Ok(url.to_string())
+    }
+
+    /// Registers an endpoint. The response carries its secret.
+    pub async fn create_webhook(
+        &self,
+        account: &str,
+        input: CreateWebhook,
+        idempotency: Option<&Idempotency>,
+    ) -> DomainResult<Webhook> {
+        let now = ids::now();
+        let record = EndpointRecord {
+            id: ids::new_id(),
+            name: name(&input.name)?,
+            url: self.webhook_url(&input.url).await?,
+            description: description(input.description.as_deref())?,
+            events: sqlx::types::Json(events(&input.events)?),
+            enabled: true,
+            disabled_reason: None,
+            secret: new_secret(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            failing_since: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = match self.begin(account, idempotency).await? {
+            Begun::Replay(body) => return replay(&body),
+            Begun::Fresh(tx) => tx,
+        };
+        tx.insert_endpoint(account, &record)
+            .await
+            .map_err(conflict(&record.name))?;
+        let secret = record.secret.clone();
+        let mut webhook = Webhook::from(record);
+        webhook.secret = Some(secret);
+        self.finish(tx, account, idempotency, &webhook).await?;
+        Ok(webhook)
+    }
+
+    /// One endpoint (without its secret).
+    pub async fn webhook(&self, account: &str, id: &str) -> DomainResult<Webhook> {
+        let mut conn = self.store.read().await?;
+        Ok(found(conn.endpoint(account, id).await, KIND, id)?.into())
+    }
+
+    /// A page of endpoints, newest first.
+    pub async fn webhooks(&self, account: &str, page: &Page) -> DomainResult<Listed<Webhook>> {
+        let mut conn = self.store.read().await?;
+        let listed = conn
+            .list_endpoints(account, page)
+            .await
+            .map_err(list_error(KIND, page))?;
+        Ok(listed.map(Webhook::from))
+    }
+
+    /// Changes an endpoint. Enabling one clears its failure history so that it
+    /// gets a fresh start; its waiting deliveries resume.
+    pub async fn update_webhook(
+        &self,
+        account: &str,
+        id: &str,
+        input: UpdateWebhook,
+    ) -> DomainResult<Webhook> {
+        let url = match not_null("url", input.url)? {
+            Some(u) => Some(self.webhook_url(&u).await?),
+            None => None,
+        };
+        let mut tx = self.store.write().await?;
+        let before = found(tx.endpoint(account, id).await, KIND, id)?;
+        let mut after = before.clone();
+        if let Some(n) = not_null("name", input.name)? {
+            after.name = name(&n)?;
+        }
+        if let Some(u) = url {
+            after.url = u;
+        }
+        if let Some(e) = not_null("events", input.events)? {
+            after.events = sqlx::types::Json(events(&e)?);
+        }
+        if let Some(d) = input.description {
+            after.description = description(d.as_deref())?;
+        }
+        match not_null("enabled", input.enabled)? {
+            Some(true) if !before.enabled => {
+                after.enabled = true;
+                after.disabled_reason = None;
+                after.failing_since = None;
+            }
+            Some(false) if before.enabled => {
+                after.enabled = false;
+                after.disabled_reason = Some("disabled through the API".into());
+            }
+            _ => {}
+        }
+        if after == before {
+            return Ok(before.into());
+        }
+        after.updated_at = ids::now();
+        tx.update_endpoint(account, &after)
+            .await
+            .map_err(conflict(&after.name))?;
+        self.commit(tx).await?;
+        Ok(after.into())
+    }
+
+    /// Deletes an endpoint; its pending deliveries are cancelled.
+    pub async fn delete_webhook(&self, account: &str, id: &str) -> DomainResult<Webhook> {
+        let mut tx = self.store.write().await?;
+        let record = found(tx.endpoint(account, id).await, KIND, id)?;
+        tx.delete_endpoint(account, id).await?;
+        self.commit(tx).await?;
+        Ok(record.into())
+    }
+
+    /// An endpoint's secrets.
+    pub async fn webhook_secret(&self, account: &str, id: &str) -> DomainResult<WebhookSecret> {
+        let mut conn = self.store.read().await?;
+        let record = found(conn.endpoint(account, id).await, KIND, id)?;
+        Ok(secrets_of(&record, ids::now()))
+    }
+
+    /// Replaces an endpoint's secret. The old one keeps signing for the overlap
+    /// window (see [`WebhookSecret`]); a rotation during a window ends the
+    /// previous window at once.
+    pub async fn rotate_webhook_secret(
+        &self,
+        account: &str,
+        id: &str,
+        input: RotateSecret,
+    ) -> DomainResult<WebhookSecret> {
+        let overlap = input.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECS);
+        if !(0..=MAX_OVERLAP_SECS).contains(&overlap) {
+            return Err(DomainError::Invalid(format!(
+                "overlap_seconds must be between 0 and {MAX_OVERLAP_SECS}"
+            )));
+        }
+        let mut tx = self.store.write().await?;
+        let mut record = found(tx.endpoint(account, id).await, KIND, id)?;
+        let now = ids::now();
+        let old = std::mem::replace(&mut record.secret, new_secret());
+        (record.previous_secret, record.previous_secret_expires_at) = if overlap > 0 {
+            (Some(old), Some(now + overlap))
+        } else {
+            (None, None)
+        };
+        record.updated_at = now;
+        tx.update_endpoint(account, &record).await?;
+        self.commit(tx).await?;
+        Ok(secrets_of(&record, now))
+    }
+
+    /// Sends a sample event of `input.event_type` to this endpoint only.
+    /// Returns the id of the delivery, whose attempts show what happened.
+    pub async fn send_test_event(
+        &self,
+        account: &str,
+        id: &str,
+        input: TestEvent,
+    ) -> DomainResult<String> {
+        let event_type: EventType = input.event_type.parse().map_err(|_| {
+            DomainError::Invalid(format!(
+                "type: unknown event type `{}`; expected one of {}",
+                ids::printable(&input.event_type),
+                EventType::ALL.map(EventType::as_str).join(", ")
+            ))
+        })?;
+        let mut tx = self.store.write().await?;
+        let record = found(tx.endpoint(account, id).await, KIND, id)?;
+        if !record.enabled {
+            return Err(DomainError::Conflict(format!(
+                "webhook `{id}` is disabled; enable it to send a test event"
+            )));
+        }
+        let envelope = notifly_webhooks::Envelope {
+            id: ids::new_id(),
+            event_type,
+            payload: samples::payload(event_type.resource(), &self.public_url),
+        };
+        let body = serde_json::to_string(&envelope).map_err(StoreError::Corrupt)?;
+        let event = EventRecord {
+            id: envelope.id,
+            event_type: event_type.as_str().to_owned(),
+            body,
+            created_at: ids::now(),
+        };
+        let delivery = tx.insert_event_for_endpoint(account, &event, id).await?;
+        self.commit(tx).await?;
+        Ok(delivery)
+    }
+}
+
+/// The secrets an endpoint signs with at `now`.
+pub(crate) fn secrets_of(r: &EndpointRecord, now: i64) -> WebhookSecret {
+    let live = r.previous_secret_expires_at.is_some_and(|t| t > now);
+    WebhookSecret {
+        secret: r.secret.clone(),
+        previous_secret: r.previous_secret.clone().filter(|_| live),
+        previous_secret_expires_at: r.previous_secret_expires_at.filter(|_| live),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn event_lists_are_checked() {
+        assert!(events(&[]).is_err());
+        assert!(events(&list(&["message.sent"])).is_err());
+        assert!(events(&list(&["*", "message.created"])).is_err());
+        assert_eq!(events(&list(&["*", "*"])).unwrap(), list(&["*"]));
+        assert_eq!(
+            events(&list(&[
+                "message.created",
+                "message.created",
+                "contact.deleted"
+            ]))
+            .unwrap(),
+            list(&["message.created", "contact.deleted"])
+        );
+    }
+
+    #[test]
+    fn secrets_have_the_standard_shape() {
+        let s = new_secret();
+        assert!(s.starts_with("whsec_"));
+        assert!(StandardSecret::parse(&s).is_ok());
+        assert_ne!(s, new_secret());
+    }
+}

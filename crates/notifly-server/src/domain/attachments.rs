@@ -76,7 +76,8 @@ impl Notifly {
 
     /// Stores an upload and emits `attachment.created` and `message.updated`
     /// (the message's `attachments` changed). The file is on disk before the
-    /// row commits; if the transaction fails, the file is removed.
+    /// row commits; if the write fails or replays an earlier one, the file is
+    /// removed.
     pub async fn create_attachment(
         &self,
         account: &str,
@@ -93,20 +94,22 @@ impl Notifly {
             created_at: ids::now(),
         };
         fill_url(&mut attachment, &self.public_url);
-        let mut tx = match self.begin(account, idempotency).await? {
-            Begun::Replay(body) => return replay(&body),
-            Begun::Fresh(tx) => tx,
-        };
-        if tx.message(account, &attachment.message_id).await?.is_none() {
-            return Err(validate::missing(
-                "message_id",
-                "message",
-                &attachment.message_id,
-            ));
-        }
+        // The bytes go to disk before the write starts, so that no file I/O
+        // happens while holding the database's single writer.
         let path = self.file_path(account, &attachment.id);
         write_file(&path, &input.bytes).await?;
         let result = async {
+            let mut tx = match self.begin(account, idempotency).await? {
+                Begun::Replay(body) => return Ok(Some(body)),
+                Begun::Fresh(tx) => tx,
+            };
+            if tx.message(account, &attachment.message_id).await?.is_none() {
+                return Err(validate::missing(
+                    "message_id",
+                    "message",
+                    &attachment.message_id,
+                ));
+            }
             tx.insert_attachment(account, &attachment).await?;
             emit(
                 tx.as_mut(),
@@ -118,13 +121,21 @@ impl Notifly {
             .await?;
             self.touch_message(tx.as_mut(), account, &attachment.message_id)
                 .await?;
-            self.finish(tx, account, idempotency, &attachment).await
+            self.finish(tx, account, idempotency, &attachment).await?;
+            Ok(None)
         }
         .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&path).await;
+        match result {
+            Ok(None) => Ok(attachment),
+            Ok(Some(replayed)) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                replay(&replayed)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                Err(e)
+            }
         }
-        result.map(|()| attachment)
     }
 
     /// One attachment's metadata.

@@ -13,6 +13,7 @@
 
 mod records;
 pub mod sqlite;
+mod sqlite_writer;
 
 use async_trait::async_trait;
 
@@ -232,7 +233,8 @@ pub trait WriteTx: Conn {
     /// Deletes an endpoint and cancels its pending deliveries.
     async fn delete_endpoint(&mut self, account: &str, id: &str) -> StoreResult<()>;
     /// Makes a delivery pending again, due now, with a fresh retry schedule.
-    async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<()>;
+    /// Returns `false` (and changes nothing) while an attempt is in flight.
+    async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<bool>;
     /// Makes every failed delivery of an endpoint created at or after `since`
     /// pending again, due now. Returns how many.
     async fn recover_deliveries(

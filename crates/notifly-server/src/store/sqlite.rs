@@ -1,12 +1,13 @@
 //! The embedded SQLite store.
 //!
-//! SQLite allows one writer at a time, so writes go through a pool of exactly
-//! one connection and every write transaction starts with `BEGIN IMMEDIATE`
-//! (taking the write lock up front, so that another process, such as
-//! `notifly accounts create` running beside the server, waits on the busy
-//! timeout instead of failing on a lock upgrade). Reads use a separate pool and
+//! SQLite allows one writer at a time, so writes go through one connection
+//! with group commit (see `sqlite_writer`): each write runs in a savepoint of a
+//! shared `BEGIN IMMEDIATE` transaction, and one `COMMIT` makes a whole group
+//! durable. Taking the write lock up front means another process (such as
+//! `notifly accounts create` beside a running server) waits on the busy
+//! timeout instead of failing on a lock upgrade. Reads use a separate pool and
 //! run concurrently thanks to WAL mode. Durability: `synchronous=FULL`, so a
-//! committed transaction is on disk when `commit` returns.
+//! write is on disk when its commit returns.
 
 use std::ops::DerefMut;
 use std::str::FromStr;
@@ -16,8 +17,9 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
+use super::sqlite_writer::{self, Writer, WriterGuard};
 use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -25,7 +27,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
 }
 
@@ -46,16 +48,19 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("cache_size", "-16000");
-        let writer = SqlitePoolOptions::new()
+        // Migrations run through a short-lived pool (`Migrator::run` on a bare
+        // connection makes the future not `Send`).
+        let migrations = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await
             .map_err(StoreError::Backend)?;
         MIGRATOR
-            .run(&writer)
+            .run(&migrations)
             .await
             .map_err(|e| StoreError::Backend(e.into()))?;
+        migrations.close().await;
+        let writer = Writer::start(sqlite_writer::connect(&options).await?);
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
@@ -74,12 +79,7 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self) -> StoreResult<Box<dyn WriteTx>> {
-        let tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::Backend)?;
-        Ok(Box::new(Handle(tx)))
+        Ok(Box::new(Handle(self.writer.begin().await?)))
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -91,16 +91,12 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        self.writer.close().await;
         self.reader.close().await;
+        self.writer.close().await;
     }
 
     async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(backend)?;
+        let mut tx = self.writer.begin().await?;
         // In flight per endpoint, across every node holding a live lease.
         let busy: Vec<(String, i64)> = sqlx::query_as(
             "SELECT endpoint_id, COUNT(*) FROM deliveries WHERE lease_until_ms IS NOT NULL AND lease_until_ms > ? GROUP BY endpoint_id",
@@ -171,7 +167,7 @@ impl Store for SqliteStore {
                     .map_err(backend)?,
             );
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(claimed)
     }
 
@@ -180,11 +176,7 @@ impl Store for SqliteStore {
         results: &[AttemptResult],
         disable_after_secs: i64,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(backend)?;
+        let mut tx = self.writer.begin().await?;
         let now = crate::ids::now();
         for r in results {
             let a = &r.attempt;
@@ -270,7 +262,7 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
             }
         }
-        tx.commit().await.map_err(backend)
+        tx.commit().await
     }
 
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
@@ -294,20 +286,22 @@ impl Store for SqliteStore {
     }
 
     async fn release_leases(&self, owner: &str) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL WHERE lease_owner = ? AND lease_until_ms IS NOT NULL",
         )
         .bind(owner)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 
     async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats> {
         let (pending, due, in_flight): (i64, i64, i64) = sqlx::query_as(
             "SELECT COUNT(*),
-                    COALESCE(SUM(next_attempt_ms <= ?1), 0),
+                    COALESCE(SUM(next_attempt_ms <= ?1 AND (lease_until_ms IS NULL OR lease_until_ms <= ?1)), 0),
                     COALESCE(SUM(lease_until_ms IS NOT NULL AND lease_until_ms > ?1), 0)
              FROM deliveries WHERE status = 'pending'",
         )
@@ -794,7 +788,7 @@ where
 }
 
 #[async_trait]
-impl WriteTx for Handle<Transaction<'static, Sqlite>> {
+impl WriteTx for Handle<WriterGuard> {
     async fn insert_account(&mut self, account: &Account, key_hash: &str) -> StoreResult<()> {
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
             .bind(&account.id)
@@ -1187,20 +1181,21 @@ impl WriteTx for Handle<Transaction<'static, Sqlite>> {
         Ok(())
     }
 
-    async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<()> {
-        sqlx::query(
+    async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', next_attempt_ms = ?, schedule_pos = 0,
                 lease_until_ms = NULL, lease_owner = NULL, updated_at = ?
-             WHERE account_id = ? AND id = ?",
+             WHERE account_id = ? AND id = ? AND (lease_until_ms IS NULL OR lease_until_ms <= ?)",
         )
         .bind(now_ms)
         .bind(now_ms / 1000)
         .bind(account)
         .bind(id)
+        .bind(now_ms)
         .execute(&mut *self.0)
         .await
         .map_err(backend)?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn recover_deliveries(
@@ -1248,7 +1243,7 @@ impl WriteTx for Handle<Transaction<'static, Sqlite>> {
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.0.commit().await.map_err(backend)
+        self.0.commit().await
     }
 }
 

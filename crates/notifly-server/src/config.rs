@@ -99,6 +99,10 @@ impl Config {
         if self.delivery_concurrency == 0 || self.endpoint_concurrency == 0 {
             bail!("delivery_concurrency and endpoint_concurrency must be positive");
         }
+        let disable_after = duration("disable_after", &self.disable_after)?;
+        if disable_after < std::time::Duration::from_secs(1) {
+            bail!("disable_after must be at least 1s");
+        }
         Ok(DispatchConfig {
             schedule: self
                 .retry_schedule
@@ -107,7 +111,7 @@ impl Config {
             timeout,
             max_in_flight: self.delivery_concurrency,
             per_endpoint_in_flight: self.endpoint_concurrency,
-            disable_after: duration("disable_after", &self.disable_after)?,
+            disable_after,
             poll_interval: duration("poll_interval", &self.poll_interval)?
                 .max(std::time::Duration::from_millis(10)),
             allow_private_urls: self.allow_private_urls,

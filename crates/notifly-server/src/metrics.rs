@@ -6,7 +6,9 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::store::{AttemptRecord, AttemptResult, NextStep, QueueStats};
+use std::time::Duration;
+
+use crate::store::{AttemptResult, NextStep, QueueStats};
 
 /// Upper bounds of the attempt-latency histogram buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -28,14 +30,14 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts one attempt and its latency.
-    pub fn observe_attempt(&self, a: &AttemptRecord) {
-        let counter = if a.succeeded {
+    pub fn observe_attempt(&self, succeeded: bool, elapsed: Duration) {
+        let counter = if succeeded {
             &self.attempts_ok
         } else {
             &self.attempts_failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let secs = a.duration_ms as f64 / 1000.0;
+        let secs = elapsed.as_secs_f64();
         for (i, bound) in BUCKETS.iter().enumerate() {
             if secs <= *bound {
                 self.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -43,7 +45,7 @@ impl Metrics {
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us
-            .fetch_add(a.duration_ms.max(0) as u64 * 1000, Ordering::Relaxed);
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Counts where written-back deliveries went.

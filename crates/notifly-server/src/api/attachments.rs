@@ -17,8 +17,14 @@ use crate::domain::attachments::{NewAttachment, UpdateAttachment};
 use crate::store::Attachment;
 
 pub fn router() -> OpenApiRouter<AppState> {
+    // Uploads enforce the attachment limit themselves, instead of the JSON
+    // body limit every other route has.
+    let upload = OpenApiRouter::new()
+        .routes(routes!(create_attachment))
+        .layer(axum::extract::DefaultBodyLimit::disable());
     OpenApiRouter::new()
-        .routes(routes!(list_attachments, create_attachment))
+        .routes(routes!(list_attachments))
+        .merge(upload)
         .routes(routes!(
             get_attachment,
             update_attachment,
@@ -111,7 +117,11 @@ async fn create_attachment(
     let bytes = axum::body::to_bytes(body, max + 64 * 1024)
         .await
         .map_err(|_| too_large())?;
-    let idem = idempotency(&parts.method, parts.uri.path(), &parts.headers, &bytes)?;
+    let (method, path, headers) = (
+        parts.method.clone(),
+        parts.uri.path().to_owned(),
+        parts.headers.clone(),
+    );
     let mut form = Multipart::from_request(Request::from_parts(parts, Body::from(bytes)), &s)
         .await
         .map_err(|e| {
@@ -157,6 +167,19 @@ async fn create_attachment(
     }
     let message_id = message_id.ok_or_else(|| invalid("message_id is required"))?;
     let (filename, file_type, data) = file.ok_or_else(|| invalid("file is required"))?;
+    // A retried upload is re-encoded with a new multipart boundary: the
+    // idempotency fingerprint is the form's content, not its raw bytes.
+    let mut fingerprint = Vec::with_capacity(data.len() + 128);
+    for part in [
+        message_id.as_bytes(),
+        filename.as_bytes(),
+        file_type.as_deref().unwrap_or("").as_bytes(),
+    ] {
+        fingerprint.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        fingerprint.extend_from_slice(part);
+    }
+    fingerprint.extend_from_slice(&data);
+    let idem = idempotency(&method, &path, &headers, &fingerprint)?;
     let attachment = s
         .notifly
         .create_attachment(

@@ -96,18 +96,28 @@ pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError
     })
 }
 
-/// Parses JSON, telling syntax errors (400) from shape errors (422).
+/// Parses a JSON object, telling malformed JSON (400) from JSON of the wrong
+/// shape (422). Only objects are accepted: serde would otherwise fill a struct
+/// from an array, positionally.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let syntax = |e: serde_json::Error| ApiError::bad_request(format!("malformed JSON: {e}"));
+    let shape = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message);
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Malformed input stays a 400 even when it does not start with `{`.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(syntax)?;
+        return Err(shape("the request body must be a JSON object".into()));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("invalid request body: {e}"),
-            ),
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::bad_request(format!("malformed JSON: {e}"))
-            }
+            // serde stops at the first problem; a wrong type early in a
+            // document that is also malformed is still malformed.
+            Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Err(syntax_error) => syntax(syntax_error),
+                Ok(_) => shape(format!("invalid request body: {e}")),
+            },
+            Category::Syntax | Category::Eof | Category::Io => syntax(e),
         }
     })
 }

@@ -144,7 +144,7 @@ async fn run(
             let metrics = metrics.clone();
             sends.spawn(async move {
                 let sent = sender.send(&c, body).await;
-                metrics.observe_attempt(&sent.record);
+                metrics.observe_attempt(sent.record.succeeded, sent.elapsed);
                 let status = sent.record.response_status;
                 let (next, disable) = if sent.record.succeeded {
                     (NextStep::Succeeded, None)

@@ -34,6 +34,8 @@ pub struct Sender {
 #[derive(Debug)]
 pub struct Sent {
     pub record: AttemptRecord,
+    /// How long the attempt took, more precisely than `record.duration_ms`.
+    pub elapsed: Duration,
     /// The receiver's `Retry-After` on a 429 or 503.
     pub retry_after: Option<Duration>,
 }
@@ -146,9 +148,11 @@ impl Sender {
             }
             Err(error) => record.error = Some(error),
         }
-        record.duration_ms = started.elapsed().as_millis() as i64;
+        let elapsed = started.elapsed();
+        record.duration_ms = elapsed.as_millis() as i64;
         Sent {
             record,
+            elapsed,
             retry_after,
         }
     }

@@ -200,7 +200,11 @@ impl Notifly {
                 endpoint.id
             )));
         }
-        tx.retry_delivery(account, id, ids::now_ms()).await?;
+        if !tx.retry_delivery(account, id, ids::now_ms()).await? {
+            return Err(DomainError::Conflict(format!(
+                "delivery `{id}` is being attempted right now; retry it once that attempt is recorded"
+            )));
+        }
         let updated = found(tx.delivery(account, id).await, KIND, id)?;
         self.commit(tx).await?;
         Ok(updated.into())

@@ -38,7 +38,7 @@ async fn receive(
     // Keep deliveries in flight for a moment, and fail the first attempt of
     // about a third of them so that some are mid-retry at the kill.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    if attempt == 1 && id.as_bytes()[0] % 3 == 0 {
+    if attempt == 1 && id.as_bytes()[0].is_multiple_of(3) {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     *seen.lock().unwrap().delivered.entry(id).or_default() += 1;

@@ -27,6 +27,24 @@ enum BenchKind {
     /// `message.created` event, in one transaction) at several concurrency
     /// levels, with p50/p99 latency and the server's memory.
     Api(ApiBench),
+    /// Delivery: (a) sustained deliveries/s with 1 and 10 endpoints, (b)
+    /// acknowledgement-to-receiver latency at a fixed rate, (c) the same while
+    /// a second endpoint hangs, (d) peak server memory with many deliveries
+    /// pending to an endpoint that is down. A real receiver runs in this process.
+    Delivery(DeliveryBench),
+}
+
+#[derive(Debug, Args)]
+struct DeliveryBench {
+    /// Seconds of load for each throughput and latency run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Offered rate for the latency runs, events per second.
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// Deliveries to leave pending to a down endpoint for the memory run (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pending: u64,
 }
 
 #[derive(Debug, Args)]
@@ -45,19 +63,25 @@ struct ApiBench {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.kind {
         BenchKind::Api(a) => api(a).await,
+        BenchKind::Delivery(d) => crate::bench_delivery::run(d.seconds, d.rate, d.pending).await,
     }
 }
 
 /// A `notifly serve` child process on a temporary database.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
-    api_key: String,
+    pub(crate) url: String,
+    pub(crate) api_key: String,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
-    async fn start() -> anyhow::Result<Server> {
+    pub(crate) async fn start() -> anyhow::Result<Server> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts `notifly serve` with extra flags.
+    pub(crate) async fn start_with(extra: &[&str]) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe()?;
         let db = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -95,6 +119,7 @@ impl Server {
             ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            .args(extra)
             .env("NOTIFLY_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -124,15 +149,28 @@ impl Server {
         bail!("server did not become ready")
     }
 
-    fn rss_mib(&self) -> Option<f64> {
+    pub(crate) fn rss_mib(&self) -> Option<f64> {
+        self.status_mib("VmRSS:")
+    }
+
+    /// Peak resident memory so far.
+    pub(crate) fn peak_rss_mib(&self) -> Option<f64> {
+        self.status_mib("VmHWM:")
+    }
+
+    fn status_mib(&self, field: &str) -> Option<f64> {
         let pid = self.child.id()?;
-        rss_kib(&Path::new("/proc").join(pid.to_string()).join("status")).map(|k| k as f64 / 1024.0)
+        status_kib(
+            &Path::new("/proc").join(pid.to_string()).join("status"),
+            field,
+        )
+        .map(|k| k as f64 / 1024.0)
     }
 }
 
-fn rss_kib(status: &Path) -> Option<u64> {
+fn status_kib(status: &Path, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(status).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -141,7 +179,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -149,7 +187,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

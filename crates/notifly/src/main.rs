@@ -1,6 +1,7 @@
 //! `notifly`: the server, account administration and benchmarks in one program.
 
 mod bench;
+mod bench_delivery;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,313 @@
+//! `notifly bench delivery`: the dispatcher measured against a real receiver.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::bench::{Server, ms, percentile};
+
+/// What the receiver saw.
+#[derive(Default)]
+struct Received {
+    count: AtomicU64,
+    /// Payload id → first arrival, per receiving path.
+    arrivals: Mutex<HashMap<(String, String), Instant>>,
+    last: Mutex<Option<Instant>>,
+}
+
+async fn fast(State(r): State<Arc<Received>>, Path(path): Path<String>, body: Bytes) -> StatusCode {
+    let now = Instant::now();
+    if let Ok(v) = serde_json::from_slice::<Value>(&body)
+        && let Some(id) = v["payload"]["id"].as_str()
+    {
+        r.arrivals
+            .lock()
+            .map(|mut a| {
+                a.entry((path, id.to_owned())).or_insert(now);
+            })
+            .ok();
+    }
+    r.count.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut last) = r.last.lock() {
+        *last = Some(now);
+    }
+    StatusCode::OK
+}
+
+async fn hang() -> StatusCode {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    StatusCode::OK
+}
+
+/// A receiver on a random local port: `/fast/{name}` answers 200 at once,
+/// `/hang` never answers.
+async fn receiver() -> anyhow::Result<(String, Arc<Received>)> {
+    let received = Arc::new(Received::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = Router::new()
+        .route("/fast/{name}", post(fast))
+        .route("/hang", post(hang))
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((base, received))
+}
+
+struct Api {
+    client: reqwest::Client,
+    url: String,
+    auth: String,
+}
+
+impl Api {
+    fn new(server: &Server) -> anyhow::Result<Api> {
+        Ok(Api {
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()?,
+            url: server.url.clone(),
+            auth: format!("Bearer {}", server.api_key),
+        })
+    }
+
+    async fn webhook(&self, name: &str, url: &str) -> anyhow::Result<()> {
+        self.client
+            .post(format!("{}/v1/webhooks", self.url))
+            .header("authorization", &self.auth)
+            .json(&json!({"name": name, "url": url, "events": ["contact.created"]}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("creating a webhook")?;
+        Ok(())
+    }
+
+    /// Creates a contact; returns its id and when the API acknowledged it.
+    async fn contact(&self, n: u64) -> Option<(String, Instant)> {
+        let r = self
+            .client
+            .post(format!("{}/v1/contacts", self.url))
+            .header("authorization", &self.auth)
+            .json(&json!({"username": format!("user{n}"), "phone_number": "+1 555 0100"}))
+            .send()
+            .await
+            .ok()?;
+        let acked = Instant::now();
+        if r.status() != 201 {
+            return None;
+        }
+        let v: Value = r.json().await.ok()?;
+        Some((v["id"].as_str()?.to_owned(), acked))
+    }
+
+    async fn queue_depth(&self) -> Option<u64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("notifly_delivery_queue_depth "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+pub async fn run(seconds: u64, rate: u64, pending: u64) -> anyhow::Result<()> {
+    println!(
+        "notifly bench delivery (SQLite, synchronous=FULL; receiver and load in this process)"
+    );
+    for endpoints in [1, 10] {
+        throughput(endpoints, seconds).await?;
+    }
+    let alone = latency(rate, seconds, false).await?;
+    let beside_hang = latency(rate, seconds, true).await?;
+    println!(
+        "(c) healthy endpoint p99 beside a hanging one: {:.2} ms vs {:.2} ms alone ({:.2}x)",
+        beside_hang,
+        alone,
+        beside_hang / alone
+    );
+    if pending > 0 {
+        memory(pending).await?;
+    }
+    Ok(())
+}
+
+/// (a) Events at full API speed for `seconds`, fanned out to `endpoints`;
+/// deliveries per second from the first acknowledgement to the last arrival.
+async fn throughput(endpoints: usize, seconds: u64) -> anyhow::Result<()> {
+    let server = Server::start_with(&["--allow-private-urls"]).await?;
+    let api = Arc::new(Api::new(&server)?);
+    let (base, received) = receiver().await?;
+    for i in 0..endpoints {
+        api.webhook(&format!("ep{i}"), &format!("{base}/fast/{i}"))
+            .await?;
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let next = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (api, next, acked) = (api.clone(), next.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if api.contact(n).await.is_some() {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let produced = Instant::now();
+    let expected = acked.load(Ordering::Relaxed) * endpoints as u64;
+    let backlog = api.queue_depth().await.unwrap_or(0);
+    let drain_deadline = Instant::now() + Duration::from_secs(300);
+    while received.count.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = received.count.load(Ordering::Relaxed);
+    let last = received
+        .last
+        .lock()
+        .ok()
+        .and_then(|l| *l)
+        .unwrap_or(produced);
+    let elapsed = last.duration_since(started).as_secs_f64();
+    println!(
+        "(a) {endpoints:>2} endpoint(s): {} events acknowledged in {seconds} s ({:.0}/s), {got}/{expected} deliveries in {:.1} s = {:.0} deliveries/s (backlog when load stopped: {backlog})",
+        acked.load(Ordering::Relaxed),
+        acked.load(Ordering::Relaxed) as f64 / produced.duration_since(started).as_secs_f64(),
+        elapsed,
+        got as f64 / elapsed
+    );
+    Ok(())
+}
+
+/// (b)/(c) Acknowledgement-to-receiver latency at `rate` events/s to one
+/// healthy endpoint, optionally beside an endpoint that never answers.
+/// Returns the p99 in ms.
+async fn latency(rate: u64, seconds: u64, with_hang: bool) -> anyhow::Result<f64> {
+    let server = Server::start_with(&["--allow-private-urls", "--delivery-timeout", "5s"]).await?;
+    let api = Arc::new(Api::new(&server)?);
+    let (base, received) = receiver().await?;
+    api.webhook("healthy", &format!("{base}/fast/healthy"))
+        .await?;
+    if with_hang {
+        api.webhook("hanging", &format!("{base}/hang")).await?;
+    }
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let acks = Arc::new(Mutex::new(HashMap::new()));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..total {
+        ticker.tick().await;
+        let (api, acks) = (api.clone(), acks.clone());
+        tasks.spawn(async move {
+            if let Some((id, at)) = api.contact(n).await
+                && let Ok(mut a) = acks.lock()
+            {
+                a.insert(id, at);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let acks: HashMap<String, Instant> = acks.lock().map(|a| a.clone()).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = received
+            .arrivals
+            .lock()
+            .map(|a| a.keys().filter(|(p, _)| p == "healthy").count())
+            .unwrap_or(0);
+        if done >= acks.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let arrivals = received
+        .arrivals
+        .lock()
+        .map(|a| a.clone())
+        .unwrap_or_default();
+    let mut lat: Vec<Duration> = acks
+        .iter()
+        .filter_map(|(id, acked)| {
+            arrivals
+                .get(&("healthy".to_owned(), id.clone()))
+                .map(|arrived| arrived.saturating_duration_since(*acked))
+        })
+        .collect();
+    lat.sort_unstable();
+    let p99 = ms(percentile(&lat, 0.99));
+    println!(
+        "({}) {rate} events/s for {seconds} s{}: {}/{} delivered, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        if with_hang { "c" } else { "b" },
+        if with_hang {
+            ", beside a hanging endpoint"
+        } else {
+            ""
+        },
+        lat.len(),
+        acks.len(),
+        ms(percentile(&lat, 0.50)),
+        p99,
+        ms(lat.last().copied().unwrap_or_default())
+    );
+    Ok(p99)
+}
+
+/// (d) Peak server RSS with `pending` deliveries waiting for an endpoint that
+/// refuses connections.
+async fn memory(pending: u64) -> anyhow::Result<()> {
+    let server = Server::start_with(&["--allow-private-urls"]).await?;
+    let api = Arc::new(Api::new(&server)?);
+    // A port nothing listens on: every attempt is refused, then waits to retry.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    api.webhook("down", &format!("http://{closed}/hook"))
+        .await?;
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (api, next) = (api.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= pending {
+                    break;
+                }
+                api.contact(n).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let depth = api.queue_depth().await.unwrap_or(0);
+    println!(
+        "(d) {pending} events to a down endpoint in {:.0} s: queue depth {depth}, server RSS {:.1} MiB, peak RSS {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        server.rss_mib().unwrap_or(f64::NAN),
+        server.peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}

@@ -24,6 +24,13 @@ fn hmac(key: &[u8]) -> HmacSha256 {
     <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
+/// HMAC-SHA256 of `message` keyed with `key`.
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = hmac(key);
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
 /// The `x-notifly-signature` value for `body`: lowercase hex of
 /// HMAC-SHA256(key = the secret string's UTF-8 bytes, message = the body).
 ///
@@ -124,6 +131,14 @@ impl StandardSecret {
         mac
     }
 
+    /// The raw HMAC of one Standard Webhooks message.
+    pub(crate) fn digest(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
+        self.mac(webhook_id, timestamp, body)
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
     /// One `v1,<base64>` entry of the `webhook-signature` header.
     pub fn sign(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
         let sig = self
@@ -145,7 +160,8 @@ impl StandardSecret {
         now: i64,
         tolerance_secs: i64,
     ) -> Result<(), VerifyError> {
-        if (now - timestamp).abs() > tolerance_secs {
+        // `abs_diff` cannot overflow, whatever timestamp a request carries.
+        if now.abs_diff(timestamp) > tolerance_secs.unsigned_abs() {
             return Err(VerifyError::StaleTimestamp);
         }
         let expected = self

@@ -5,7 +5,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use notifly_webhooks::{StandardSecret, VerifyError, sign_hex, verify_hex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use notifly_webhooks::{
+    StandardSecret, VerifyError, Webhook, WebhookError, sign_hex, signature_headers, verify_hex,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -77,5 +81,39 @@ fn standard_signature_matches_vectors() {
             ),
             Err(VerifyError::StaleTimestamp)
         );
+    }
+}
+
+#[test]
+fn webhook_verifier_and_shared_signer_match_vectors() {
+    for v in vectors() {
+        let body = BASE64.decode(&v.body_base64).unwrap();
+        let signed = signature_headers(&v.secret, None, &v.webhook_id, v.webhook_timestamp, &body);
+        assert_eq!(signed.notifly, v.x_notifly_signature);
+        assert_eq!(
+            signed.standard.as_deref(),
+            Some(v.webhook_signature.as_str())
+        );
+
+        let webhook = Webhook::new(&v.secret).unwrap();
+        webhook
+            .verify_notifly_signature(&body, Some(&v.x_notifly_signature))
+            .unwrap();
+        let at = |secs: i64| UNIX_EPOCH + Duration::from_secs(secs.try_into().unwrap());
+        let ts = v.webhook_timestamp.to_string();
+        let standard = |now| {
+            webhook.verify_standard(
+                &body,
+                Some(&v.webhook_id),
+                Some(&ts),
+                Some(&v.webhook_signature),
+                now,
+            )
+        };
+        standard(at(v.webhook_timestamp + 10)).unwrap();
+        assert!(matches!(
+            standard(at(v.webhook_timestamp + 600)),
+            Err(WebhookError::StaleTimestamp { .. })
+        ));
     }
 }

@@ -61,6 +61,9 @@ pub async fn run(
         config.allow_private_urls,
     );
     let metrics = Arc::new(metrics::Metrics::default());
+    // Long-lived responses (event streams) end when shutdown begins, so that
+    // the graceful shutdown does not wait for them forever.
+    let stopping = tokio_util::sync::CancellationToken::new();
     let stop_dispatch = tokio_util::sync::CancellationToken::new();
     let dispatcher = dispatch::Dispatcher::spawn(
         store.clone(),
@@ -76,13 +79,21 @@ pub async fn run(
             max_attachment_bytes: config.max_attachment_bytes,
         },
         metrics,
+        shutdown: stopping.clone(),
     };
     if config.allow_private_urls {
         tracing::warn!("webhook URLs may point at private networks (allow_private_urls)");
     }
     tracing::info!(listen = %bound, database = %redact_url(&config.database_url), "notifly serving");
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    };
     let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(signal)
         .await
         .context("server failed");
     // The API has stopped accepting work: let the deliveries in flight finish

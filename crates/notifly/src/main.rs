@@ -2,9 +2,13 @@
 
 mod bench;
 mod bench_delivery;
+mod client;
+mod listen;
+mod trigger;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -31,6 +35,10 @@ enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Forward the account's events to a local app, signed like real deliveries.
+    Listen(listen::ListenArgs),
+    /// Make an event of a given type happen on a server.
+    Trigger(trigger::TriggerArgs),
     /// Measure the server: see `notifly bench --help`.
     Bench(bench::BenchArgs),
 }
@@ -104,27 +112,39 @@ fn init_logging(json: bool) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Accounts {
-                command:
-                    AccountsCommand::Create {
-                        name,
-                        json,
-                        database,
-                        config,
-                    },
-            } => create_account(&name, json, database, config).await,
-            Command::Bench(args) => bench::run(args).await,
+        .context("cannot start the async runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async move {
+                match cli.command {
+                    Command::Serve(args) => serve(args).await,
+                    Command::Accounts {
+                        command:
+                            AccountsCommand::Create {
+                                name,
+                                json,
+                                database,
+                                config,
+                            },
+                    } => create_account(&name, json, database, config).await,
+                    Command::Listen(args) => listen::run(args).await,
+                    Command::Trigger(args) => trigger::run(args).await,
+                    Command::Bench(args) => bench::run(args).await,
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The causes, one line, and never a backtrace: these are for people.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
-    })
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -7,7 +7,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::DomainError;
-use crate::store::StoreError;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -60,9 +59,7 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
             DomainError::Conflict(_) => StatusCode::CONFLICT,
             DomainError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            DomainError::Store(StoreError::Backend(sqlx::Error::PoolTimedOut)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            DomainError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             DomainError::Store(_) | DomainError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -50,6 +50,8 @@ pub struct AppState {
     pub notifly: Notifly,
     pub limits: Limits,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cancelled when the server begins to shut down (ends event streams).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// A page of a list: `{"has_more", "data"}`.

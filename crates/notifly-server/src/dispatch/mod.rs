@@ -25,11 +25,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use schedule::{RetrySchedule, parse_duration};
-pub use sender::{MAX_RESPONSE_BODY, Sender, USER_AGENT_VALUE};
+pub use sender::{MAX_RESPONSE_BODY, Sender, Signing, USER_AGENT_VALUE, delivery_headers};
 
 use crate::ids;
 use crate::metrics::Metrics;
 use crate::store::{AttemptResult, ClaimRequest, NextStep, Store};
+
+/// Most attempts in flight to an endpoint that is currently failing, so that
+/// retries to dead endpoints cannot crowd out healthy ones.
+const FAILING_ENDPOINT_IN_FLIGHT: u32 = 2;
+
+/// How soon due work that could not be claimed is looked at again, at most.
+const BLOCKED_RECHECK_MS: u64 = 100;
 
 /// How the dispatcher behaves.
 #[derive(Debug, Clone)]
@@ -65,8 +72,8 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let sender = Sender::new(config.timeout, config.allow_private_urls)?;
-        let owner = format!("node-{}", ids::new_id());
-        let task = tokio::spawn(run(store, wake, config, metrics, shutdown, sender, owner));
+        let node = format!("node-{}", ids::new_id());
+        let task = tokio::spawn(run(store, wake, config, metrics, shutdown, sender, node));
         Ok(Dispatcher { task })
     }
 
@@ -85,7 +92,7 @@ async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     sender: Sender,
-    owner: String,
+    node: String,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_in_flight as usize));
     let (results_tx, results_rx) = mpsc::channel::<AttemptResult>(4096);
@@ -98,20 +105,25 @@ async fn run(
         metrics.clone(),
     ));
     let mut sends = JoinSet::new();
-    // A lease outlives the attempt (timeout) with room for the write-back.
-    let lease = config.timeout + Duration::from_secs(5);
+    // A lease must outlive the attempt (timeout) and its write-back, which
+    // can queue behind API writes and retry: twice the timeout plus 10 s.
+    let lease = config.timeout * 2 + Duration::from_secs(10);
+    let mut claims: u64 = 0;
 
     while !shutdown.is_cancelled() {
         while sends.try_join_next().is_some() {}
         let free = permits.available_permits() as u32;
         let mut claimed = Vec::new();
+        // Each claim has its own lease token: a result is only applied by the
+        // claim that still holds the delivery.
+        let owner = format!("{node}:{claims}");
+        claims += 1;
         if free > 0 {
-            let now = ids::now_ms();
             let request = ClaimRequest {
-                now_ms: now,
-                lease_until_ms: now + lease.as_millis() as i64,
+                lease_ms: lease.as_millis() as i64,
                 owner: owner.clone(),
                 per_endpoint: config.per_endpoint_in_flight,
+                per_failing_endpoint: FAILING_ENDPOINT_IN_FLIGHT,
                 max: free,
             };
             match store.claim(&request).await {
@@ -129,13 +141,13 @@ async fn run(
         let full = claimed.len() as u32 == free && free > 0;
         // One body per event, shared by all its deliveries in this batch.
         let mut bodies: HashMap<String, Bytes> = HashMap::new();
-        for c in claimed {
+        for mut c in claimed {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
             let body = bodies
                 .entry(c.event_id.clone())
-                .or_insert_with(|| Bytes::from(c.body.clone()))
+                .or_insert_with(|| Bytes::from(std::mem::take(&mut c.body)))
                 .clone();
             let sender = sender.clone();
             let results = results_tx.clone();
@@ -176,9 +188,9 @@ async fn run(
             Ok(Some(due)) => {
                 let wait = (due - ids::now_ms()).max(0) as u64;
                 // Due work that could not be claimed (an endpoint at its
-                // limit, the global limit) is retried when a result frees a
-                // slot (write-back wakes us) or shortly.
-                Duration::from_millis(wait.max(20)).min(config.poll_interval)
+                // limit, here or on another node) is looked at again when a
+                // result frees a slot (write-back wakes us) or a little later.
+                Duration::from_millis(wait.max(BLOCKED_RECHECK_MS)).min(config.poll_interval)
             }
             Ok(None) => config.poll_interval,
             Err(e) => {
@@ -199,7 +211,7 @@ async fn run(
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "write-back task failed");
     }
-    match store.release_leases(&owner).await {
+    match store.release_leases(&node).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(released = n, "handed back leases"),
         Err(e) => tracing::warn!(error = ?e, "could not hand back leases; they will expire"),

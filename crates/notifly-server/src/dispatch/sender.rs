@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use notifly_webhooks::{
     HEADER_NOTIFLY_SIGNATURE, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE,
-    HEADER_WEBHOOK_TIMESTAMP, StandardSecret, sign_hex,
+    HEADER_WEBHOOK_TIMESTAMP, signature_headers,
 };
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 
@@ -28,6 +28,56 @@ pub struct Sender {
     client: reqwest::Client,
     timeout: Duration,
     allow_private: bool,
+}
+
+/// What a delivery's headers are made of.
+#[derive(Clone, Copy)]
+pub struct Signing<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    pub delivery_id: &'a str,
+    /// The endpoint's current secret.
+    pub secret: &'a str,
+    /// During a rotation's overlap window, the secret being replaced.
+    pub previous_secret: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Signing<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signing")
+            .field("event_id", &self.event_id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every header of a delivery attempt, signed at `now` (Unix seconds).
+///
+/// During a rotation's overlap window the previous secret signs
+/// `x-notifly-signature` (so a consumer that has not switched yet keeps
+/// verifying) and both secrets sign `webhook-signature`.
+pub fn delivery_headers(s: &Signing<'_>, body: &[u8], now: i64) -> Vec<(&'static str, String)> {
+    // The consumer crate owns the signing, so Notifly and its customers'
+    // verifiers can never drift apart.
+    let sig = signature_headers(s.secret, s.previous_secret, s.event_id, now, body);
+    let mut headers = vec![
+        ("content-type", "application/json".to_owned()),
+        ("user-agent", USER_AGENT_VALUE.to_owned()),
+        (HEADER_WEBHOOK_ID, s.event_id.to_owned()),
+        (HEADER_WEBHOOK_TIMESTAMP, now.to_string()),
+    ];
+    if let Some(standard) = sig.standard {
+        headers.push((HEADER_WEBHOOK_SIGNATURE, standard));
+    }
+    headers.extend([
+        (HEADER_NOTIFLY_SIGNATURE, sig.notifly),
+        ("x-notifly-event-type", s.event_type.to_owned()),
+        ("x-notifly-attempt", s.attempt.to_string()),
+        ("x-notifly-delivery-id", s.delivery_id.to_owned()),
+    ]);
+    headers
 }
 
 /// What one attempt produced.
@@ -51,7 +101,10 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
-            .http1_only();
+            .http1_only()
+            // A system proxy would resolve targets itself and bypass the
+            // SSRF resolver below.
+            .no_proxy();
         if !allow_private {
             builder = builder.dns_resolver(crate::ssrf::resolver());
         }
@@ -62,32 +115,23 @@ impl Sender {
         })
     }
 
-    /// The headers of an attempt. During a rotation's overlap window the
-    /// previous secret signs `x-notifly-signature` (so a consumer that has not
-    /// switched yet keeps verifying) and both secrets sign `webhook-signature`.
     fn headers(c: &Claimed, body: &[u8], now: i64) -> Vec<(&'static str, String)> {
         let previous = c
             .previous_secret
             .as_deref()
             .filter(|_| c.previous_secret_expires_at.is_some_and(|t| t > now));
-        let hex_secret = previous.unwrap_or(&c.secret);
-        let mut standard = Vec::with_capacity(2);
-        for secret in std::iter::once(c.secret.as_str()).chain(previous) {
-            if let Ok(s) = StandardSecret::parse(secret) {
-                standard.push(s.sign(&c.event_id, now, body));
-            }
-        }
-        vec![
-            ("content-type", "application/json".to_owned()),
-            ("user-agent", USER_AGENT_VALUE.to_owned()),
-            (HEADER_WEBHOOK_ID, c.event_id.clone()),
-            (HEADER_WEBHOOK_TIMESTAMP, now.to_string()),
-            (HEADER_WEBHOOK_SIGNATURE, standard.join(" ")),
-            (HEADER_NOTIFLY_SIGNATURE, sign_hex(hex_secret, body)),
-            ("x-notifly-event-type", c.event_type.clone()),
-            ("x-notifly-attempt", c.attempt.to_string()),
-            ("x-notifly-delivery-id", c.delivery_id.clone()),
-        ]
+        delivery_headers(
+            &Signing {
+                event_id: &c.event_id,
+                event_type: &c.event_type,
+                attempt: c.attempt,
+                delivery_id: &c.delivery_id,
+                secret: &c.secret,
+                previous_secret: previous,
+            },
+            body,
+            now,
+        )
     }
 
     /// Makes one attempt. Never fails: every outcome is an attempt record.

@@ -190,6 +190,8 @@ impl Notifly {
             after.filename = filename(&name)?;
         }
         if after == before {
+            // Nothing changed; still answer only from durable state.
+            self.commit(tx).await?;
             return Ok(before);
         }
         tx.update_attachment(account, &after).await?;
@@ -275,7 +277,12 @@ async fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     file.write_all(bytes).await?;
     file.sync_all().await?;
     drop(file);
-    tokio::fs::rename(&tmp, path).await
+    tokio::fs::rename(&tmp, path).await?;
+    // The rename (and a new directory) are durable only once the directory is.
+    if let Some(dir) = path.parent() {
+        tokio::fs::File::open(dir).await?.sync_all().await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

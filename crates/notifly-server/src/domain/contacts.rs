@@ -162,6 +162,8 @@ impl Notifly {
             after.last_active_at = last_active(at)?;
         }
         if after == before {
+            // Nothing changed; still answer only from durable state.
+            self.commit(tx).await?;
             return Ok(before);
         }
         tx.update_contact(account, &after)

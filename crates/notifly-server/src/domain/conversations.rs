@@ -205,6 +205,8 @@ impl Notifly {
             };
         }
         if after == before {
+            // Nothing changed; still answer only from durable state.
+            self.commit(tx).await?;
             return Ok(before);
         }
         tx.update_conversation(account, &after).await?;

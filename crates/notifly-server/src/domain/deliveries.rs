@@ -174,7 +174,7 @@ impl Notifly {
             "event",
             &record.event_id,
         )?;
-        let attempts = conn.attempts(id).await?;
+        let attempts = conn.attempts(account, id).await?;
         Ok(DeliveryDetail {
             attempt_log: attempts
                 .into_iter()

@@ -80,3 +80,47 @@ impl Notifly {
         })
     }
 }
+
+/// Where an event stream starts.
+#[derive(Debug, Clone)]
+pub enum StreamStart {
+    /// After this event (a resumed stream).
+    After(String),
+    /// With the next event written.
+    Now,
+}
+
+impl Notifly {
+    /// The position a stream starting at `start` reads after: `None` means
+    /// the beginning of the log. An unknown event id is a 400.
+    pub async fn stream_position(
+        &self,
+        account: &str,
+        start: StreamStart,
+    ) -> DomainResult<Option<String>> {
+        let mut conn = self.store.read().await?;
+        match start {
+            StreamStart::After(id) => {
+                if conn.event(account, &id).await?.is_none() {
+                    return Err(DomainError::BadRequest(format!(
+                        "cannot resume after event `{}`: no such event in this account",
+                        ids::printable(&id)
+                    )));
+                }
+                Ok(Some(id))
+            }
+            StreamStart::Now => Ok(conn.latest_event_id(account).await?),
+        }
+    }
+
+    /// Events written after `after` (or from the start), oldest first, at most `limit`.
+    pub async fn events_after(
+        &self,
+        account: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> DomainResult<Vec<EventRecord>> {
+        let mut conn = self.store.read().await?;
+        Ok(conn.events_after(account, after, limit).await?)
+    }
+}

@@ -233,6 +233,8 @@ impl Notifly {
         }
         let group = represent(tx.as_mut(), account, after).await?;
         if group == before {
+            // Nothing changed; still answer only from durable state.
+            self.commit(tx).await?;
             return Ok(before);
         }
         emit(

@@ -274,7 +274,10 @@ impl Notifly {
             after.reactions = sqlx::types::Json(next);
         }
         if after == before {
-            return represent(tx.as_mut(), account, before, &self.public_url).await;
+            // Nothing changed; still answer only from durable state.
+            let message = represent(tx.as_mut(), account, before, &self.public_url).await?;
+            self.commit(tx).await?;
+            return Ok(message);
         }
         after.updated_at = ids::now();
         tx.update_message(account, &after).await?;

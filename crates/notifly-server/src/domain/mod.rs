@@ -78,6 +78,8 @@ pub struct Notifly {
     pub(crate) allow_private_urls: bool,
     /// Signals this process's dispatcher that new work was committed.
     pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Counts this process's commits, for event streams to wake on.
+    pub(crate) commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Notifly {
@@ -117,7 +119,14 @@ impl Notifly {
             attachment_dir: Arc::new(attachment_dir),
             allow_private_urls,
             wake: Arc::new(tokio::sync::Notify::new()),
+            commits: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// Changes whenever this process commits a write (event streams wait on
+    /// it; writes on other nodes are found by polling).
+    pub fn commit_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// The signal the dispatcher waits on.
@@ -129,6 +138,7 @@ impl Notifly {
     pub(crate) async fn commit(&self, tx: Box<dyn WriteTx>) -> DomainResult<()> {
         tx.commit().await?;
         self.wake.notify_one();
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 
@@ -154,6 +164,9 @@ impl Notifly {
                     ids::printable(&idem.key)
                 )));
             }
+            // The remembered write may still be in an uncommitted group:
+            // replay it only once that group is durable.
+            tx.commit().await?;
             return Ok(Begun::Replay(seen.body));
         }
         Ok(Begun::Fresh(tx))

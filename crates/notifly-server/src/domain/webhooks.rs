@@ -21,8 +21,8 @@ pub const DEFAULT_OVERLAP_SECS: i64 = 24 * 60 * 60;
 /// Longest overlap window a rotation may ask for.
 pub const MAX_OVERLAP_SECS: i64 = 7 * 24 * 60 * 60;
 
-/// A webhook endpoint as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A webhook endpoint as the API returns it. Its `Debug` output hides the secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Webhook {
     pub id: String,
     #[schema(example = "Order sync")]
@@ -43,6 +43,17 @@ pub struct Webhook {
     pub secret: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<EndpointRecord> for Webhook {
@@ -259,8 +270,11 @@ impl Notifly {
             .map_err(conflict(&record.name))?;
         let secret = record.secret.clone();
         let mut webhook = Webhook::from(record);
-        webhook.secret = Some(secret);
+        // The remembered response omits the secret, which is not kept
+        // anywhere but the endpoint: a replay answers without it (fetch it
+        // with GET /v1/webhooks/{id}/secret).
         self.finish(tx, account, idempotency, &webhook).await?;
+        webhook.secret = Some(secret);
         Ok(webhook)
     }
 
@@ -320,6 +334,8 @@ impl Notifly {
             _ => {}
         }
         if after == before {
+            // Nothing changed; still answer only from durable state.
+            self.commit(tx).await?;
             return Ok(before.into());
         }
         after.updated_at = ids::now();

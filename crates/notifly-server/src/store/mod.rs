@@ -34,6 +34,26 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt stored value")]
     Corrupt(#[source] serde_json::Error),
+    /// The transaction holding this write failed to commit; nothing of it was kept.
+    #[error("commit failed")]
+    CommitFailed(#[source] std::sync::Arc<sqlx::Error>),
+    /// The writer task is gone (the store is shutting down).
+    #[error("the database writer is unavailable")]
+    WriterGone,
+}
+
+impl StoreError {
+    /// Whether the database is unreachable or overloaded (worth a 503 and a
+    /// retry) rather than broken.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::WriterGone
+                | StoreError::Backend(
+                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+                )
+        )
+    }
 }
 
 /// Result alias for store operations.
@@ -63,8 +83,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// When the next pending delivery is due (Unix ms), if any.
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
-    /// Hands back the leases `owner` holds, so other nodes can take the work.
-    async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
+    /// Hands back the leases a node holds (tokens `<node>:…`), so other nodes
+    /// can take the work.
+    async fn release_leases(&self, node: &str) -> StoreResult<u64>;
     /// Queue figures for metrics.
     async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats>;
 }
@@ -136,6 +157,16 @@ pub trait Conn: Send {
         event_type: Option<&str>,
         page: &Page,
     ) -> StoreResult<Listed<EventRecord>>;
+    /// Up to `limit` events written after the event `after` (from the start of
+    /// the log if `None`), oldest first: for streaming the log.
+    async fn events_after(
+        &mut self,
+        account: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>>;
+    /// The newest event's id, if any.
+    async fn latest_event_id(&mut self, account: &str) -> StoreResult<Option<String>>;
 
     async fn idempotent_response(
         &mut self,
@@ -158,7 +189,11 @@ pub trait Conn: Send {
         page: &Page,
     ) -> StoreResult<Listed<DeliveryRecord>>;
     /// Every attempt of a delivery, oldest first.
-    async fn attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<AttemptRecord>>;
+    async fn attempts(
+        &mut self,
+        account: &str,
+        delivery_id: &str,
+    ) -> StoreResult<Vec<AttemptRecord>>;
 }
 
 /// A write transaction. It can also read, seeing its own writes.

@@ -231,13 +231,16 @@ pub struct AttemptRecord {
 /// What the dispatcher asks for when it claims work.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
-    pub now_ms: i64,
-    /// The lease lasts until this time; past it, any node may claim the work again.
-    pub lease_until_ms: i64,
-    /// Which node holds the lease.
+    /// How long the lease lasts, from the moment the claim holds the
+    /// database; past it, any node may claim the work again.
+    pub lease_ms: i64,
+    /// This claim's lease token: `<node>:<n>`. Only its holder records the
+    /// attempt's outcome.
     pub owner: String,
     /// Most deliveries in flight to one endpoint, across all nodes.
     pub per_endpoint: u32,
+    /// The same for an endpoint that is currently failing.
+    pub per_failing_endpoint: u32,
     /// Most deliveries to claim now.
     pub max: u32,
 }

@@ -97,11 +97,14 @@ impl Store for SqliteStore {
 
     async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
         let mut tx = self.writer.begin().await?;
+        // The lease starts once this node holds the writer, not before it waited.
+        let now_ms = crate::ids::now_ms();
+        let lease_until_ms = now_ms + r.lease_ms;
         // In flight per endpoint, across every node holding a live lease.
         let busy: Vec<(String, i64)> = sqlx::query_as(
             "SELECT endpoint_id, COUNT(*) FROM deliveries WHERE lease_until_ms IS NOT NULL AND lease_until_ms > ? GROUP BY endpoint_id",
         )
-        .bind(r.now_ms)
+        .bind(now_ms)
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
@@ -109,8 +112,8 @@ impl Store for SqliteStore {
         // Up to `per_endpoint` due, unleased deliveries of each enabled
         // endpoint: one index range per endpoint, so a backlog on one
         // endpoint never hides another's work.
-        let candidates: Vec<(String, String)> = sqlx::query_as(
-            "SELECT d.id, d.endpoint_id FROM endpoints e JOIN deliveries d ON d.id IN (
+        let candidates: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT d.id, d.endpoint_id, e.failing_since IS NOT NULL FROM endpoints e JOIN deliveries d ON d.id IN (
                 SELECT q.id FROM deliveries q
                 WHERE q.endpoint_id = e.id AND q.status = 'pending' AND q.next_attempt_ms <= ?1
                   AND (q.lease_until_ms IS NULL OR q.lease_until_ms <= ?1)
@@ -118,18 +121,26 @@ impl Store for SqliteStore {
              WHERE e.enabled = 1
              ORDER BY d.next_attempt_ms",
         )
-        .bind(r.now_ms)
+        .bind(now_ms)
         .bind(i64::from(r.per_endpoint))
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
+        // Healthy endpoints first, so that failing ones (whose work is mostly
+        // old retries) cannot take the global slots from them.
+        let (healthy, failing): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| !c.2);
         let mut chosen = Vec::new();
-        for (id, endpoint) in candidates {
+        for (id, endpoint, is_failing) in healthy.into_iter().chain(failing) {
             if chosen.len() >= r.max as usize {
                 break;
             }
+            let limit = if is_failing {
+                r.per_failing_endpoint.min(r.per_endpoint)
+            } else {
+                r.per_endpoint
+            };
             let n = used.entry(endpoint).or_insert(0);
-            if *n < i64::from(r.per_endpoint) {
+            if *n < i64::from(limit) {
                 *n += 1;
                 chosen.push(id);
             }
@@ -137,7 +148,7 @@ impl Store for SqliteStore {
         let mut claimed = Vec::with_capacity(chosen.len());
         for ids in chosen.chunks(200) {
             let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until_ms = ");
-            q.push_bind(r.lease_until_ms)
+            q.push_bind(lease_until_ms)
                 .push(", lease_owner = ")
                 .push_bind(&r.owner)
                 .push(" WHERE id IN (");
@@ -274,7 +285,8 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         let lease: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(lease_until_ms) FROM deliveries WHERE lease_until_ms IS NOT NULL",
+            "SELECT MIN(d.lease_until_ms) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+             WHERE d.lease_until_ms IS NOT NULL AND d.status = 'pending' AND e.enabled = 1",
         )
         .fetch_one(&self.reader)
         .await
@@ -285,12 +297,13 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn release_leases(&self, owner: &str) -> StoreResult<u64> {
+    async fn release_leases(&self, node: &str) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
-            "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL WHERE lease_owner = ? AND lease_until_ms IS NOT NULL",
+            "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL
+             WHERE lease_until_ms IS NOT NULL AND lease_owner LIKE ? || ':%'",
         )
-        .bind(owner)
+        .bind(node)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -680,6 +693,43 @@ where
         .map_err(backend)
     }
 
+    async fn events_after(
+        &mut self,
+        account: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let after_seq: i64 = match after {
+            None => 0,
+            Some(id) => {
+                sqlx::query_scalar("SELECT seq FROM events WHERE account_id = ? AND id = ?")
+                    .bind(account)
+                    .bind(id)
+                    .fetch_optional(&mut *self.0)
+                    .await
+                    .map_err(backend)?
+                    .ok_or(StoreError::UnknownCursor)?
+            }
+        };
+        sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(account)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn latest_event_id(&mut self, account: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT id FROM events WHERE account_id = ? ORDER BY seq DESC LIMIT 1")
+            .bind(account)
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(backend)
+    }
+
     async fn list_events(
         &mut self,
         account: &str,
@@ -776,10 +826,21 @@ where
         .await
     }
 
-    async fn attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+    async fn attempts(
+        &mut self,
+        account: &str,
+        delivery_id: &str,
+    ) -> StoreResult<Vec<AttemptRecord>> {
+        let columns = ATTEMPT_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         sqlx::query_as(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY seq"
+            "SELECT {columns} FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+             WHERE d.account_id = ? AND a.delivery_id = ? ORDER BY a.seq"
         ))
+        .bind(account)
         .bind(delivery_id)
         .fetch_all(&mut *self.0)
         .await
@@ -1247,6 +1308,9 @@ impl WriteTx for Handle<WriterGuard> {
     }
 }
 
+/// A pending delivery of `e` to one of the account's endpoints. The endpoint
+/// must belong to the account: otherwise nothing is written and it is an
+/// error, so one account's event can never go to another's endpoint.
 async fn insert_delivery(
     conn: &mut SqliteConnection,
     account: &str,
@@ -1254,21 +1318,24 @@ async fn insert_delivery(
     endpoint_id: &str,
 ) -> StoreResult<String> {
     let id = crate::ids::new_id();
-    sqlx::query(
+    let done = sqlx::query(
         "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+         SELECT ?, account_id, id, ?, ?, 'pending', ?, ?, ? FROM endpoints WHERE id = ? AND account_id = ?",
     )
     .bind(&id)
-    .bind(account)
-    .bind(endpoint_id)
     .bind(&e.id)
     .bind(&e.event_type)
     .bind(crate::ids::now_ms())
     .bind(e.created_at)
     .bind(e.created_at)
+    .bind(endpoint_id)
+    .bind(account)
     .execute(conn)
     .await
     .map_err(backend)?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Backend(sqlx::Error::RowNotFound));
+    }
     Ok(id)
 }
 

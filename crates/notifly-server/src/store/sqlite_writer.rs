@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
 use super::{StoreError, StoreResult};
 
 /// The outcome of one group's `COMMIT`: `None` while the group is open.
-type GroupOutcome = Option<Result<(), Arc<str>>>;
+type GroupOutcome = Option<Result<(), Arc<sqlx::Error>>>;
 
 struct State {
     conn: SqliteConnection,
@@ -66,14 +66,14 @@ impl State {
             Ok(()) => exec(&mut self.conn, "RELEASE w").await,
             Err(e) => Err(e),
         };
-        if let Err(e) = undone {
+        if let Err(StoreError::Backend(e)) = undone {
             tracing::error!(error = ?e, "rolling back a savepoint failed; abandoning the group");
             let _ = exec(&mut self.conn, "ROLLBACK").await;
-            self.finish_group(Err("the transaction was rolled back".into()));
+            self.finish_group(Err(Arc::new(e)));
         }
     }
 
-    fn finish_group(&mut self, outcome: Result<(), Arc<str>>) {
+    fn finish_group(&mut self, outcome: Result<(), Arc<sqlx::Error>>) {
         self.in_tx = false;
         self.group.send_replace(Some(outcome));
         self.group = watch::channel(None).0;
@@ -98,19 +98,35 @@ impl Writer {
     }
 
     /// Starts a write: the connection, inside the open group and a fresh savepoint.
+    ///
+    /// The steps that change the connection's transaction state run in their
+    /// own task, so that a caller dropped mid-way (a client that hung up)
+    /// cannot leave the bookkeeping out of step with SQLite: if nobody takes
+    /// the guard, dropping it rolls the savepoint back.
     pub(crate) async fn begin(&self) -> StoreResult<WriterGuard> {
-        let mut state = self.state.clone().lock_owned().await;
-        state.settle().await;
-        if !state.in_tx {
-            exec(&mut state.conn, "BEGIN IMMEDIATE").await?;
-            state.in_tx = true;
-        }
-        exec(&mut state.conn, "SAVEPOINT w").await?;
-        Ok(WriterGuard {
-            state,
-            kick: self.kick.clone(),
-            released: false,
+        let state = self.state.clone();
+        let kick = self.kick.clone();
+        tokio::spawn(async move {
+            let mut state = state.lock_owned().await;
+            state.settle().await;
+            if !state.in_tx {
+                exec(&mut state.conn, "BEGIN IMMEDIATE").await?;
+                state.in_tx = true;
+            }
+            if let Err(e) = exec(&mut state.conn, "SAVEPOINT w").await {
+                // Nothing of this write exists; let the committer finish the
+                // group for the others.
+                kick.notify_one();
+                return Err(e);
+            }
+            Ok(WriterGuard {
+                state,
+                kick,
+                released: false,
+            })
         })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
     }
 
     async fn commit_loop(self) {
@@ -121,12 +137,12 @@ impl Writer {
             if !state.in_tx {
                 continue;
             }
-            let outcome = match exec(&mut state.conn, "COMMIT").await {
-                Ok(()) => Ok(()),
+            let outcome = match sqlx::query("COMMIT").execute(&mut state.conn).await {
+                Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::error!(error = ?e, "group commit failed; its writes are rolled back");
                     let _ = exec(&mut state.conn, "ROLLBACK").await;
-                    Err(Arc::from("the database could not commit"))
+                    Err(Arc::new(e))
                 }
             };
             state.finish_group(outcome);
@@ -138,9 +154,11 @@ impl Writer {
         let mut state = self.state.lock().await;
         state.settle().await;
         if state.in_tx {
-            let outcome = exec(&mut state.conn, "COMMIT")
+            let outcome = sqlx::query("COMMIT")
+                .execute(&mut state.conn)
                 .await
-                .map_err(|_| Arc::from("commit at close failed"));
+                .map(|_| ())
+                .map_err(Arc::new);
             state.finish_group(outcome);
         }
         // Fold the WAL into the database file so that it is complete on its own.
@@ -158,21 +176,25 @@ pub(crate) struct WriterGuard {
 
 impl WriterGuard {
     /// Releases this write's savepoint into the group, lets the next writer
-    /// in, and waits until the group's `COMMIT` is durable.
+    /// in, and waits until the group's `COMMIT` is durable. The release runs
+    /// in its own task, so a dropped caller cannot interrupt it half-way.
     pub(crate) async fn commit(mut self) -> StoreResult<()> {
-        // On failure `self` drops unreleased, which rolls the savepoint back.
-        exec(&mut self.state.conn, "RELEASE w").await?;
-        self.released = true;
-        let mut outcome = self.state.group.subscribe();
-        drop(self);
+        let mut outcome = tokio::spawn(async move {
+            // On failure `self` drops unreleased, which rolls the savepoint back.
+            exec(&mut self.state.conn, "RELEASE w").await?;
+            self.released = true;
+            Ok::<_, StoreError>(self.state.group.subscribe())
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)??;
         let done = outcome
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| StoreError::Backend(sqlx::Error::PoolClosed))?;
+            .map_err(|_| StoreError::WriterGone)?;
         match done.as_ref() {
             Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(StoreError::Backend(sqlx::Error::Protocol(e.to_string()))),
-            None => Err(StoreError::Backend(sqlx::Error::PoolClosed)),
+            Some(Err(cause)) => Err(StoreError::CommitFailed(cause.clone())),
+            None => Err(StoreError::WriterGone),
         }
     }
 }

@@ -1,0 +1,140 @@
+//! The verification examples in `docs/examples/` receive real deliveries, so
+//! the documentation stays true: each prints one JSON line per request it
+//! verified (or refused).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "common/delivery_helpers.rs"]
+mod helpers;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::Client;
+use helpers::{DEADLINE, webhook};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples")
+}
+
+/// A documented receiver, run with the webhook's secret; killed when dropped.
+struct Example {
+    _child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    port: u16,
+}
+
+impl Example {
+    async fn start(program: &str, script: &str, secret: &str) -> Example {
+        let mut child = Command::new(program)
+            .arg(examples().join(script))
+            .env("NOTIFLY_WEBHOOK_SECRET", secret)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `{program}` for docs/examples/{script}: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the example printed nothing");
+        let port = serde_json::from_str::<Value>(&first).unwrap()["port"]
+            .as_u64()
+            .unwrap() as u16;
+        Example {
+            _child: child,
+            lines,
+            port,
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(DEADLINE, self.lines.next_line())
+            .await
+            .expect("no line from the example in time")
+            .unwrap()
+            .expect("the example exited");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+/// Registers a webhook, starts the example with its secret, points the
+/// webhook at it, then makes three kinds of events happen and checks that the
+/// example verified each one and read its type.
+async fn check(program: &str, script: &str) {
+    let server = helpers::server(|_| {}).await;
+    let c: Client = server.account("docs").await;
+    let hook = webhook(&c, "docs", "http://127.0.0.1:9/placeholder", &["*"]).await;
+    let mut example = Example::start(program, script, &hook.secret).await;
+    let url = format!("http://127.0.0.1:{}/webhooks", example.port);
+    let (status, _) = c
+        .put(&format!("/v1/webhooks/{}", hook.id), json!({"url": url}))
+        .await;
+    assert_eq!(status, 200);
+
+    let contact = c.contact("kevin").await;
+    let expected = [("contact.created", contact["id"].clone())];
+    for (t, payload_id) in expected {
+        let line = example.next().await;
+        assert_eq!(line["verified"], true, "{script}: {line}");
+        assert_eq!(line["type"], t);
+        assert_eq!(line["payload_id"], payload_id);
+    }
+    let conversation = c.conversation_with(contact["id"].as_str().unwrap()).await;
+    let mut types = Vec::new();
+    for _ in 0..2 {
+        let line = example.next().await;
+        assert_eq!(line["verified"], true, "{script}: {line}");
+        types.push(line["type"].as_str().unwrap().to_owned());
+    }
+    types.sort();
+    assert_eq!(types, ["contact.updated", "conversation.created"]);
+    let message = c
+        .message(conversation["id"].as_str().unwrap(), "I hate meetings.")
+        .await;
+    let line = example.next().await;
+    assert_eq!(
+        (
+            line["type"].as_str(),
+            line["resource"].as_str(),
+            line["action"].as_str()
+        ),
+        (Some("message.created"), Some("message"), Some("created"))
+    );
+    assert_eq!(line["payload_id"], message["id"]);
+
+    // A request signed with another secret is refused.
+    let forged = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", "forged0000000000")
+        .header("webhook-timestamp", "1795700000")
+        .header("webhook-signature", "v1,AAAA")
+        .header(
+            "x-notifly-signature",
+            notifly_webhooks::sign_hex("whsec_other", b"{}"),
+        )
+        .body("{}")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    assert_eq!(example.next().await["verified"], false);
+}
+
+#[tokio::test]
+async fn the_node_example_verifies_real_deliveries() {
+    check("node", "node/receiver.js").await;
+}
+
+#[tokio::test]
+async fn the_python_example_verifies_real_deliveries() {
+    check("python3", "python/receiver.py").await;
+}

@@ -139,6 +139,37 @@ impl EventType {
     }
 }
 
+impl EventType {
+    /// What the event means, as the webhooks guide describes it.
+    ///
+    /// ```
+    /// use notifly_webhooks::EventType;
+    ///
+    /// let t: EventType = "message.created".parse().unwrap();
+    /// assert_eq!(t.description(), "A new message was created.");
+    /// ```
+    pub const fn description(self) -> &'static str {
+        const DESCRIPTIONS: [&str; 15] = [
+            "A new contact was created.",
+            "An existing contact was updated.",
+            "A contact was successfully deleted.",
+            "A new conversation was created.",
+            "An existing conversation was updated.",
+            "A conversation was successfully deleted.",
+            "A new message was created.",
+            "An existing message was updated.",
+            "A message was successfully deleted.",
+            "A new group was created.",
+            "An existing group was updated.",
+            "A group was successfully deleted.",
+            "A new attachment was created.",
+            "An existing attachment was updated.",
+            "An attachment was successfully deleted.",
+        ];
+        DESCRIPTIONS[self.resource as usize * 3 + self.action as usize]
+    }
+}
+
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -138,3 +138,9 @@ impl Envelope<serde_json::Value> {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The integrators' guide, `docs/receiving-webhooks.md`, whose Rust code is
+/// compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/receiving-webhooks.md")]
+pub struct ReceivingWebhooksGuide;

@@ -9,7 +9,7 @@ use super::{
     Begun, DomainError, DomainResult, Idempotency, Notifly, emit, found, groups, list_error, replay,
 };
 use crate::ids;
-use crate::store::{Contact, Listed, Page, WriteTx};
+use crate::store::{Contact, Listed, Page, StoreError, WriteTx};
 
 const KIND: &str = "contact";
 
@@ -66,11 +66,15 @@ fn last_active(value: Option<i64>) -> DomainResult<Option<i64>> {
         .transpose()
 }
 
-fn conflict(username: &str) -> DomainError {
-    DomainError::Conflict(format!(
-        "a contact with username `{}` already exists",
-        ids::printable(username)
-    ))
+/// Maps a uniqueness conflict on the username to a 409 that names it.
+fn conflict(username: &str) -> impl FnOnce(StoreError) -> DomainError + '_ {
+    move |e| match e {
+        StoreError::Conflict(_) => DomainError::Conflict(format!(
+            "a contact with username `{}` already exists",
+            ids::printable(username)
+        )),
+        e => e.into(),
+    }
 }
 
 /// Rejects `null` for a field that cannot be cleared.
@@ -106,10 +110,7 @@ impl Notifly {
         };
         tx.insert_contact(account, &contact)
             .await
-            .map_err(|e| match e {
-                crate::store::StoreError::Conflict(_) => conflict(&contact.username),
-                e => e.into(),
-            })?;
+            .map_err(conflict(&contact.username))?;
         emit(
             tx.as_mut(),
             account,
@@ -168,10 +169,7 @@ impl Notifly {
         }
         tx.update_contact(account, &after)
             .await
-            .map_err(|e| match e {
-                crate::store::StoreError::Conflict(_) => conflict(&after.username),
-                e => e.into(),
-            })?;
+            .map_err(conflict(&after.username))?;
         emit(
             tx.as_mut(),
             account,

@@ -375,6 +375,45 @@ enum Filter<'a> {
     Set(&'static str, bool),
 }
 
+/// Reads one row of `table` by id, within `account`.
+async fn get<T>(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    columns: &'static str,
+    account: &str,
+    id: &str,
+) -> StoreResult<Option<T>>
+where
+    T: for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
+{
+    sqlx::query_as(&format!(
+        "SELECT {columns} FROM {table} WHERE account_id = ? AND id = ?"
+    ))
+    .bind(account)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .map_err(backend)
+}
+
+/// Deletes one row of `table` by id, within `account`.
+async fn delete(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    account: &str,
+    id: &str,
+) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "DELETE FROM {table} WHERE account_id = ? AND id = ?"
+    ))
+    .bind(account)
+    .bind(id)
+    .execute(conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 /// Reads one page of `table` for `account`, newest first, with keyset cursors on `seq`.
 async fn list<T>(
     conn: &mut SqliteConnection,
@@ -459,14 +498,7 @@ where
     }
 
     async fn contact(&mut self, account: &str, id: &str) -> StoreResult<Option<Contact>> {
-        sqlx::query_as(&format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        get(&mut self.0, "contacts", CONTACT_COLUMNS, account, id).await
     }
 
     async fn contacts_by_ids(
@@ -508,14 +540,14 @@ where
     }
 
     async fn conversation(&mut self, account: &str, id: &str) -> StoreResult<Option<Conversation>> {
-        sqlx::query_as(&format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
+        get(
+            &mut self.0,
+            "conversations",
+            CONVERSATION_COLUMNS,
+            account,
+            id,
+        )
         .await
-        .map_err(backend)
     }
 
     async fn list_conversations(
@@ -549,14 +581,7 @@ where
     }
 
     async fn message(&mut self, account: &str, id: &str) -> StoreResult<Option<MessageRecord>> {
-        sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        get(&mut self.0, "messages", MESSAGE_COLUMNS, account, id).await
     }
 
     async fn list_messages(
@@ -596,14 +621,7 @@ where
     }
 
     async fn group(&mut self, account: &str, id: &str) -> StoreResult<Option<GroupRecord>> {
-        sqlx::query_as(&format!(
-            "SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        get(&mut self.0, "groups", GROUP_COLUMNS, account, id).await
     }
 
     async fn list_groups(
@@ -640,14 +658,7 @@ where
     }
 
     async fn attachment(&mut self, account: &str, id: &str) -> StoreResult<Option<Attachment>> {
-        sqlx::query_as(&format!(
-            "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        get(&mut self.0, "attachments", ATTACHMENT_COLUMNS, account, id).await
     }
 
     async fn list_attachments(
@@ -687,14 +698,7 @@ where
     }
 
     async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>> {
-        sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        get(&mut self.0, "events", EVENT_COLUMNS, account, id).await
     }
 
     async fn events_after(
@@ -771,14 +775,7 @@ where
     }
 
     async fn endpoint(&mut self, account: &str, id: &str) -> StoreResult<Option<EndpointRecord>> {
-        sqlx::query_as(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        get(&mut self.0, "endpoints", ENDPOINT_COLUMNS, account, id).await
     }
 
     async fn list_endpoints(
@@ -798,14 +795,7 @@ where
     }
 
     async fn delivery(&mut self, account: &str, id: &str) -> StoreResult<Option<DeliveryRecord>> {
-        sqlx::query_as(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        get(&mut self.0, "deliveries", DELIVERY_COLUMNS, account, id).await
     }
 
     async fn list_deliveries(
@@ -910,13 +900,7 @@ impl WriteTx for Handle<WriterGuard> {
     }
 
     async fn delete_contact(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM contacts WHERE account_id = ? AND id = ?")
-            .bind(account)
-            .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        delete(&mut self.0, "contacts", account, id).await
     }
 
     async fn insert_conversation(&mut self, account: &str, c: &Conversation) -> StoreResult<()> {
@@ -959,13 +943,7 @@ impl WriteTx for Handle<WriterGuard> {
     }
 
     async fn delete_conversation(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM conversations WHERE account_id = ? AND id = ?")
-            .bind(account)
-            .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        delete(&mut self.0, "conversations", account, id).await
     }
 
     async fn insert_message(&mut self, account: &str, m: &MessageRecord) -> StoreResult<()> {
@@ -1004,13 +982,7 @@ impl WriteTx for Handle<WriterGuard> {
     }
 
     async fn delete_message(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM messages WHERE account_id = ? AND id = ?")
-            .bind(account)
-            .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        delete(&mut self.0, "messages", account, id).await
     }
 
     async fn insert_group(&mut self, account: &str, g: &GroupRecord) -> StoreResult<()> {
@@ -1116,13 +1088,7 @@ impl WriteTx for Handle<WriterGuard> {
     }
 
     async fn delete_attachment(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM attachments WHERE account_id = ? AND id = ?")
-            .bind(account)
-            .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        delete(&mut self.0, "attachments", account, id).await
     }
 
     async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {

@@ -80,6 +80,7 @@ pub async fn run(
         },
         metrics,
         shutdown: stopping.clone(),
+        keys: Arc::default(),
     };
     if config.allow_private_urls {
         tracing::warn!("webhook URLs may point at private networks (allow_private_urls)");

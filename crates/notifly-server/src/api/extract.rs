@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::{Idempotency, accounts};
+use crate::domain::Idempotency;
 use crate::ids;
 use crate::store::{Cursor, Page};
 
@@ -33,7 +33,9 @@ impl FromRequestParts<AppState> for Auth {
             })
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        let account = accounts::authenticate(state.notifly.store().as_ref(), key)
+        let account = state
+            .keys
+            .authenticate(state.notifly.store().as_ref(), key)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         Ok(Auth {

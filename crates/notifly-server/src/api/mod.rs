@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when the server begins to shut down (ends event streams).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Recently authenticated API keys.
+    pub keys: Arc<crate::domain::accounts::KeyCache>,
 }
 
 /// A page of a list: `{"has_more", "data"}`.

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{DomainError, DomainResult, validate};
+use super::{DomainResult, validate};
 use crate::ids;
 use crate::store::{Account, Store};
 
@@ -61,13 +61,45 @@ async fn insert(tx: &mut dyn crate::store::WriteTx, name: String) -> DomainResul
     })
 }
 
-/// The account an API key belongs to, if any.
-pub async fn authenticate(store: &dyn Store, api_key: &str) -> DomainResult<Option<Account>> {
-    if !api_key.starts_with(ids::API_KEY_PREFIX) || api_key.len() > 128 {
-        return Ok(None);
+/// Remembers which account an API key belongs to for a short while, so that
+/// authenticating a request is usually a hash and a map look-up instead of a
+/// database read. Keys are looked up by their hash; the map never holds a key.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    entries: std::sync::RwLock<std::collections::HashMap<String, (Account, std::time::Instant)>>,
+}
+
+/// How long a known key is trusted without asking the database again (a
+/// revoked key stops working within this time).
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most keys remembered; past it the cache starts over.
+const KEY_CACHE_MAX: usize = 10_000;
+
+impl KeyCache {
+    /// The account of `api_key`, from the cache or the store.
+    pub async fn authenticate(
+        &self,
+        store: &dyn Store,
+        api_key: &str,
+    ) -> DomainResult<Option<Account>> {
+        if !api_key.starts_with(ids::API_KEY_PREFIX) || api_key.len() > 128 {
+            return Ok(None);
+        }
+        let hash = ids::hash_api_key(api_key);
+        if let Ok(entries) = self.entries.read()
+            && let Some((account, at)) = entries.get(&hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(Some(account.clone()));
+        }
+        let mut conn = store.read().await?;
+        let account = conn.account_by_key_hash(&hash).await?;
+        if let (Some(account), Ok(mut entries)) = (&account, self.entries.write()) {
+            if entries.len() >= KEY_CACHE_MAX {
+                entries.clear();
+            }
+            entries.insert(hash, (account.clone(), std::time::Instant::now()));
+        }
+        Ok(account)
     }
-    let mut conn = store.read().await?;
-    conn.account_by_key_hash(&ids::hash_api_key(api_key))
-        .await
-        .map_err(DomainError::from)
 }

@@ -164,8 +164,10 @@ impl Notifly {
             .ok_or_else(|| {
                 validate::missing("conversation_id", "conversation", &record.conversation_id)
             })?;
+        let mut contact = None;
         if let Some(sender) = &record.contact_id {
-            if tx.contact(account, sender).await?.is_none() {
+            let found = tx.contact(account, sender).await?;
+            if found.is_none() {
                 return Err(validate::missing("contact_id", "contact", sender));
             }
             if !is_participant(tx.as_mut(), &conversation, sender).await? {
@@ -174,9 +176,22 @@ impl Notifly {
                     conversation.id
                 )));
             }
+            contact = found;
         }
         tx.insert_message(account, &record).await?;
-        let message = represent(tx.as_mut(), account, record, &self.public_url).await?;
+        // A new message has no attachments yet, and its sender was just read:
+        // no need to read either again.
+        let message = Message {
+            id: record.id,
+            conversation_id: record.conversation_id,
+            contact,
+            message: record.message,
+            reactions: record.reactions.0,
+            attachments: Vec::new(),
+            read_at: record.read_at,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        };
         emit(
             tx.as_mut(),
             account,

@@ -21,8 +21,35 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-const SETUP: &str =
-    "run `cd crates/notifly-server/tests/node && npm ci` (Node.js 18 or later must be installed)";
+const SETUP: &str = "these tests need Node.js 18 or later with npm on PATH; the npm packages install themselves (`npm ci` in crates/notifly-server/tests/node)";
+
+/// Installs the `standardwebhooks` npm package (pinned by package-lock.json)
+/// the first time a test needs it, so that `cargo test` alone sets up a fresh
+/// machine. Fails the test, with the reason, if that is not possible.
+fn install_verifiers(node_dir: &Path) {
+    static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if *done
+        || node_dir
+            .join("node_modules/standardwebhooks/package.json")
+            .exists()
+    {
+        *done = true;
+        return;
+    }
+    let out = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(node_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `npm ci` ({e}): {SETUP}"));
+    assert!(
+        out.status.success(),
+        "`npm ci` in {} failed: {}\n{SETUP}",
+        node_dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *done = true;
+}
 
 /// The Node verifier, killed when dropped.
 struct NodeReceiver {
@@ -41,13 +68,7 @@ impl NodeReceiver {
             Ok(out) => panic!("`node --version` failed ({:?}): {SETUP}", out.status),
             Err(e) => panic!("cannot run `node` ({e}): {SETUP}"),
         }
-        assert!(
-            node_dir
-                .join("node_modules/standardwebhooks/package.json")
-                .exists(),
-            "the standardwebhooks npm package is not installed in {}: {SETUP}",
-            node_dir.display()
-        );
+        install_verifiers(&node_dir);
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("secrets");
         std::fs::write(&secret_file, "").unwrap();

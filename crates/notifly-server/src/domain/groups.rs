@@ -74,12 +74,6 @@ fn name(value: &str) -> DomainResult<String> {
     validate::text("name", value, 128)
 }
 
-fn description(value: Option<&str>) -> DomainResult<Option<String>> {
-    value
-        .map(|v| validate::optional_text("description", v, 1024))
-        .transpose()
-}
-
 fn avatar(value: Option<&str>) -> DomainResult<Option<String>> {
     value.map(|v| validate::url("avatar_url", v)).transpose()
 }
@@ -146,7 +140,7 @@ impl Notifly {
         let record = GroupRecord {
             id: ids::new_id(),
             name: name(&input.name)?,
-            description: description(input.description.as_deref())?,
+            description: validate::description(input.description.as_deref())?,
             avatar_url: avatar(input.avatar_url.as_deref())?,
             conversation_id: None,
             created_at: ids::now(),
@@ -211,7 +205,7 @@ impl Notifly {
             after.name = name(&n)?;
         }
         if let Some(d) = input.description {
-            after.description = description(d.as_deref())?;
+            after.description = validate::description(d.as_deref())?;
         }
         if let Some(a) = input.avatar_url {
             after.avatar_url = avatar(a.as_deref())?;

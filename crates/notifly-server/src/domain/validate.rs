@@ -44,6 +44,13 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> DomainResult<Strin
     Ok(value.to_owned())
 }
 
+/// An optional free-text description, at most 1024 characters.
+pub fn description(value: Option<&str>) -> DomainResult<Option<String>> {
+    value
+        .map(|v| optional_text("description", v, 1024))
+        .transpose()
+}
+
 /// A username: 1 to 64 characters of letters, digits, `_`, `.` and `-`.
 pub fn username(value: &str) -> DomainResult<String> {
     text("username", value, 64)?;

@@ -155,12 +155,6 @@ fn name(value: &str) -> DomainResult<String> {
     validate::text("name", value, 128)
 }
 
-fn description(value: Option<&str>) -> DomainResult<Option<String>> {
-    value
-        .map(|v| validate::optional_text("description", v, 1024))
-        .transpose()
-}
-
 /// Event types: at least one, each one of the 15, or exactly `["*"]`.
 /// Duplicates are dropped.
 fn events(list: &[String]) -> DomainResult<Vec<String>> {
@@ -250,7 +244,7 @@ impl Notifly {
             id: ids::new_id(),
             name: name(&input.name)?,
             url: self.webhook_url(&input.url).await?,
-            description: description(input.description.as_deref())?,
+            description: validate::description(input.description.as_deref())?,
             events: sqlx::types::Json(events(&input.events)?),
             enabled: true,
             disabled_reason: None,
@@ -319,7 +313,7 @@ impl Notifly {
             after.events = sqlx::types::Json(events(&e)?);
         }
         if let Some(d) = input.description {
-            after.description = description(d.as_deref())?;
+            after.description = validate::description(d.as_deref())?;
         }
         match not_null("enabled", input.enabled)? {
             Some(true) if !before.enabled => {

@@ -1,0 +1,147 @@
+//! `notifly serve` and `notifly accounts create` as a user runs them: the
+//! first start bootstraps an account and prints its key, more accounts can be
+//! created beside a running server, and SIGTERM stops the server cleanly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_notifly");
+
+async fn status(url: &str, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn first_start_bootstraps_an_account_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The defaults: a SQLite file and a data directory in the working directory.
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("NOTIFLY_DATABASE_URL")
+        .env("NOTIFLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let key = loop {
+        let line = lines.next().expect("serve printed no API key").unwrap();
+        if let Some(key) = line.trim().strip_prefix("nfly_sk_") {
+            break format!("nfly_sk_{key}");
+        }
+    };
+    assert!(
+        dir.path().join("notifly.db").exists(),
+        "the default database is ./notifly.db"
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/readyz")).await.is_err() {
+        assert!(Instant::now() < deadline, "server not ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status(&format!("{base}/v1/contacts"), &key).await, 200);
+    assert_eq!(
+        status(&format!("{base}/v1/contacts"), "nfly_sk_nope").await,
+        401
+    );
+
+    // A second account, created against the same default database while the
+    // server runs, works at once.
+    let out = Command::new(BIN)
+        .args(["accounts", "create", "--name", "acme", "--json"])
+        .current_dir(dir.path())
+        .env_remove("NOTIFLY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let account: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(account["name"], "acme");
+    assert_eq!(account["id"].as_str().unwrap().len(), 16);
+    let second = account["api_key"].as_str().unwrap();
+    assert_eq!(status(&format!("{base}/v1/contacts"), second).await, 200);
+
+    // A restart does not bootstrap again.
+    let pid = server.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(exit.success(), "serve exited with {exit:?} on SIGTERM");
+    let again = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("NOTIFLY_DATABASE_URL")
+        .env("NOTIFLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut again = again;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/readyz")).await.is_err() {
+        assert!(Instant::now() < deadline, "server not ready after restart");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status(&format!("{base}/v1/contacts"), &key).await, 200);
+    again.kill().unwrap();
+    let out = again.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !printed.contains("nfly_sk_"),
+        "a restart must not print a new key: {printed}"
+    );
+}
+
+#[test]
+fn a_config_file_with_an_unknown_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("notifly.toml"),
+        "listen = \"127.0.0.1:0\"\nretry_shcedule = \"0s\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env_remove("NOTIFLY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notifly.toml") && err.contains("retry_shcedule"),
+        "{err}"
+    );
+}

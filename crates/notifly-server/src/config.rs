@@ -44,6 +44,11 @@ pub struct Config {
     pub disable_after: String,
     /// Longest pause between looks for due retries, e.g. `1s`.
     pub poll_interval: String,
+    /// How long events, finished deliveries and their attempts are kept,
+    /// e.g. `30d`. Pending deliveries and their events are kept until done.
+    pub retention: String,
+    /// How often old data is purged, e.g. `10m`.
+    pub purge_interval: String,
 }
 
 /// The default database: a SQLite file in the working directory.
@@ -65,6 +70,8 @@ impl Default for Config {
             endpoint_concurrency: 16,
             disable_after: "5d".to_owned(),
             poll_interval: "1s".to_owned(),
+            retention: "30d".to_owned(),
+            purge_interval: "10m".to_owned(),
         }
     }
 }
@@ -118,9 +125,23 @@ impl Config {
         })
     }
 
+    /// How long data is kept, and how often old data is purged.
+    pub fn retention(&self) -> anyhow::Result<(std::time::Duration, std::time::Duration)> {
+        let keep =
+            parse_duration(&self.retention).map_err(|e| anyhow::anyhow!("retention: {e}"))?;
+        let every = parse_duration(&self.purge_interval)
+            .map_err(|e| anyhow::anyhow!("purge_interval: {e}"))?;
+        if keep < std::time::Duration::from_secs(1) || every < std::time::Duration::from_millis(100)
+        {
+            bail!("retention must be at least 1s and purge_interval at least 100ms");
+        }
+        Ok((keep, every))
+    }
+
     /// Checks the values that serde cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.dispatch()?;
+        self.retention()?;
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod ids;
 pub mod metrics;
+pub mod retention;
 pub mod ssrf;
 pub mod store;
 
@@ -72,6 +73,13 @@ pub async fn run(
         metrics.clone(),
         stop_dispatch.clone(),
     )?;
+    let (keep, purge_every) = config.retention()?;
+    let purger = tokio::spawn(retention::run(
+        store.clone(),
+        keep,
+        purge_every,
+        stop_dispatch.clone(),
+    ));
     let state = api::AppState {
         notifly,
         limits: api::Limits {
@@ -101,6 +109,7 @@ pub async fn run(
     // and be recorded, then close the database.
     stop_dispatch.cancel();
     dispatcher.join().await;
+    let _ = purger.await;
     store.close().await;
     served?;
     tracing::info!("notifly stopped");

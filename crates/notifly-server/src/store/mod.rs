@@ -88,6 +88,12 @@ pub trait Store: Send + Sync + 'static {
     async fn release_leases(&self, node: &str) -> StoreResult<u64>;
     /// Queue figures for metrics.
     async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats>;
+    /// Deletes one small batch (at most `batch` rows per table) of what is
+    /// past retention: attempts and finished deliveries created before
+    /// `before`, events before it that no delivery still needs, and
+    /// idempotency keys created before `keys_before`. Returns the rows
+    /// deleted; 0 means nothing is left to purge.
+    async fn purge(&self, before: i64, keys_before: i64, batch: u32) -> StoreResult<u64>;
 }
 
 /// Reads. Every resource read is scoped to an account.

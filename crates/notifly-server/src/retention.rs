@@ -1,0 +1,50 @@
+//! Retention: events, finished deliveries and their attempts older than the
+//! configured period are deleted in small batches, so that the tables stay
+//! bounded without a long-running delete ever holding the database.
+//! Idempotency keys are kept for 24 hours.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ids;
+use crate::store::Store;
+
+/// Rows per table per batch.
+const BATCH: u32 = 500;
+/// Pause between batches, so API writes get the writer in between.
+const BETWEEN_BATCHES: Duration = Duration::from_millis(50);
+/// How long an `Idempotency-Key` replays its response.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Purges every `every` until `stop` is cancelled.
+pub async fn run(store: Arc<dyn Store>, keep: Duration, every: Duration, stop: CancellationToken) {
+    loop {
+        let now = ids::now();
+        let before = now - keep.as_secs() as i64;
+        let keys_before = now - IDEMPOTENCY_TTL.as_secs() as i64;
+        let mut total = 0;
+        loop {
+            match store.purge(before, keys_before, BATCH).await {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) => {
+                    tracing::warn!(error = ?e, "purging old data failed; will try again");
+                    break;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(BETWEEN_BATCHES) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+        if total > 0 {
+            tracing::info!(rows = total, "purged data past retention");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

@@ -16,9 +16,11 @@ use crate::dispatch::{DispatchConfig, RetrySchedule, parse_duration};
 pub struct Config {
     /// Address to listen on. Env `NOTIFLY_LISTEN`.
     pub listen: SocketAddr,
-    /// `sqlite://path` (or a plain path) for the embedded store. Env
-    /// `NOTIFLY_DATABASE_URL`.
+    /// `sqlite://path` (or a plain path) for the embedded store, or
+    /// `postgres://…` for PostgreSQL. Env `NOTIFLY_DATABASE_URL`.
     pub database_url: String,
+    /// Most connections to PostgreSQL per process (SQLite ignores it).
+    pub database_pool_size: u32,
     /// Directory for attachment bytes. Env `NOTIFLY_DATA_DIR`.
     pub data_dir: PathBuf,
     /// The URL clients reach this server at, used to build `file_url`s.
@@ -59,6 +61,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
+            database_pool_size: 10,
             data_dir: PathBuf::from("notifly-data"),
             public_url: None,
             max_body_bytes: 1024 * 1024,
@@ -147,6 +150,10 @@ impl Config {
         }
         if self.max_attachment_bytes == 0 {
             bail!("max_attachment_bytes must be positive");
+        }
+        if self.database_pool_size < 2 {
+            // A claim or write-back holds one connection while the API needs others.
+            bail!("database_pool_size must be at least 2");
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

@@ -24,10 +24,21 @@ pub use config::Config;
 use domain::Notifly;
 use store::Store;
 
-/// Opens the store a database URL names, running its migrations.
+/// Opens the store a database URL names, running its migrations: PostgreSQL
+/// for `postgres://` and `postgresql://` URLs (with the default pool size),
+/// SQLite otherwise.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_with(url, store::postgres::DEFAULT_POOL_SIZE).await
+}
+
+/// [`open_store`], with at most `pool_size` PostgreSQL connections (SQLite
+/// ignores it: it has one writer and a fixed pool of readers).
+pub async fn open_store_with(url: &str, pool_size: u32) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!("PostgreSQL is not supported by this build yet; use a sqlite:// URL");
+        let store = store::postgres::PgStore::open(url, pool_size)
+            .await
+            .with_context(|| format!("cannot open the database at {}", redact_url(url)))?;
+        return Ok(Arc::new(store));
     }
     let store = store::sqlite::SqliteStore::open(url)
         .await
@@ -46,7 +57,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let store = open_store(&config.database_url).await?;
+    let store = open_store_with(&config.database_url, config.database_pool_size).await?;
     let bound = listener.local_addr()?;
     let public_url = config.public_url(bound);
     if let Some(account) = domain::accounts::bootstrap(store.as_ref()).await? {

@@ -11,6 +11,7 @@
 //! Each backend implements the traits with SQL written for it. Nothing here
 //! assumes a single process: uniqueness and ordering come from the database.
 
+pub mod postgres;
 mod records;
 pub mod sqlite;
 mod sqlite_writer;

@@ -1,6 +1,11 @@
 //! The integration-test harness: a real server on `127.0.0.1:0` with a real
 //! SQLite file in a temporary directory, driven over HTTP by `reqwest`.
 //!
+//! With `NOTIFLY_TEST_POSTGRES_URL` set (e.g.
+//! `postgres://postgres@127.0.0.1/postgres`), each server gets instead a fresh
+//! PostgreSQL database `notifly_test_<random>`, created through that URL and
+//! dropped when the `TestServer` is dropped.
+//!
 //! Every test file does `mod common;` and uses only part of this module.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,14 +19,155 @@ use notifly_server::Config;
 use notifly_server::store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};
-use sqlx::SqlitePool;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Connection, PgPool, SqlitePool};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How long the server may take to answer `/readyz` after it is spawned.
 const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The PostgreSQL server to test against instead of SQLite, if any.
+pub const POSTGRES_ENV: &str = "NOTIFLY_TEST_POSTGRES_URL";
+
+/// A read pool on the server's database, for counting rows.
+#[derive(Debug, Clone)]
+pub enum CountPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl CountPool {
+    async fn open(url: &str) -> CountPool {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .connect(url)
+                .await
+                .expect("open a counting pool");
+            CountPool::Postgres(pool)
+        } else {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(2)
+                .connect_with(SqliteConnectOptions::from_str(url).unwrap().read_only(true))
+                .await
+                .expect("open a counting pool");
+            CountPool::Sqlite(pool)
+        }
+    }
+
+    /// `SELECT COUNT(*) FROM {table}`, optionally `WHERE account_id = {account}`.
+    async fn count(&self, table: &str, account: Option<&str>) -> i64 {
+        let result = match (self, account) {
+            (CountPool::Sqlite(pool), None) => {
+                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                    .fetch_one(pool)
+                    .await
+            }
+            (CountPool::Sqlite(pool), Some(account)) => {
+                sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE account_id = ?"
+                ))
+                .bind(account)
+                .fetch_one(pool)
+                .await
+            }
+            (CountPool::Postgres(pool), None) => {
+                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                    .fetch_one(pool)
+                    .await
+            }
+            (CountPool::Postgres(pool), Some(account)) => {
+                sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE account_id = $1"
+                ))
+                .bind(account)
+                .fetch_one(pool)
+                .await
+            }
+        };
+        result.unwrap_or_else(|e| panic!("count {table}: {e}"))
+    }
+}
+
+/// A PostgreSQL database created for one test server; dropped with it.
+#[derive(Debug)]
+struct PgTestDb {
+    admin_url: String,
+    name: String,
+}
+
+impl PgTestDb {
+    /// Creates `notifly_test_<random>` through `admin_url`; returns it and its URL.
+    async fn create(admin_url: &str) -> (PgTestDb, String) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "notifly_test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {POSTGRES_ENV}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        let url = with_database(admin_url, &name);
+        (
+            PgTestDb {
+                admin_url: admin_url.to_owned(),
+                name,
+            },
+            url,
+        )
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        // Drop may run inside or outside a runtime: use a thread of its own.
+        let admin_url = self.admin_url.clone();
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async move {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(&sql).execute(&mut admin).await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// `url` naming database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => (u, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let base = match url[scheme_end..].find('/') {
+        Some(i) => &url[..scheme_end + i],
+        None => url,
+    };
+    format!("{base}/{name}{query}")
+}
 
 /// Every table that holds what an API write can create, for [`TestServer::counts`].
 pub const TABLES: [&str; 8] = [
@@ -43,12 +189,15 @@ pub struct TestServer {
     /// The store the server uses, opened a second time by the test (SQLite
     /// WAL allows that), for creating accounts.
     pub store: Arc<dyn Store>,
-    /// A read-only pool on the same file, for counting rows.
-    pub pool: SqlitePool,
+    /// A read pool on the same database, for counting rows.
+    pub pool: CountPool,
     pub config: Config,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The PostgreSQL database of this server, if it runs on one; dropped
+    /// after the pools.
+    pg_db: Option<PgTestDb>,
     // Last, so that the files outlive everything that uses them.
     dir: tempfile::TempDir,
 }
@@ -72,8 +221,15 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let db_path = dir.path().join("test.db");
+        let (pg_db, database_url) = match std::env::var(POSTGRES_ENV) {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let (db, url) = PgTestDb::create(&admin_url).await;
+                (Some(db), url)
+            }
+            _ => (None, format!("sqlite://{}", db_path.display())),
+        };
         let mut config = Config {
-            database_url: format!("sqlite://{}", db_path.display()),
+            database_url,
             data_dir: dir.path().join("data"),
             max_attachment_bytes: 64 * 1024,
             ..Config::default()
@@ -85,15 +241,7 @@ impl TestServer {
         let store = notifly_server::open_store(&config.database_url)
             .await
             .expect("open the test database");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(
-                SqliteConnectOptions::from_str(&config.database_url)
-                    .unwrap()
-                    .read_only(true),
-            )
-            .await
-            .expect("open a counting pool");
+        let pool = CountPool::open(&config.database_url).await;
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
@@ -110,6 +258,7 @@ impl TestServer {
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             task: Some(task),
+            pg_db,
             dir,
         };
         server.wait_ready().await;
@@ -197,23 +346,14 @@ impl TestServer {
         }
     }
 
-    /// Rows in `table`, read straight from the database file.
+    /// Rows in `table`, read straight from the database.
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&self.pool)
-            .await
-            .unwrap_or_else(|e| panic!("count {table}: {e}"))
+        self.pool.count(table, None).await
     }
 
     /// Rows of one account in `table` (which must have an `account_id`).
     pub async fn count_for(&self, table: &str, account_id: &str) -> i64 {
-        sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM {table} WHERE account_id = ?"
-        ))
-        .bind(account_id)
-        .fetch_one(&self.pool)
-        .await
-        .unwrap_or_else(|e| panic!("count {table}: {e}"))
+        self.pool.count(table, Some(account_id)).await
     }
 
     /// Row counts of every table in [`TABLES`]: take one before a request and

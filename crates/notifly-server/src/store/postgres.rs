@@ -1,0 +1,1491 @@
+//! The PostgreSQL store, for running several nodes on one database.
+//!
+//! Reads use pooled connections; every write is one `BEGIN … COMMIT`
+//! transaction on a pooled connection at the default READ COMMITTED isolation
+//! (no group commit: PostgreSQL has concurrent writers).
+//!
+//! **Locking.** On SQLite the single writer serializes every write, and the
+//! domain's read-modify-write sequences (read a row, check a rule, write it
+//! back; look up an idempotency key, then insert it) rely on that. Here each
+//! write transaction takes a transaction-scoped advisory lock per account,
+//! `pg_advisory_xact_lock(NS_ACCOUNT, hashtext(account_id))`, before its first
+//! statement on that account's data (see [`Scope`]), so writes to one account
+//! are serialized across all nodes while different accounts proceed in
+//! parallel. Under READ COMMITTED every statement after the lock sees what
+//! the previous holder committed. Account creation and the "is the database
+//! empty" check of the bootstrap share one global key.
+//!
+//! **Claims** serialize on one more advisory key (claims are short and commit
+//! before anything is sent), so the per-endpoint in-flight counts they read
+//! from live leases hold across nodes; candidate rows are locked with
+//! `FOR UPDATE SKIP LOCKED`, so a claim never waits on a delivery that a
+//! write (a manual retry, a write-back) is changing.
+
+use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Advisory-lock namespaces (the first key of the two-key form).
+const NS_ACCOUNT: i32 = 0x4E46_0001;
+const NS_GLOBAL: i32 = 0x4E46_0002;
+/// Keys in [`NS_GLOBAL`].
+const KEY_ACCOUNTS: i32 = 1;
+const KEY_CLAIM: i32 = 2;
+
+/// Connections in the pool when the configuration does not say.
+pub const DEFAULT_POOL_SIZE: u32 = 10;
+
+/// The PostgreSQL implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://…`) with at most
+    /// `pool_size` connections and runs the migrations. Several nodes may
+    /// start at once: sqlx's migrator holds a PostgreSQL advisory lock while
+    /// it migrates.
+    pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(StoreError::Backend)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Backend)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(e.into()))?;
+        Ok(PgStore { pool })
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(backend)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn read(&self) -> StoreResult<Box<dyn Conn>> {
+        let conn = self.pool.acquire().await.map_err(StoreError::Backend)?;
+        Ok(Box::new(Handle(conn)))
+    }
+
+    async fn write(&self) -> StoreResult<Box<dyn WriteTx>> {
+        Ok(Box::new(Handle(PgTx {
+            tx: self.begin().await?,
+            locked: Vec::new(),
+            accounts_locked: false,
+        })))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Backend)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
+        let mut tx = self.begin().await?;
+        // One claim at a time across the nodes, so that the counts of live
+        // leases below cannot be raced by another node's claim.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(NS_GLOBAL)
+            .bind(KEY_CLAIM)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        // The lease starts once this node holds the lock, not before it waited.
+        let now_ms = crate::ids::now_ms();
+        let lease_until_ms = now_ms + r.lease_ms;
+        // In flight per endpoint, across every node holding a live lease.
+        let busy: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT endpoint_id, COUNT(*) FROM deliveries WHERE lease_until_ms IS NOT NULL AND lease_until_ms > $1 GROUP BY endpoint_id",
+        )
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut used: std::collections::HashMap<String, i64> = busy.into_iter().collect();
+        // Up to `per_endpoint` due, unleased deliveries of each enabled
+        // endpoint: one index range per endpoint (LATERAL), so a backlog on
+        // one endpoint never hides another's work. Rows another transaction
+        // holds are skipped, not waited for.
+        let candidates: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT q.id, e.id, e.failing_since IS NOT NULL FROM endpoints e CROSS JOIN LATERAL (
+                SELECT d.id, d.next_attempt_ms FROM deliveries d
+                WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= $1
+                  AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)
+                ORDER BY d.next_attempt_ms LIMIT $2
+                FOR UPDATE SKIP LOCKED) q
+             WHERE e.enabled
+             ORDER BY q.next_attempt_ms",
+        )
+        .bind(now_ms)
+        .bind(i64::from(r.per_endpoint))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        // Healthy endpoints first, so that failing ones (whose work is mostly
+        // old retries) cannot take the global slots from them.
+        let (healthy, failing): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| !c.2);
+        let mut chosen = Vec::new();
+        for (id, endpoint, is_failing) in healthy.into_iter().chain(failing) {
+            if chosen.len() >= r.max as usize {
+                break;
+            }
+            let limit = if is_failing {
+                r.per_failing_endpoint.min(r.per_endpoint)
+            } else {
+                r.per_endpoint
+            };
+            let n = used.entry(endpoint).or_insert(0);
+            if *n < i64::from(limit) {
+                *n += 1;
+                chosen.push(id);
+            }
+        }
+        if chosen.is_empty() {
+            tx.commit().await.map_err(backend)?;
+            return Ok(Vec::new());
+        }
+        sqlx::query(
+            "UPDATE deliveries SET lease_until_ms = $1, lease_owner = $2 WHERE id = ANY($3)",
+        )
+        .bind(lease_until_ms)
+        .bind(&r.owner)
+        .bind(&chosen)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let claimed: Vec<Claimed> = sqlx::query_as(
+            "SELECT d.id AS delivery_id, d.account_id, d.endpoint_id, d.event_id, d.event_type,
+                    d.attempts + 1 AS attempt, d.schedule_pos, e.url, e.secret, e.previous_secret,
+                    e.previous_secret_expires_at, ev.body
+             FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id
+             WHERE d.id = ANY($1)
+             ORDER BY d.next_attempt_ms",
+        )
+        .bind(&chosen)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(claimed)
+    }
+
+    async fn record_attempts(
+        &self,
+        results: &[AttemptResult],
+        disable_after_secs: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let now = crate::ids::now();
+        // Rows are locked in one order (endpoint, then delivery) by every
+        // write-back, so that two nodes' batches cannot deadlock each other.
+        let mut ordered: Vec<&AttemptResult> = results.iter().collect();
+        ordered.sort_by(|a, b| {
+            (&a.endpoint_id, &a.attempt.delivery_id).cmp(&(&b.endpoint_id, &b.attempt.delivery_id))
+        });
+        for r in ordered {
+            let a = &r.attempt;
+            sqlx::query(&format!(
+                "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ))
+            .bind(&a.id)
+            .bind(&a.delivery_id)
+            .bind(a.attempt)
+            .bind(a.started_at_ms)
+            .bind(a.duration_ms)
+            .bind(&a.request_headers)
+            .bind(a.response_status)
+            .bind(&a.response_headers)
+            .bind(&a.response_body)
+            .bind(&a.error)
+            .bind(a.succeeded)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let (status, next_ms, pos) = match &r.next {
+                NextStep::Succeeded => ("succeeded", None, None),
+                NextStep::Retry {
+                    at_ms,
+                    schedule_pos,
+                } => ("pending", Some(*at_ms), Some(*schedule_pos)),
+                NextStep::Failed => ("failed", None, None),
+            };
+            // A delivery cancelled (endpoint deleted) or retried by hand while
+            // in flight keeps its new state; only the lease holder moves it on.
+            sqlx::query(
+                "UPDATE deliveries SET status = $1, attempts = GREATEST(attempts, $2), next_attempt_ms = $3,
+                    schedule_pos = COALESCE($4, schedule_pos), lease_until_ms = NULL, lease_owner = NULL,
+                    last_attempt_at = $5, last_status_code = $6, updated_at = $7
+                 WHERE id = $8 AND status = 'pending' AND lease_owner = $9",
+            )
+            .bind(status)
+            .bind(a.attempt)
+            .bind(next_ms)
+            .bind(pos)
+            .bind(a.started_at_ms / 1000)
+            .bind(a.response_status)
+            .bind(now)
+            .bind(&a.delivery_id)
+            .bind(&r.owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if a.succeeded {
+                sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+                    .bind(&r.endpoint_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            } else {
+                sqlx::query(
+                    "UPDATE endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2",
+                )
+                .bind(now)
+                .bind(&r.endpoint_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                sqlx::query(
+                    "UPDATE endpoints SET enabled = FALSE, updated_at = $1,
+                        disabled_reason = 'failing continuously since '
+                            || to_char(to_timestamp(failing_since) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                     WHERE id = $2 AND enabled AND failing_since <= $3",
+                )
+                .bind(now)
+                .bind(&r.endpoint_id)
+                .bind(now - disable_after_secs)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+            if let Some(reason) = &r.disable {
+                sqlx::query("UPDATE endpoints SET enabled = FALSE, disabled_reason = $1, updated_at = $2 WHERE id = $3 AND enabled")
+                    .bind(reason)
+                    .bind(now)
+                    .bind(&r.endpoint_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(d.next_attempt_ms) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+             WHERE d.status = 'pending' AND e.enabled AND d.lease_until_ms IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        let lease: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(d.lease_until_ms) FROM deliveries d
+             JOIN endpoints e ON e.id = d.endpoint_id
+             WHERE d.lease_until_ms IS NOT NULL AND d.status = 'pending' AND e.enabled",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(match (due, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    async fn release_leases(&self, node: &str) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL
+             WHERE lease_until_ms IS NOT NULL AND lease_owner LIKE $1 || ':%'",
+        )
+        .bind(node)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge(&self, before: i64, keys_before: i64, batch: u32) -> StoreResult<u64> {
+        // Oldest first (by `seq`), a bounded number of rows per statement, in
+        // one short transaction.
+        let statements = [
+            ("DELETE FROM attempts WHERE seq IN (
+                SELECT a.seq FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+                WHERE d.created_at < $1 AND d.status <> 'pending' ORDER BY a.seq LIMIT $2)", before),
+            ("DELETE FROM deliveries WHERE seq IN (
+                SELECT d.seq FROM deliveries d
+                WHERE d.created_at < $1 AND d.status <> 'pending'
+                  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = d.id)
+                ORDER BY d.seq LIMIT $2)", before),
+            ("DELETE FROM events WHERE seq IN (
+                SELECT e.seq FROM events e
+                WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+                ORDER BY e.seq LIMIT $2)", before),
+            ("DELETE FROM idempotency_keys WHERE (account_id, key) IN (
+                SELECT account_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)", keys_before),
+        ];
+        let mut tx = self.begin().await?;
+        let mut deleted = 0;
+        for (sql, cutoff) in statements {
+            deleted += sqlx::query(sql)
+                .bind(cutoff)
+                .bind(i64::from(batch))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(deleted)
+    }
+
+    async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats> {
+        let (pending, due, in_flight): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*),
+                    COUNT(*) FILTER (WHERE next_attempt_ms <= $1 AND (lease_until_ms IS NULL OR lease_until_ms <= $1)),
+                    COUNT(*) FILTER (WHERE lease_until_ms IS NOT NULL AND lease_until_ms > $1)
+             FROM deliveries WHERE status = 'pending'",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        let disabled_endpoints: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM endpoints WHERE NOT enabled")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(QueueStats {
+            pending,
+            due,
+            in_flight,
+            disabled_endpoints,
+        })
+    }
+}
+
+/// A write transaction and the advisory locks it already holds.
+struct PgTx {
+    tx: Transaction<'static, Postgres>,
+    /// Accounts whose lock this transaction holds.
+    locked: Vec<String>,
+    accounts_locked: bool,
+}
+
+impl Deref for PgTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for PgTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// What a handle does before it touches an account's data: nothing for a
+/// pooled read connection; in a write transaction, take the account's
+/// advisory lock (once), which serializes the account's writes across nodes
+/// as SQLite's single writer does.
+#[async_trait]
+trait Scope: DerefMut<Target = PgConnection> + Send {
+    async fn scope(&mut self, account: &str) -> StoreResult<()>;
+    async fn scope_accounts(&mut self) -> StoreResult<()>;
+}
+
+#[async_trait]
+impl Scope for PoolConnection<Postgres> {
+    async fn scope(&mut self, _account: &str) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn scope_accounts(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Scope for PgTx {
+    async fn scope(&mut self, account: &str) -> StoreResult<()> {
+        if self.locked.iter().any(|a| a == account) {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(NS_ACCOUNT)
+            .bind(account)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(backend)?;
+        self.locked.push(account.to_owned());
+        Ok(())
+    }
+
+    async fn scope_accounts(&mut self) -> StoreResult<()> {
+        if self.accounts_locked {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(NS_GLOBAL)
+            .bind(KEY_ACCOUNTS)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(backend)?;
+        self.accounts_locked = true;
+        Ok(())
+    }
+}
+
+/// A connection or a transaction; both read the same way.
+struct Handle<C>(C);
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e)
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`].
+fn unique(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Backend(e),
+    }
+}
+
+const CONTACT_COLUMNS: &str = "id, username, phone_number, avatar_url, display_name, conversation_id, last_active_at, created_at";
+const CONVERSATION_COLUMNS: &str = "id, contact_id, group_id, pinned_message_id, is_pinned, is_muted, last_active_at, last_opened_at, created_at, archived_at";
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, contact_id, message, reactions, read_at, created_at, updated_at";
+const GROUP_COLUMNS: &str =
+    "id, name, description, avatar_url, conversation_id, created_at, archived_at";
+const ATTACHMENT_COLUMNS: &str = "id, message_id, filename, file_type, file_size, created_at";
+const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
+const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
+const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
+const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, started_at_ms, duration_ms, request_headers, response_status, response_headers, response_body, error, succeeded";
+
+/// A list filter on one column.
+enum Filter<'a> {
+    Text(&'static str, &'a str),
+    Bool(&'static str, bool),
+    /// `true`: the column is set; `false`: it is null.
+    Set(&'static str, bool),
+}
+
+/// Reads one row of `table` by id, within `account`.
+async fn get<T>(
+    conn: &mut PgConnection,
+    table: &'static str,
+    columns: &'static str,
+    account: &str,
+    id: &str,
+) -> StoreResult<Option<T>>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    sqlx::query_as(&format!(
+        "SELECT {columns} FROM {table} WHERE account_id = $1 AND id = $2"
+    ))
+    .bind(account)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .map_err(backend)
+}
+
+/// Deletes one row of `table` by id, within `account`.
+async fn delete(
+    conn: &mut PgConnection,
+    table: &'static str,
+    account: &str,
+    id: &str,
+) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "DELETE FROM {table} WHERE account_id = $1 AND id = $2"
+    ))
+    .bind(account)
+    .bind(id)
+    .execute(conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Reads one page of `table` for `account`, newest first, with keyset cursors on `seq`.
+async fn list<T>(
+    conn: &mut PgConnection,
+    table: &'static str,
+    columns: &'static str,
+    account: &str,
+    filters: &[Filter<'_>],
+    page: &Page,
+) -> StoreResult<Listed<T>>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let cursor = match &page.cursor {
+        None => None,
+        Some(Cursor::After(id) | Cursor::Before(id)) => {
+            let seq: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT seq FROM {table} WHERE account_id = $1 AND id = $2"
+            ))
+            .bind(account)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Some(seq.ok_or(StoreError::UnknownCursor)?)
+        }
+    };
+    let mut q =
+        QueryBuilder::<Postgres>::new(format!("SELECT {columns} FROM {table} WHERE account_id = "));
+    q.push_bind(account);
+    for filter in filters {
+        match filter {
+            Filter::Text(col, v) => q.push(format!(" AND {col} = ")).push_bind(*v),
+            Filter::Bool(col, v) => q.push(format!(" AND {col} = ")).push_bind(*v),
+            Filter::Set(col, true) => q.push(format!(" AND {col} IS NOT NULL")),
+            Filter::Set(col, false) => q.push(format!(" AND {col} IS NULL")),
+        };
+    }
+    let backwards = matches!(page.cursor, Some(Cursor::Before(_)));
+    if let Some(seq) = cursor {
+        q.push(if backwards {
+            " AND seq > "
+        } else {
+            " AND seq < "
+        })
+        .push_bind(seq);
+    }
+    q.push(if backwards {
+        " ORDER BY seq ASC LIMIT "
+    } else {
+        " ORDER BY seq DESC LIMIT "
+    })
+    .push_bind(i64::from(page.limit) + 1);
+    let mut items: Vec<T> = q.build_query_as().fetch_all(conn).await.map_err(backend)?;
+    let has_more = items.len() > page.limit as usize;
+    items.truncate(page.limit as usize);
+    if backwards {
+        items.reverse();
+    }
+    Ok(Listed { items, has_more })
+}
+
+#[async_trait]
+impl<C> Conn for Handle<C>
+where
+    C: Scope,
+{
+    async fn account_by_key_hash(&mut self, key_hash: &str) -> StoreResult<Option<Account>> {
+        sqlx::query_as(
+            "SELECT a.id, a.name, a.created_at FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1",
+        )
+        .bind(key_hash)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn account_count(&mut self) -> StoreResult<i64> {
+        self.0.scope_accounts().await?;
+        sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(backend)
+    }
+
+    async fn contact(&mut self, account: &str, id: &str) -> StoreResult<Option<Contact>> {
+        self.0.scope(account).await?;
+        get(&mut self.0, "contacts", CONTACT_COLUMNS, account, id).await
+    }
+
+    async fn contacts_by_ids(
+        &mut self,
+        account: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<Contact>> {
+        self.0.scope(account).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_as(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = $1 AND id = ANY($2)"
+        ))
+        .bind(account)
+        .bind(ids)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn list_contacts(&mut self, account: &str, page: &Page) -> StoreResult<Listed<Contact>> {
+        self.0.scope(account).await?;
+        list(&mut self.0, "contacts", CONTACT_COLUMNS, account, &[], page).await
+    }
+
+    async fn contact_has_messages(&mut self, account: &str, contact_id: &str) -> StoreResult<bool> {
+        self.0.scope(account).await?;
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE account_id = $1 AND contact_id = $2)",
+        )
+        .bind(account)
+        .bind(contact_id)
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn conversation(&mut self, account: &str, id: &str) -> StoreResult<Option<Conversation>> {
+        self.0.scope(account).await?;
+        get(
+            &mut self.0,
+            "conversations",
+            CONVERSATION_COLUMNS,
+            account,
+            id,
+        )
+        .await
+    }
+
+    async fn list_conversations(
+        &mut self,
+        account: &str,
+        filter: &ConversationFilter,
+        page: &Page,
+    ) -> StoreResult<Listed<Conversation>> {
+        self.0.scope(account).await?;
+        let mut filters = Vec::new();
+        if let Some(muted) = filter.muted {
+            filters.push(Filter::Bool("is_muted", muted));
+        }
+        if let Some(pinned) = filter.pinned {
+            filters.push(Filter::Bool("is_pinned", pinned));
+        }
+        if let Some(archived) = filter.archived {
+            filters.push(Filter::Set("archived_at", archived));
+        }
+        if let Some(group_id) = &filter.group_id {
+            filters.push(Filter::Text("group_id", group_id));
+        }
+        list(
+            &mut self.0,
+            "conversations",
+            CONVERSATION_COLUMNS,
+            account,
+            &filters,
+            page,
+        )
+        .await
+    }
+
+    async fn message(&mut self, account: &str, id: &str) -> StoreResult<Option<MessageRecord>> {
+        self.0.scope(account).await?;
+        get(&mut self.0, "messages", MESSAGE_COLUMNS, account, id).await
+    }
+
+    async fn list_messages(
+        &mut self,
+        account: &str,
+        conversation_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<MessageRecord>> {
+        self.0.scope(account).await?;
+        let filters: Vec<Filter> = conversation_id
+            .map(|c| Filter::Text("conversation_id", c))
+            .into_iter()
+            .collect();
+        list(
+            &mut self.0,
+            "messages",
+            MESSAGE_COLUMNS,
+            account,
+            &filters,
+            page,
+        )
+        .await
+    }
+
+    async fn messages_in_conversation(
+        &mut self,
+        account: &str,
+        conversation_id: &str,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        self.0.scope(account).await?;
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = $1 AND conversation_id = $2 ORDER BY seq"
+        ))
+        .bind(account)
+        .bind(conversation_id)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn group(&mut self, account: &str, id: &str) -> StoreResult<Option<GroupRecord>> {
+        self.0.scope(account).await?;
+        get(&mut self.0, "groups", GROUP_COLUMNS, account, id).await
+    }
+
+    async fn list_groups(
+        &mut self,
+        account: &str,
+        page: &Page,
+    ) -> StoreResult<Listed<GroupRecord>> {
+        self.0.scope(account).await?;
+        list(&mut self.0, "groups", GROUP_COLUMNS, account, &[], page).await
+    }
+
+    async fn group_members(&mut self, group_id: &str) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT contact_id FROM group_members WHERE group_id = $1 ORDER BY position",
+        )
+        .bind(group_id)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn groups_with_member(
+        &mut self,
+        account: &str,
+        contact_id: &str,
+    ) -> StoreResult<Vec<String>> {
+        self.0.scope(account).await?;
+        sqlx::query_scalar(
+            "SELECT g.id FROM group_members m JOIN groups g ON g.id = m.group_id WHERE g.account_id = $1 AND m.contact_id = $2 ORDER BY g.seq",
+        )
+        .bind(account)
+        .bind(contact_id)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn attachment(&mut self, account: &str, id: &str) -> StoreResult<Option<Attachment>> {
+        self.0.scope(account).await?;
+        get(&mut self.0, "attachments", ATTACHMENT_COLUMNS, account, id).await
+    }
+
+    async fn list_attachments(
+        &mut self,
+        account: &str,
+        message_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<Attachment>> {
+        self.0.scope(account).await?;
+        let filters: Vec<Filter> = message_id
+            .map(|m| Filter::Text("message_id", m))
+            .into_iter()
+            .collect();
+        list(
+            &mut self.0,
+            "attachments",
+            ATTACHMENT_COLUMNS,
+            account,
+            &filters,
+            page,
+        )
+        .await
+    }
+
+    async fn attachments_of_message(
+        &mut self,
+        account: &str,
+        message_id: &str,
+    ) -> StoreResult<Vec<Attachment>> {
+        self.0.scope(account).await?;
+        sqlx::query_as(&format!(
+            "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE account_id = $1 AND message_id = $2 ORDER BY seq"
+        ))
+        .bind(account)
+        .bind(message_id)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>> {
+        self.0.scope(account).await?;
+        get(&mut self.0, "events", EVENT_COLUMNS, account, id).await
+    }
+
+    async fn events_after(
+        &mut self,
+        account: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.0.scope(account).await?;
+        let after_seq: i64 = match after {
+            None => 0,
+            Some(id) => {
+                sqlx::query_scalar("SELECT seq FROM events WHERE account_id = $1 AND id = $2")
+                    .bind(account)
+                    .bind(id)
+                    .fetch_optional(&mut *self.0)
+                    .await
+                    .map_err(backend)?
+                    .ok_or(StoreError::UnknownCursor)?
+            }
+        };
+        sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(account)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn latest_event_id(&mut self, account: &str) -> StoreResult<Option<String>> {
+        self.0.scope(account).await?;
+        sqlx::query_scalar("SELECT id FROM events WHERE account_id = $1 ORDER BY seq DESC LIMIT 1")
+            .bind(account)
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(backend)
+    }
+
+    async fn list_events(
+        &mut self,
+        account: &str,
+        event_type: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<EventRecord>> {
+        self.0.scope(account).await?;
+        let filters: Vec<Filter> = event_type
+            .map(|t| Filter::Text("event_type", t))
+            .into_iter()
+            .collect();
+        list(
+            &mut self.0,
+            "events",
+            EVENT_COLUMNS,
+            account,
+            &filters,
+            page,
+        )
+        .await
+    }
+
+    async fn idempotent_response(
+        &mut self,
+        account: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotentResponse>> {
+        self.0.scope(account).await?;
+        sqlx::query_as(
+            "SELECT request_hash, status, body, created_at FROM idempotency_keys WHERE account_id = $1 AND key = $2",
+        )
+        .bind(account)
+        .bind(key)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn endpoint(&mut self, account: &str, id: &str) -> StoreResult<Option<EndpointRecord>> {
+        self.0.scope(account).await?;
+        get(&mut self.0, "endpoints", ENDPOINT_COLUMNS, account, id).await
+    }
+
+    async fn list_endpoints(
+        &mut self,
+        account: &str,
+        page: &Page,
+    ) -> StoreResult<Listed<EndpointRecord>> {
+        self.0.scope(account).await?;
+        list(
+            &mut self.0,
+            "endpoints",
+            ENDPOINT_COLUMNS,
+            account,
+            &[],
+            page,
+        )
+        .await
+    }
+
+    async fn delivery(&mut self, account: &str, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        self.0.scope(account).await?;
+        get(&mut self.0, "deliveries", DELIVERY_COLUMNS, account, id).await
+    }
+
+    async fn list_deliveries(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        status: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<DeliveryRecord>> {
+        self.0.scope(account).await?;
+        let mut filters = vec![Filter::Text("endpoint_id", endpoint_id)];
+        if let Some(status) = status {
+            filters.push(Filter::Text("status", status));
+        }
+        list(
+            &mut self.0,
+            "deliveries",
+            DELIVERY_COLUMNS,
+            account,
+            &filters,
+            page,
+        )
+        .await
+    }
+
+    async fn attempts(
+        &mut self,
+        account: &str,
+        delivery_id: &str,
+    ) -> StoreResult<Vec<AttemptRecord>> {
+        self.0.scope(account).await?;
+        let columns = ATTEMPT_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query_as(&format!(
+            "SELECT {columns} FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+             WHERE d.account_id = $1 AND a.delivery_id = $2 ORDER BY a.seq"
+        ))
+        .bind(account)
+        .bind(delivery_id)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl WriteTx for Handle<PgTx> {
+    async fn insert_account(&mut self, account: &Account, key_hash: &str) -> StoreResult<()> {
+        self.0.scope_accounts().await?;
+        self.0.scope(&account.id).await?;
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&account.id)
+            .bind(&account.name)
+            .bind(account.created_at)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        sqlx::query("INSERT INTO api_keys (key_hash, account_id, created_at) VALUES ($1, $2, $3)")
+            .bind(key_hash)
+            .bind(&account.id)
+            .bind(account.created_at)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_contact(&mut self, account: &str, c: &Contact) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "INSERT INTO contacts (account_id, id, username, phone_number, avatar_url, display_name, conversation_id, last_active_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(account)
+        .bind(&c.id)
+        .bind(&c.username)
+        .bind(&c.phone_number)
+        .bind(&c.avatar_url)
+        .bind(&c.display_name)
+        .bind(&c.conversation_id)
+        .bind(c.last_active_at)
+        .bind(c.created_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(unique("username"))?;
+        Ok(())
+    }
+
+    async fn update_contact(&mut self, account: &str, c: &Contact) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "UPDATE contacts SET username = $1, phone_number = $2, avatar_url = $3, display_name = $4, conversation_id = $5, last_active_at = $6 WHERE account_id = $7 AND id = $8",
+        )
+        .bind(&c.username)
+        .bind(&c.phone_number)
+        .bind(&c.avatar_url)
+        .bind(&c.display_name)
+        .bind(&c.conversation_id)
+        .bind(c.last_active_at)
+        .bind(account)
+        .bind(&c.id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(unique("username"))?;
+        Ok(())
+    }
+
+    async fn delete_contact(&mut self, account: &str, id: &str) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        delete(&mut self.0, "contacts", account, id).await
+    }
+
+    async fn insert_conversation(&mut self, account: &str, c: &Conversation) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "INSERT INTO conversations (account_id, id, contact_id, group_id, pinned_message_id, is_pinned, is_muted, last_active_at, last_opened_at, created_at, archived_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(account)
+        .bind(&c.id)
+        .bind(&c.contact_id)
+        .bind(&c.group_id)
+        .bind(&c.pinned_message_id)
+        .bind(c.is_pinned)
+        .bind(c.is_muted)
+        .bind(c.last_active_at)
+        .bind(c.last_opened_at)
+        .bind(c.created_at)
+        .bind(c.archived_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(unique("conversation participant"))?;
+        Ok(())
+    }
+
+    async fn update_conversation(&mut self, account: &str, c: &Conversation) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "UPDATE conversations SET pinned_message_id = $1, is_pinned = $2, is_muted = $3, last_active_at = $4, last_opened_at = $5, archived_at = $6 WHERE account_id = $7 AND id = $8",
+        )
+        .bind(&c.pinned_message_id)
+        .bind(c.is_pinned)
+        .bind(c.is_muted)
+        .bind(c.last_active_at)
+        .bind(c.last_opened_at)
+        .bind(c.archived_at)
+        .bind(account)
+        .bind(&c.id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_conversation(&mut self, account: &str, id: &str) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        delete(&mut self.0, "conversations", account, id).await
+    }
+
+    async fn insert_message(&mut self, account: &str, m: &MessageRecord) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "INSERT INTO messages (account_id, id, conversation_id, contact_id, message, reactions, read_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(account)
+        .bind(&m.id)
+        .bind(&m.conversation_id)
+        .bind(&m.contact_id)
+        .bind(&m.message)
+        .bind(&m.reactions)
+        .bind(m.read_at)
+        .bind(m.created_at)
+        .bind(m.updated_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn update_message(&mut self, account: &str, m: &MessageRecord) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "UPDATE messages SET message = $1, reactions = $2, read_at = $3, updated_at = $4 WHERE account_id = $5 AND id = $6",
+        )
+        .bind(&m.message)
+        .bind(&m.reactions)
+        .bind(m.read_at)
+        .bind(m.updated_at)
+        .bind(account)
+        .bind(&m.id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_message(&mut self, account: &str, id: &str) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        delete(&mut self.0, "messages", account, id).await
+    }
+
+    async fn insert_group(&mut self, account: &str, g: &GroupRecord) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "INSERT INTO groups (account_id, id, name, description, avatar_url, conversation_id, created_at, archived_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(account)
+        .bind(&g.id)
+        .bind(&g.name)
+        .bind(&g.description)
+        .bind(&g.avatar_url)
+        .bind(&g.conversation_id)
+        .bind(g.created_at)
+        .bind(g.archived_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn update_group(&mut self, account: &str, g: &GroupRecord) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "UPDATE groups SET name = $1, description = $2, avatar_url = $3, conversation_id = $4, archived_at = $5 WHERE account_id = $6 AND id = $7",
+        )
+        .bind(&g.name)
+        .bind(&g.description)
+        .bind(&g.avatar_url)
+        .bind(&g.conversation_id)
+        .bind(g.archived_at)
+        .bind(account)
+        .bind(&g.id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn set_group_members(
+        &mut self,
+        group_id: &str,
+        contact_ids: &[String],
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1")
+            .bind(group_id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        for (position, contact_id) in contact_ids.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO group_members (group_id, contact_id, position) VALUES ($1, $2, $3)",
+            )
+            .bind(group_id)
+            .bind(contact_id)
+            .bind(position as i64)
+            .execute(&mut *self.0)
+            .await
+            .map_err(unique("group member"))?;
+        }
+        Ok(())
+    }
+
+    async fn delete_group(&mut self, account: &str, id: &str) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1")
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM groups WHERE account_id = $1 AND id = $2")
+            .bind(account)
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_attachment(&mut self, account: &str, a: &Attachment) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "INSERT INTO attachments (account_id, id, message_id, filename, file_type, file_size, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(account)
+        .bind(&a.id)
+        .bind(&a.message_id)
+        .bind(&a.filename)
+        .bind(&a.file_type)
+        .bind(a.file_size)
+        .bind(a.created_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn update_attachment(&mut self, account: &str, a: &Attachment) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query("UPDATE attachments SET filename = $1 WHERE account_id = $2 AND id = $3")
+            .bind(&a.filename)
+            .bind(account)
+            .bind(&a.id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_attachment(&mut self, account: &str, id: &str) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        delete(&mut self.0, "attachments", account, id).await
+    }
+
+    async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(account)
+        .bind(&e.id)
+        .bind(&e.event_type)
+        .bind(&e.body)
+        .bind(e.created_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        let endpoints: Vec<String> = sqlx::query_scalar(
+            "SELECT e.id FROM endpoints e WHERE e.account_id = $1 AND e.enabled
+               AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($2, '*'))",
+        )
+        .bind(account)
+        .bind(&e.event_type)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        for endpoint in &endpoints {
+            insert_delivery(&mut self.0, account, e, endpoint).await?;
+        }
+        Ok(endpoints.len() as u64)
+    }
+
+    async fn insert_event_for_endpoint(
+        &mut self,
+        account: &str,
+        e: &EventRecord,
+        endpoint_id: &str,
+    ) -> StoreResult<String> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(account)
+        .bind(&e.id)
+        .bind(&e.event_type)
+        .bind(&e.body)
+        .bind(e.created_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        insert_delivery(&mut self.0, account, e, endpoint_id).await
+    }
+
+    async fn insert_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(&format!(
+            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        ))
+        .bind(account)
+        .bind(&ep.id)
+        .bind(&ep.name)
+        .bind(&ep.url)
+        .bind(&ep.description)
+        .bind(&ep.events)
+        .bind(ep.enabled)
+        .bind(&ep.disabled_reason)
+        .bind(&ep.secret)
+        .bind(&ep.previous_secret)
+        .bind(ep.previous_secret_expires_at)
+        .bind(ep.failing_since)
+        .bind(ep.created_at)
+        .bind(ep.updated_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(unique("endpoint name"))?;
+        set_subscription(&mut self.0, ep).await
+    }
+
+    async fn update_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "UPDATE endpoints SET name = $1, url = $2, description = $3, events = $4, enabled = $5, disabled_reason = $6,
+                secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11
+             WHERE account_id = $12 AND id = $13",
+        )
+        .bind(&ep.name)
+        .bind(&ep.url)
+        .bind(&ep.description)
+        .bind(&ep.events)
+        .bind(ep.enabled)
+        .bind(&ep.disabled_reason)
+        .bind(&ep.secret)
+        .bind(&ep.previous_secret)
+        .bind(ep.previous_secret_expires_at)
+        .bind(ep.failing_since)
+        .bind(ep.updated_at)
+        .bind(account)
+        .bind(&ep.id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(unique("endpoint name"))?;
+        set_subscription(&mut self.0, ep).await
+    }
+
+    async fn delete_endpoint(&mut self, account: &str, id: &str) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', next_attempt_ms = NULL, lease_until_ms = NULL, lease_owner = NULL, updated_at = $1
+             WHERE account_id = $2 AND endpoint_id = $3 AND status = 'pending'",
+        )
+        .bind(crate::ids::now())
+        .bind(account)
+        .bind(id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        sqlx::query("DELETE FROM endpoint_events WHERE endpoint_id = $1")
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM endpoints WHERE account_id = $1 AND id = $2")
+            .bind(account)
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<bool> {
+        self.0.scope(account).await?;
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0,
+                lease_until_ms = NULL, lease_owner = NULL, updated_at = $2
+             WHERE account_id = $3 AND id = $4 AND (lease_until_ms IS NULL OR lease_until_ms <= $5)",
+        )
+        .bind(now_ms)
+        .bind(now_ms / 1000)
+        .bind(account)
+        .bind(id)
+        .bind(now_ms)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn recover_deliveries(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        since: i64,
+        now_ms: i64,
+    ) -> StoreResult<u64> {
+        self.0.scope(account).await?;
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0,
+                lease_until_ms = NULL, lease_owner = NULL, updated_at = $2
+             WHERE account_id = $3 AND endpoint_id = $4 AND status = 'failed' AND created_at >= $5",
+        )
+        .bind(now_ms)
+        .bind(now_ms / 1000)
+        .bind(account)
+        .bind(endpoint_id)
+        .bind(since)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_idempotent_response(
+        &mut self,
+        account: &str,
+        key: &str,
+        r: &IdempotentResponse,
+    ) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "INSERT INTO idempotency_keys (account_id, key, request_hash, status, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(account)
+        .bind(key)
+        .bind(&r.request_hash)
+        .bind(r.status)
+        .bind(&r.body)
+        .bind(r.created_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(unique("idempotency key"))?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.0.tx.commit().await.map_err(backend)
+    }
+}
+
+/// A pending delivery of `e` to one of the account's endpoints. The endpoint
+/// must belong to the account: otherwise nothing is written and it is an
+/// error, so one account's event can never go to another's endpoint.
+async fn insert_delivery(
+    conn: &mut PgConnection,
+    account: &str,
+    e: &EventRecord,
+    endpoint_id: &str,
+) -> StoreResult<String> {
+    let id = crate::ids::new_id();
+    let done = sqlx::query(
+        "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
+         SELECT $1, account_id, id, $2, $3, 'pending', $4, $5, $6 FROM endpoints WHERE id = $7 AND account_id = $8",
+    )
+    .bind(&id)
+    .bind(&e.id)
+    .bind(&e.event_type)
+    .bind(crate::ids::now_ms())
+    .bind(e.created_at)
+    .bind(e.created_at)
+    .bind(endpoint_id)
+    .bind(account)
+    .execute(conn)
+    .await
+    .map_err(backend)?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Backend(sqlx::Error::RowNotFound));
+    }
+    Ok(id)
+}
+
+/// Rewrites an endpoint's subscription rows from its `events`.
+async fn set_subscription(conn: &mut PgConnection, ep: &EndpointRecord) -> StoreResult<()> {
+    sqlx::query("DELETE FROM endpoint_events WHERE endpoint_id = $1")
+        .bind(&ep.id)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    for event_type in ep.events.iter() {
+        sqlx::query("INSERT INTO endpoint_events (endpoint_id, event_type) VALUES ($1, $2)")
+            .bind(&ep.id)
+            .bind(event_type)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}

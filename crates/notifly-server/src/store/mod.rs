@@ -57,6 +57,36 @@ impl StoreError {
     }
 }
 
+/// The claim policy, shared by every backend: from `candidates` (delivery id,
+/// endpoint id, whether the endpoint is failing), ordered by due time, and the
+/// deliveries already in flight per endpoint, the ids to lease. Healthy
+/// endpoints come first, so that failing ones (mostly old retries) cannot take
+/// the global slots from them; each endpoint stays within its limit.
+pub(crate) fn choose_claims(
+    candidates: Vec<(String, String, bool)>,
+    mut in_flight: std::collections::HashMap<String, i64>,
+    r: &ClaimRequest,
+) -> Vec<String> {
+    let (healthy, failing): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| !c.2);
+    let mut chosen = Vec::new();
+    for (id, endpoint, is_failing) in healthy.into_iter().chain(failing) {
+        if chosen.len() >= r.max as usize {
+            break;
+        }
+        let limit = if is_failing {
+            r.per_failing_endpoint.min(r.per_endpoint)
+        } else {
+            r.per_endpoint
+        };
+        let n = in_flight.entry(endpoint).or_insert(0);
+        if *n < i64::from(limit) {
+            *n += 1;
+            chosen.push(id);
+        }
+    }
+    chosen
+}
+
 /// Result alias for store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -298,4 +328,40 @@ pub trait WriteTx: Conn {
 
     /// Makes every write of this transaction durable and visible.
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(per_endpoint: u32, per_failing_endpoint: u32, max: u32) -> ClaimRequest {
+        ClaimRequest {
+            lease_ms: 1000,
+            owner: "node:0".into(),
+            per_endpoint,
+            per_failing_endpoint,
+            max,
+        }
+    }
+
+    fn candidate(id: &str, endpoint: &str, failing: bool) -> (String, String, bool) {
+        (id.into(), endpoint.into(), failing)
+    }
+
+    #[test]
+    fn claims_respect_limits_and_serve_healthy_endpoints_first() {
+        let candidates = vec![
+            candidate("f1", "down", true),
+            candidate("f2", "down", true),
+            candidate("f3", "down", true),
+            candidate("h1", "up", false),
+            candidate("h2", "up", false),
+            candidate("h3", "up", false),
+        ];
+        let in_flight = [("up".to_owned(), 1)].into_iter().collect();
+        let chosen = choose_claims(candidates.clone(), in_flight, &request(3, 2, 10));
+        assert_eq!(chosen, ["h1", "h2", "f1", "f2"]);
+        let chosen = choose_claims(candidates, Default::default(), &request(3, 2, 2));
+        assert_eq!(chosen, ["h1", "h2"]);
+    }
 }

@@ -108,7 +108,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        let mut used: std::collections::HashMap<String, i64> = busy.into_iter().collect();
+        let used: std::collections::HashMap<String, i64> = busy.into_iter().collect();
         // Up to `per_endpoint` due, unleased deliveries of each enabled
         // endpoint: one index range per endpoint, so a backlog on one
         // endpoint never hides another's work.
@@ -129,25 +129,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        // Healthy endpoints first, so that failing ones (whose work is mostly
-        // old retries) cannot take the global slots from them.
-        let (healthy, failing): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| !c.2);
-        let mut chosen = Vec::new();
-        for (id, endpoint, is_failing) in healthy.into_iter().chain(failing) {
-            if chosen.len() >= r.max as usize {
-                break;
-            }
-            let limit = if is_failing {
-                r.per_failing_endpoint.min(r.per_endpoint)
-            } else {
-                r.per_endpoint
-            };
-            let n = used.entry(endpoint).or_insert(0);
-            if *n < i64::from(limit) {
-                *n += 1;
-                chosen.push(id);
-            }
-        }
+        let chosen = choose_claims(candidates, used, r);
         let mut claimed = Vec::with_capacity(chosen.len());
         for ids in chosen.chunks(200) {
             let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until_ms = ");

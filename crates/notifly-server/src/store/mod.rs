@@ -87,6 +87,43 @@ pub(crate) fn choose_claims(
     chosen
 }
 
+// What both backends share besides the trait: the columns each row type is
+// read with, how errors map, and list filters. The SQL itself is per backend.
+
+/// Maps any database error.
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e)
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`].
+pub(crate) fn unique(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Backend(e),
+    }
+}
+
+pub(crate) const CONTACT_COLUMNS: &str = "id, username, phone_number, avatar_url, display_name, conversation_id, last_active_at, created_at";
+pub(crate) const CONVERSATION_COLUMNS: &str = "id, contact_id, group_id, pinned_message_id, is_pinned, is_muted, last_active_at, last_opened_at, created_at, archived_at";
+pub(crate) const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, contact_id, message, reactions, read_at, created_at, updated_at";
+pub(crate) const GROUP_COLUMNS: &str =
+    "id, name, description, avatar_url, conversation_id, created_at, archived_at";
+pub(crate) const ATTACHMENT_COLUMNS: &str =
+    "id, message_id, filename, file_type, file_size, created_at";
+pub(crate) const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
+pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
+pub(crate) const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, started_at_ms, duration_ms, request_headers, response_status, response_headers, response_body, error, succeeded";
+
+/// A list filter on one column.
+pub(crate) enum Filter<'a> {
+    Text(&'static str, &'a str),
+    Bool(&'static str, bool),
+    /// `true`: the column is set; `false`: it is null.
+    Set(&'static str, bool),
+}
+
 /// Result alias for store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 

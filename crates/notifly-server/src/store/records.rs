@@ -156,6 +156,18 @@ pub struct Listed<T> {
 }
 
 impl<T> Listed<T> {
+    /// A page from `items`, read with a limit of `limit + 1` to learn whether
+    /// more lie beyond; rows read backwards (`ending_before`) are put back
+    /// newest first.
+    pub(crate) fn from_probe(mut items: Vec<T>, limit: u32, backwards: bool) -> Self {
+        let has_more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        if backwards {
+            items.reverse();
+        }
+        Listed { items, has_more }
+    }
+
     /// Maps every item, keeping `has_more`.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Listed<U> {
         Listed {

@@ -359,38 +359,6 @@ impl Store for SqliteStore {
 /// A connection or a transaction; both read the same way.
 struct Handle<C>(C);
 
-fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e)
-}
-
-/// Maps a unique-constraint violation to [`StoreError::Conflict`].
-fn unique(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |e| match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
-        _ => StoreError::Backend(e),
-    }
-}
-
-const CONTACT_COLUMNS: &str = "id, username, phone_number, avatar_url, display_name, conversation_id, last_active_at, created_at";
-const CONVERSATION_COLUMNS: &str = "id, contact_id, group_id, pinned_message_id, is_pinned, is_muted, last_active_at, last_opened_at, created_at, archived_at";
-const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, contact_id, message, reactions, read_at, created_at, updated_at";
-const GROUP_COLUMNS: &str =
-    "id, name, description, avatar_url, conversation_id, created_at, archived_at";
-const ATTACHMENT_COLUMNS: &str = "id, message_id, filename, file_type, file_size, created_at";
-const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
-const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
-const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
-const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, started_at_ms, duration_ms, request_headers, response_status, response_headers, response_body, error, succeeded";
-
-/// A list filter on one column.
-enum Filter<'a> {
-    Text(&'static str, &'a str),
-    Bool(&'static str, bool),
-    /// `true`: the column is set; `false`: it is null.
-    Set(&'static str, bool),
-}
-
 /// Reads one row of `table` by id, within `account`.
 async fn get<T>(
     conn: &mut SqliteConnection,
@@ -482,13 +450,8 @@ where
         " ORDER BY seq DESC LIMIT "
     })
     .push_bind(i64::from(page.limit) + 1);
-    let mut items: Vec<T> = q.build_query_as().fetch_all(conn).await.map_err(backend)?;
-    let has_more = items.len() > page.limit as usize;
-    items.truncate(page.limit as usize);
-    if backwards {
-        items.reverse();
-    }
-    Ok(Listed { items, has_more })
+    let items: Vec<T> = q.build_query_as().fetch_all(conn).await.map_err(backend)?;
+    Ok(Listed::from_probe(items, page.limit, backwards))
 }
 
 #[async_trait]

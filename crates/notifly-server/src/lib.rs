@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod ids;
 pub mod metrics;
+pub mod peers;
 pub mod retention;
 pub mod ssrf;
 pub mod store;
@@ -77,7 +78,9 @@ pub async fn run(
     // the graceful shutdown does not wait for them forever.
     let stopping = tokio_util::sync::CancellationToken::new();
     let stop_dispatch = tokio_util::sync::CancellationToken::new();
+    let node = format!("node-{}", ids::new_id());
     let dispatcher = dispatch::Dispatcher::spawn(
+        node.clone(),
         store.clone(),
         notifly.wake_signal(),
         config.dispatch()?,
@@ -91,6 +94,16 @@ pub async fn run(
         purge_every,
         stop_dispatch.clone(),
     ));
+    let announcer = tokio::spawn(peers::announce(
+        store.clone(),
+        notifly.announce_signal(),
+        stop_dispatch.clone(),
+    ));
+    let follower = tokio::spawn(peers::follow(
+        store.clone(),
+        notifly.clone(),
+        stop_dispatch.clone(),
+    ));
     let state = api::AppState {
         notifly,
         limits: api::Limits {
@@ -100,11 +113,12 @@ pub async fn run(
         metrics,
         shutdown: stopping.clone(),
         keys: Arc::default(),
+        node: node.clone().into(),
     };
     if config.allow_private_urls {
         tracing::warn!("webhook URLs may point at private networks (allow_private_urls)");
     }
-    tracing::info!(listen = %bound, database = %redact_url(&config.database_url), "notifly serving");
+    tracing::info!(listen = %bound, database = %redact_url(&config.database_url), %node, "notifly serving");
     let signal = {
         let stopping = stopping.clone();
         async move {
@@ -121,6 +135,8 @@ pub async fn run(
     stop_dispatch.cancel();
     dispatcher.join().await;
     let _ = purger.await;
+    let _ = announcer.await;
+    let _ = follower.await;
     store.close().await;
     served?;
     tracing::info!("notifly stopped");

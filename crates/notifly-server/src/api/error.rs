@@ -62,6 +62,13 @@ impl From<DomainError> for ApiError {
             DomainError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             DomainError::Store(_) | DomainError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error = ?e, "request failed: the database is unavailable");
+            return ApiError::new(
+                status,
+                "the database is unavailable; retry shortly (with the same Idempotency-Key, in case the write was applied)",
+            );
+        }
         if status.is_server_error() {
             // The cause goes to the log with its chain; the client gets no internals.
             tracing::error!(error = ?e, "request failed");
@@ -86,6 +93,11 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

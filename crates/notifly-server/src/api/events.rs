@@ -85,8 +85,9 @@ pub struct StreamEvents {
     types: Option<String>,
 }
 
-/// How often a stream looks for events written by other nodes.
-const STREAM_POLL: Duration = Duration::from_millis(500);
+/// How often a stream looks for new events without being woken (commits of
+/// this process and announcements of other nodes wake it at once).
+const STREAM_POLL: Duration = Duration::from_secs(2);
 
 /// Stream the account's events as they happen, as Server-Sent Events: each
 /// event's `id` is the event id, its `event` the type and its `data` the exact

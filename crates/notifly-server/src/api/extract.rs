@@ -110,7 +110,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(syntax)?;
         return Err(shape("the request body must be a JSON object".into()));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value = serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             // serde stops at the first problem; a wrong type early in a
@@ -121,7 +121,32 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             },
             Category::Syntax | Category::Eof | Category::Io => syntax(e),
         }
-    })
+    })?;
+    if has_nul_escape(bytes) {
+        // Not storable as text by every database; no field has a use for it.
+        return Err(shape(
+            "strings in the request body must not contain the NUL character (\\u0000)".into(),
+        ));
+    }
+    Ok(value)
+}
+
+/// Whether valid JSON `bytes` hold a `\u0000` escape (raw control characters
+/// are not valid JSON, so this is the only way a NUL gets into a string).
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    let mut backslashes = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        // An odd run of backslashes before `u` makes an escape, not a literal `\`.
+        if b == b'u' && backslashes % 2 == 1 && bytes[i + 1..].starts_with(b"0000") {
+            return true;
+        }
+        backslashes = 0;
+    }
+    false
 }
 
 /// The `Idempotency-Key` of a `POST`, with the hash of what it came with.

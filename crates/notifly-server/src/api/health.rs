@@ -1,5 +1,7 @@
 //! `/healthz` and `/readyz`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -40,12 +42,19 @@ async fn metrics(State(s): State<AppState>) -> impl axum::response::IntoResponse
 pub struct Health {
     #[schema(example = "ok")]
     status: &'static str,
+    /// This process: the leases its dispatcher holds are tagged with it.
+    #[schema(example = "node-4bW6rDkPq1aZxY3sT9uV2n")]
+    #[schema(value_type = String)]
+    node: Arc<str>,
 }
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
-async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+async fn healthz(State(s): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        node: s.node,
+    })
 }
 
 /// Readiness: the database answers.
@@ -53,13 +62,20 @@ async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     match s.notifly.store().ping().await {
-        Ok(()) => (StatusCode::OK, Json(Health { status: "ok" })),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                node: s.node,
+            }),
+        ),
         Err(e) => {
             tracing::warn!(error = ?e, "readiness check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(Health {
                     status: "database unavailable",
+                    node: s.node,
                 }),
             )
         }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Recently authenticated API keys.
     pub keys: Arc<crate::domain::accounts::KeyCache>,
+    /// This process's node id (see [`crate::dispatch::Dispatcher::spawn`]).
+    pub node: Arc<str>,
 }
 
 /// A page of a list: `{"has_more", "data"}`.

@@ -35,6 +35,10 @@ use crate::store::{AttemptResult, ClaimRequest, NextStep, Store};
 /// retries to dead endpoints cannot crowd out healthy ones.
 const FAILING_ENDPOINT_IN_FLIGHT: u32 = 2;
 
+/// How long a shutting-down node waits for attempts in flight before it
+/// abandons them and hands their leases back.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
 /// How soon due work that could not be claimed is looked at again, at most.
 const BLOCKED_RECHECK_MS: u64 = 100;
 
@@ -62,9 +66,14 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts dispatching. It stops when `shutdown` is cancelled, after the
-    /// attempts in flight finish and their results are written.
+    /// Starts dispatching. It stops when `shutdown` is cancelled: attempts in
+    /// flight get a few seconds to finish and be written, and the leases of
+    /// those that do not are handed back.
+    ///
+    /// `node` names this process; each claim's lease token is `<node>:<n>`,
+    /// and at shutdown the leases under `node` are handed back.
     pub fn spawn(
+        node: String,
         store: Arc<dyn Store>,
         wake: Arc<Notify>,
         config: DispatchConfig,
@@ -72,7 +81,6 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let sender = Sender::new(config.timeout, config.allow_private_urls)?;
-        let node = format!("node-{}", ids::new_id());
         let task = tokio::spawn(run(store, wake, config, metrics, shutdown, sender, node));
         Ok(Dispatcher { task })
     }
@@ -205,8 +213,22 @@ async fn run(
         }
     }
 
-    // Drain: attempts in flight finish (each bounded by the timeout) and are written.
-    while sends.join_next().await.is_some() {}
+    // Drain: attempts in flight get a short grace to finish and be written;
+    // the rest are abandoned unrecorded and their leases handed back below,
+    // so another node (or this one after a restart) sends them at once
+    // instead of waiting for the leases to expire.
+    let drained = tokio::time::timeout(DRAIN_GRACE.min(config.timeout), async {
+        while sends.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            abandoned = sends.len(),
+            "attempts still in flight at shutdown were abandoned"
+        );
+        sends.abort_all();
+        while sends.join_next().await.is_some() {}
+    }
     drop(results_tx);
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "write-back task failed");

@@ -256,7 +256,10 @@ impl Sender {
                 }
             }
         }
-        Ok((status, headers, String::from_utf8_lossy(&kept).into_owned()))
+        // Stored as text: invalid UTF-8 and NUL (which PostgreSQL cannot
+        // store in text) become U+FFFD.
+        let body = String::from_utf8_lossy(&kept).replace('\0', "\u{FFFD}");
+        Ok((status, headers, body))
     }
 }
 

@@ -78,8 +78,11 @@ pub struct Notifly {
     pub(crate) allow_private_urls: bool,
     /// Signals this process's dispatcher that new work was committed.
     pub(crate) wake: Arc<tokio::sync::Notify>,
-    /// Counts this process's commits, for event streams to wake on.
+    /// Counts commits (this process's and, as announced, other nodes'), for
+    /// event streams to wake on.
     pub(crate) commits: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Signals that this process committed something other nodes should hear of.
+    pub(crate) announce: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Notifly {
@@ -120,11 +123,12 @@ impl Notifly {
             allow_private_urls,
             wake: Arc::new(tokio::sync::Notify::new()),
             commits: Arc::new(tokio::sync::watch::channel(0).0),
+            announce: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
-    /// Changes whenever this process commits a write (event streams wait on
-    /// it; writes on other nodes are found by polling).
+    /// Changes whenever this process commits a write or another node
+    /// announces one (event streams wait on it, and poll as a fallback).
     pub fn commit_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.commits.subscribe()
     }
@@ -139,7 +143,20 @@ impl Notifly {
         tx.commit().await?;
         self.wake.notify_one();
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        self.announce.notify_one();
         Ok(())
+    }
+
+    /// Another node committed writes: there may be new work and new events.
+    pub fn peer_committed(&self) {
+        self.wake.notify_one();
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Completes (one permit at a time) after this process committed writes
+    /// that other nodes should hear of.
+    pub fn announce_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.announce.clone()
     }
 
     /// The underlying store.

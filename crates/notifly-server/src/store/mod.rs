@@ -17,6 +17,7 @@ pub mod sqlite;
 mod sqlite_writer;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 pub use records::*;
 
@@ -44,16 +45,32 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the database is unreachable or overloaded (worth a 503 and a
-    /// retry) rather than broken.
+    /// Whether the database is unreachable, restarting or overloaded (worth a
+    /// 503 and a retry) rather than broken.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::WriterGone
-                | StoreError::Backend(
-                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-                )
-        )
+        match self {
+            StoreError::WriterGone => true,
+            StoreError::Backend(e) => unavailable(e),
+            StoreError::CommitFailed(e) => unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+/// Connection failures, pool exhaustion, and the SQLSTATEs PostgreSQL sends
+/// when it is shutting down, starting up or out of connections.
+fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P03: admin shutdown, crash
+            // shutdown, cannot connect now; 53300: too many connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 
@@ -154,6 +171,19 @@ pub trait Store: Send + Sync + 'static {
     /// Hands back the leases a node holds (tokens `<node>:…`), so other nodes
     /// can take the work.
     async fn release_leases(&self, node: &str) -> StoreResult<u64>;
+    /// Tells the other nodes on this database that this node committed
+    /// writes (new deliveries, new events). With one process there is nobody
+    /// to tell.
+    async fn announce(&self) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Calls `changed` whenever another node announces writes, and after a
+    /// lost connection (when announcements may have been missed), until
+    /// `stop` is cancelled. With one process there is nobody to hear.
+    async fn follow(&self, changed: Box<dyn Fn() + Send + Sync>, stop: CancellationToken) {
+        let _ = changed;
+        stop.cancelled().await;
+    }
     /// Queue figures for metrics.
     async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats>;
     /// Deletes one small batch (at most `batch` rows per table) of what is

@@ -41,6 +41,12 @@ const NS_GLOBAL: i32 = 0x4E46_0002;
 const KEY_ACCOUNTS: i32 = 1;
 const KEY_CLAIM: i32 = 2;
 
+/// The `NOTIFY` channel on which nodes announce their writes.
+const CHANGES_CHANNEL: &str = "notifly_changes";
+
+/// Longest wait for a pooled connection before a request fails as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Connections in the pool when the configuration does not say.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
 
@@ -48,9 +54,35 @@ pub const DEFAULT_POOL_SIZE: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Names this process in its announcements, so it ignores its own.
+    node: String,
 }
 
 impl PgStore {
+    /// Listens for other nodes' announcements until the connection fails for
+    /// good (the listener itself reconnects once after a loss).
+    async fn listen(
+        &self,
+        changed: &(dyn Fn() + Send + Sync),
+        backoff: &mut Duration,
+    ) -> Result<std::convert::Infallible, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        // What was announced before LISTEN took effect is found by looking
+        // once now.
+        changed();
+        *backoff = Duration::from_millis(100);
+        loop {
+            match listener.try_recv().await? {
+                Some(n) if n.payload() == self.node => {}
+                Some(_) => changed(),
+                // The connection was lost and made again: anything announced
+                // meanwhile was missed.
+                None => changed(),
+            }
+        }
+    }
+
     /// Connects to the database at `url` (`postgres://…`) with at most
     /// `pool_size` connections and runs the migrations. Several nodes may
     /// start at once: sqlx's migrator holds a PostgreSQL advisory lock while
@@ -58,8 +90,11 @@ impl PgStore {
     pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url).map_err(StoreError::Backend)?;
         let pool = PgPoolOptions::new()
-            .max_connections(pool_size.max(2))
-            .acquire_timeout(Duration::from_secs(30))
+            // One connection stays with the LISTEN of `follow`.
+            .max_connections(pool_size.max(3))
+            // While the database is down, requests fail fast with a 503
+            // rather than hanging until a client gives up.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(StoreError::Backend)?;
@@ -67,7 +102,10 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(e.into()))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            node: crate::ids::new_id(),
+        })
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
@@ -296,10 +334,42 @@ impl Store for PgStore {
         })
     }
 
+    async fn announce(&self) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(&self.node)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn follow(&self, changed: Box<dyn Fn() + Send + Sync>, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let failed = tokio::select! {
+                r = self.listen(changed.as_ref(), &mut backoff) => match r {
+                    Err(e) => e,
+                    Ok(never) => match never {},
+                },
+                () = stop.cancelled() => return,
+            };
+            if matches!(failed, sqlx::Error::PoolClosed) {
+                return;
+            }
+            tracing::warn!(error = ?failed, "listening for other nodes failed; polling until it is back");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
     async fn release_leases(&self, node: &str) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL
-             WHERE lease_until_ms IS NOT NULL AND lease_owner LIKE $1 || ':%'",
+             WHERE lease_until_ms IS NOT NULL AND starts_with(lease_owner, $1 || ':')",
         )
         .bind(node)
         .execute(&self.pool)
@@ -1142,8 +1212,11 @@ impl WriteTx for Handle<PgTx> {
 
     async fn delete_group(&mut self, account: &str, id: &str) -> StoreResult<()> {
         self.0.scope(account).await?;
-        sqlx::query("DELETE FROM group_members WHERE group_id = $1")
-            .bind(id)
+        sqlx::query(
+            "DELETE FROM group_members WHERE group_id IN (SELECT id FROM groups WHERE account_id = $1 AND id = $2)",
+        )
+        .bind(account)
+        .bind(id)
             .execute(&mut *self.0)
             .await
             .map_err(backend)?;
@@ -1267,7 +1340,7 @@ impl WriteTx for Handle<PgTx> {
 
     async fn update_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
         self.0.scope(account).await?;
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE endpoints SET name = $1, url = $2, description = $3, events = $4, enabled = $5, disabled_reason = $6,
                 secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11
              WHERE account_id = $12 AND id = $13",
@@ -1288,6 +1361,10 @@ impl WriteTx for Handle<PgTx> {
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;
+        // Another account's endpoint id matches nothing, and keeps its subscription.
+        if updated.rows_affected() == 0 {
+            return Ok(());
+        }
         set_subscription(&mut self.0, ep).await
     }
 
@@ -1303,11 +1380,7 @@ impl WriteTx for Handle<PgTx> {
         .execute(&mut *self.0)
         .await
         .map_err(backend)?;
-        sqlx::query("DELETE FROM endpoint_events WHERE endpoint_id = $1")
-            .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
+        // Its subscription goes with it (ON DELETE CASCADE).
         sqlx::query("DELETE FROM endpoints WHERE account_id = $1 AND id = $2")
             .bind(account)
             .bind(id)

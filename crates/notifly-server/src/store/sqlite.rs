@@ -287,7 +287,7 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL
-             WHERE lease_until_ms IS NOT NULL AND lease_owner LIKE ? || ':%'",
+             WHERE lease_until_ms IS NOT NULL AND substr(lease_owner, 1, length(?1) + 1) = ?1 || ':'",
         )
         .bind(node)
         .execute(&mut *tx)
@@ -1024,8 +1024,11 @@ impl WriteTx for Handle<WriterGuard> {
     }
 
     async fn delete_group(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM group_members WHERE group_id = ?")
-            .bind(id)
+        sqlx::query(
+            "DELETE FROM group_members WHERE group_id IN (SELECT id FROM groups WHERE account_id = ? AND id = ?)",
+        )
+        .bind(account)
+        .bind(id)
             .execute(&mut *self.0)
             .await
             .map_err(backend)?;
@@ -1142,7 +1145,7 @@ impl WriteTx for Handle<WriterGuard> {
     }
 
     async fn update_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE endpoints SET name = ?, url = ?, description = ?, events = ?, enabled = ?, disabled_reason = ?,
                 secret = ?, previous_secret = ?, previous_secret_expires_at = ?, failing_since = ?, updated_at = ?
              WHERE account_id = ? AND id = ?",
@@ -1163,6 +1166,10 @@ impl WriteTx for Handle<WriterGuard> {
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;
+        // Another account's endpoint id matches nothing, and keeps its subscription.
+        if updated.rows_affected() == 0 {
+            return Ok(());
+        }
         set_subscription(&mut self.0, ep).await
     }
 
@@ -1177,11 +1184,7 @@ impl WriteTx for Handle<WriterGuard> {
         .execute(&mut *self.0)
         .await
         .map_err(backend)?;
-        sqlx::query("DELETE FROM endpoint_events WHERE endpoint_id = ?")
-            .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
+        // Its subscription goes with it (ON DELETE CASCADE).
         sqlx::query("DELETE FROM endpoints WHERE account_id = ? AND id = ?")
             .bind(account)
             .bind(id)

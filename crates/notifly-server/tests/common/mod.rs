@@ -92,16 +92,17 @@ impl CountPool {
     }
 }
 
-/// A PostgreSQL database created for one test server; dropped with it.
+/// A PostgreSQL database created for one test server (or one store test);
+/// dropped with it.
 #[derive(Debug)]
-struct PgTestDb {
+pub struct PgTestDb {
     admin_url: String,
     name: String,
 }
 
 impl PgTestDb {
     /// Creates `notifly_test_<random>` through `admin_url`; returns it and its URL.
-    async fn create(admin_url: &str) -> (PgTestDb, String) {
+    pub async fn create(admin_url: &str) -> (PgTestDb, String) {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
@@ -300,6 +301,37 @@ impl TestServer {
                 .expect("the server task panicked");
             result.expect("run() returned an error");
         }
+    }
+
+    /// Stops the server gracefully and starts it again on the same database
+    /// and data directory (on a new port), with `adjust` applied to its
+    /// config. The test's own store and pools stay open across it.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("the server did not stop within 20s")
+                .expect("the server task panicked")
+                .expect("run() returned an error");
+        }
+        adjust(&mut self.config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        self.config.listen = addr;
+        self.base = format!("http://{addr}");
+        let (tx, rx) = oneshot::channel::<()>();
+        self.shutdown = Some(tx);
+        self.task = Some(tokio::spawn(notifly_server::run(
+            self.config.clone(),
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        )));
+        self.wait_ready().await;
     }
 
     /// The absolute URL of `path` (which starts with `/`).

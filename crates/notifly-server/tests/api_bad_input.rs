@@ -970,3 +970,53 @@ async fn missing_or_wrong_api_keys_are_401() {
         .await;
     assert_eq!(reply.status, 200);
 }
+
+#[tokio::test]
+async fn nul_characters_are_refused_in_every_store() {
+    let server = TestServer::start().await;
+    let c = server.account("acme").await;
+    let f = fixture(&c).await;
+    let before = f.state(&c).await;
+    // PostgreSQL cannot store NUL in text; refusing it up front keeps both
+    // stores answering the same 422 (and never a 500).
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/v1/contacts".to_owned(),
+            r#"{"username":"nul\u0000","phone_number":"+1 555 0100"}"#.to_owned(),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/messages/{}", f.message),
+            r#"{"message":"a\u0000b"}"#.to_owned(),
+        ),
+        (
+            Method::POST,
+            "/v1/messages".to_owned(),
+            format!(
+                r#"{{"conversation_id":"{}","contact_id":"{}","message":"\u0000"}}"#,
+                f.conversation, f.contact
+            ),
+        ),
+        (
+            Method::POST,
+            "/v1/webhooks".to_owned(),
+            r#"{"name":"x","url":"https://example.com/h","events":["*"],"description":"\u0000"}"#
+                .to_owned(),
+        ),
+    ] {
+        rejects(&server, &c, method, &path, &body, 422).await;
+    }
+    assert_eq!(f.state(&c).await, before);
+    // An escaped backslash followed by `u0000` is text, not a NUL.
+    let (status, message) = c
+        .send_body(
+            Method::PUT,
+            &format!("/v1/messages/{}", f.message),
+            Some("application/json"),
+            r#"{"message":"C:\\u0000"}"#.to_owned(),
+        )
+        .await;
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(message["message"], "C:\\u0000");
+}

@@ -1,0 +1,3059 @@
+//! One conformance suite for both stores: every check is written once against
+//! `Arc<dyn Store>` and runs on a fresh SQLite file and on a fresh PostgreSQL
+//! database, so the two backends must give the same answers.
+//!
+//! The PostgreSQL half needs a server: run with `NOTIFLY_TEST_POSTGRES_URL`
+//! set (e.g. `postgres://postgres@127.0.0.1/postgres`) and `--include-ignored`.
+//! Without the variable those tests fail rather than pass silently.
+//!
+//! The checks compare behaviour, not SQL: rows written through a `WriteTx`
+//! and read back through a `Conn`, the outbox's all-or-nothing commit, keyset
+//! pagination, uniqueness, isolation between accounts, and the dispatcher's
+//! queue (claims, leases, write-back, retries, retention).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notifly_server::ids;
+use notifly_server::store::{
+    Account, Attachment, AttemptRecord, AttemptResult, ClaimRequest, Claimed, Contact,
+    Conversation, ConversationFilter, Cursor, DeliveryRecord, EndpointRecord, EventRecord,
+    GroupRecord, IdempotentResponse, Listed, MessageRecord, NextStep, Page, Reaction, Store,
+    StoreError, StoreResult, WriteTx,
+};
+use serde_json::json;
+use sqlx::types::Json;
+
+// ---------------------------------------------------------------------------
+// The two backends.
+
+/// A fresh store with whatever must outlive it.
+struct Db {
+    store: Arc<dyn Store>,
+    /// The PostgreSQL database, dropped (with `FORCE`) after the store.
+    _pg: Option<common::PgTestDb>,
+    /// The SQLite file's directory; last, so it outlives the store.
+    _dir: tempfile::TempDir,
+}
+
+impl Db {
+    async fn sqlite() -> Db {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("notifly.db").display());
+        let store = notifly_server::open_store(&url)
+            .await
+            .expect("open a fresh SQLite store");
+        Db {
+            store,
+            _pg: None,
+            _dir: dir,
+        }
+    }
+
+    async fn postgres() -> Db {
+        let admin_url = std::env::var(common::POSTGRES_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} is not set: the PostgreSQL conformance tests need a server, e.g. \
+                     {}=postgres://postgres@127.0.0.1/postgres cargo test --test store_conformance -- --include-ignored",
+                    common::POSTGRES_ENV,
+                    common::POSTGRES_ENV
+                )
+            });
+        let (pg, url) = common::PgTestDb::create(&admin_url).await;
+        let store = notifly_server::open_store(&url)
+            .await
+            .expect("open a fresh PostgreSQL store");
+        Db {
+            store,
+            _pg: Some(pg),
+            _dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+}
+
+/// Two tests per check: `sqlite::<check>` and `postgres::<check>`.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let db = super::Db::sqlite().await;
+                    super::$check(db.store.clone()).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                #[ignore = "needs PostgreSQL: run with NOTIFLY_TEST_POSTGRES_URL set and --include-ignored"]
+                async fn $check() {
+                    let db = super::Db::postgres().await;
+                    super::$check(db.store.clone()).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    accounts,
+    contacts,
+    conversations,
+    messages,
+    groups,
+    attachments,
+    endpoints,
+    pagination_of_every_list,
+    filtered_lists,
+    idempotency_keys,
+    isolation_between_accounts,
+    outbox_rollback_and_commit,
+    outbox_fan_out,
+    events_log,
+    claims_lease_due_work,
+    claim_limits,
+    expired_leases_are_claimed_again,
+    attempts_move_deliveries_on,
+    endpoint_health,
+    release_leases_of_one_node,
+    retry_and_recover,
+    deleting_an_endpoint_cancels_its_work,
+    next_due_and_queue_stats,
+    purge_in_batches,
+);
+
+// ---------------------------------------------------------------------------
+// Realistic records, built the way the domain layer builds them.
+
+fn contact(username: &str) -> Contact {
+    Contact {
+        id: ids::new_id(),
+        username: username.to_owned(),
+        phone_number: "1-800-759-3000".to_owned(),
+        avatar_url: None,
+        display_name: None,
+        conversation_id: None,
+        last_active_at: None,
+        created_at: ids::now(),
+    }
+}
+
+fn conversation_with_contact(contact_id: &str) -> Conversation {
+    Conversation {
+        id: ids::new_id(),
+        contact_id: Some(contact_id.to_owned()),
+        group_id: None,
+        pinned_message_id: None,
+        is_pinned: false,
+        is_muted: false,
+        last_active_at: None,
+        last_opened_at: None,
+        created_at: ids::now(),
+        archived_at: None,
+    }
+}
+
+fn conversation_with_group(group_id: &str) -> Conversation {
+    Conversation {
+        contact_id: None,
+        group_id: Some(group_id.to_owned()),
+        ..conversation_with_contact("")
+    }
+}
+
+fn message(conversation_id: &str, contact_id: Option<&str>, text: &str) -> MessageRecord {
+    let now = ids::now();
+    MessageRecord {
+        id: ids::new_id(),
+        conversation_id: conversation_id.to_owned(),
+        contact_id: contact_id.map(str::to_owned),
+        message: text.to_owned(),
+        reactions: Json(Vec::new()),
+        read_at: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn group(name: &str) -> GroupRecord {
+    GroupRecord {
+        id: ids::new_id(),
+        name: name.to_owned(),
+        description: Some("the McCallisters".to_owned()),
+        avatar_url: None,
+        conversation_id: None,
+        created_at: ids::now(),
+        archived_at: None,
+    }
+}
+
+fn attachment(message_id: &str, filename: &str) -> Attachment {
+    Attachment {
+        id: ids::new_id(),
+        message_id: message_id.to_owned(),
+        filename: filename.to_owned(),
+        // Derived when read by the domain, never stored.
+        file_url: String::new(),
+        file_type: "application/pdf".to_owned(),
+        file_size: 17,
+        created_at: ids::now(),
+    }
+}
+
+fn endpoint(name: &str, events: &[&str]) -> EndpointRecord {
+    let now = ids::now();
+    EndpointRecord {
+        id: ids::new_id(),
+        name: name.to_owned(),
+        url: format!("https://hooks.example.com/{name}"),
+        description: None,
+        events: Json(events.iter().map(|e| (*e).to_owned()).collect()),
+        enabled: true,
+        disabled_reason: None,
+        secret: format!("whsec_{}", ids::new_id()),
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// An event as `outbox::emit` writes it, created at `created_at` (Unix seconds).
+fn event_at(event_type: &str, created_at: i64) -> EventRecord {
+    let id = ids::new_id();
+    let body = json!({"id": id, "type": event_type, "payload": {"id": ids::new_id()}});
+    EventRecord {
+        id,
+        event_type: event_type.to_owned(),
+        body: body.to_string(),
+        created_at,
+    }
+}
+
+fn event(event_type: &str) -> EventRecord {
+    event_at(event_type, ids::now())
+}
+
+fn idempotent(status: i64, body: &str) -> IdempotentResponse {
+    IdempotentResponse {
+        request_hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+        status,
+        body: body.to_owned(),
+        created_at: ids::now(),
+    }
+}
+
+fn claim_request(owner: &str, per_endpoint: u32, max: u32, lease_ms: i64) -> ClaimRequest {
+    ClaimRequest {
+        lease_ms,
+        owner: owner.to_owned(),
+        per_endpoint,
+        per_failing_endpoint: 2,
+        max,
+    }
+}
+
+/// A claim with a long lease and generous limits, failing endpoints included.
+fn claim_all(owner: &str) -> ClaimRequest {
+    ClaimRequest {
+        per_failing_endpoint: 100,
+        ..claim_request(owner, 100, 1000, 60_000)
+    }
+}
+
+/// The record of an attempt of `c` that got `status` (or no response).
+fn attempt_of(c: &Claimed, status: Option<i64>) -> AttemptRecord {
+    let succeeded = status.is_some_and(|s| (200..300).contains(&s));
+    AttemptRecord {
+        id: ids::new_id(),
+        delivery_id: c.delivery_id.clone(),
+        attempt: c.attempt,
+        started_at_ms: ids::now_ms(),
+        duration_ms: 12,
+        request_headers: Json(vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("webhook-id".to_owned(), c.event_id.clone()),
+        ]),
+        response_status: status,
+        response_headers: status.map(|_| Json(vec![("server".to_owned(), "test".to_owned())])),
+        response_body: status.map(|s| format!("status {s}")),
+        error: status.is_none().then(|| "connection refused".to_owned()),
+        succeeded,
+    }
+}
+
+fn result_of(c: &Claimed, owner: &str, status: Option<i64>, next: NextStep) -> AttemptResult {
+    AttemptResult {
+        attempt: attempt_of(c, status),
+        endpoint_id: c.endpoint_id.clone(),
+        owner: owner.to_owned(),
+        next,
+        disable: None,
+    }
+}
+
+fn page(limit: u32) -> Page {
+    Page {
+        limit,
+        cursor: None,
+    }
+}
+
+fn after(limit: u32, id: &str) -> Page {
+    Page {
+        limit,
+        cursor: Some(Cursor::After(id.to_owned())),
+    }
+}
+
+fn before(limit: u32, id: &str) -> Page {
+    Page {
+        limit,
+        cursor: Some(Cursor::Before(id.to_owned())),
+    }
+}
+
+/// Far enough in the past to be out of any retention window in these tests.
+const LONG_AGO: i64 = 1_700_000_000;
+/// How long a test waits for a lease to expire.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// Small steps.
+
+async fn new_account(store: &Arc<dyn Store>, name: &str) -> String {
+    let account = Account {
+        id: ids::new_id(),
+        name: name.to_owned(),
+        created_at: ids::now(),
+    };
+    let mut tx = store.write().await.unwrap();
+    tx.insert_account(&account, &ids::hash_api_key(&ids::new_api_key()))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    account.id
+}
+
+async fn begin(store: &Arc<dyn Store>) -> Box<dyn WriteTx> {
+    store.write().await.expect("begin a write")
+}
+
+async fn commit(tx: Box<dyn WriteTx>) {
+    tx.commit().await.expect("commit");
+}
+
+async fn add_contact(store: &Arc<dyn Store>, account: &str, username: &str) -> Contact {
+    let c = contact(username);
+    let mut tx = begin(store).await;
+    tx.insert_contact(account, &c).await.unwrap();
+    commit(tx).await;
+    c
+}
+
+/// A contact and a conversation with it.
+async fn add_conversation(store: &Arc<dyn Store>, account: &str, username: &str) -> Conversation {
+    let c = contact(username);
+    let conv = conversation_with_contact(&c.id);
+    let mut tx = begin(store).await;
+    tx.insert_contact(account, &c).await.unwrap();
+    tx.insert_conversation(account, &conv).await.unwrap();
+    commit(tx).await;
+    conv
+}
+
+async fn add_message(
+    store: &Arc<dyn Store>,
+    account: &str,
+    conv: &str,
+    text: &str,
+) -> MessageRecord {
+    let m = message(conv, None, text);
+    let mut tx = begin(store).await;
+    tx.insert_message(account, &m).await.unwrap();
+    commit(tx).await;
+    m
+}
+
+async fn add_endpoint(
+    store: &Arc<dyn Store>,
+    account: &str,
+    name: &str,
+    events: &[&str],
+    enabled: bool,
+) -> EndpointRecord {
+    let mut ep = endpoint(name, events);
+    ep.enabled = enabled;
+    if !enabled {
+        ep.disabled_reason = Some("disabled by hand".to_owned());
+    }
+    let mut tx = begin(store).await;
+    tx.insert_endpoint(account, &ep).await.unwrap();
+    commit(tx).await;
+    ep
+}
+
+/// Appends `e` in its own transaction; returns how many deliveries it made.
+async fn emit_event(store: &Arc<dyn Store>, account: &str, e: &EventRecord) -> u64 {
+    let mut tx = begin(store).await;
+    let n = tx.insert_event(account, e).await.unwrap();
+    commit(tx).await;
+    n
+}
+
+/// Appends `n` events of `event_type`, oldest first.
+async fn emit_events(
+    store: &Arc<dyn Store>,
+    account: &str,
+    event_type: &str,
+    n: usize,
+) -> Vec<EventRecord> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let e = event(event_type);
+        emit_event(store, account, &e).await;
+        out.push(e);
+    }
+    out
+}
+
+/// Every delivery of an endpoint (any status), newest first.
+async fn deliveries(
+    store: &Arc<dyn Store>,
+    account: &str,
+    endpoint_id: &str,
+) -> Vec<DeliveryRecord> {
+    let mut conn = store.read().await.unwrap();
+    let listed = conn
+        .list_deliveries(account, endpoint_id, None, &page(100))
+        .await
+        .unwrap();
+    assert!(!listed.has_more);
+    listed.items
+}
+
+async fn delivery(store: &Arc<dyn Store>, account: &str, id: &str) -> DeliveryRecord {
+    let mut conn = store.read().await.unwrap();
+    conn.delivery(account, id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("delivery {id} is missing"))
+}
+
+async fn read_endpoint(store: &Arc<dyn Store>, account: &str, id: &str) -> Option<EndpointRecord> {
+    let mut conn = store.read().await.unwrap();
+    conn.endpoint(account, id).await.unwrap()
+}
+
+async fn claim(store: &Arc<dyn Store>, request: &ClaimRequest) -> Vec<Claimed> {
+    let mut claimed = store.claim(request).await.expect("claim");
+    claimed.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+    claimed
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+fn claimed_ids(claimed: &[Claimed]) -> Vec<String> {
+    sorted(claimed.iter().map(|c| c.delivery_id.clone()).collect())
+}
+
+fn ids_of<T>(items: &[T], id: fn(&T) -> &str) -> Vec<String> {
+    items.iter().map(|t| id(t).to_owned()).collect()
+}
+
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(got: StoreResult<T>, what: &str) {
+    match got {
+        Err(StoreError::Conflict(name)) => assert_eq!(name, what, "the conflict's name"),
+        other => panic!("expected a conflict on {what}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_unknown_cursor<T: std::fmt::Debug>(got: StoreResult<T>, what: &str) {
+    assert!(
+        matches!(got, Err(StoreError::UnknownCursor)),
+        "{what}: expected UnknownCursor, got {got:?}"
+    );
+}
+
+/// Walks a list forwards and backwards with a page size of 2 and checks every
+/// page against `expected` (ids, newest first); `foreign` are ids that must be
+/// rejected as cursors (another account's rows, another kind's ids).
+async fn check_pages<T, F, Fut>(
+    what: &str,
+    list: F,
+    id: fn(&T) -> &str,
+    expected: &[String],
+    foreign: &[&str],
+) where
+    T: std::fmt::Debug,
+    F: Fn(Page) -> Fut,
+    Fut: Future<Output = StoreResult<Listed<T>>>,
+{
+    let n = expected.len();
+    let all = list(page(100)).await.unwrap();
+    assert_eq!(ids_of(&all.items, id), expected, "{what}: the whole list");
+    assert!(!all.has_more, "{what}: has_more on the whole list");
+
+    // Forwards, `starting_after` the last item of each page.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let p = match &cursor {
+            None => page(2),
+            Some(c) => after(2, c),
+        };
+        let got = list(p).await.unwrap();
+        let got_ids = ids_of(&got.items, id);
+        let start = seen.len();
+        assert_eq!(
+            got_ids,
+            expected[start..(start + 2).min(n)],
+            "{what}: forward page after {cursor:?}"
+        );
+        assert_eq!(got.has_more, start + 2 < n, "{what}: forward has_more");
+        seen.extend(got_ids);
+        if !got.has_more {
+            break;
+        }
+        cursor = seen.last().cloned();
+    }
+    assert_eq!(seen, expected, "{what}: forward walk");
+
+    // Backwards, `ending_before` the first item of each page, from the oldest.
+    if n >= 2 {
+        let mut end = n - 1;
+        loop {
+            let got = list(before(2, &expected[end])).await.unwrap();
+            let start = end.saturating_sub(2);
+            assert_eq!(
+                ids_of(&got.items, id),
+                expected[start..end],
+                "{what}: backward page before item {end}"
+            );
+            assert_eq!(got.has_more, start > 0, "{what}: backward has_more");
+            if !got.has_more {
+                break;
+            }
+            end = start;
+        }
+    }
+
+    // Past either end.
+    if let (Some(first), Some(last)) = (expected.first(), expected.last()) {
+        let got = list(after(2, last)).await.unwrap();
+        assert!(
+            got.items.is_empty() && !got.has_more,
+            "{what}: after the oldest"
+        );
+        let got = list(before(2, first)).await.unwrap();
+        assert!(
+            got.items.is_empty() && !got.has_more,
+            "{what}: before the newest"
+        );
+    }
+
+    // Cursors naming nothing of this list.
+    for bad in foreign.iter().chain([&"ZZZZZZZZZZZZZZZZ"]) {
+        assert_unknown_cursor(list(after(2, bad)).await, what);
+        assert_unknown_cursor(list(before(2, bad)).await, what);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Accounts.
+
+async fn accounts(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.account_count().await.unwrap(), 0);
+    drop(conn);
+
+    let acme = Account {
+        id: ids::new_id(),
+        name: "acme".to_owned(),
+        created_at: ids::now(),
+    };
+    let key = ids::new_api_key();
+    let mut tx = begin(&store).await;
+    assert_eq!(tx.account_count().await.unwrap(), 0);
+    tx.insert_account(&acme, &ids::hash_api_key(&key))
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.account_count().await.unwrap(),
+        1,
+        "a write sees its own insert"
+    );
+    commit(tx).await;
+    new_account(&store, "globex").await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.account_count().await.unwrap(), 2);
+    let found = conn
+        .account_by_key_hash(&ids::hash_api_key(&key))
+        .await
+        .unwrap()
+        .expect("the account of its key");
+    assert_eq!(
+        (found.id, found.name, found.created_at),
+        (acme.id.clone(), acme.name.clone(), acme.created_at)
+    );
+    assert!(
+        conn.account_by_key_hash(&ids::hash_api_key(&ids::new_api_key()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The key itself is not its hash.
+    assert!(conn.account_by_key_hash(&key).await.unwrap().is_none());
+    drop(conn);
+
+    // A key hash names one account.
+    let mut tx = begin(&store).await;
+    let other = Account {
+        id: ids::new_id(),
+        name: "initech".to_owned(),
+        created_at: ids::now(),
+    };
+    assert!(
+        tx.insert_account(&other, &ids::hash_api_key(&key))
+            .await
+            .is_err(),
+        "a second account with the same key hash"
+    );
+    drop(tx);
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.account_count().await.unwrap(),
+        2,
+        "nothing of the failed insert"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Resources: insert, read back, update, delete, uniqueness.
+
+async fn contacts(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let b = new_account(&store, "globex").await;
+    let mut kevin = add_contact(&store, &a, "kevin").await;
+    let marv = add_contact(&store, &a, "marv").await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.contact(&a, &kevin.id).await.unwrap().as_ref(),
+        Some(&kevin)
+    );
+    assert_eq!(conn.contact(&a, "ZZZZZZZZZZZZZZZZ").await.unwrap(), None);
+    let mut both = conn
+        .contacts_by_ids(
+            &a,
+            &[marv.id.clone(), kevin.id.clone(), "ZZZZZZZZZZZZZZZZ".into()],
+        )
+        .await
+        .unwrap();
+    both.sort_by(|x, y| x.username.cmp(&y.username));
+    assert_eq!(both, [kevin.clone(), marv.clone()]);
+    assert!(conn.contacts_by_ids(&a, &[]).await.unwrap().is_empty());
+    assert!(!conn.contact_has_messages(&a, &kevin.id).await.unwrap());
+    drop(conn);
+
+    // Update every mutable field.
+    kevin.username = "kevin.mccallister".to_owned();
+    kevin.phone_number = "+1 555 0100".to_owned();
+    kevin.avatar_url = Some("https://example.com/kevin.png".to_owned());
+    kevin.display_name = Some("Kevin McCallister".to_owned());
+    kevin.last_active_at = Some(ids::now());
+    let mut tx = begin(&store).await;
+    tx.update_contact(&a, &kevin).await.unwrap();
+    assert_eq!(
+        tx.contact(&a, &kevin.id).await.unwrap().as_ref(),
+        Some(&kevin)
+    );
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.contact(&a, &kevin.id).await.unwrap().as_ref(),
+        Some(&kevin)
+    );
+    drop(conn);
+
+    // Usernames are unique per account, on insert and on update; a failed
+    // write keeps nothing of its transaction.
+    let harry = contact("harry");
+    let mut tx = begin(&store).await;
+    tx.insert_contact(&a, &harry).await.unwrap();
+    assert_conflict(tx.insert_contact(&a, &contact("marv")).await, "username");
+    drop(tx);
+    let mut tx = begin(&store).await;
+    let mut renamed = marv.clone();
+    renamed.username = kevin.username.clone();
+    assert_conflict(tx.update_contact(&a, &renamed).await, "username");
+    drop(tx);
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.contact(&a, &harry.id).await.unwrap(), None);
+    assert_eq!(
+        conn.contact(&a, &marv.id).await.unwrap().as_ref(),
+        Some(&marv)
+    );
+    drop(conn);
+    // Another account may use the same username.
+    add_contact(&store, &b, "marv").await;
+
+    // A conversation id is set on the contact once one exists.
+    let conv = conversation_with_contact(&marv.id);
+    let mut with_conv = marv.clone();
+    with_conv.conversation_id = Some(conv.id.clone());
+    let mut tx = begin(&store).await;
+    tx.insert_conversation(&a, &conv).await.unwrap();
+    tx.update_contact(&a, &with_conv).await.unwrap();
+    tx.insert_message(&a, &message(&conv.id, Some(&marv.id), "Hi Kevin"))
+        .await
+        .unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.contact(&a, &marv.id).await.unwrap().as_ref(),
+        Some(&with_conv)
+    );
+    assert!(conn.contact_has_messages(&a, &marv.id).await.unwrap());
+    assert!(!conn.contact_has_messages(&a, &kevin.id).await.unwrap());
+    drop(conn);
+
+    // Delete.
+    let mut tx = begin(&store).await;
+    tx.delete_contact(&a, &kevin.id).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.contact(&a, &kevin.id).await.unwrap(), None);
+    let listed = conn.list_contacts(&a, &page(10)).await.unwrap();
+    assert_eq!(
+        ids_of(&listed.items, |c| &c.id),
+        std::slice::from_ref(&marv.id)
+    );
+    drop(conn);
+    // The username is free again.
+    add_contact(&store, &a, "kevin.mccallister").await;
+}
+
+async fn conversations(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let kevin = add_contact(&store, &a, "kevin").await;
+    let family = group("family");
+    let mut with_kevin = conversation_with_contact(&kevin.id);
+    with_kevin.last_active_at = Some(ids::now());
+    let mut with_family = conversation_with_group(&family.id);
+    let mut tx = begin(&store).await;
+    tx.insert_group(&a, &family).await.unwrap();
+    tx.insert_conversation(&a, &with_kevin).await.unwrap();
+    tx.insert_conversation(&a, &with_family).await.unwrap();
+    commit(tx).await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.conversation(&a, &with_kevin.id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&with_kevin)
+    );
+    assert_eq!(
+        conn.conversation(&a, &with_family.id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&with_family)
+    );
+    drop(conn);
+
+    // One conversation per contact and per group.
+    let mut tx = begin(&store).await;
+    assert_conflict(
+        tx.insert_conversation(&a, &conversation_with_contact(&kevin.id))
+            .await,
+        "conversation participant",
+    );
+    drop(tx);
+    let mut tx = begin(&store).await;
+    assert_conflict(
+        tx.insert_conversation(&a, &conversation_with_group(&family.id))
+            .await,
+        "conversation participant",
+    );
+    drop(tx);
+
+    // Update every mutable field.
+    let pinned = add_message(&store, &a, &with_family.id, "pin me").await;
+    with_family.pinned_message_id = Some(pinned.id.clone());
+    with_family.is_pinned = true;
+    with_family.is_muted = true;
+    with_family.last_active_at = Some(ids::now());
+    with_family.last_opened_at = Some(ids::now());
+    with_family.archived_at = Some(ids::now());
+    let mut tx = begin(&store).await;
+    tx.update_conversation(&a, &with_family).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.conversation(&a, &with_family.id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&with_family)
+    );
+    drop(conn);
+
+    // Delete (the domain deletes its messages first).
+    let mut tx = begin(&store).await;
+    tx.delete_message(&a, &pinned.id).await.unwrap();
+    tx.delete_conversation(&a, &with_family.id).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.conversation(&a, &with_family.id).await.unwrap(), None);
+    let listed = conn
+        .list_conversations(&a, &ConversationFilter::default(), &page(10))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&listed.items, |c| &c.id), [with_kevin.id.clone()]);
+    drop(conn);
+    // The group may have a conversation again.
+    let mut tx = begin(&store).await;
+    tx.insert_conversation(&a, &conversation_with_group(&family.id))
+        .await
+        .unwrap();
+    commit(tx).await;
+}
+
+async fn messages(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let conv = add_conversation(&store, &a, "kevin").await;
+    let kevin = conv.contact_id.clone().unwrap();
+    let mut m = message(&conv.id, Some(&kevin), "Keep the change, ya filthy animal");
+    let mine = message(&conv.id, None, "Merry Christmas");
+    let mut tx = begin(&store).await;
+    tx.insert_message(&a, &m).await.unwrap();
+    tx.insert_message(&a, &mine).await.unwrap();
+    commit(tx).await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.message(&a, &m.id).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(
+        conn.message(&a, &mine.id).await.unwrap().as_ref(),
+        Some(&mine)
+    );
+    assert_eq!(
+        conn.messages_in_conversation(&a, &conv.id).await.unwrap(),
+        [m.clone(), mine.clone()],
+        "oldest first"
+    );
+    drop(conn);
+
+    // Update: text, reactions (JSON), read_at, updated_at.
+    m.message = "Keep the change".to_owned();
+    m.reactions = Json(vec![
+        Reaction {
+            contact_id: kevin.clone(),
+            emoji: "👍".to_owned(),
+            created_at: ids::now(),
+        },
+        Reaction {
+            contact_id: kevin.clone(),
+            emoji: "🎄".to_owned(),
+            created_at: ids::now(),
+        },
+    ]);
+    m.read_at = Some(ids::now());
+    m.updated_at = ids::now() + 1;
+    let mut tx = begin(&store).await;
+    tx.update_message(&a, &m).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.message(&a, &m.id).await.unwrap().as_ref(), Some(&m));
+    drop(conn);
+
+    // A message needs its conversation.
+    let mut tx = begin(&store).await;
+    assert!(
+        tx.insert_message(&a, &message("ZZZZZZZZZZZZZZZZ", None, "orphan"))
+            .await
+            .is_err(),
+        "a message in a conversation that does not exist"
+    );
+    drop(tx);
+
+    let mut tx = begin(&store).await;
+    tx.delete_message(&a, &m.id).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.message(&a, &m.id).await.unwrap(), None);
+    assert_eq!(
+        conn.messages_in_conversation(&a, &conv.id).await.unwrap(),
+        [mine]
+    );
+    assert!(!conn.contact_has_messages(&a, &kevin).await.unwrap());
+}
+
+async fn groups(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let kevin = add_contact(&store, &a, "kevin").await;
+    let buzz = add_contact(&store, &a, "buzz").await;
+    let fuller = add_contact(&store, &a, "fuller").await;
+    let mut family = group("family");
+    let other = group("wet bandits");
+    let mut tx = begin(&store).await;
+    tx.insert_group(&a, &family).await.unwrap();
+    tx.insert_group(&a, &other).await.unwrap();
+    // Members keep the order they were given in.
+    tx.set_group_members(
+        &family.id,
+        &[fuller.id.clone(), kevin.id.clone(), buzz.id.clone()],
+    )
+    .await
+    .unwrap();
+    tx.set_group_members(&other.id, std::slice::from_ref(&kevin.id))
+        .await
+        .unwrap();
+    commit(tx).await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.group(&a, &family.id).await.unwrap().as_ref(),
+        Some(&family)
+    );
+    assert_eq!(
+        conn.group_members(&family.id).await.unwrap(),
+        [fuller.id.clone(), kevin.id.clone(), buzz.id.clone()]
+    );
+    assert_eq!(
+        conn.groups_with_member(&a, &kevin.id).await.unwrap(),
+        [family.id.clone(), other.id.clone()]
+    );
+    assert_eq!(
+        conn.groups_with_member(&a, &buzz.id).await.unwrap(),
+        [family.id.clone()]
+    );
+    drop(conn);
+
+    // Replacing the members; a contact is a member once.
+    let mut tx = begin(&store).await;
+    tx.set_group_members(&family.id, &[buzz.id.clone(), kevin.id.clone()])
+        .await
+        .unwrap();
+    commit(tx).await;
+    let mut tx = begin(&store).await;
+    assert_conflict(
+        tx.set_group_members(&family.id, &[buzz.id.clone(), buzz.id.clone()])
+            .await,
+        "group member",
+    );
+    drop(tx);
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.group_members(&family.id).await.unwrap(),
+        [buzz.id.clone(), kevin.id.clone()]
+    );
+    assert!(
+        conn.groups_with_member(&a, &fuller.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(conn);
+
+    // Update every mutable field.
+    family.name = "McCallisters".to_owned();
+    family.description = None;
+    family.avatar_url = Some("https://example.com/family.png".to_owned());
+    family.conversation_id = Some(ids::new_id());
+    family.archived_at = Some(ids::now());
+    let mut tx = begin(&store).await;
+    tx.update_group(&a, &family).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.group(&a, &family.id).await.unwrap().as_ref(),
+        Some(&family)
+    );
+    drop(conn);
+
+    // Deleting a group deletes its memberships.
+    let mut tx = begin(&store).await;
+    tx.delete_group(&a, &family.id).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.group(&a, &family.id).await.unwrap(), None);
+    assert!(conn.group_members(&family.id).await.unwrap().is_empty());
+    assert_eq!(
+        conn.groups_with_member(&a, &kevin.id).await.unwrap(),
+        std::slice::from_ref(&other.id)
+    );
+    drop(conn);
+    // Its members can be deleted now (no membership refers to them).
+    let mut tx = begin(&store).await;
+    tx.delete_contact(&a, &buzz.id).await.unwrap();
+    commit(tx).await;
+}
+
+async fn attachments(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let conv = add_conversation(&store, &a, "kevin").await;
+    let m1 = add_message(&store, &a, &conv.id, "itinerary").await;
+    let m2 = add_message(&store, &a, &conv.id, "photos").await;
+    let mut pdf = attachment(&m1.id, "itinerary.pdf");
+    let ticket = attachment(&m1.id, "ticket.pdf");
+    let photo = attachment(&m2.id, "house.jpg");
+    let mut tx = begin(&store).await;
+    for att in [&pdf, &ticket, &photo] {
+        tx.insert_attachment(&a, att).await.unwrap();
+    }
+    commit(tx).await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.attachment(&a, &pdf.id).await.unwrap().as_ref(),
+        Some(&pdf)
+    );
+    assert_eq!(
+        conn.attachments_of_message(&a, &m1.id).await.unwrap(),
+        [pdf.clone(), ticket.clone()],
+        "oldest first"
+    );
+    drop(conn);
+
+    // Only the filename changes.
+    pdf.filename = "itinerary-final.pdf".to_owned();
+    let mut changed = pdf.clone();
+    changed.file_type = "text/plain".to_owned();
+    changed.file_size = 1;
+    let mut tx = begin(&store).await;
+    tx.update_attachment(&a, &changed).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.attachment(&a, &pdf.id).await.unwrap().as_ref(),
+        Some(&pdf)
+    );
+    drop(conn);
+
+    // An attachment needs its message.
+    let mut tx = begin(&store).await;
+    assert!(
+        tx.insert_attachment(&a, &attachment("ZZZZZZZZZZZZZZZZ", "orphan.txt"))
+            .await
+            .is_err(),
+        "an attachment of a message that does not exist"
+    );
+    drop(tx);
+
+    let mut tx = begin(&store).await;
+    tx.delete_attachment(&a, &ticket.id).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.attachment(&a, &ticket.id).await.unwrap(), None);
+    assert_eq!(
+        conn.attachments_of_message(&a, &m1.id).await.unwrap(),
+        [pdf]
+    );
+    assert_eq!(
+        conn.attachments_of_message(&a, &m2.id).await.unwrap(),
+        [photo]
+    );
+}
+
+async fn endpoints(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let b = new_account(&store, "globex").await;
+    let mut ep = endpoint("orders", &["contact.created", "message.created"]);
+    ep.description = Some("the order service".to_owned());
+    ep.previous_secret = Some(format!("whsec_{}", ids::new_id()));
+    ep.previous_secret_expires_at = Some(ids::now() + 86_400);
+    let all = add_endpoint(&store, &a, "all", &["*"], true).await;
+    let mut tx = begin(&store).await;
+    tx.insert_endpoint(&a, &ep).await.unwrap();
+    commit(tx).await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.endpoint(&a, &ep.id).await.unwrap().as_ref(), Some(&ep));
+    assert_eq!(
+        conn.endpoint(&a, &all.id).await.unwrap().as_ref(),
+        Some(&all)
+    );
+    drop(conn);
+
+    // Names are unique per account, on insert and on update.
+    let mut tx = begin(&store).await;
+    assert_conflict(
+        tx.insert_endpoint(&a, &endpoint("orders", &["*"])).await,
+        "endpoint name",
+    );
+    drop(tx);
+    let mut tx = begin(&store).await;
+    let mut renamed = all.clone();
+    renamed.name = "orders".to_owned();
+    assert_conflict(tx.update_endpoint(&a, &renamed).await, "endpoint name");
+    drop(tx);
+    add_endpoint(&store, &b, "orders", &["*"], true).await;
+
+    // Update every mutable field.
+    ep.name = "orders-v2".to_owned();
+    ep.url = "https://hooks.example.com/v2".to_owned();
+    ep.description = None;
+    ep.events = Json(vec!["group.created".to_owned()]);
+    ep.enabled = false;
+    ep.disabled_reason = Some("the endpoint answered 410 Gone".to_owned());
+    ep.secret = format!("whsec_{}", ids::new_id());
+    ep.previous_secret = None;
+    ep.previous_secret_expires_at = None;
+    ep.failing_since = Some(ids::now() - 60);
+    ep.updated_at = ids::now() + 1;
+    let mut tx = begin(&store).await;
+    tx.update_endpoint(&a, &ep).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.endpoint(&a, &ep.id).await.unwrap().as_ref(), Some(&ep));
+    drop(conn);
+
+    let mut tx = begin(&store).await;
+    tx.delete_endpoint(&a, &all.id).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.endpoint(&a, &all.id).await.unwrap(), None);
+    let listed = conn.list_endpoints(&a, &page(10)).await.unwrap();
+    assert_eq!(ids_of(&listed.items, |e| &e.id), [ep.id.clone()]);
+    drop(conn);
+    // The name is free again.
+    add_endpoint(&store, &a, "all", &["*"], true).await;
+}
+
+// ---------------------------------------------------------------------------
+// Pagination and filters.
+
+async fn pagination_of_every_list(store: Arc<dyn Store>) {
+    const N: usize = 5;
+    let a = new_account(&store, "acme").await;
+    let b = new_account(&store, "globex").await;
+    // Another account's rows are interleaved: they must never show up, and
+    // their ids are not cursors here.
+    let b_conv = add_conversation(&store, &b, "intruder").await;
+    let b_contact = b_conv.contact_id.clone().unwrap();
+
+    let mut contacts = Vec::new();
+    let mut convs = Vec::new();
+    for i in 0..N {
+        let conv = add_conversation(&store, &a, &format!("contact{i}")).await;
+        contacts.push(conv.contact_id.clone().unwrap());
+        convs.push(conv.id.clone());
+        add_contact(&store, &b, &format!("other{i}")).await;
+    }
+    let mut messages = Vec::new();
+    for i in 0..N {
+        messages.push(
+            add_message(&store, &a, &convs[0], &format!("m{i}"))
+                .await
+                .id,
+        );
+        add_message(&store, &b, &b_conv.id, "other").await;
+    }
+    let mut groups = Vec::new();
+    let mut attachments = Vec::new();
+    for i in 0..N {
+        let g = group(&format!("g{i}"));
+        let att = attachment(&messages[0], &format!("f{i}.txt"));
+        let mut tx = begin(&store).await;
+        tx.insert_group(&a, &g).await.unwrap();
+        tx.insert_attachment(&a, &att).await.unwrap();
+        tx.insert_group(&b, &group("other")).await.unwrap();
+        commit(tx).await;
+        groups.push(g.id);
+        attachments.push(att.id);
+    }
+    let mut endpoints = Vec::new();
+    for i in 0..N {
+        endpoints.push(
+            add_endpoint(&store, &a, &format!("ep{i}"), &["*"], true)
+                .await
+                .id,
+        );
+        add_endpoint(&store, &b, &format!("ep{i}"), &["*"], true).await;
+    }
+    // Events after the endpoints, so each fans out to all five.
+    for _ in 0..N {
+        emit_event(&store, &a, &event("contact.updated")).await;
+        emit_event(&store, &b, &event("contact.updated")).await;
+    }
+    let mut conn = store.read().await.unwrap();
+    let events: Vec<String> = conn
+        .events_after(&a, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    drop(conn);
+    assert_eq!(events.len(), N);
+    let b_event = {
+        let mut conn = store.read().await.unwrap();
+        conn.latest_event_id(&b).await.unwrap().unwrap()
+    };
+    // The deliveries of one endpoint, in the order of their events.
+    let mut delivered = Vec::new();
+    for d in deliveries(&store, &a, &endpoints[0])
+        .await
+        .into_iter()
+        .rev()
+    {
+        delivered.push(d.id);
+    }
+    assert_eq!(delivered.len(), N);
+
+    let newest_first = |ids: &[String]| ids.iter().rev().cloned().collect::<Vec<_>>();
+
+    let s = &store;
+    let acct = a.as_str();
+    check_pages(
+        "contacts",
+        |p| async move { s.read().await?.list_contacts(acct, &p).await },
+        |c| &c.id,
+        &newest_first(&contacts),
+        &[&b_contact, &convs[0]],
+    )
+    .await;
+    check_pages(
+        "conversations",
+        |p| async move {
+            s.read()
+                .await?
+                .list_conversations(acct, &ConversationFilter::default(), &p)
+                .await
+        },
+        |c| &c.id,
+        &newest_first(&convs),
+        &[&b_conv.id, &contacts[0]],
+    )
+    .await;
+    check_pages(
+        "messages",
+        |p| async move { s.read().await?.list_messages(acct, None, &p).await },
+        |m| &m.id,
+        &newest_first(&messages),
+        &[&convs[0]],
+    )
+    .await;
+    check_pages(
+        "groups",
+        |p| async move { s.read().await?.list_groups(acct, &p).await },
+        |g| &g.id,
+        &newest_first(&groups),
+        &[&contacts[0]],
+    )
+    .await;
+    check_pages(
+        "attachments",
+        |p| async move { s.read().await?.list_attachments(acct, None, &p).await },
+        |a| &a.id,
+        &newest_first(&attachments),
+        &[&messages[0]],
+    )
+    .await;
+    check_pages(
+        "events",
+        |p| async move { s.read().await?.list_events(acct, None, &p).await },
+        |e| &e.id,
+        &newest_first(&events),
+        &[&b_event, &delivered[0]],
+    )
+    .await;
+    check_pages(
+        "endpoints",
+        |p| async move { s.read().await?.list_endpoints(acct, &p).await },
+        |e| &e.id,
+        &newest_first(&endpoints),
+        &[&events[0]],
+    )
+    .await;
+    let ep0 = endpoints[0].as_str();
+    check_pages(
+        "deliveries",
+        |p| async move { s.read().await?.list_deliveries(acct, ep0, None, &p).await },
+        |d| &d.id,
+        &newest_first(&delivered),
+        &[&events[0]],
+    )
+    .await;
+}
+
+async fn filtered_lists(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let s = &store;
+    let acct = a.as_str();
+
+    // Conversations: muted, pinned, archived, group.
+    let family = group("family");
+    let mut tx = begin(&store).await;
+    tx.insert_group(&a, &family).await.unwrap();
+    commit(tx).await;
+    let plain = add_conversation(&store, &a, "plain").await;
+    let mut muted = add_conversation(&store, &a, "muted").await;
+    let mut pinned = add_conversation(&store, &a, "pinned").await;
+    let mut archived = add_conversation(&store, &a, "archived").await;
+    let group_conv = conversation_with_group(&family.id);
+    muted.is_muted = true;
+    pinned.is_pinned = true;
+    archived.archived_at = Some(ids::now());
+    archived.is_muted = true;
+    let mut tx = begin(&store).await;
+    for c in [&muted, &pinned, &archived] {
+        tx.update_conversation(&a, c).await.unwrap();
+    }
+    tx.insert_conversation(&a, &group_conv).await.unwrap();
+    commit(tx).await;
+    let cases: [(ConversationFilter, Vec<&str>); 8] = [
+        (
+            ConversationFilter::default(),
+            vec![
+                &group_conv.id,
+                &archived.id,
+                &pinned.id,
+                &muted.id,
+                &plain.id,
+            ],
+        ),
+        (
+            ConversationFilter {
+                muted: Some(true),
+                ..Default::default()
+            },
+            vec![&archived.id, &muted.id],
+        ),
+        (
+            ConversationFilter {
+                muted: Some(false),
+                ..Default::default()
+            },
+            vec![&group_conv.id, &pinned.id, &plain.id],
+        ),
+        (
+            ConversationFilter {
+                pinned: Some(true),
+                ..Default::default()
+            },
+            vec![&pinned.id],
+        ),
+        (
+            ConversationFilter {
+                archived: Some(true),
+                ..Default::default()
+            },
+            vec![&archived.id],
+        ),
+        (
+            ConversationFilter {
+                archived: Some(false),
+                muted: Some(true),
+                ..Default::default()
+            },
+            vec![&muted.id],
+        ),
+        (
+            ConversationFilter {
+                group_id: Some(family.id.clone()),
+                ..Default::default()
+            },
+            vec![&group_conv.id],
+        ),
+        (
+            ConversationFilter {
+                group_id: Some("ZZZZZZZZZZZZZZZZ".to_owned()),
+                ..Default::default()
+            },
+            vec![],
+        ),
+    ];
+    for (filter, expected) in cases {
+        let expected: Vec<String> = expected.into_iter().map(str::to_owned).collect();
+        let f = &filter;
+        check_pages(
+            &format!("conversations {filter:?}"),
+            |p| async move { s.read().await?.list_conversations(acct, f, &p).await },
+            |c| &c.id,
+            &expected,
+            &[],
+        )
+        .await;
+    }
+    // A cursor outside the filter still names a row of the list's kind: the
+    // page starts from its position.
+    let mut conn = store.read().await.unwrap();
+    let muted_only = ConversationFilter {
+        muted: Some(true),
+        ..Default::default()
+    };
+    let got = conn
+        .list_conversations(&a, &muted_only, &after(10, &pinned.id))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&got.items, |c| &c.id), [muted.id.clone()]);
+    drop(conn);
+
+    // Messages by conversation; attachments by message.
+    let mut in_plain = Vec::new();
+    let mut in_muted = Vec::new();
+    for i in 0..3 {
+        in_plain.push(
+            add_message(&store, &a, &plain.id, &format!("p{i}"))
+                .await
+                .id,
+        );
+        in_muted.push(
+            add_message(&store, &a, &muted.id, &format!("m{i}"))
+                .await
+                .id,
+        );
+    }
+    let mut of_first = Vec::new();
+    let mut tx = begin(&store).await;
+    for i in 0..3 {
+        let att = attachment(&in_plain[0], &format!("a{i}.txt"));
+        tx.insert_attachment(&a, &att).await.unwrap();
+        of_first.push(att.id);
+        tx.insert_attachment(&a, &attachment(&in_plain[1], "other.txt"))
+            .await
+            .unwrap();
+    }
+    commit(tx).await;
+    let rev = |v: &[String]| v.iter().rev().cloned().collect::<Vec<_>>();
+    let plain_id = plain.id.as_str();
+    check_pages(
+        "messages of a conversation",
+        |p| async move {
+            s.read()
+                .await?
+                .list_messages(acct, Some(plain_id), &p)
+                .await
+        },
+        |m| &m.id,
+        &rev(&in_plain),
+        &[plain_id],
+    )
+    .await;
+    let first_message = in_plain[0].as_str();
+    check_pages(
+        "attachments of a message",
+        |p| async move {
+            s.read()
+                .await?
+                .list_attachments(acct, Some(first_message), &p)
+                .await
+        },
+        |a| &a.id,
+        &rev(&of_first),
+        &[first_message],
+    )
+    .await;
+    let mut conn = store.read().await.unwrap();
+    let none = conn
+        .list_messages(&a, Some("ZZZZZZZZZZZZZZZZ"), &page(10))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty() && !none.has_more);
+    let none = conn
+        .list_attachments(&a, Some(&in_muted[0]), &page(10))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty() && !none.has_more);
+    drop(conn);
+
+    // Events by type.
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        let e = event("contact.created");
+        emit_event(&store, &a, &e).await;
+        created.push(e.id);
+        emit_event(&store, &a, &event("contact.updated")).await;
+    }
+    check_pages(
+        "events of a type",
+        |p| async move {
+            s.read()
+                .await?
+                .list_events(acct, Some("contact.created"), &p)
+                .await
+        },
+        |e| &e.id,
+        &rev(&created),
+        &[],
+    )
+    .await;
+
+    // Deliveries by status.
+    let ep = add_endpoint(&store, &a, "all", &["*"], true).await;
+    let sent = emit_events(&store, &a, "group.created", 4).await;
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 4);
+    let mut by_event: Vec<&Claimed> = claimed.iter().collect();
+    by_event.sort_by_key(|c| sent.iter().position(|e| e.id == c.event_id));
+    let results = vec![
+        result_of(by_event[0], "node-a:1", Some(200), NextStep::Succeeded),
+        result_of(by_event[1], "node-a:1", Some(500), NextStep::Failed),
+        result_of(by_event[2], "node-a:1", Some(200), NextStep::Succeeded),
+    ];
+    store.record_attempts(&results, 86_400).await.unwrap();
+    let ep_id = ep.id.as_str();
+    for (status, expected) in [
+        (
+            "succeeded",
+            vec![&by_event[2].delivery_id, &by_event[0].delivery_id],
+        ),
+        ("failed", vec![&by_event[1].delivery_id]),
+        ("pending", vec![&by_event[3].delivery_id]),
+        ("cancelled", vec![]),
+    ] {
+        let expected: Vec<String> = expected.into_iter().cloned().collect();
+        check_pages(
+            &format!("{status} deliveries"),
+            |p| async move {
+                s.read()
+                    .await?
+                    .list_deliveries(acct, ep_id, Some(status), &p)
+                    .await
+            },
+            |d| &d.id,
+            &expected,
+            &[],
+        )
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Idempotency keys.
+
+async fn idempotency_keys(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let b = new_account(&store, "globex").await;
+    let first = idempotent(201, r#"{"id":"WAz8eIbvDR60rouK"}"#);
+    let mut tx = begin(&store).await;
+    assert_eq!(tx.idempotent_response(&a, "key-1").await.unwrap(), None);
+    tx.insert_idempotent_response(&a, "key-1", &first)
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.idempotent_response(&a, "key-1").await.unwrap().as_ref(),
+        Some(&first)
+    );
+    commit(tx).await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.idempotent_response(&a, "key-1")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&first)
+    );
+    assert_eq!(conn.idempotent_response(&a, "key-2").await.unwrap(), None);
+    assert_eq!(conn.idempotent_response(&b, "key-1").await.unwrap(), None);
+    drop(conn);
+
+    // The same key again, in a later write: a conflict, and the first stays.
+    let mut tx = begin(&store).await;
+    assert_conflict(
+        tx.insert_idempotent_response(&a, "key-1", &idempotent(409, "{}"))
+            .await,
+        "idempotency key",
+    );
+    drop(tx);
+    // Twice in one write: the same.
+    let mut tx = begin(&store).await;
+    tx.insert_idempotent_response(&a, "key-2", &first)
+        .await
+        .unwrap();
+    assert_conflict(
+        tx.insert_idempotent_response(&a, "key-2", &first).await,
+        "idempotency key",
+    );
+    drop(tx);
+    // Keys are per account.
+    let theirs = idempotent(200, "[]");
+    let mut tx = begin(&store).await;
+    tx.insert_idempotent_response(&b, "key-1", &theirs)
+        .await
+        .unwrap();
+    commit(tx).await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.idempotent_response(&a, "key-1")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&first)
+    );
+    assert_eq!(conn.idempotent_response(&a, "key-2").await.unwrap(), None);
+    assert_eq!(
+        conn.idempotent_response(&b, "key-1")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&theirs)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Isolation.
+
+async fn isolation_between_accounts(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let b = new_account(&store, "globex").await;
+
+    // One of everything in account A.
+    let conv = add_conversation(&store, &a, "kevin").await;
+    let kevin = conv.contact_id.clone().unwrap();
+    let m = message(&conv.id, Some(&kevin), "hello");
+    let g = group("family");
+    let att = attachment(&m.id, "a.txt");
+    let ep = endpoint("all", &["*"]);
+    let e = event("message.created");
+    let mut tx = begin(&store).await;
+    tx.insert_message(&a, &m).await.unwrap();
+    tx.insert_group(&a, &g).await.unwrap();
+    tx.set_group_members(&g.id, std::slice::from_ref(&kevin))
+        .await
+        .unwrap();
+    tx.insert_attachment(&a, &att).await.unwrap();
+    tx.insert_endpoint(&a, &ep).await.unwrap();
+    assert_eq!(tx.insert_event(&a, &e).await.unwrap(), 1);
+    tx.insert_idempotent_response(&a, "key", &idempotent(201, "{}"))
+        .await
+        .unwrap();
+    commit(tx).await;
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 1);
+    let d = claimed[0].delivery_id.clone();
+    store
+        .record_attempts(
+            &[result_of(
+                &claimed[0],
+                "node-a:1",
+                Some(500),
+                NextStep::Failed,
+            )],
+            86_400,
+        )
+        .await
+        .unwrap();
+
+    // Account B sees none of it.
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.contact(&b, &kevin).await.unwrap(), None);
+    assert!(
+        conn.contacts_by_ids(&b, std::slice::from_ref(&kevin))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!conn.contact_has_messages(&b, &kevin).await.unwrap());
+    assert_eq!(conn.conversation(&b, &conv.id).await.unwrap(), None);
+    assert_eq!(conn.message(&b, &m.id).await.unwrap(), None);
+    assert!(
+        conn.messages_in_conversation(&b, &conv.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(conn.group(&b, &g.id).await.unwrap(), None);
+    assert!(
+        conn.groups_with_member(&b, &kevin)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(conn.attachment(&b, &att.id).await.unwrap(), None);
+    assert!(
+        conn.attachments_of_message(&b, &m.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(conn.event(&b, &e.id).await.unwrap(), None);
+    assert!(conn.events_after(&b, None, 100).await.unwrap().is_empty());
+    assert_unknown_cursor(
+        conn.events_after(&b, Some(&e.id), 100).await,
+        "events_after",
+    );
+    assert_eq!(conn.latest_event_id(&b).await.unwrap(), None);
+    assert_eq!(conn.idempotent_response(&b, "key").await.unwrap(), None);
+    assert_eq!(conn.endpoint(&b, &ep.id).await.unwrap(), None);
+    assert_eq!(conn.delivery(&b, &d).await.unwrap(), None);
+    assert!(conn.attempts(&b, &d).await.unwrap().is_empty());
+    let lists = [
+        conn.list_contacts(&b, &page(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        conn.list_conversations(&b, &ConversationFilter::default(), &page(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        conn.list_messages(&b, None, &page(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        conn.list_messages(&b, Some(&conv.id), &page(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        conn.list_groups(&b, &page(100)).await.unwrap().items.len(),
+        conn.list_attachments(&b, None, &page(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        conn.list_attachments(&b, Some(&m.id), &page(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        conn.list_events(&b, None, &page(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        conn.list_endpoints(&b, &page(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        conn.list_deliveries(&b, &ep.id, None, &page(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+    ];
+    assert_eq!(lists, [0; 10], "account B's lists");
+    // A sees its own (the same reads, as a control).
+    assert!(conn.contact(&a, &kevin).await.unwrap().is_some());
+    assert_eq!(conn.attempts(&a, &d).await.unwrap().len(), 1);
+    drop(conn);
+
+    // Writes through account B change nothing of A's rows, including the
+    // rows keyed by a parent's id alone (an endpoint's subscription, a
+    // group's members).
+    let mut renamed = conn_contact(&store, &a, &kevin).await;
+    renamed.username = "hijacked".to_owned();
+    let mut tx = begin(&store).await;
+    tx.update_contact(&b, &renamed).await.unwrap();
+    let mut moved = conv.clone();
+    moved.is_muted = true;
+    tx.update_conversation(&b, &moved).await.unwrap();
+    let mut edited = m.clone();
+    edited.message = "hijacked".to_owned();
+    tx.update_message(&b, &edited).await.unwrap();
+    let mut g2 = g.clone();
+    g2.name = "hijacked".to_owned();
+    tx.update_group(&b, &g2).await.unwrap();
+    let mut att2 = att.clone();
+    att2.filename = "hijacked".to_owned();
+    tx.update_attachment(&b, &att2).await.unwrap();
+    let mut ep2 = ep.clone();
+    ep2.url = "https://evil.example.com/".to_owned();
+    ep2.events = Json(vec!["group.deleted".to_owned()]);
+    tx.update_endpoint(&b, &ep2).await.unwrap();
+    tx.delete_group(&b, &g.id).await.unwrap();
+    assert!(!tx.retry_delivery(&b, &d, ids::now_ms()).await.unwrap());
+    assert_eq!(
+        tx.recover_deliveries(&b, &ep.id, 0, ids::now_ms())
+            .await
+            .unwrap(),
+        0
+    );
+    tx.delete_attachment(&b, &att.id).await.unwrap();
+    tx.delete_endpoint(&b, &ep.id).await.unwrap();
+    commit(tx).await;
+    let mut tx = begin(&store).await;
+    tx.delete_message(&b, &m.id).await.unwrap();
+    commit(tx).await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.contact(&a, &kevin).await.unwrap().unwrap().username,
+        "kevin"
+    );
+    assert_eq!(
+        conn.conversation(&a, &conv.id).await.unwrap().as_ref(),
+        Some(&conv)
+    );
+    assert_eq!(conn.message(&a, &m.id).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(conn.group(&a, &g.id).await.unwrap().as_ref(), Some(&g));
+    assert_eq!(
+        conn.attachment(&a, &att.id).await.unwrap().as_ref(),
+        Some(&att)
+    );
+    assert_eq!(
+        conn.endpoint(&a, &ep.id).await.unwrap().unwrap().url,
+        ep.url
+    );
+    assert_eq!(
+        conn.group_members(&g.id).await.unwrap(),
+        vec![kevin.clone()]
+    );
+    drop(conn);
+    // A's endpoint is still subscribed to everything.
+    let mut tx = begin(&store).await;
+    assert_eq!(
+        tx.insert_event(&a, &event("message.created"))
+            .await
+            .unwrap(),
+        1
+    );
+    drop(tx);
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.delivery(&a, &d).await.unwrap().unwrap().status,
+        "failed"
+    );
+    drop(conn);
+
+    // A's endpoint can be the target of neither B's events nor B's test events.
+    let mut tx = begin(&store).await;
+    assert_eq!(
+        tx.insert_event(&b, &event("message.created"))
+            .await
+            .unwrap(),
+        0
+    );
+    commit(tx).await;
+    let mut tx = begin(&store).await;
+    assert!(
+        tx.insert_event_for_endpoint(&b, &event("webhook.test"), &ep.id)
+            .await
+            .is_err(),
+        "a test event of B to A's endpoint"
+    );
+    drop(tx);
+    assert_eq!(deliveries(&store, &a, &ep.id).await.len(), 1);
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.events_after(&b, None, 100).await.unwrap().len(), 1);
+}
+
+async fn conn_contact(store: &Arc<dyn Store>, account: &str, id: &str) -> Contact {
+    let mut conn = store.read().await.unwrap();
+    conn.contact(account, id).await.unwrap().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// The outbox.
+
+async fn outbox_rollback_and_commit(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let ep = add_endpoint(&store, &a, "all", &["*"], true).await;
+
+    // Dropped without commit: neither the change nor its event nor a delivery.
+    let kevin = contact("kevin");
+    let created = event("contact.created");
+    let mut tx = begin(&store).await;
+    tx.insert_contact(&a, &kevin).await.unwrap();
+    assert_eq!(tx.insert_event(&a, &created).await.unwrap(), 1);
+    // The transaction sees its own writes.
+    assert!(tx.contact(&a, &kevin.id).await.unwrap().is_some());
+    assert_eq!(
+        tx.event(&a, &created.id).await.unwrap().as_ref(),
+        Some(&created)
+    );
+    assert_eq!(
+        tx.latest_event_id(&a).await.unwrap(),
+        Some(created.id.clone())
+    );
+    assert_eq!(
+        tx.list_deliveries(&a, &ep.id, None, &page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    drop(tx);
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.contact(&a, &kevin.id).await.unwrap(), None);
+    assert_eq!(conn.event(&a, &created.id).await.unwrap(), None);
+    assert_eq!(conn.latest_event_id(&a).await.unwrap(), None);
+    assert!(
+        conn.list_events(&a, None, &page(10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    drop(conn);
+    assert!(deliveries(&store, &a, &ep.id).await.is_empty());
+    assert!(claim(&store, &claim_all("node-a:1")).await.is_empty());
+
+    // A write that fails half-way and is dropped keeps nothing either.
+    let mut tx = begin(&store).await;
+    tx.insert_contact(&a, &kevin).await.unwrap();
+    tx.insert_event(&a, &created).await.unwrap();
+    assert_conflict(tx.insert_contact(&a, &contact("kevin")).await, "username");
+    drop(tx);
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.contact(&a, &kevin.id).await.unwrap(), None);
+    assert_eq!(conn.event(&a, &created.id).await.unwrap(), None);
+    drop(conn);
+    assert!(deliveries(&store, &a, &ep.id).await.is_empty());
+
+    // Committed: the change, its event and its delivery, all at once.
+    let mut tx = begin(&store).await;
+    tx.insert_contact(&a, &kevin).await.unwrap();
+    tx.insert_event(&a, &created).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.contact(&a, &kevin.id).await.unwrap().as_ref(),
+        Some(&kevin)
+    );
+    assert_eq!(
+        conn.event(&a, &created.id).await.unwrap().as_ref(),
+        Some(&created)
+    );
+    drop(conn);
+    let ds = deliveries(&store, &a, &ep.id).await;
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].event_id, created.id);
+
+    // The next write after a rollback is unaffected by it.
+    let marv = contact("marv");
+    let mut tx = begin(&store).await;
+    tx.insert_contact(&a, &marv).await.unwrap();
+    drop(tx);
+    let harry = contact("harry");
+    let mut tx = begin(&store).await;
+    tx.insert_contact(&a, &harry).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.contact(&a, &marv.id).await.unwrap(), None);
+    assert!(conn.contact(&a, &harry.id).await.unwrap().is_some());
+}
+
+async fn outbox_fan_out(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let b = new_account(&store, "globex").await;
+    let contacts_ep = add_endpoint(
+        &store,
+        &a,
+        "contacts",
+        &["contact.created", "contact.deleted"],
+        true,
+    )
+    .await;
+    let all = add_endpoint(&store, &a, "all", &["*"], true).await;
+    let mut disabled = add_endpoint(&store, &a, "disabled", &["*"], false).await;
+    let groups_ep = add_endpoint(&store, &a, "groups", &["group.created"], true).await;
+    let theirs = add_endpoint(&store, &b, "theirs", &["*"], true).await;
+
+    let e = event("contact.created");
+    assert_eq!(emit_event(&store, &a, &e).await, 2);
+    for (ep, n) in [
+        (&contacts_ep, 1),
+        (&all, 1),
+        (&disabled, 0),
+        (&groups_ep, 0),
+    ] {
+        let ds = deliveries(&store, &a, &ep.id).await;
+        assert_eq!(ds.len(), n, "deliveries to {}", ep.name);
+        for d in ds {
+            assert_eq!(d.event_id, e.id);
+            assert_eq!(d.event_type, "contact.created");
+            assert_eq!(d.status, "pending");
+            assert_eq!(d.attempts, 0);
+            assert!(
+                d.next_attempt_ms.is_some_and(|t| t <= ids::now_ms()),
+                "due now: {d:?}"
+            );
+            assert_eq!(d.last_attempt_at, None);
+            assert_eq!(d.last_status_code, None);
+            assert_eq!(d.created_at, e.created_at);
+        }
+    }
+    assert!(deliveries(&store, &b, &theirs.id).await.is_empty());
+
+    assert_eq!(emit_event(&store, &a, &event("group.created")).await, 2);
+    assert_eq!(emit_event(&store, &a, &event("message.created")).await, 1);
+    assert_eq!(deliveries(&store, &a, &groups_ep.id).await.len(), 1);
+    assert_eq!(deliveries(&store, &a, &all.id).await.len(), 3);
+
+    // A changed subscription and a re-enabled endpoint apply to later events.
+    let mut narrowed = contacts_ep.clone();
+    narrowed.events = Json(vec!["message.created".to_owned()]);
+    disabled.enabled = true;
+    disabled.disabled_reason = None;
+    disabled.events = Json(vec!["contact.created".to_owned()]);
+    let mut tx = begin(&store).await;
+    tx.update_endpoint(&a, &narrowed).await.unwrap();
+    tx.update_endpoint(&a, &disabled).await.unwrap();
+    commit(tx).await;
+    assert_eq!(
+        emit_event(&store, &a, &event("contact.created")).await,
+        2,
+        "all + re-enabled"
+    );
+    assert_eq!(deliveries(&store, &a, &contacts_ep.id).await.len(), 1);
+    assert_eq!(deliveries(&store, &a, &disabled.id).await.len(), 1);
+    assert_eq!(
+        emit_event(&store, &a, &event("message.created")).await,
+        2,
+        "all + narrowed"
+    );
+
+    // A test event goes to its one endpoint, subscribed or not, even disabled.
+    let mut off = groups_ep.clone();
+    off.enabled = false;
+    let mut tx = begin(&store).await;
+    tx.update_endpoint(&a, &off).await.unwrap();
+    commit(tx).await;
+    let before_all = deliveries(&store, &a, &all.id).await.len();
+    let test = event("webhook.test");
+    let mut tx = begin(&store).await;
+    let id = tx
+        .insert_event_for_endpoint(&a, &test, &groups_ep.id)
+        .await
+        .unwrap();
+    commit(tx).await;
+    let d = delivery(&store, &a, &id).await;
+    assert_eq!(
+        (
+            d.endpoint_id.as_str(),
+            d.event_id.as_str(),
+            d.status.as_str()
+        ),
+        (groups_ep.id.as_str(), test.id.as_str(), "pending")
+    );
+    assert_eq!(deliveries(&store, &a, &groups_ep.id).await.len(), 2);
+    assert_eq!(deliveries(&store, &a, &all.id).await.len(), before_all);
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.event(&a, &test.id).await.unwrap().as_ref(),
+        Some(&test)
+    );
+    drop(conn);
+
+    // A test event to an endpoint that does not exist writes nothing.
+    let ghost = event("webhook.test");
+    let mut tx = begin(&store).await;
+    assert!(
+        tx.insert_event_for_endpoint(&a, &ghost, "ZZZZZZZZZZZZZZZZ")
+            .await
+            .is_err(),
+        "a test event to no endpoint"
+    );
+    drop(tx);
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.event(&a, &ghost.id).await.unwrap(), None);
+    drop(conn);
+    assert!(deliveries(&store, &b, &theirs.id).await.is_empty());
+}
+
+async fn events_log(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.latest_event_id(&a).await.unwrap(), None);
+    assert!(conn.events_after(&a, None, 10).await.unwrap().is_empty());
+    drop(conn);
+
+    let types = [
+        "contact.created",
+        "conversation.created",
+        "contact.updated",
+        "message.created",
+        "contact.created",
+    ];
+    let mut log = Vec::new();
+    for t in types {
+        let e = event(t);
+        let mut tx = begin(&store).await;
+        tx.insert_event(&a, &e).await.unwrap();
+        commit(tx).await;
+        log.push(e);
+    }
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.event(&a, &log[2].id).await.unwrap().as_ref(),
+        Some(&log[2])
+    );
+    assert_eq!(
+        conn.latest_event_id(&a).await.unwrap(),
+        Some(log[4].id.clone())
+    );
+    assert_eq!(
+        conn.events_after(&a, None, 10).await.unwrap(),
+        log,
+        "oldest first"
+    );
+    assert_eq!(conn.events_after(&a, None, 2).await.unwrap(), log[..2]);
+    assert_eq!(
+        conn.events_after(&a, Some(&log[1].id), 2).await.unwrap(),
+        log[2..4]
+    );
+    assert!(
+        conn.events_after(&a, Some(&log[4].id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_unknown_cursor(
+        conn.events_after(&a, Some("ZZZZZZZZZZZZZZZZ"), 10).await,
+        "events_after",
+    );
+
+    let created = conn
+        .list_events(&a, Some("contact.created"), &page(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        created.items,
+        [log[4].clone(), log[0].clone()],
+        "newest first"
+    );
+    let none = conn
+        .list_events(&a, Some("group.deleted"), &page(10))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty() && !none.has_more);
+    let all = conn.list_events(&a, None, &page(10)).await.unwrap();
+    let mut newest_first = log.clone();
+    newest_first.reverse();
+    assert_eq!(all.items, newest_first);
+    drop(conn);
+
+    // Several events in one write keep their order.
+    let (x, y) = (event("group.created"), event("group.updated"));
+    let mut tx = begin(&store).await;
+    tx.insert_event(&a, &x).await.unwrap();
+    tx.insert_event(&a, &y).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.events_after(&a, Some(&log[4].id), 10).await.unwrap(),
+        [x, y.clone()]
+    );
+    assert_eq!(conn.latest_event_id(&a).await.unwrap(), Some(y.id));
+}
+
+// ---------------------------------------------------------------------------
+// The dispatcher's queue.
+
+async fn claims_lease_due_work(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let mut ep = endpoint("all", &["*"]);
+    ep.previous_secret = Some(format!("whsec_{}", ids::new_id()));
+    ep.previous_secret_expires_at = Some(ids::now() + 3600);
+    let mut tx = begin(&store).await;
+    tx.insert_endpoint(&a, &ep).await.unwrap();
+    commit(tx).await;
+    let sent = emit_events(&store, &a, "contact.created", 3).await;
+
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 3);
+    let ds = deliveries(&store, &a, &ep.id).await;
+    assert_eq!(claimed_ids(&claimed), sorted(ids_of(&ds, |d| &d.id)));
+    for c in &claimed {
+        let e = sent
+            .iter()
+            .find(|e| e.id == c.event_id)
+            .expect("a claimed event");
+        assert_eq!(c.account_id, a);
+        assert_eq!(c.endpoint_id, ep.id);
+        assert_eq!(c.event_type, "contact.created");
+        assert_eq!(c.attempt, 1);
+        assert_eq!(c.schedule_pos, 0);
+        assert_eq!(c.url, ep.url);
+        assert_eq!(c.secret, ep.secret);
+        assert_eq!(c.previous_secret, ep.previous_secret);
+        assert_eq!(c.previous_secret_expires_at, ep.previous_secret_expires_at);
+        assert_eq!(c.body, e.body, "the event's exact bytes");
+    }
+    // Leased work is not claimed again, by this node or another.
+    assert!(claim(&store, &claim_all("node-a:2")).await.is_empty());
+    assert!(claim(&store, &claim_all("node-b:1")).await.is_empty());
+    // A claim does not change what the API shows of a delivery.
+    for d in deliveries(&store, &a, &ep.id).await {
+        assert_eq!((d.status.as_str(), d.attempts), ("pending", 0));
+    }
+    // New work is claimable beside the leased.
+    let more = emit_events(&store, &a, "contact.created", 1).await;
+    let claimed = claim(&store, &claim_all("node-b:1")).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event_id, more[0].id);
+
+    // Nothing is claimed for a disabled endpoint or before it is due.
+    let b = new_account(&store, "globex").await;
+    let mut off = add_endpoint(&store, &b, "off", &["*"], true).await;
+    let later = add_endpoint(&store, &b, "later", &["*"], true).await;
+    assert_eq!(emit_event(&store, &b, &event("group.created")).await, 2);
+    off.enabled = false;
+    off.disabled_reason = Some("disabled by hand".to_owned());
+    let mut tx = begin(&store).await;
+    tx.update_endpoint(&b, &off).await.unwrap();
+    commit(tx).await;
+    let claimed = claim(&store, &claim_all("node-a:3")).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].endpoint_id, later.id);
+    store
+        .record_attempts(
+            &[result_of(
+                &claimed[0],
+                "node-a:3",
+                Some(503),
+                NextStep::Retry {
+                    at_ms: ids::now_ms() + 3_600_000,
+                    schedule_pos: 1,
+                },
+            )],
+            86_400,
+        )
+        .await
+        .unwrap();
+    assert!(claim(&store, &claim_all("node-a:4")).await.is_empty());
+}
+
+async fn claim_limits(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let busy = add_endpoint(&store, &a, "busy", &["contact.created"], true).await;
+    let quiet = add_endpoint(&store, &a, "quiet", &["group.created"], true).await;
+    emit_events(&store, &a, "contact.created", 5).await;
+    emit_events(&store, &a, "group.created", 2).await;
+
+    // At most `per_endpoint` in flight per endpoint, counted across claims.
+    let first = claim(&store, &claim_request("node-a:1", 2, 100, 60_000)).await;
+    let per: Vec<usize> = [&busy, &quiet]
+        .iter()
+        .map(|ep| first.iter().filter(|c| c.endpoint_id == ep.id).count())
+        .collect();
+    assert_eq!(per, [2, 2]);
+    assert!(
+        claim(&store, &claim_request("node-b:1", 2, 100, 60_000))
+            .await
+            .is_empty()
+    );
+    let third = claim(&store, &claim_request("node-b:2", 3, 100, 60_000)).await;
+    assert_eq!(third.len(), 1, "one more once the limit is 3");
+    assert_eq!(third[0].endpoint_id, busy.id);
+
+    // `max` caps one claim.
+    let b = new_account(&store, "globex").await;
+    let wide = add_endpoint(&store, &b, "wide", &["*"], true).await;
+    emit_events(&store, &b, "message.created", 4).await;
+    let got = claim(&store, &claim_request("node-c:1", 10, 3, 60_000)).await;
+    assert_eq!(got.len(), 3);
+    assert!(
+        got.iter()
+            .all(|c| c.endpoint_id == wide.id || c.endpoint_id == busy.id)
+    );
+
+    // Take the rest, so that only the endpoints below have work.
+    claim(&store, &claim_all("node-c:2")).await;
+
+    // A failing endpoint gets at most `per_failing_endpoint`, and healthy
+    // endpoints are served first even when their work is younger.
+    let c = new_account(&store, "initech").await;
+    let mut down = endpoint("down", &["contact.deleted"]);
+    down.failing_since = Some(ids::now() - 60);
+    let mut tx = begin(&store).await;
+    tx.insert_endpoint(&c, &down).await.unwrap();
+    commit(tx).await;
+    emit_events(&store, &c, "contact.deleted", 4).await;
+    let up = add_endpoint(&store, &c, "up", &["group.deleted"], true).await;
+    emit_events(&store, &c, "group.deleted", 2).await;
+    let mut request = claim_request("node-d:1", 10, 2, 60_000);
+    request.per_failing_endpoint = 1;
+    let got = claim(&store, &request).await;
+    assert_eq!(got.len(), 2);
+    assert!(
+        got.iter().all(|c| c.endpoint_id == up.id),
+        "healthy first: {got:?}"
+    );
+    let got = claim(&store, &request).await;
+    assert_eq!(got.len(), 1, "a failing endpoint's limit");
+    assert_eq!(got[0].endpoint_id, down.id);
+    assert!(claim(&store, &request).await.is_empty());
+}
+
+async fn expired_leases_are_claimed_again(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let ep = add_endpoint(&store, &a, "all", &["*"], true).await;
+    emit_events(&store, &a, "contact.created", 1).await;
+
+    let first = claim(&store, &claim_request("node-a:1", 10, 10, 50)).await;
+    assert_eq!(first.len(), 1);
+    // Once the 50 ms lease has run out, another node takes the work.
+    let deadline = Instant::now() + DEADLINE;
+    let second = loop {
+        let got = claim(&store, &claim_all("node-b:1")).await;
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(claimed_ids(&second), claimed_ids(&first));
+    assert_eq!(second[0].attempt, 1, "no attempt was recorded");
+
+    // The first holder's late result is not applied; the current holder's is.
+    let late = result_of(&first[0], "node-a:1", Some(200), NextStep::Succeeded);
+    store
+        .record_attempts(std::slice::from_ref(&late), 86_400)
+        .await
+        .unwrap();
+    let d = delivery(&store, &a, &first[0].delivery_id).await;
+    assert_eq!(
+        (d.status.as_str(), d.attempts),
+        ("pending", 0),
+        "a stale owner changes nothing"
+    );
+    assert!(
+        claim(&store, &claim_all("node-c:1")).await.is_empty(),
+        "still leased by node-b"
+    );
+    // The attempt itself was made, so it is logged.
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(conn.attempts(&a, &d.id).await.unwrap(), [late.attempt]);
+    drop(conn);
+
+    store
+        .record_attempts(
+            &[result_of(
+                &second[0],
+                "node-b:1",
+                Some(200),
+                NextStep::Succeeded,
+            )],
+            86_400,
+        )
+        .await
+        .unwrap();
+    let d = delivery(&store, &a, &first[0].delivery_id).await;
+    assert_eq!((d.status.as_str(), d.attempts), ("succeeded", 1));
+    assert_eq!(deliveries(&store, &a, &ep.id).await.len(), 1);
+}
+
+async fn attempts_move_deliveries_on(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let ep = add_endpoint(&store, &a, "all", &["*"], true).await;
+    emit_events(&store, &a, "contact.created", 3).await;
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 3);
+    let (ok, retry, failed) = (&claimed[0], &claimed[1], &claimed[2]);
+
+    let retry_at = ids::now_ms() + 200;
+    let results = [
+        result_of(ok, "node-a:1", Some(200), NextStep::Succeeded),
+        result_of(
+            retry,
+            "node-a:1",
+            None,
+            NextStep::Retry {
+                at_ms: retry_at,
+                schedule_pos: 1,
+            },
+        ),
+        result_of(failed, "node-a:1", Some(500), NextStep::Failed),
+    ];
+    store.record_attempts(&results, 86_400).await.unwrap();
+
+    let expect = [
+        (ok, "succeeded", None, Some(200)),
+        (retry, "pending", Some(retry_at), None),
+        (failed, "failed", None, Some(500)),
+    ];
+    let mut conn = store.read().await.unwrap();
+    for ((c, status, next, code), r) in expect.iter().zip(&results) {
+        let d = conn.delivery(&a, &c.delivery_id).await.unwrap().unwrap();
+        assert_eq!(d.status, *status, "{}", c.delivery_id);
+        assert_eq!(d.attempts, 1);
+        assert_eq!(d.next_attempt_ms, *next);
+        assert_eq!(d.last_status_code, *code);
+        assert_eq!(d.last_attempt_at, Some(r.attempt.started_at_ms / 1000));
+        assert_eq!(d.endpoint_id, ep.id);
+        assert_eq!(
+            conn.attempts(&a, &c.delivery_id).await.unwrap(),
+            std::slice::from_ref(&r.attempt)
+        );
+    }
+    drop(conn);
+
+    // The retry is due at its time, as attempt 2 at its schedule position.
+    let deadline = Instant::now() + DEADLINE;
+    let again = loop {
+        let got = claim(&store, &claim_all("node-a:2")).await;
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "the retry never came due");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(ids::now_ms() >= retry_at);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id, retry.delivery_id);
+    assert_eq!((again[0].attempt, again[0].schedule_pos), (2, 1));
+    let second = result_of(&again[0], "node-a:2", Some(204), NextStep::Succeeded);
+    store
+        .record_attempts(std::slice::from_ref(&second), 86_400)
+        .await
+        .unwrap();
+    let d = delivery(&store, &a, &retry.delivery_id).await;
+    assert_eq!(
+        (d.status.as_str(), d.attempts, d.next_attempt_ms),
+        ("succeeded", 2, None)
+    );
+    let mut conn = store.read().await.unwrap();
+    let log = conn.attempts(&a, &retry.delivery_id).await.unwrap();
+    assert_eq!(
+        log,
+        [results[1].attempt.clone(), second.attempt],
+        "oldest first"
+    );
+    drop(conn);
+
+    // A finished delivery is not moved by a result that arrives for it again.
+    store
+        .record_attempts(
+            &[result_of(ok, "node-a:1", Some(500), NextStep::Failed)],
+            86_400,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        delivery(&store, &a, &ok.delivery_id).await.status,
+        "succeeded"
+    );
+    assert!(claim(&store, &claim_all("node-a:3")).await.is_empty());
+}
+
+/// `failing continuously since <RFC 3339>`, as both stores write it.
+fn rfc3339(unix: i64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+async fn endpoint_health(store: Arc<dyn Store>) {
+    assert_eq!(rfc3339(LONG_AGO), "2023-11-14T22:13:20Z");
+    let a = new_account(&store, "acme").await;
+    let flaky = add_endpoint(&store, &a, "flaky", &["contact.created"], true).await;
+    let gone = add_endpoint(&store, &a, "gone", &["group.created"], true).await;
+    let mut old = endpoint("old", &["message.created"]);
+    old.failing_since = Some(LONG_AGO);
+    let mut tx = begin(&store).await;
+    tx.insert_endpoint(&a, &old).await.unwrap();
+    commit(tx).await;
+    emit_events(&store, &a, "contact.created", 2).await;
+    emit_events(&store, &a, "group.created", 1).await;
+    emit_events(&store, &a, "message.created", 1).await;
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 4);
+    let of = |ep: &EndpointRecord| -> Vec<&Claimed> {
+        claimed.iter().filter(|c| c.endpoint_id == ep.id).collect()
+    };
+
+    // A failure marks the start of a failing run; a success clears it.
+    let before = ids::now();
+    store
+        .record_attempts(
+            &[result_of(
+                of(&flaky)[0],
+                "node-a:1",
+                Some(500),
+                NextStep::Failed,
+            )],
+            86_400,
+        )
+        .await
+        .unwrap();
+    let ep = read_endpoint(&store, &a, &flaky.id).await.unwrap();
+    assert!(
+        ep.failing_since
+            .is_some_and(|t| t >= before && t <= ids::now()),
+        "{:?}",
+        ep.failing_since
+    );
+    assert!(ep.enabled);
+    store
+        .record_attempts(
+            &[result_of(
+                of(&flaky)[1],
+                "node-a:1",
+                Some(200),
+                NextStep::Succeeded,
+            )],
+            86_400,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read_endpoint(&store, &a, &flaky.id)
+            .await
+            .unwrap()
+            .failing_since,
+        None
+    );
+
+    // `disable` disables at once with its reason (a 410).
+    let mut gone_result = result_of(of(&gone)[0], "node-a:1", Some(410), NextStep::Failed);
+    gone_result.disable = Some("the endpoint answered 410 Gone".to_owned());
+    store.record_attempts(&[gone_result], 86_400).await.unwrap();
+    let ep = read_endpoint(&store, &a, &gone.id).await.unwrap();
+    assert!(!ep.enabled);
+    assert_eq!(
+        ep.disabled_reason.as_deref(),
+        Some("the endpoint answered 410 Gone")
+    );
+
+    // Failing for longer than `disable_after` disables it, saying since when.
+    store
+        .record_attempts(
+            &[result_of(
+                of(&old)[0],
+                "node-a:1",
+                None,
+                NextStep::Retry {
+                    at_ms: ids::now_ms(),
+                    schedule_pos: 1,
+                },
+            )],
+            3600,
+        )
+        .await
+        .unwrap();
+    let ep = read_endpoint(&store, &a, &old.id).await.unwrap();
+    assert!(!ep.enabled);
+    assert_eq!(ep.failing_since, Some(LONG_AGO));
+    assert_eq!(
+        ep.disabled_reason,
+        Some(format!("failing continuously since {}", rfc3339(LONG_AGO)))
+    );
+    // Its due retry waits while it is disabled.
+    assert!(claim(&store, &claim_all("node-a:2")).await.is_empty());
+    let stats = store.queue_stats(ids::now_ms()).await.unwrap();
+    assert_eq!(stats.disabled_endpoints, 2);
+}
+
+async fn release_leases_of_one_node(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let one = add_endpoint(&store, &a, "one", &["contact.created"], true).await;
+    let two = add_endpoint(&store, &a, "two", &["group.created"], true).await;
+    let three = add_endpoint(&store, &a, "three", &["message.created"], true).await;
+    emit_events(&store, &a, "contact.created", 2).await;
+    let by_a = claim(&store, &claim_all("node-a:1")).await;
+    emit_events(&store, &a, "group.created", 1).await;
+    let by_a_again = claim(&store, &claim_all("node-a:2")).await;
+    emit_events(&store, &a, "message.created", 1).await;
+    // A node whose name starts with the other's.
+    let by_aa = claim(&store, &claim_all("node-aa:1")).await;
+    assert_eq!((by_a.len(), by_a_again.len(), by_aa.len()), (2, 1, 1));
+    assert_eq!(by_aa[0].endpoint_id, three.id);
+
+    assert_eq!(store.release_leases("node-b").await.unwrap(), 0);
+    // A node id is matched exactly: not by case, not as a pattern.
+    assert_eq!(store.release_leases("NODE-A").await.unwrap(), 0);
+    assert_eq!(store.release_leases("node_a").await.unwrap(), 0);
+    assert_eq!(store.release_leases("node-%").await.unwrap(), 0);
+    assert_eq!(
+        store.release_leases("node-a").await.unwrap(),
+        3,
+        "both of node-a's claims"
+    );
+    let again = claim(&store, &claim_all("node-b:1")).await;
+    let mut expected = claimed_ids(&by_a);
+    expected.extend(claimed_ids(&by_a_again));
+    assert_eq!(
+        claimed_ids(&again),
+        sorted(expected),
+        "node-aa keeps its lease"
+    );
+    assert!(
+        again
+            .iter()
+            .all(|c| c.endpoint_id == one.id || c.endpoint_id == two.id)
+    );
+    assert_eq!(store.release_leases("node-a").await.unwrap(), 0);
+
+    // A released lease's late result no longer applies.
+    store
+        .record_attempts(
+            &[result_of(
+                &by_a_again[0],
+                "node-a:2",
+                Some(200),
+                NextStep::Succeeded,
+            )],
+            86_400,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        delivery(&store, &a, &by_a_again[0].delivery_id)
+            .await
+            .status,
+        "pending"
+    );
+    assert_eq!(store.release_leases("node-aa").await.unwrap(), 1);
+    assert_eq!(store.release_leases("node-b").await.unwrap(), 3);
+}
+
+async fn retry_and_recover(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let ep = add_endpoint(&store, &a, "all", &["*"], true).await;
+    let other = add_endpoint(&store, &a, "other", &["group.created"], true).await;
+    // Two old deliveries and two recent ones, all failed after a few tries;
+    // one succeeded; one on another endpoint.
+    let old = ids::now() - 1000;
+    let old_events = [
+        event_at("contact.created", old),
+        event_at("contact.created", old),
+    ];
+    for e in &old_events {
+        emit_event(&store, &a, e).await;
+    }
+    emit_events(&store, &a, "contact.updated", 3).await;
+    emit_events(&store, &a, "group.created", 1).await;
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 7);
+    let mut results = Vec::new();
+    let mut succeeded = None;
+    for c in &claimed {
+        if succeeded.is_none() && c.event_type == "contact.updated" && c.endpoint_id == ep.id {
+            succeeded = Some(c.delivery_id.clone());
+            results.push(result_of(c, "node-a:1", Some(200), NextStep::Succeeded));
+        } else {
+            let mut r = result_of(c, "node-a:1", Some(500), NextStep::Failed);
+            r.attempt.attempt = 8;
+            results.push(r);
+        }
+    }
+    let succeeded = succeeded.unwrap();
+    store.record_attempts(&results, 86_400).await.unwrap();
+
+    // A manual retry: pending, due now, schedule restarted; attempts count on.
+    let failed_one = claimed
+        .iter()
+        .find(|c| c.endpoint_id == ep.id && c.event_id == old_events[0].id)
+        .unwrap();
+    let now_ms = ids::now_ms();
+    let mut tx = begin(&store).await;
+    assert!(
+        tx.retry_delivery(&a, &failed_one.delivery_id, now_ms)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.retry_delivery(&a, "ZZZZZZZZZZZZZZZZ", now_ms)
+            .await
+            .unwrap()
+    );
+    commit(tx).await;
+    let d = delivery(&store, &a, &failed_one.delivery_id).await;
+    assert_eq!(
+        (
+            d.status.as_str(),
+            d.next_attempt_ms,
+            d.attempts,
+            d.updated_at
+        ),
+        ("pending", Some(now_ms), 8, now_ms / 1000)
+    );
+    let got = claim(&store, &claim_all("node-a:2")).await;
+    assert_eq!(
+        claimed_ids(&got),
+        std::slice::from_ref(&failed_one.delivery_id)
+    );
+    assert_eq!((got[0].attempt, got[0].schedule_pos), (9, 0));
+
+    // Not while an attempt is in flight.
+    let mut tx = begin(&store).await;
+    assert!(
+        !tx.retry_delivery(&a, &failed_one.delivery_id, ids::now_ms())
+            .await
+            .unwrap()
+    );
+    commit(tx).await;
+    store
+        .record_attempts(
+            &[result_of(&got[0], "node-a:2", Some(500), NextStep::Failed)],
+            86_400,
+        )
+        .await
+        .unwrap();
+
+    // Recovery: the endpoint's failed deliveries created since a time.
+    let mut tx = begin(&store).await;
+    let now_ms = ids::now_ms();
+    let recovered = tx
+        .recover_deliveries(&a, &ep.id, old + 1, now_ms)
+        .await
+        .unwrap();
+    commit(tx).await;
+    assert_eq!(
+        recovered, 3,
+        "the recent failed ones (not the succeeded, not the old)"
+    );
+    let mut pending = Vec::new();
+    for d in deliveries(&store, &a, &ep.id).await {
+        if d.created_at > old {
+            let want = if d.id == succeeded {
+                "succeeded"
+            } else {
+                "pending"
+            };
+            assert_eq!(d.status, want);
+        } else {
+            assert_eq!(d.status, "failed");
+        }
+        if d.status == "pending" {
+            assert_eq!(d.next_attempt_ms, Some(now_ms));
+            pending.push(d.id);
+        }
+    }
+    assert_eq!(deliveries(&store, &a, &other.id).await[0].status, "failed");
+    let got = claim(&store, &claim_all("node-a:3")).await;
+    assert_eq!(claimed_ids(&got), sorted(pending));
+    assert!(got.iter().all(|c| c.schedule_pos == 0));
+
+    // Everything since the beginning (the in-flight ones are not failed).
+    let mut tx = begin(&store).await;
+    assert_eq!(
+        tx.recover_deliveries(&a, &ep.id, 0, ids::now_ms())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        tx.recover_deliveries(&a, &ep.id, 0, ids::now_ms())
+            .await
+            .unwrap(),
+        0
+    );
+    commit(tx).await;
+}
+
+async fn deleting_an_endpoint_cancels_its_work(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let doomed = add_endpoint(&store, &a, "doomed", &["*"], true).await;
+    let kept = add_endpoint(&store, &a, "kept", &["*"], true).await;
+    emit_events(&store, &a, "contact.created", 1).await;
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    let done = claimed.iter().find(|c| c.endpoint_id == doomed.id).unwrap();
+    store
+        .record_attempts(
+            &[result_of(done, "node-a:1", Some(200), NextStep::Succeeded)],
+            86_400,
+        )
+        .await
+        .unwrap();
+    emit_events(&store, &a, "contact.created", 1).await;
+    let in_flight = claim(&store, &claim_request("node-a:2", 100, 1, 60_000)).await;
+    assert_eq!(in_flight.len(), 1);
+    emit_events(&store, &a, "contact.created", 1).await;
+
+    let mut tx = begin(&store).await;
+    tx.delete_endpoint(&a, &doomed.id).await.unwrap();
+    commit(tx).await;
+    assert_eq!(read_endpoint(&store, &a, &doomed.id).await, None);
+
+    for d in deliveries(&store, &a, &doomed.id).await {
+        if d.id == done.delivery_id {
+            assert_eq!(d.status, "succeeded");
+        } else {
+            assert_eq!(
+                (d.status.as_str(), d.next_attempt_ms),
+                ("cancelled", None),
+                "{d:?}"
+            );
+        }
+    }
+    // An attempt in flight when it was deleted does not revive its delivery.
+    if in_flight[0].endpoint_id == doomed.id {
+        store
+            .record_attempts(
+                &[result_of(
+                    &in_flight[0],
+                    "node-a:2",
+                    Some(500),
+                    NextStep::Retry {
+                        at_ms: ids::now_ms(),
+                        schedule_pos: 1,
+                    },
+                )],
+                86_400,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            delivery(&store, &a, &in_flight[0].delivery_id).await.status,
+            "cancelled"
+        );
+    }
+    // Only the kept endpoint's work is claimable, and later events skip it.
+    let got = claim(&store, &claim_all("node-a:3")).await;
+    assert!(got.iter().all(|c| c.endpoint_id == kept.id), "{got:?}");
+    assert_eq!(emit_event(&store, &a, &event("contact.created")).await, 1);
+    let mut tx = begin(&store).await;
+    assert!(
+        tx.insert_event_for_endpoint(&a, &event("webhook.test"), &doomed.id)
+            .await
+            .is_err(),
+        "a test event to a deleted endpoint"
+    );
+    drop(tx);
+    let stats = store.queue_stats(ids::now_ms()).await.unwrap();
+    let pending_kept = deliveries(&store, &a, &kept.id)
+        .await
+        .iter()
+        .filter(|d| d.status == "pending")
+        .count() as i64;
+    assert_eq!(
+        stats.pending, pending_kept,
+        "no pending work left for the deleted endpoint"
+    );
+}
+
+async fn next_due_and_queue_stats(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    assert_eq!(store.next_due_ms().await.unwrap(), None);
+    let stats = store.queue_stats(ids::now_ms()).await.unwrap();
+    assert_eq!(
+        (
+            stats.pending,
+            stats.due,
+            stats.in_flight,
+            stats.disabled_endpoints
+        ),
+        (0, 0, 0, 0)
+    );
+
+    let ep = add_endpoint(&store, &a, "all", &["*"], true).await;
+    let start = ids::now_ms();
+    emit_events(&store, &a, "contact.created", 3).await;
+    let due = store.next_due_ms().await.unwrap().expect("due work");
+    assert!(
+        due >= start && due <= ids::now_ms(),
+        "{due} not in [{start}, now]"
+    );
+    let stats = store.queue_stats(ids::now_ms()).await.unwrap();
+    assert_eq!((stats.pending, stats.due, stats.in_flight), (3, 3, 0));
+    // Not yet due at an earlier time.
+    let stats = store.queue_stats(start - 1).await.unwrap();
+    assert_eq!((stats.pending, stats.due, stats.in_flight), (3, 0, 0));
+
+    // Leased: in flight, and next due when the lease runs out.
+    let before_claim = ids::now_ms();
+    let claimed = claim(&store, &claim_request("node-a:1", 10, 2, 60_000)).await;
+    assert_eq!(claimed.len(), 2);
+    let stats = store.queue_stats(ids::now_ms()).await.unwrap();
+    assert_eq!((stats.pending, stats.due, stats.in_flight), (3, 1, 2));
+    // After the leases would have run out they count as due again.
+    let stats = store.queue_stats(ids::now_ms() + 120_000).await.unwrap();
+    assert_eq!((stats.pending, stats.due, stats.in_flight), (3, 3, 0));
+    let rest = claim(&store, &claim_all("node-a:2")).await;
+    assert_eq!(rest.len(), 1);
+    let due = store.next_due_ms().await.unwrap().expect("a lease ends");
+    assert!(
+        due >= before_claim + 60_000 && due <= ids::now_ms() + 60_000,
+        "the first lease's end, got {due}"
+    );
+
+    // Scheduled retries: the earliest.
+    let later = ids::now_ms() + 3_600_000;
+    let soon = ids::now_ms() + 600_000;
+    let mut results = Vec::new();
+    for (c, at) in claimed.iter().zip([later, soon]) {
+        results.push(result_of(
+            c,
+            "node-a:1",
+            Some(503),
+            NextStep::Retry {
+                at_ms: at,
+                schedule_pos: 1,
+            },
+        ));
+    }
+    results.push(result_of(
+        &rest[0],
+        "node-a:2",
+        Some(200),
+        NextStep::Succeeded,
+    ));
+    store.record_attempts(&results, 86_400).await.unwrap();
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(soon));
+    let stats = store.queue_stats(ids::now_ms()).await.unwrap();
+    assert_eq!((stats.pending, stats.due, stats.in_flight), (2, 0, 0));
+    let stats = store.queue_stats(soon).await.unwrap();
+    assert_eq!(stats.due, 1);
+
+    // A disabled endpoint's work is not due; the endpoint is counted.
+    let mut off = read_endpoint(&store, &a, &ep.id).await.unwrap();
+    off.enabled = false;
+    off.disabled_reason = Some("disabled by hand".to_owned());
+    let mut tx = begin(&store).await;
+    tx.update_endpoint(&a, &off).await.unwrap();
+    commit(tx).await;
+    assert_eq!(store.next_due_ms().await.unwrap(), None);
+    let stats = store.queue_stats(ids::now_ms()).await.unwrap();
+    assert_eq!((stats.pending, stats.disabled_endpoints), (2, 1));
+}
+
+async fn purge_in_batches(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let ep = add_endpoint(
+        &store,
+        &a,
+        "all",
+        &["contact.created", "contact.updated"],
+        true,
+    )
+    .await;
+    let old = ids::now() - 10_000;
+    let cutoff = ids::now() - 5_000;
+
+    // Old and finished: two succeeded (with attempts), one failed.
+    let old_done: Vec<EventRecord> = (0..3).map(|_| event_at("contact.created", old)).collect();
+    for e in &old_done {
+        emit_event(&store, &a, e).await;
+    }
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 3);
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .zip([NextStep::Succeeded, NextStep::Succeeded, NextStep::Failed])
+        .map(|(c, next)| {
+            let status = if next == NextStep::Failed { 500 } else { 200 };
+            result_of(c, "node-a:1", Some(status), next)
+        })
+        .collect();
+    store.record_attempts(&results, 86_400).await.unwrap();
+    // Old but still pending: kept with its event.
+    let old_pending = event_at("contact.updated", old);
+    emit_event(&store, &a, &old_pending).await;
+    // Old with no delivery at all (nobody subscribed): purged.
+    let old_unsent = event_at("group.created", old);
+    assert_eq!(emit_event(&store, &a, &old_unsent).await, 0);
+    // Recent and finished: kept.
+    let recent = event("contact.created");
+    emit_event(&store, &a, &recent).await;
+    let got = claim(&store, &claim_all("node-a:2")).await;
+    let recent_claim = got.iter().find(|c| c.event_id == recent.id).unwrap();
+    store
+        .record_attempts(
+            &[result_of(
+                recent_claim,
+                "node-a:2",
+                Some(200),
+                NextStep::Succeeded,
+            )],
+            86_400,
+        )
+        .await
+        .unwrap();
+    // Release the old pending delivery's lease so it is plain pending work.
+    store.release_leases("node-a").await.unwrap();
+    // Idempotency keys, old and recent.
+    let mut old_key = idempotent(201, "{}");
+    old_key.created_at = old;
+    let mut tx = begin(&store).await;
+    tx.insert_idempotent_response(&a, "old", &old_key)
+        .await
+        .unwrap();
+    tx.insert_idempotent_response(&a, "new", &idempotent(201, "{}"))
+        .await
+        .unwrap();
+    commit(tx).await;
+
+    // Batches of one row per table: several rounds, each bounded.
+    let mut rounds = Vec::new();
+    loop {
+        let n = store.purge(cutoff, cutoff, 1).await.unwrap();
+        assert!(n <= 4, "one row per table at most, got {n}");
+        rounds.push(n);
+        if n == 0 {
+            break;
+        }
+        assert!(rounds.len() < 20, "purge never finished: {rounds:?}");
+    }
+    // 3 attempts, 3 deliveries, 4 events (3 sent + 1 unsent), 1 key.
+    assert_eq!(rounds.iter().sum::<u64>(), 11, "rounds: {rounds:?}");
+    assert!(rounds.len() > 2, "in batches: {rounds:?}");
+
+    let mut conn = store.read().await.unwrap();
+    for e in old_done.iter().chain([&old_unsent]) {
+        assert_eq!(
+            conn.event(&a, &e.id).await.unwrap(),
+            None,
+            "old event purged"
+        );
+    }
+    assert_eq!(
+        conn.event(&a, &old_pending.id).await.unwrap().as_ref(),
+        Some(&old_pending)
+    );
+    assert_eq!(
+        conn.event(&a, &recent.id).await.unwrap().as_ref(),
+        Some(&recent)
+    );
+    for c in &claimed {
+        assert_eq!(conn.delivery(&a, &c.delivery_id).await.unwrap(), None);
+        assert!(conn.attempts(&a, &c.delivery_id).await.unwrap().is_empty());
+    }
+    assert_eq!(
+        conn.attempts(&a, &recent_claim.delivery_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(conn.idempotent_response(&a, "old").await.unwrap(), None);
+    assert!(conn.idempotent_response(&a, "new").await.unwrap().is_some());
+    drop(conn);
+    let left = deliveries(&store, &a, &ep.id).await;
+    let mut statuses: Vec<&str> = left.iter().map(|d| d.status.as_str()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["pending", "succeeded"]);
+    // The pending work is still claimable.
+    let got = claim(&store, &claim_all("node-b:1")).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event_id, old_pending.id);
+    assert_eq!(got[0].body, old_pending.body);
+}

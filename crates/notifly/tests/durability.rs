@@ -5,53 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
+mod common;
+
+use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use common::{create_account, free_port, receiver, wait_delivered, wait_ready};
 use serde_json::{Value, json};
-
-#[derive(Default)]
-struct Seen {
-    /// Contact id (from `contact.created` payloads) → times delivered successfully.
-    delivered: HashMap<String, u32>,
-}
-
-async fn receive(
-    State(seen): State<Arc<Mutex<Seen>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let event: Value = serde_json::from_slice(&body).unwrap();
-    let attempt: u32 = headers["x-notifly-attempt"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let id = event["payload"]["id"].as_str().unwrap().to_owned();
-    // Keep deliveries in flight for a moment, and fail the first attempt of
-    // about a third of them so that some are mid-retry at the kill.
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    if attempt == 1 && id.as_bytes()[0].is_multiple_of(3) {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    *seen.lock().unwrap().delivered.entry(id).or_default() += 1;
-    StatusCode::OK
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn serve(db: &str, dir: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_notifly"))
@@ -76,50 +38,12 @@ fn serve(db: &str, dir: &std::path::Path, port: u16) -> Child {
         .unwrap()
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("server at {base} did not become ready");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("notifly.db").display());
-    let out = Command::new(env!("CARGO_BIN_EXE_notifly"))
-        .args([
-            "accounts",
-            "create",
-            "--name",
-            "durable",
-            "--json",
-            "--database",
-            &db,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let account: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let key = account["api_key"].as_str().unwrap().to_owned();
-
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver_url = format!("http://{}/hook", receiver.local_addr().unwrap());
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(seen.clone());
-    tokio::spawn(async move { axum::serve(receiver, app).await.unwrap() });
+    let key = create_account(&db, "durable");
+    let (receiver_url, seen) = receiver(Duration::from_millis(5)).await;
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -198,22 +122,8 @@ async fn acknowledged_events_survive_kill_9() {
     let mut server = serve(&db, dir.path(), port);
     wait_ready(&client, &base).await;
     // In-flight work of the killed process waits for its leases to expire
-    // (timeout + 5 s), so allow comfortably more than that.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let missing = loop {
-        let missing: Vec<String> = {
-            let seen = seen.lock().unwrap();
-            acked
-                .iter()
-                .filter(|id| !seen.delivered.contains_key(*id))
-                .cloned()
-                .collect()
-        };
-        if missing.is_empty() || Instant::now() > deadline {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // (2 × timeout + 10 s), so allow comfortably more than that.
+    let missing = wait_delivered(&seen, &acked, Duration::from_secs(60)).await;
     server.kill().unwrap();
     server.wait().unwrap();
     assert!(
@@ -223,7 +133,7 @@ async fn acknowledged_events_survive_kill_9() {
         &missing[..missing.len().min(5)]
     );
     let seen = seen.lock().unwrap();
-    let duplicates: u32 = seen.delivered.values().map(|n| n - 1).sum();
+    let duplicates = seen.duplicates();
     println!(
         "acknowledged {}, delivered {} distinct ({} of them before the kill), duplicate successful deliveries {}",
         acked.len(),

@@ -1,0 +1,440 @@
+//! Several `notifly serve` nodes on one PostgreSQL database, driven as real
+//! processes: any node takes writes, every node delivers, a node killed with
+//! SIGKILL loses nothing (its leases expire and the others retry its work),
+//! per-endpoint in-flight limits hold across nodes, and a PostgreSQL restart
+//! under load costs 503s (never a hang, a 500 or a lost acknowledged event).
+//!
+//! These need PostgreSQL, so they are `#[ignore]`d by default: `.ci/run`
+//! runs them with `NOTIFLY_TEST_POSTGRES_URL` (an admin URL through which a
+//! scratch database is created) and, for the restart test,
+//! `NOTIFLY_TEST_POSTGRES_RESTART` (a shell command that restarts the server).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{create_account, free_port, receiver, wait_delivered, wait_ready};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+/// The tests share one PostgreSQL server and one restarts it: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Per-endpoint concurrency given to every node.
+const ENDPOINT_CONCURRENCY: usize = 16;
+/// Attempt timeout given to every node; leases last 2 × this + 10 s.
+const TIMEOUT_MS: i64 = 2_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!("{name} is not set: this test needs PostgreSQL (see the module docs)"),
+    }
+}
+
+/// A database made for one test, dropped after it.
+struct ScratchDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDb {
+    async fn create() -> ScratchDb {
+        let admin_url = env("NOTIFLY_TEST_POSTGRES_URL");
+        let name = format!(
+            "notifly_multinode_{}",
+            notifly_server::ids::new_id().to_lowercase()
+        );
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let mut url = url_with_database(&admin_url, &name);
+        url.push_str(if url.contains('?') { "&" } else { "?" });
+        url.push_str("application_name=notifly-multinode");
+        ScratchDb {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await
+                        .map(|_| ())
+                })
+        })
+        .join();
+    }
+}
+
+/// `admin_url` with its database name replaced by `name`.
+fn url_with_database(admin_url: &str, name: &str) -> String {
+    let after_scheme = admin_url.find("://").map_or(0, |i| i + 3);
+    let (base, query) = match admin_url.find('?') {
+        Some(q) => admin_url.split_at(q),
+        None => (admin_url, ""),
+    };
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    format!("{}/{name}{query}", &base[..host_end])
+}
+
+/// One `notifly serve` process.
+struct Node {
+    child: Child,
+    base: String,
+    /// Its node id, as `/healthz` tells (filled in once it is ready).
+    id: String,
+    alive: AtomicBool,
+}
+
+fn start_node(db: &str, dir: &std::path::Path, n: usize) -> Node {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_notifly"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database", db])
+        .arg("--data-dir")
+        .arg(dir.join(format!("node{n}")))
+        .args([
+            "--allow-private-urls",
+            "--retry-schedule",
+            "0s,100ms,200ms,400ms,800ms,1s,2s,2s,2s,2s",
+        ])
+        .args(["--delivery-timeout", &format!("{TIMEOUT_MS}ms")])
+        .args(["--endpoint-concurrency", &ENDPOINT_CONCURRENCY.to_string()])
+        .env("NOTIFLY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    Node {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        id: String::new(),
+        alive: AtomicBool::new(true),
+    }
+}
+
+/// How the writes went.
+#[derive(Default)]
+struct Outcomes {
+    /// Contact ids of writes answered 201.
+    acked: HashSet<String>,
+    /// Writes answered 503 (the database was unavailable).
+    unavailable: usize,
+    /// Anything else: other statuses, timeouts, refused connections to a
+    /// live node.
+    other: Vec<String>,
+}
+
+/// Writers spreading contact creations over the live nodes until `stop`.
+fn spawn_writers(
+    nodes: &Arc<Vec<Node>>,
+    auth: &str,
+    writers: usize,
+    outcomes: &Arc<Mutex<Outcomes>>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    // A request that is not answered in this long counts as hung.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    (0..writers)
+        .map(|w| {
+            let (client, nodes, auth, outcomes, stop, next) = (
+                client.clone(),
+                nodes.clone(),
+                auth.to_owned(),
+                outcomes.clone(),
+                stop.clone(),
+                next.clone(),
+            );
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let i = next.fetch_add(1, Ordering::Relaxed) % nodes.len();
+                    let node = &nodes[i];
+                    if !node.alive.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let body =
+                        json!({"username": format!("w{w}n{n}"), "phone_number": "+1 555 0100"});
+                    let sent = client
+                        .post(format!("{}/v1/contacts", node.base))
+                        .header("authorization", &auth)
+                        .json(&body)
+                        .send()
+                        .await;
+                    let mut o = match sent {
+                        Ok(r) if r.status() == 201 => {
+                            let v: Value = r.json().await.unwrap();
+                            let id = v["id"].as_str().unwrap().to_owned();
+                            outcomes.lock().unwrap().acked.insert(id);
+                            continue;
+                        }
+                        Ok(r) if r.status() == 503 => {
+                            outcomes.lock().unwrap().unavailable += 1;
+                            // A client backs off before retrying.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        Ok(r) => {
+                            let status = r.status();
+                            format!("node {i}: {status} {}", r.text().await.unwrap_or_default())
+                        }
+                        Err(e) => format!("node {i}: {e:?}"),
+                    };
+                    // A refused connection to a node that was just killed is
+                    // the kill, not a failure.
+                    if !node.alive.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    o.truncate(300);
+                    outcomes.lock().unwrap().other.push(o);
+                }
+            })
+        })
+        .collect()
+}
+
+/// Three nodes and a receiver on a fresh database; returns them with the
+/// account's `Authorization` header.
+async fn cluster(db: &ScratchDb, dir: &std::path::Path) -> (Arc<Vec<Node>>, String) {
+    let key = create_account(&db.url, "multinode");
+    let mut nodes: Vec<Node> = (0..3).map(|n| start_node(&db.url, dir, n)).collect();
+    let client = reqwest::Client::new();
+    for node in &mut nodes {
+        wait_ready(&client, &node.base).await;
+        let health: Value = client
+            .get(format!("{}/healthz", node.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        node.id = health["node"].as_str().unwrap().to_owned();
+    }
+    (Arc::new(nodes), format!("Bearer {key}"))
+}
+
+async fn register(nodes: &[Node], auth: &str, url: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks", nodes[0].base))
+        .header("authorization", auth)
+        .json(&json!({"name": "multinode", "url": url, "events": ["contact.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+/// A node that holds delivery leases now (waiting until one does).
+async fn holder_of_leases(conn: &mut sqlx::PgConnection, nodes: &[Node]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let owners: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT split_part(lease_owner, ':', 1) FROM deliveries WHERE lease_until_ms > $1",
+        )
+        .bind(now_ms())
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        if let Some(i) = nodes.iter().position(|n| owners.contains(&n.id)) {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no node holds a lease");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_acked(outcomes: &Arc<Mutex<Outcomes>>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outcomes.lock().unwrap().acked.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} writes acknowledged",
+            outcomes.lock().unwrap().acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn kill_all(nodes: Arc<Vec<Node>>) {
+    let nodes = Arc::try_unwrap(nodes).unwrap_or_else(|_| panic!("writers still hold the nodes"));
+    for mut node in nodes {
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set NOTIFLY_TEST_POSTGRES_URL and run with --include-ignored"]
+async fn three_nodes_lose_nothing_when_one_is_killed() {
+    let _serial = SERIAL.lock().await;
+    let db = ScratchDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, auth) = cluster(&db, dir.path()).await;
+    // A slow receiver keeps all of the endpoint's slots busy, spread over
+    // the nodes, so the killed node is holding leases when it dies.
+    let (receiver_url, seen) = receiver(Duration::from_millis(100)).await;
+    register(&nodes, &auth, &receiver_url).await;
+
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&nodes, &auth, 12, &outcomes, &stop);
+    wait_acked(&outcomes, 300).await;
+
+    // SIGKILL, mid-run, a node that holds leases right now; the writers
+    // move to the other two.
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let victim = holder_of_leases(&mut conn, &nodes).await;
+    nodes[victim].alive.store(false, Ordering::Relaxed);
+    Command::new("kill")
+        .args(["-9", &nodes[victim].child.id().to_string()])
+        .status()
+        .unwrap();
+    let acked_at_kill = outcomes.lock().unwrap().acked.len();
+    let delivered_at_kill = seen.lock().unwrap().delivered.len();
+    wait_acked(&outcomes, acked_at_kill + 300).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    // The dead node's leases outlive it; the other nodes take the work over
+    // once they expire.
+    let orphaned: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries WHERE starts_with(lease_owner, $1 || ':') AND lease_until_ms > $2",
+    )
+    .bind(&nodes[victim].id)
+    .bind(now_ms())
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        orphaned > 0,
+        "the killed node held no leases: nothing of its work was left to take over"
+    );
+
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    assert!(
+        outcomes.other.is_empty(),
+        "writes to live nodes failed: {:?}",
+        &outcomes.other[..outcomes.other.len().min(5)]
+    );
+    // The killed node's leases expire after 2 × 2 s + 10 s; allow more.
+    let missing = wait_delivered(&seen, &outcomes.acked, Duration::from_secs(90)).await;
+    kill_all(nodes);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events never delivered, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.max_in_flight <= ENDPOINT_CONCURRENCY,
+        "the endpoint had {} requests in flight at once across the nodes (limit {ENDPOINT_CONCURRENCY})",
+        seen.max_in_flight
+    );
+    println!(
+        "3 nodes, one killed: acknowledged {} ({acked_at_kill} before the kill), delivered {} distinct ({delivered_at_kill} before the kill), leases the killed node still held {orphaned}, duplicate successful deliveries {}, most in flight to the endpoint {}",
+        outcomes.acked.len(),
+        seen.delivered.len(),
+        seen.duplicates(),
+        seen.max_in_flight,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set NOTIFLY_TEST_POSTGRES_URL and NOTIFLY_TEST_POSTGRES_RESTART and run with --include-ignored"]
+async fn a_postgres_restart_under_load_costs_503s_and_nothing_else() {
+    let _serial = SERIAL.lock().await;
+    let restart = env("NOTIFLY_TEST_POSTGRES_RESTART");
+    let db = ScratchDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, auth) = cluster(&db, dir.path()).await;
+    let (receiver_url, seen) = receiver(Duration::from_millis(5)).await;
+    register(&nodes, &auth, &receiver_url).await;
+
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&nodes, &auth, 8, &outcomes, &stop);
+    wait_acked(&outcomes, 200).await;
+
+    let began = Instant::now();
+    let restarted = tokio::task::spawn_blocking(move || {
+        Command::new("sh").args(["-c", &restart]).status().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(restarted.success(), "the restart command failed");
+    let outage = began.elapsed();
+    // The nodes carry on: more writes are acknowledged after the restart.
+    let acked_at_restart = outcomes.lock().unwrap().acked.len();
+    wait_acked(&outcomes, acked_at_restart + 300).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    assert!(
+        outcomes.other.is_empty(),
+        "during the restart, writes failed other than with 503: {:?}",
+        &outcomes.other[..outcomes.other.len().min(5)]
+    );
+    let missing = wait_delivered(&seen, &outcomes.acked, Duration::from_secs(90)).await;
+    // Every node is still up and ready.
+    let client = reqwest::Client::new();
+    for node in nodes.iter() {
+        wait_ready(&client, &node.base).await;
+    }
+    kill_all(nodes);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events never delivered, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let seen = seen.lock().unwrap();
+    println!(
+        "PostgreSQL restarted in {:.1} s under load: acknowledged {}, answered 503 {}, delivered {} distinct, duplicate successful deliveries {}",
+        outage.as_secs_f64(),
+        outcomes.acked.len(),
+        outcomes.unavailable,
+        seen.delivered.len(),
+        seen.duplicates(),
+    );
+}

@@ -45,6 +45,14 @@ struct DeliveryBench {
     /// Deliveries to leave pending to a down endpoint for the memory run (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pending: u64,
+    /// `sqlite`, or a PostgreSQL URL through which a scratch database is
+    /// created for each run (and dropped after it).
+    #[arg(long, default_value = "sqlite")]
+    database: String,
+    /// `notifly serve` processes sharing the database (PostgreSQL only); the
+    /// load is spread over them.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -63,15 +71,57 @@ struct ApiBench {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.kind {
         BenchKind::Api(a) => api(a).await,
-        BenchKind::Delivery(d) => crate::bench_delivery::run(d.seconds, d.rate, d.pending).await,
+        BenchKind::Delivery(d) => {
+            let database = Database::parse(&d.database)?;
+            if d.nodes == 0 {
+                bail!("--nodes must be at least 1");
+            }
+            crate::bench_delivery::run(&database, d.nodes, d.seconds, d.rate, d.pending).await
+        }
     }
 }
 
-/// A `notifly serve` child process on a temporary database.
+/// Where a benchmark's servers keep their data.
+#[derive(Debug, Clone)]
+pub(crate) enum Database {
+    /// A fresh SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database created (and dropped afterwards) through this
+    /// PostgreSQL URL.
+    Postgres(String),
+}
+
+impl Database {
+    pub(crate) fn parse(s: &str) -> anyhow::Result<Database> {
+        match s {
+            "sqlite" => Ok(Database::Sqlite),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Database::Postgres(url.to_owned()))
+            }
+            _ => bail!(
+                "--database is `sqlite` or a postgres:// URL to create a scratch database through"
+            ),
+        }
+    }
+
+    pub(crate) fn describe(&self) -> &'static str {
+        match self {
+            Database::Sqlite => "SQLite (WAL, synchronous=FULL)",
+            Database::Postgres(_) => "PostgreSQL",
+        }
+    }
+}
+
+/// `notifly serve` child processes (one, or several nodes on one
+/// PostgreSQL database) on a scratch database.
 pub(crate) struct Server {
-    child: Child,
+    children: Vec<Child>,
+    /// The first node's URL.
     pub(crate) url: String,
+    /// Every node's URL.
+    pub(crate) urls: Vec<String>,
     pub(crate) api_key: String,
+    scratch: Option<ScratchDb>,
     _dir: tempfile::TempDir,
 }
 
@@ -80,11 +130,34 @@ impl Server {
         Self::start_with(&[]).await
     }
 
-    /// Starts `notifly serve` with extra flags.
+    /// Starts one `notifly serve` on SQLite with extra flags.
     pub(crate) async fn start_with(extra: &[&str]) -> anyhow::Result<Server> {
+        Self::start_nodes(&Database::Sqlite, 1, extra).await
+    }
+
+    /// Starts `nodes` `notifly serve` processes on one scratch database.
+    pub(crate) async fn start_nodes(
+        database: &Database,
+        nodes: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe()?;
-        let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let (db, scratch) = match database {
+            Database::Sqlite => {
+                if nodes != 1 {
+                    bail!("several nodes need a PostgreSQL database (--database postgres://…)");
+                }
+                (
+                    format!("sqlite://{}", dir.path().join("bench.db").display()),
+                    None,
+                )
+            }
+            Database::Postgres(admin) => {
+                let scratch = ScratchDb::create(admin).await?;
+                (scratch.url.clone(), Some(scratch))
+            }
+        };
         let out = Command::new(&exe)
             .args([
                 "accounts",
@@ -108,27 +181,35 @@ impl Server {
             .as_str()
             .context("no api_key")?
             .to_owned();
-        let port = free_port()?;
-        let child = Command::new(&exe)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database",
-                &db,
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(extra)
-            .env("NOTIFLY_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let url = format!("http://127.0.0.1:{port}");
+        let mut children = Vec::new();
+        let mut urls = Vec::new();
+        for node in 0..nodes {
+            let port = free_port()?;
+            children.push(
+                Command::new(&exe)
+                    .args([
+                        "serve",
+                        "--listen",
+                        &format!("127.0.0.1:{port}"),
+                        "--database",
+                        &db,
+                    ])
+                    .arg("--data-dir")
+                    .arg(dir.path().join(format!("data{node}")))
+                    .args(extra)
+                    .env("NOTIFLY_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()?,
+            );
+            urls.push(format!("http://127.0.0.1:{port}"));
+        }
         let server = Server {
-            child,
-            url,
+            children,
+            url: urls[0].clone(),
+            urls,
             api_key,
+            scratch,
             _dir: dir,
         };
         server.wait_ready().await?;
@@ -138,33 +219,98 @@ impl Server {
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return Ok(());
+        for url in &self.urls {
+            loop {
+                if let Ok(r) = client.get(format!("{url}/readyz")).send().await
+                    && r.status().is_success()
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("the server at {url} did not become ready");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("server did not become ready")
+        Ok(())
     }
 
+    /// Stops the servers and drops the scratch database, if any.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        for child in &mut self.children {
+            let _ = child.kill().await;
+        }
+        if let Some(scratch) = self.scratch.take() {
+            scratch.drop_database().await?;
+        }
+        Ok(())
+    }
+
+    /// Resident memory of the first node.
     pub(crate) fn rss_mib(&self) -> Option<f64> {
         self.status_mib("VmRSS:")
     }
 
-    /// Peak resident memory so far.
+    /// Peak resident memory of the first node so far.
     pub(crate) fn peak_rss_mib(&self) -> Option<f64> {
         self.status_mib("VmHWM:")
     }
 
     fn status_mib(&self, field: &str) -> Option<f64> {
-        let pid = self.child.id()?;
+        let pid = self.children.first()?.id()?;
         status_kib(
             &Path::new("/proc").join(pid.to_string()).join("status"),
             field,
         )
         .map(|k| k as f64 / 1024.0)
+    }
+}
+
+/// A PostgreSQL database made for one benchmark run.
+struct ScratchDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDb {
+    async fn create(admin_url: &str) -> anyhow::Result<ScratchDb> {
+        use sqlx::Connection;
+        let name = format!(
+            "notifly_bench_{}",
+            notifly_server::ids::new_id().to_lowercase()
+        );
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .context("connecting to PostgreSQL to create a scratch database")?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await?;
+        let url = match admin_url.rfind('/') {
+            Some(slash) if slash > admin_url.find("://").map_or(0, |i| i + 2) => {
+                let (base, rest) = admin_url.split_at(slash);
+                let query = rest.find('?').map_or("", |q| &rest[q..]);
+                format!("{base}/{name}{query}")
+            }
+            _ => format!("{}/{name}", admin_url.trim_end_matches('/')),
+        };
+        Ok(ScratchDb {
+            admin_url: admin_url.to_owned(),
+            name,
+            url,
+        })
+    }
+
+    async fn drop_database(self) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await?;
+        Ok(())
     }
 }
 

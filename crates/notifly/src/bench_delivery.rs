@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::bench::{Server, ms, percentile};
+use crate::bench::{Database, Server, ms, percentile};
 
 /// What the receiver saw.
 #[derive(Default)]
@@ -62,9 +62,10 @@ async fn receiver() -> anyhow::Result<(String, Arc<Received>)> {
     Ok((base, received))
 }
 
+/// The API of every node; writes are spread over them.
 struct Api {
     client: reqwest::Client,
-    url: String,
+    urls: Vec<String>,
     auth: String,
 }
 
@@ -74,14 +75,14 @@ impl Api {
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()?,
-            url: server.url.clone(),
+            urls: server.urls.clone(),
             auth: format!("Bearer {}", server.api_key),
         })
     }
 
     async fn webhook(&self, name: &str, url: &str) -> anyhow::Result<()> {
         self.client
-            .post(format!("{}/v1/webhooks", self.url))
+            .post(format!("{}/v1/webhooks", self.urls[0]))
             .header("authorization", &self.auth)
             .json(&json!({"name": name, "url": url, "events": ["contact.created"]}))
             .send()
@@ -95,7 +96,10 @@ impl Api {
     async fn contact(&self, n: u64) -> Option<(String, Instant)> {
         let r = self
             .client
-            .post(format!("{}/v1/contacts", self.url))
+            .post(format!(
+                "{}/v1/contacts",
+                self.urls[n as usize % self.urls.len()]
+            ))
             .header("authorization", &self.auth)
             .json(&json!({"username": format!("user{n}"), "phone_number": "+1 555 0100"}))
             .send()
@@ -112,7 +116,7 @@ impl Api {
     async fn queue_depth(&self) -> Option<u64> {
         let text = self
             .client
-            .get(format!("{}/metrics", self.url))
+            .get(format!("{}/metrics", self.urls[0]))
             .send()
             .await
             .ok()?
@@ -125,15 +129,23 @@ impl Api {
     }
 }
 
-pub async fn run(seconds: u64, rate: u64, pending: u64) -> anyhow::Result<()> {
+pub async fn run(
+    database: &Database,
+    nodes: usize,
+    seconds: u64,
+    rate: u64,
+    pending: u64,
+) -> anyhow::Result<()> {
     println!(
-        "notifly bench delivery (SQLite, synchronous=FULL; receiver and load in this process)"
+        "notifly bench delivery ({}, {nodes} node(s); receiver and load in this process)",
+        database.describe()
     );
+    let cluster = Cluster { database, nodes };
     for endpoints in [1, 10] {
-        throughput(endpoints, seconds).await?;
+        throughput(&cluster, endpoints, seconds).await?;
     }
-    let alone = latency(rate, seconds, false).await?;
-    let beside_hang = latency(rate, seconds, true).await?;
+    let alone = latency(&cluster, rate, seconds, false).await?;
+    let beside_hang = latency(&cluster, rate, seconds, true).await?;
     println!(
         "(c) healthy endpoint p99 beside a hanging one: {:.2} ms vs {:.2} ms alone ({:.2}x)",
         beside_hang,
@@ -141,15 +153,27 @@ pub async fn run(seconds: u64, rate: u64, pending: u64) -> anyhow::Result<()> {
         beside_hang / alone
     );
     if pending > 0 {
-        memory(pending).await?;
+        memory(&cluster, pending).await?;
     }
     Ok(())
 }
 
+/// What each run starts.
+struct Cluster<'a> {
+    database: &'a Database,
+    nodes: usize,
+}
+
+impl Cluster<'_> {
+    async fn start(&self, extra: &[&str]) -> anyhow::Result<Server> {
+        Server::start_nodes(self.database, self.nodes, extra).await
+    }
+}
+
 /// (a) Events at full API speed for `seconds`, fanned out to `endpoints`;
 /// deliveries per second from the first acknowledgement to the last arrival.
-async fn throughput(endpoints: usize, seconds: u64) -> anyhow::Result<()> {
-    let server = Server::start_with(&["--allow-private-urls"]).await?;
+async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> anyhow::Result<()> {
+    let server = cluster.start(&["--allow-private-urls"]).await?;
     let api = Arc::new(Api::new(&server)?);
     let (base, received) = receiver().await?;
     for i in 0..endpoints {
@@ -197,14 +221,21 @@ async fn throughput(endpoints: usize, seconds: u64) -> anyhow::Result<()> {
         elapsed,
         got as f64 / elapsed
     );
-    Ok(())
+    server.stop().await
 }
 
 /// (b)/(c) Acknowledgement-to-receiver latency at `rate` events/s to one
 /// healthy endpoint, optionally beside an endpoint that never answers.
 /// Returns the p99 in ms.
-async fn latency(rate: u64, seconds: u64, with_hang: bool) -> anyhow::Result<f64> {
-    let server = Server::start_with(&["--allow-private-urls", "--delivery-timeout", "5s"]).await?;
+async fn latency(
+    cluster: &Cluster<'_>,
+    rate: u64,
+    seconds: u64,
+    with_hang: bool,
+) -> anyhow::Result<f64> {
+    let server = cluster
+        .start(&["--allow-private-urls", "--delivery-timeout", "5s"])
+        .await?;
     let api = Arc::new(Api::new(&server)?);
     let (base, received) = receiver().await?;
     api.webhook("healthy", &format!("{base}/fast/healthy"))
@@ -272,13 +303,14 @@ async fn latency(rate: u64, seconds: u64, with_hang: bool) -> anyhow::Result<f64
         p99,
         ms(lat.last().copied().unwrap_or_default())
     );
+    server.stop().await?;
     Ok(p99)
 }
 
 /// (d) Peak server RSS with `pending` deliveries waiting for an endpoint that
 /// refuses connections.
-async fn memory(pending: u64) -> anyhow::Result<()> {
-    let server = Server::start_with(&["--allow-private-urls"]).await?;
+async fn memory(cluster: &Cluster<'_>, pending: u64) -> anyhow::Result<()> {
+    let server = cluster.start(&["--allow-private-urls"]).await?;
     let api = Arc::new(Api::new(&server)?);
     // A port nothing listens on: every attempt is refused, then waits to retry.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -309,5 +341,5 @@ async fn memory(pending: u64) -> anyhow::Result<()> {
         server.rss_mib().unwrap_or(f64::NAN),
         server.peak_rss_mib().unwrap_or(f64::NAN)
     );
-    Ok(())
+    server.stop().await
 }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod dispatch;
 pub mod domain;
 pub mod ids;
@@ -112,7 +113,12 @@ pub async fn run(
             stopping.cancel();
         }
     };
-    let served = axum::serve(listener, api::router(state))
+    let dashboard = dashboard::router(dashboard::Dashboard {
+        app: state.clone(),
+        sessions: Arc::default(),
+        secure_cookies: public_url.starts_with("https://"),
+    });
+    let served = axum::serve(listener, api::router(state, dashboard))
         .with_graceful_shutdown(signal)
         .await
         .context("server failed");

@@ -51,6 +51,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 
 const APP_CSS: &str = include_str!("assets/app.css");
 const APP_JS: &str = include_str!("assets/app.js");
+const FAVICON: &str = include_str!("assets/favicon.svg");
 
 /// The dashboard's routes, under `/dashboard`.
 pub fn router(state: Dashboard) -> Router {
@@ -79,6 +80,7 @@ pub fn router(state: Dashboard) -> Router {
         .route("/events", get(events::list))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
+        .route("/assets/favicon.svg", get(favicon))
         .fallback(|| async { not_found() })
         .method_not_allowed_fallback(|| async {
             page_error(
@@ -122,20 +124,26 @@ async fn protect(req: Request, next: Next) -> Response {
     res
 }
 
-/// Whether a request's `Origin` (when the browser sends one) is this server.
+/// Whether a request comes from a page of this server. Browsers say where
+/// a request comes from in `Sec-Fetch-Site`, and in `Origin`, which is
+/// `null` under this dashboard's `Referrer-Policy: no-referrer`; a request
+/// naming another site in either is refused. Clients that send neither
+/// (not browsers) still need the session's CSRF token for any change.
 fn same_origin(req: &Request) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest);
+    if origin == "null" {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
@@ -156,6 +164,16 @@ async fn js() -> impl IntoResponse {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         APP_JS,
+    )
+}
+
+async fn favicon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        FAVICON,
     )
 }
 

@@ -252,7 +252,7 @@ pub struct Tick {
 impl Chart {
     pub fn new(h: &WebhookHealth) -> Chart {
         let (width, height) = (720_i64, 200_i64);
-        let (left, right, top, bottom) = (44_i64, 676_i64, 12_i64, 164_i64);
+        let (left, right, top, bottom) = (52_i64, 652_i64, 12_i64, 164_i64);
         let n = h.buckets.len().max(1) as i64;
         let slot = (right - left) / n;
         let bar_w = (slot - 2).max(1);

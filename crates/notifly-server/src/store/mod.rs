@@ -279,8 +279,11 @@ pub trait Conn: Send {
         bucket_ms: i64,
     ) -> StoreResult<Vec<AttemptBucket>>;
     /// When a delivery to an endpoint was last attempted (Unix seconds).
-    async fn last_attempt_at(&mut self, account: &str, endpoint_id: &str)
-    -> StoreResult<Option<i64>>;
+    async fn last_attempt_at(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+    ) -> StoreResult<Option<i64>>;
 }
 
 /// A write transaction. It can also read, seeing its own writes.

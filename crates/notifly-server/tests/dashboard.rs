@@ -380,6 +380,15 @@ async fn forms_without_the_session_csrf_token_are_refused_and_write_nothing() {
         .header("origin", "https://evil.example")
         .body(format!("csrf={csrf}"));
     assert_eq!(b.send(rb).await.status, 403);
+    // A browser that says the post comes from another site.
+    let rb = b
+        .http
+        .post(format!("{}{page_path}/delete", b.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "null")
+        .body(format!("csrf={csrf}"));
+    assert_eq!(b.send(rb).await.status, 403);
 
     assert_eq!(
         server.counts().await,

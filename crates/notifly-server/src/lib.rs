@@ -63,8 +63,8 @@ pub async fn run(
     let public_url = config.public_url(bound);
     if let Some(account) = domain::accounts::bootstrap(store.as_ref()).await? {
         println!(
-            "Created account `{}` ({}). Its API key, shown only this once:\n\n    {}\n\nTry: curl -H 'Authorization: Bearer {}' {}/v1/contacts\n",
-            account.name, account.id, account.api_key, account.api_key, public_url
+            "Created account `{}` ({}). Its API key, shown only this once:\n\n    {}\n\nTry: curl -H 'Authorization: Bearer {}' {}/v1/contacts\nOr open {}/dashboard and log in with the key.\n",
+            account.name, account.id, account.api_key, account.api_key, public_url, public_url
         );
     }
     let notifly = Notifly::new(

@@ -104,7 +104,7 @@ pub async fn logout(
     current: Current,
     form: Form,
 ) -> Response {
-    if let Err(refused) = form.check_csrf(&current) {
+    if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
     state.sessions.remove(&current);

@@ -31,13 +31,13 @@ impl Form {
             .collect()
     }
 
-    /// Passes when the form carries the session's CSRF token; otherwise the
+    /// `None` when the form carries the session's CSRF token; otherwise the
     /// 403 page to answer with (and nothing may be written).
-    pub fn check_csrf(&self, current: &Current) -> Result<(), Response> {
+    pub fn csrf_refusal(&self, current: &Current) -> Option<Response> {
         if current.csrf_ok(self.get("csrf")) {
-            Ok(())
+            None
         } else {
-            Err(page_error(
+            Some(page_error(
                 StatusCode::FORBIDDEN,
                 "This form has expired or did not come from this dashboard, so nothing was changed. Go back, reload the page and try again.",
             ))

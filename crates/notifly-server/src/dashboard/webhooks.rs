@@ -341,7 +341,7 @@ pub async fn new_form(current: Current) -> Response {
 }
 
 pub async fn create(State(state): State<Dashboard>, current: Current, form: Form) -> Response {
-    if let Err(refused) = form.check_csrf(&current) {
+    if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
     let v = FormValues::from_form(&form);
@@ -401,7 +401,7 @@ pub async fn update(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
-    if let Err(refused) = form.check_csrf(&current) {
+    if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
     let notifly = &state.app.notifly;
@@ -587,7 +587,7 @@ pub async fn set_enabled(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
-    if let Err(refused) = form.check_csrf(&current) {
+    if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
     let enable = form.get("enabled") == Some("true");
@@ -625,7 +625,7 @@ pub async fn rotate(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
-    if let Err(refused) = form.check_csrf(&current) {
+    if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
     let back = format!("/dashboard/webhooks/{id}");
@@ -677,7 +677,7 @@ pub async fn send_test(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
-    if let Err(refused) = form.check_csrf(&current) {
+    if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
     let back = format!("/dashboard/webhooks/{id}");
@@ -716,7 +716,7 @@ pub async fn recover(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
-    if let Err(refused) = form.check_csrf(&current) {
+    if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
     let back = format!("/dashboard/webhooks/{id}");
@@ -801,7 +801,7 @@ pub async fn delete(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
-    if let Err(refused) = form.check_csrf(&current) {
+    if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
     match state
@@ -911,7 +911,7 @@ pub async fn retry(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
-    if let Err(refused) = form.check_csrf(&current) {
+    if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
     let back = format!("/dashboard/deliveries/{id}");

@@ -652,7 +652,7 @@ pub async fn rotate(
         Ok(s) => {
             let message = match s.previous_secret_expires_at {
                 Some(t) => format!(
-                    "Secret rotated. Until {} deliveries are signed with both the old and the new secret; update your receiver before then.",
+                    "Secret rotated. Until {}, deliveries are still signed with the old secret too (x-notifly-signature with the old one only); after that, with the new one alone. Let your receiver accept both secrets until then.",
                     view::time(t)
                 ),
                 None => {

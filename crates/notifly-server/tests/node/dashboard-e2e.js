@@ -228,7 +228,7 @@ async function run(page, context) {
   const previous = (await page.textContent("#previous-secret-value")).trim();
   check(newSecret !== secret && newSecret.startsWith("whsec_"), "a new secret");
   check(previous === secret, "the old secret is still shown as the previous one");
-  check((await page.textContent(".flash-ok")).includes("signed with both"), "the overlap is explained");
+  check((await page.textContent(".flash-ok")).includes("accept both secrets until then"), "the overlap is explained");
   await shot(page, "08-rotated");
 
   step("the events page filters by type and shows payloads");

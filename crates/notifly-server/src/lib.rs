@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod dispatch;
 pub mod domain;
 pub mod ids;
@@ -63,8 +64,8 @@ pub async fn run(
     let public_url = config.public_url(bound);
     if let Some(account) = domain::accounts::bootstrap(store.as_ref()).await? {
         println!(
-            "Created account `{}` ({}). Its API key, shown only this once:\n\n    {}\n\nTry: curl -H 'Authorization: Bearer {}' {}/v1/contacts\n",
-            account.name, account.id, account.api_key, account.api_key, public_url
+            "Created account `{}` ({}). Its API key, shown only this once:\n\n    {}\n\nTry: curl -H 'Authorization: Bearer {}' {}/v1/contacts\nOr open {}/dashboard and log in with the key.\n",
+            account.name, account.id, account.api_key, account.api_key, public_url, public_url
         );
     }
     let notifly = Notifly::new(
@@ -126,7 +127,12 @@ pub async fn run(
             stopping.cancel();
         }
     };
-    let served = axum::serve(listener, api::router(state))
+    let dashboard = dashboard::router(dashboard::Dashboard {
+        app: state.clone(),
+        sessions: Arc::default(),
+        secure_cookies: public_url.starts_with("https://"),
+    });
+    let served = axum::serve(listener, api::router(state, dashboard))
         .with_graceful_shutdown(signal)
         .await
         .context("server failed");

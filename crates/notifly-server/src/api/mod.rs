@@ -137,8 +137,9 @@ impl MakeRequestId for NewRequestId {
     }
 }
 
-/// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP application: the API, and `pages` (the dashboard) beside it
+/// under the same request ids and tracing.
+pub fn router(state: AppState, pages: Router) -> Router {
     let (routes, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
     let request_id = HeaderName::from_static("x-request-id");
@@ -182,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
+        .merge(pages)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, NewRequestId))

@@ -5,7 +5,7 @@ use utoipa::ToSchema;
 
 use super::{DomainError, DomainResult, Notifly, found, list_error};
 use crate::ids;
-use crate::store::{AttemptRecord, DeliveryRecord, Listed, Page};
+use crate::store::{AttemptBucket, AttemptRecord, DeliveryRecord, Listed, Page};
 
 const KIND: &str = "delivery";
 
@@ -113,6 +113,55 @@ pub struct Recovered {
     /// How many failed deliveries are pending again.
     pub recovered: u64,
 }
+
+/// How an endpoint has been doing over a recent window: its attempts, time
+/// bucket by time bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookHealth {
+    /// Start of the window (Unix seconds); it ends now.
+    pub since: i64,
+    /// Width of each bucket, in seconds.
+    pub bucket_secs: i64,
+    /// Every bucket of the window, oldest first, empty ones included.
+    pub buckets: Vec<HealthBucket>,
+    /// Attempts in the window.
+    pub attempts: i64,
+    /// Successful attempts in the window.
+    pub succeeded: i64,
+    /// Sum of the durations of the window's attempts.
+    pub total_duration_ms: i64,
+    /// When a delivery to the endpoint was last attempted, in or before the window.
+    pub last_attempt_at: Option<i64>,
+}
+
+/// The attempts of one time bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthBucket {
+    /// Start of the bucket (Unix seconds).
+    pub start: i64,
+    pub attempts: i64,
+    pub succeeded: i64,
+    /// Mean duration of the bucket's attempts, if it has any.
+    pub avg_duration_ms: Option<i64>,
+    pub max_duration_ms: Option<i64>,
+}
+
+impl WebhookHealth {
+    /// Share of the window's attempts that succeeded (0 to 1), if there were any.
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.attempts > 0).then(|| self.succeeded as f64 / self.attempts as f64)
+    }
+
+    /// Mean attempt duration over the window, if there were attempts.
+    pub fn avg_duration_ms(&self) -> Option<i64> {
+        (self.attempts > 0).then(|| self.total_duration_ms / self.attempts)
+    }
+}
+
+/// Longest window [`Notifly::webhook_health`] looks at: 30 days.
+pub const MAX_HEALTH_WINDOW_SECS: i64 = 30 * 24 * 60 * 60;
+/// Most buckets a health window is cut into.
+pub const MAX_HEALTH_BUCKETS: u32 = 240;
 
 fn attempt(r: AttemptRecord, body: &str) -> Attempt {
     Attempt {
@@ -231,5 +280,130 @@ impl Notifly {
             .await?;
         self.commit(tx).await?;
         Ok(Recovered { recovered })
+    }
+
+    /// An endpoint's attempts over the last `window_secs` seconds, cut into
+    /// `buckets` equal time buckets, and when it was last attempted.
+    pub async fn webhook_health(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        window_secs: i64,
+        buckets: u32,
+    ) -> DomainResult<WebhookHealth> {
+        if !(1..=MAX_HEALTH_WINDOW_SECS).contains(&window_secs) {
+            return Err(DomainError::BadRequest(format!(
+                "the window must be between 1 and {MAX_HEALTH_WINDOW_SECS} seconds"
+            )));
+        }
+        if !(1..=MAX_HEALTH_BUCKETS).contains(&buckets) {
+            return Err(DomainError::BadRequest(format!(
+                "buckets must be between 1 and {MAX_HEALTH_BUCKETS}"
+            )));
+        }
+        let n = i64::from(buckets);
+        let bucket_ms = ((window_secs * 1000 + n - 1) / n).max(1);
+        let since_ms = ids::now_ms() - bucket_ms * i64::from(buckets);
+        let mut conn = self.store.read().await?;
+        found(
+            conn.endpoint(account, webhook_id).await,
+            "webhook",
+            webhook_id,
+        )?;
+        let rows = conn
+            .attempt_buckets(account, webhook_id, since_ms, bucket_ms)
+            .await?;
+        let last_attempt_at = conn.last_attempt_at(account, webhook_id).await?;
+        Ok(health(since_ms, bucket_ms, buckets, &rows, last_attempt_at))
+    }
+}
+
+/// Fills the window's buckets from the store's (which omit empty ones).
+fn health(
+    since_ms: i64,
+    bucket_ms: i64,
+    buckets: u32,
+    rows: &[AttemptBucket],
+    last_attempt_at: Option<i64>,
+) -> WebhookHealth {
+    let mut out: Vec<HealthBucket> = (0..i64::from(buckets))
+        .map(|i| HealthBucket {
+            start: (since_ms + i * bucket_ms).div_euclid(1000),
+            attempts: 0,
+            succeeded: 0,
+            avg_duration_ms: None,
+            max_duration_ms: None,
+        })
+        .collect();
+    let (mut attempts, mut succeeded, mut total) = (0, 0, 0);
+    for row in rows {
+        // An attempt recorded in the last instant may land one past the end.
+        let i = row.bucket.clamp(0, i64::from(buckets) - 1) as usize;
+        let b = &mut out[i];
+        let before = b.avg_duration_ms.unwrap_or(0) * b.attempts;
+        b.attempts += row.attempts;
+        b.succeeded += row.succeeded;
+        b.avg_duration_ms = Some((before + row.total_duration_ms) / b.attempts.max(1));
+        b.max_duration_ms = Some(b.max_duration_ms.unwrap_or(0).max(row.max_duration_ms));
+        attempts += row.attempts;
+        succeeded += row.succeeded;
+        total += row.total_duration_ms;
+    }
+    WebhookHealth {
+        since: since_ms.div_euclid(1000),
+        bucket_secs: bucket_ms / 1000,
+        buckets: out,
+        attempts,
+        succeeded,
+        total_duration_ms: total,
+        last_attempt_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(bucket: i64, attempts: i64, succeeded: i64, total: i64, max: i64) -> AttemptBucket {
+        AttemptBucket {
+            bucket,
+            attempts,
+            succeeded,
+            total_duration_ms: total,
+            max_duration_ms: max,
+        }
+    }
+
+    #[test]
+    fn health_fills_empty_buckets_and_sums_the_window() {
+        let h = health(
+            3_600_000,
+            1_800_000,
+            4,
+            &[row(1, 4, 3, 400, 250), row(3, 2, 0, 1000, 600)],
+            Some(42),
+        );
+        assert_eq!(h.since, 3600);
+        assert_eq!(h.bucket_secs, 1800);
+        assert_eq!(h.buckets.len(), 4);
+        assert_eq!(h.buckets[0].attempts, 0);
+        assert_eq!(h.buckets[0].avg_duration_ms, None);
+        assert_eq!(h.buckets[1].start, 3600 + 1800);
+        assert_eq!(h.buckets[1].avg_duration_ms, Some(100));
+        assert_eq!(h.buckets[3].max_duration_ms, Some(600));
+        assert_eq!((h.attempts, h.succeeded), (6, 3));
+        assert_eq!(h.success_rate(), Some(0.5));
+        assert_eq!(h.avg_duration_ms(), Some(233));
+        assert_eq!(h.last_attempt_at, Some(42));
+    }
+
+    #[test]
+    fn an_idle_endpoint_has_no_rate() {
+        let h = health(0, 1000, 2, &[], None);
+        assert_eq!(h.success_rate(), None);
+        assert_eq!(h.avg_duration_ms(), None);
+        // A late row is kept in the last bucket rather than dropped.
+        let h = health(0, 1000, 2, &[row(2, 1, 1, 5, 5)], None);
+        assert_eq!(h.buckets[1].attempts, 1);
     }
 }

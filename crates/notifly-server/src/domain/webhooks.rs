@@ -232,6 +232,33 @@ impl Notifly {
         Ok(url.to_string())
     }
 
+    /// Every problem with a webhook's fields, each with the field it is
+    /// about (`name`, `url`, `events`, `description`), checked by the same
+    /// rules as [`Notifly::create_webhook`] and [`Notifly::update_webhook`],
+    /// which stop at the first: for a form that shows them all at once.
+    pub async fn webhook_field_errors(
+        &self,
+        name_value: &str,
+        url: &str,
+        event_list: &[String],
+        description: Option<&str>,
+    ) -> Vec<(&'static str, String)> {
+        let mut errors = Vec::new();
+        if let Err(e) = name(name_value) {
+            errors.push(("name", e.to_string()));
+        }
+        if let Err(e) = self.webhook_url(url).await {
+            errors.push(("url", e.to_string()));
+        }
+        if let Err(e) = events(event_list) {
+            errors.push(("events", e.to_string()));
+        }
+        if let Err(e) = validate::description(description) {
+            errors.push(("description", e.to_string()));
+        }
+        errors
+    }
+
     /// Registers an endpoint. The response carries its secret.
     pub async fn create_webhook(
         &self,

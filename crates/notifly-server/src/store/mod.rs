@@ -298,6 +298,22 @@ pub trait Conn: Send {
         account: &str,
         delivery_id: &str,
     ) -> StoreResult<Vec<AttemptRecord>>;
+    /// An endpoint's attempts started at or after `since_ms`, summed per
+    /// bucket of `bucket_ms` (bucket 0 starts at `since_ms`), oldest bucket
+    /// first; buckets without attempts are absent.
+    async fn attempt_buckets(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        since_ms: i64,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<AttemptBucket>>;
+    /// When a delivery to an endpoint was last attempted (Unix seconds).
+    async fn last_attempt_at(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+    ) -> StoreResult<Option<i64>>;
 }
 
 /// A write transaction. It can also read, seeing its own writes.

@@ -993,6 +993,49 @@ where
         .await
         .map_err(backend)
     }
+
+    async fn attempt_buckets(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        since_ms: i64,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<AttemptBucket>> {
+        self.0.scope(account).await?;
+        sqlx::query_as(
+            "SELECT (a.started_at_ms - $1) / $2 AS bucket, COUNT(*) AS attempts,
+                    SUM(CASE WHEN a.succeeded THEN 1 ELSE 0 END)::BIGINT AS succeeded,
+                    SUM(a.duration_ms)::BIGINT AS total_duration_ms,
+                    MAX(a.duration_ms) AS max_duration_ms
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+             WHERE d.account_id = $3 AND d.endpoint_id = $4 AND a.started_at_ms >= $5
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(since_ms)
+        .bind(bucket_ms.max(1))
+        .bind(account)
+        .bind(endpoint_id)
+        .bind(since_ms)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn last_attempt_at(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+    ) -> StoreResult<Option<i64>> {
+        self.0.scope(account).await?;
+        sqlx::query_scalar(
+            "SELECT MAX(last_attempt_at) FROM deliveries WHERE account_id = $1 AND endpoint_id = $2",
+        )
+        .bind(account)
+        .bind(endpoint_id)
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
 }
 
 #[async_trait]

@@ -240,6 +240,18 @@ pub struct AttemptRecord {
     pub succeeded: bool,
 }
 
+/// An endpoint's attempts in one time bucket (see [`super::Conn::attempt_buckets`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptBucket {
+    /// The bucket's position: 0 for the one starting at `since_ms`.
+    pub bucket: i64,
+    pub attempts: i64,
+    pub succeeded: i64,
+    /// Sum of the attempts' durations.
+    pub total_duration_ms: i64,
+    pub max_duration_ms: i64,
+}
+
 /// What the dispatcher asks for when it claims work.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {

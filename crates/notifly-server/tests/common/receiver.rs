@@ -38,6 +38,9 @@ pub enum Behavior {
     Redirect(String),
     /// A `status` response whose body is `bytes` bytes of `x`.
     LargeBody { status: u16, bytes: usize },
+    /// A `status` response with this body and a header `x-echo` of the same
+    /// text (for showing attacker-controlled responses).
+    Body { status: u16, body: String },
 }
 
 /// One request as the receiver got it.
@@ -310,6 +313,12 @@ async fn answer(shared: &Shared, behavior: Behavior) -> Response {
             .status(StatusCode::from_u16(status).expect("a valid status"))
             .header(header::CONTENT_TYPE, "text/plain")
             .body(Body::from(vec![b'x'; bytes]))
+            .unwrap(),
+        Behavior::Body { status, body } => Response::builder()
+            .status(StatusCode::from_u16(status).expect("a valid status"))
+            .header(header::CONTENT_TYPE, "text/html")
+            .header("x-echo", body.replace(['\r', '\n'], " "))
+            .body(Body::from(body))
             .unwrap(),
     }
 }

@@ -1,0 +1,937 @@
+//! Webhook pages: the list, the create and edit form, a webhook's page with
+//! its secret, health and deliveries, a delivery's attempts, and every action
+//! on them. Each handler calls the same `Notifly` method as the matching
+//! REST handler in `api/webhooks.rs` or `api/deliveries.rs`.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::form::Form;
+use super::session::{Current, Flash};
+use super::view::{self, Chart, Chrome, EventGroup};
+use super::{Dashboard, domain_error, render};
+use crate::domain::DomainError;
+use crate::domain::deliveries::{DeliveryDetail, Recover, STATUSES, WebhookHealth};
+use crate::domain::webhooks::{
+    CreateWebhook, DEFAULT_OVERLAP_SECS, RotateSecret, TestEvent, UpdateWebhook, Webhook,
+    WebhookSecret,
+};
+use crate::ids;
+use crate::store::{Cursor, Page};
+
+/// Webhooks per page of the list.
+const WEBHOOKS_PER_PAGE: u32 = 25;
+/// Deliveries per page of a webhook's page.
+const DELIVERIES_PER_PAGE: u32 = 20;
+/// The window of "recent" health: 24 hours, in hourly buckets on the chart.
+const HEALTH_WINDOW_SECS: i64 = 24 * 60 * 60;
+const HEALTH_BUCKETS: u32 = 24;
+
+/// `?after=<id>` (older) or `?before=<id>` (newer): keyset pages, newest first.
+#[derive(Debug, Default, Deserialize)]
+pub struct Paging {
+    after: Option<String>,
+    before: Option<String>,
+    status: Option<String>,
+    reveal: Option<String>,
+}
+
+fn page_of(limit: u32, q: &Paging) -> Page {
+    let after = q.after.clone().filter(|s| !s.is_empty());
+    let before = q.before.clone().filter(|s| !s.is_empty());
+    Page {
+        limit,
+        cursor: match (after, before) {
+            (Some(a), _) => Some(Cursor::After(a)),
+            (None, Some(b)) => Some(Cursor::Before(b)),
+            (None, None) => None,
+        },
+    }
+}
+
+/// Links to the newer and older pages of a list (hrefs), given the page shown.
+#[derive(Debug, Default)]
+pub struct Pager {
+    pub newer: Option<String>,
+    pub older: Option<String>,
+}
+
+impl Pager {
+    pub fn new(base: &str, ids: &[&str], has_more: bool, page: &Page, extra: &str) -> Pager {
+        let link = |key: &str, id: &str| format!("{base}?{key}={}{extra}", view::urlencode(id));
+        let first_page = format!("{base}{}", extra.replacen('&', "?", 1));
+        let (first, last) = (ids.first(), ids.last());
+        let newer = match (&page.cursor, first) {
+            (None, _) => None,
+            (Some(Cursor::Before(_)), Some(f)) if has_more => Some(link("before", f)),
+            (Some(Cursor::Before(_)), _) => Some(first_page.clone()),
+            (Some(Cursor::After(_)), Some(f)) => Some(link("before", f)),
+            (Some(Cursor::After(_)), None) => Some(first_page.clone()),
+        };
+        let older = match (&page.cursor, last) {
+            (Some(Cursor::Before(_)), Some(l)) => Some(link("after", l)),
+            (_, Some(l)) if has_more => Some(link("after", l)),
+            _ => None,
+        };
+        Pager { newer, older }
+    }
+}
+
+/// Answers an action that failed: a missing webhook or delivery is a 404
+/// page; a refusal the person can act on goes back to `to` with the reason.
+fn refused(state: &Dashboard, current: &Current, to: &str, e: DomainError) -> Response {
+    match e {
+        DomainError::Invalid(m) | DomainError::Conflict(m) | DomainError::BadRequest(m) => {
+            state.sessions.flash(current, Flash::error(m));
+            Redirect::to(to).into_response()
+        }
+        e => domain_error(e),
+    }
+}
+
+fn done(state: &Dashboard, current: &Current, to: &str, message: String) -> Response {
+    state.sessions.flash(current, Flash::ok(message));
+    Redirect::to(to).into_response()
+}
+
+// ---------------------------------------------------------------- the list
+
+struct WebhookRow {
+    id: String,
+    name: String,
+    url: String,
+    events: String,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    rate: String,
+    attempts: i64,
+    /// `good`, `mixed`, `bad` or `idle`.
+    health: &'static str,
+    last_delivery: Option<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/webhooks.html")]
+struct ListPage {
+    chrome: Chrome,
+    rows: Vec<WebhookRow>,
+    pager: Pager,
+}
+
+fn health_class(h: &WebhookHealth) -> &'static str {
+    match h.success_rate() {
+        None => "idle",
+        Some(r) if r >= 0.99 => "good",
+        Some(r) if r >= 0.5 => "mixed",
+        Some(_) => "bad",
+    }
+}
+
+pub async fn list(
+    State(state): State<Dashboard>,
+    current: Current,
+    Query(q): Query<Paging>,
+) -> Response {
+    let notifly = &state.app.notifly;
+    let page = page_of(WEBHOOKS_PER_PAGE, &q);
+    let listed = match notifly.webhooks(&current.account_id, &page).await {
+        Ok(l) => l,
+        Err(e) => return domain_error(e),
+    };
+    let now = ids::now();
+    let mut rows = Vec::with_capacity(listed.items.len());
+    for w in &listed.items {
+        let health = match notifly
+            .webhook_health(&current.account_id, &w.id, HEALTH_WINDOW_SECS, 1)
+            .await
+        {
+            Ok(h) => h,
+            // Deleted since the list was read: leave it out.
+            Err(DomainError::NotFound { .. }) => continue,
+            Err(e) => return domain_error(e),
+        };
+        rows.push(WebhookRow {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            url: w.url.clone(),
+            events: view::events_summary(&w.events),
+            enabled: w.enabled,
+            disabled_reason: w.disabled_reason.clone(),
+            rate: view::percent(health.success_rate()),
+            attempts: health.attempts,
+            health: health_class(&health),
+            last_delivery: health
+                .last_attempt_at
+                .map(|t| (view::ago(t, now), view::time(t))),
+        });
+    }
+    let ids: Vec<&str> = listed.items.iter().map(|w| w.id.as_str()).collect();
+    let pager = Pager::new("/dashboard/webhooks", &ids, listed.has_more, &page, "");
+    render(
+        StatusCode::OK,
+        &ListPage {
+            chrome: Chrome::of(&current, "webhooks"),
+            rows,
+            pager,
+        },
+    )
+}
+
+// ------------------------------------------------------ create and edit
+
+/// What the form shows: the values as typed, and an error per field.
+#[derive(Debug, Default)]
+struct FormValues {
+    name: String,
+    url: String,
+    description: String,
+    all_events: bool,
+    events: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct FieldErrors {
+    name: Option<String>,
+    url: Option<String>,
+    events: Option<String>,
+    description: Option<String>,
+    general: Option<String>,
+}
+
+impl FieldErrors {
+    fn any(&self) -> bool {
+        self.name.is_some()
+            || self.url.is_some()
+            || self.events.is_some()
+            || self.description.is_some()
+            || self.general.is_some()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/webhook_form.html")]
+struct FormPage {
+    chrome: Chrome,
+    title: String,
+    action: String,
+    submit: &'static str,
+    cancel: String,
+    v: FormValues,
+    errors: FieldErrors,
+    groups: Vec<EventGroup>,
+}
+
+impl FormValues {
+    fn from_form(form: &Form) -> Self {
+        let events = form.all("events");
+        FormValues {
+            name: form.get("name").unwrap_or("").to_owned(),
+            url: form.get("url").unwrap_or("").trim().to_owned(),
+            description: form.get("description").unwrap_or("").to_owned(),
+            all_events: events.iter().any(|e| e == "*"),
+            events: events.into_iter().filter(|e| e != "*").collect(),
+        }
+    }
+
+    fn from_webhook(w: &Webhook) -> Self {
+        FormValues {
+            name: w.name.clone(),
+            url: w.url.clone(),
+            description: w.description.clone().unwrap_or_default(),
+            all_events: w.events.iter().any(|e| e == "*"),
+            events: w.events.iter().filter(|e| *e != "*").cloned().collect(),
+        }
+    }
+
+    /// The subscription the form asks for: "all events" wins over single types.
+    fn event_list(&self) -> Vec<String> {
+        if self.all_events {
+            vec!["*".to_owned()]
+        } else {
+            self.events.clone()
+        }
+    }
+
+    fn description(&self) -> Option<String> {
+        Some(self.description.clone()).filter(|d| !d.trim().is_empty())
+    }
+}
+
+fn form_page(
+    current: &Current,
+    existing: Option<&Webhook>,
+    v: FormValues,
+    errors: FieldErrors,
+) -> FormPage {
+    let groups = view::event_groups(&v.events);
+    match existing {
+        None => FormPage {
+            chrome: Chrome::of(current, "webhooks"),
+            title: "New webhook".to_owned(),
+            action: "/dashboard/webhooks".to_owned(),
+            submit: "Create webhook",
+            cancel: "/dashboard/webhooks".to_owned(),
+            v,
+            errors,
+            groups,
+        },
+        Some(w) => FormPage {
+            chrome: Chrome::of(current, "webhooks"),
+            title: format!("Edit {}", w.name),
+            action: format!("/dashboard/webhooks/{}/edit", w.id),
+            submit: "Save changes",
+            cancel: format!("/dashboard/webhooks/{}", w.id),
+            v,
+            errors,
+            groups,
+        },
+    }
+}
+
+/// Every field error of a refused form, by the domain's own rules.
+async fn field_errors(
+    state: &Dashboard,
+    v: &FormValues,
+    e: DomainError,
+) -> Result<FieldErrors, DomainError> {
+    let message = match e {
+        DomainError::Invalid(m) | DomainError::BadRequest(m) => m,
+        DomainError::Conflict(m) => {
+            return Ok(FieldErrors {
+                name: Some(m),
+                ..FieldErrors::default()
+            });
+        }
+        e => return Err(e),
+    };
+    let mut errors = FieldErrors::default();
+    for (field, m) in state
+        .app
+        .notifly
+        .webhook_field_errors(&v.name, &v.url, &v.event_list(), v.description().as_deref())
+        .await
+    {
+        let slot = match field {
+            "name" => &mut errors.name,
+            "url" => &mut errors.url,
+            "events" => &mut errors.events,
+            _ => &mut errors.description,
+        };
+        slot.get_or_insert(m);
+    }
+    if !errors.any() {
+        errors.general = Some(message);
+    }
+    Ok(errors)
+}
+
+pub async fn new_form(current: Current) -> Response {
+    render(
+        StatusCode::OK,
+        &form_page(
+            &current,
+            None,
+            FormValues::default(),
+            FieldErrors::default(),
+        ),
+    )
+}
+
+pub async fn create(State(state): State<Dashboard>, current: Current, form: Form) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    let v = FormValues::from_form(&form);
+    let input = CreateWebhook {
+        name: v.name.clone(),
+        url: v.url.clone(),
+        events: v.event_list(),
+        description: v.description(),
+    };
+    match state
+        .app
+        .notifly
+        .create_webhook(&current.account_id, input, None)
+        .await
+    {
+        Ok(w) => done(
+            &state,
+            &current,
+            &format!("/dashboard/webhooks/{}?reveal=1#secret", w.id),
+            format!(
+                "Webhook “{}” created. Verify its deliveries with the signing secret below.",
+                w.name
+            ),
+        ),
+        Err(e) => match field_errors(&state, &v, e).await {
+            Ok(errors) => render(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form_page(&current, None, v, errors),
+            ),
+            Err(e) => domain_error(e),
+        },
+    }
+}
+
+pub async fn edit_form(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+) -> Response {
+    match state.app.notifly.webhook(&current.account_id, &id).await {
+        Ok(w) => render(
+            StatusCode::OK,
+            &form_page(
+                &current,
+                Some(&w),
+                FormValues::from_webhook(&w),
+                FieldErrors::default(),
+            ),
+        ),
+        Err(e) => domain_error(e),
+    }
+}
+
+pub async fn update(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    let notifly = &state.app.notifly;
+    let existing = match notifly.webhook(&current.account_id, &id).await {
+        Ok(w) => w,
+        Err(e) => return domain_error(e),
+    };
+    let v = FormValues::from_form(&form);
+    let input = UpdateWebhook {
+        name: Some(Some(v.name.clone())),
+        url: Some(Some(v.url.clone())),
+        events: Some(Some(v.event_list())),
+        description: Some(v.description()),
+        enabled: None,
+    };
+    match notifly
+        .update_webhook(&current.account_id, &id, input)
+        .await
+    {
+        Ok(w) => done(
+            &state,
+            &current,
+            &format!("/dashboard/webhooks/{}", w.id),
+            "Changes saved.".to_owned(),
+        ),
+        Err(e) => match field_errors(&state, &v, e).await {
+            Ok(errors) => render(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form_page(&current, Some(&existing), v, errors),
+            ),
+            Err(e) => domain_error(e),
+        },
+    }
+}
+
+// ---------------------------------------------------------- a webhook
+
+struct DeliveryRow {
+    id: String,
+    event_type: String,
+    status: String,
+    attempts: i64,
+    last_status: String,
+    created: String,
+    created_ago: String,
+    next_attempt: Option<String>,
+}
+
+struct SecretView {
+    secret: String,
+    previous: Option<String>,
+    previous_until: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/webhook.html")]
+struct WebhookPage {
+    chrome: Chrome,
+    w: Webhook,
+    events: Vec<String>,
+    all_events: bool,
+    created: String,
+    rate: String,
+    attempts: i64,
+    avg_ms: String,
+    health: &'static str,
+    last_delivery: Option<(String, String)>,
+    chart: Chart,
+    secret: Option<SecretView>,
+    deliveries: Vec<DeliveryRow>,
+    status_filter: String,
+    statuses: [&'static str; 4],
+    pager: Pager,
+    live: bool,
+    groups: Vec<EventGroup>,
+    self_href: String,
+}
+
+fn delivery_row(d: crate::domain::deliveries::Delivery, now: i64) -> DeliveryRow {
+    DeliveryRow {
+        last_status: match (d.last_status_code, d.attempts) {
+            (Some(code), _) => code.to_string(),
+            (None, 0) => "not yet sent".to_owned(),
+            (None, _) => "no response".to_owned(),
+        },
+        created: view::time(d.created_at),
+        created_ago: view::ago(d.created_at, now),
+        next_attempt: d
+            .next_attempt_at
+            .filter(|_| d.status == "pending")
+            .map(view::time),
+        id: d.id,
+        event_type: d.event_type,
+        status: d.status,
+        attempts: d.attempts,
+    }
+}
+
+pub async fn show(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+    Query(q): Query<Paging>,
+) -> Response {
+    let notifly = &state.app.notifly;
+    let account = &current.account_id;
+    let w = match notifly.webhook(account, &id).await {
+        Ok(w) => w,
+        Err(e) => return domain_error(e),
+    };
+    let health = match notifly
+        .webhook_health(account, &id, HEALTH_WINDOW_SECS, HEALTH_BUCKETS)
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => return domain_error(e),
+    };
+    let status = q.status.clone().filter(|s| !s.is_empty());
+    let page = page_of(DELIVERIES_PER_PAGE, &q);
+    let listed = match notifly
+        .deliveries(account, &id, status.as_deref(), &page)
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return domain_error(e),
+    };
+    // The secret leaves the server only when asked for.
+    let secrets: Option<WebhookSecret> = if q.reveal.is_some() {
+        match notifly.webhook_secret(account, &id).await {
+            Ok(s) => Some(s),
+            Err(e) => return domain_error(e),
+        }
+    } else {
+        None
+    };
+    let now = ids::now();
+    let base = format!("/dashboard/webhooks/{}", w.id);
+    let extra = status
+        .as_deref()
+        .map(|s| format!("&status={}", view::urlencode(s)))
+        .unwrap_or_default();
+    let ids: Vec<&str> = listed.items.iter().map(|d| d.id.as_str()).collect();
+    let pager = Pager::new(&base, &ids, listed.has_more, &page, &extra);
+    let page_view = WebhookPage {
+        chrome: Chrome::of(&current, "webhooks"),
+        events: w.events.iter().filter(|e| *e != "*").cloned().collect(),
+        all_events: w.events.iter().any(|e| e == "*"),
+        created: view::time(w.created_at),
+        rate: view::percent(health.success_rate()),
+        attempts: health.attempts,
+        avg_ms: health
+            .avg_duration_ms()
+            .map_or("–".to_owned(), |ms| format!("{ms} ms")),
+        health: health_class(&health),
+        last_delivery: health
+            .last_attempt_at
+            .map(|t| (view::ago(t, now), view::time(t))),
+        chart: Chart::new(&health),
+        secret: secrets.map(|s| SecretView {
+            previous_until: s.previous_secret_expires_at.map(view::time),
+            secret: s.secret,
+            previous: s.previous_secret,
+        }),
+        deliveries: listed
+            .items
+            .into_iter()
+            .map(|d| delivery_row(d, now))
+            .collect(),
+        status_filter: status.unwrap_or_default(),
+        statuses: STATUSES,
+        live: page.cursor.is_none(),
+        pager,
+        groups: view::event_groups(&[]),
+        self_href: base,
+        w,
+    };
+    render(StatusCode::OK, &page_view)
+}
+
+pub async fn set_enabled(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    let enable = form.get("enabled") == Some("true");
+    let input = UpdateWebhook {
+        enabled: Some(Some(enable)),
+        ..UpdateWebhook::default()
+    };
+    let back = format!("/dashboard/webhooks/{id}");
+    match state
+        .app
+        .notifly
+        .update_webhook(&current.account_id, &id, input)
+        .await
+    {
+        Ok(_) if enable => done(
+            &state,
+            &current,
+            &back,
+            "Webhook enabled. Deliveries that were waiting are being sent.".to_owned(),
+        ),
+        Ok(_) => done(
+            &state,
+            &current,
+            &back,
+            "Webhook disabled. New events wait for it, undelivered, until you enable it again."
+                .to_owned(),
+        ),
+        Err(e) => refused(&state, &current, &back, e),
+    }
+}
+
+pub async fn rotate(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    let back = format!("/dashboard/webhooks/{id}");
+    let overlap = match form.get("overlap_seconds").map(str::parse::<i64>) {
+        None => DEFAULT_OVERLAP_SECS,
+        Some(Ok(s)) => s,
+        Some(Err(_)) => {
+            state.sessions.flash(
+                &current,
+                Flash::error("Pick how long the old secret stays valid."),
+            );
+            return Redirect::to(&back).into_response();
+        }
+    };
+    let input = RotateSecret {
+        overlap_seconds: Some(overlap),
+    };
+    match state
+        .app
+        .notifly
+        .rotate_webhook_secret(&current.account_id, &id, input)
+        .await
+    {
+        Ok(s) => {
+            let message = match s.previous_secret_expires_at {
+                Some(t) => format!(
+                    "Secret rotated. Until {}, deliveries are still signed with the old secret too (x-notifly-signature with the old one only); after that, with the new one alone. Let your receiver accept both secrets until then.",
+                    view::time(t)
+                ),
+                None => {
+                    "Secret rotated. Deliveries are signed with the new secret only, from now on."
+                        .to_owned()
+                }
+            };
+            done(
+                &state,
+                &current,
+                &format!("{back}?reveal=1#secret"),
+                message,
+            )
+        }
+        Err(e) => refused(&state, &current, &back, e),
+    }
+}
+
+pub async fn send_test(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    let back = format!("/dashboard/webhooks/{id}");
+    let event_type = form.get("type").unwrap_or("").to_owned();
+    let input = TestEvent {
+        event_type: event_type.clone(),
+    };
+    match state
+        .app
+        .notifly
+        .send_test_event(&current.account_id, &id, input)
+        .await
+    {
+        Ok(_) => done(
+            &state,
+            &current,
+            &format!("{back}#deliveries"),
+            format!("A test {event_type} event is on its way; its delivery is listed below."),
+        ),
+        Err(e) => refused(&state, &current, &back, e),
+    }
+}
+
+/// How far back "recover" may reach from the picker, in seconds, with labels.
+const RECOVER_PRESETS: [(i64, &str); 5] = [
+    (3600, "the last hour"),
+    (6 * 3600, "the last 6 hours"),
+    (24 * 3600, "the last 24 hours"),
+    (3 * 86_400, "the last 3 days"),
+    (7 * 86_400, "the last 7 days"),
+];
+
+pub async fn recover(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    let back = format!("/dashboard/webhooks/{id}");
+    let now = ids::now();
+    let since = match form
+        .get("since_utc")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(text) => match view::parse_utc(text) {
+            Some(t) => t,
+            None => {
+                state.sessions.flash(
+                    &current,
+                    Flash::error("Give the time as YYYY-MM-DD HH:MM, in UTC."),
+                );
+                return Redirect::to(&back).into_response();
+            }
+        },
+        None => {
+            let back_secs = form
+                .get("since")
+                .and_then(|s| s.parse::<i64>().ok())
+                .filter(|s| RECOVER_PRESETS.iter().any(|(p, _)| p == s))
+                .unwrap_or(24 * 3600);
+            now - back_secs
+        }
+    };
+    match state
+        .app
+        .notifly
+        .recover_webhook(&current.account_id, &id, Recover { since })
+        .await
+    {
+        Ok(r) => done(
+            &state,
+            &current,
+            &format!("{back}#deliveries"),
+            match r.recovered {
+                0 => format!("No failed deliveries since {}.", view::time(since)),
+                1 => format!(
+                    "1 failed delivery since {} is being sent again.",
+                    view::time(since)
+                ),
+                n => format!(
+                    "{n} failed deliveries since {} are being sent again.",
+                    view::time(since)
+                ),
+            },
+        ),
+        Err(e) => refused(&state, &current, &back, e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/delete.html")]
+struct DeletePage {
+    chrome: Chrome,
+    w: Webhook,
+}
+
+pub async fn delete_page(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+) -> Response {
+    match state.app.notifly.webhook(&current.account_id, &id).await {
+        Ok(w) => render(
+            StatusCode::OK,
+            &DeletePage {
+                chrome: Chrome::of(&current, "webhooks"),
+                w,
+            },
+        ),
+        Err(e) => domain_error(e),
+    }
+}
+
+pub async fn delete(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    match state
+        .app
+        .notifly
+        .delete_webhook(&current.account_id, &id)
+        .await
+    {
+        Ok(w) => done(
+            &state,
+            &current,
+            "/dashboard/webhooks",
+            format!(
+                "Webhook “{}” deleted; its pending deliveries were cancelled.",
+                w.name
+            ),
+        ),
+        Err(e) => domain_error(e),
+    }
+}
+
+// ---------------------------------------------------------- a delivery
+
+struct ResponseView {
+    status: i64,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+struct AttemptView {
+    number: i64,
+    started: String,
+    duration_ms: i64,
+    succeeded: bool,
+    request_headers: Vec<(String, String)>,
+    request_body: String,
+    response: Option<ResponseView>,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/delivery.html")]
+struct DeliveryPage {
+    chrome: Chrome,
+    d: crate::domain::deliveries::Delivery,
+    webhook_name: Option<String>,
+    created: String,
+    next_attempt: Option<String>,
+    attempts: Vec<AttemptView>,
+}
+
+pub async fn delivery(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+) -> Response {
+    let notifly = &state.app.notifly;
+    let DeliveryDetail {
+        delivery: d,
+        attempt_log,
+    } = match notifly.delivery(&current.account_id, &id).await {
+        Ok(d) => d,
+        Err(e) => return domain_error(e),
+    };
+    let webhook_name = match notifly.webhook(&current.account_id, &d.webhook_id).await {
+        Ok(w) => Some(w.name),
+        Err(DomainError::NotFound { .. }) => None,
+        Err(e) => return domain_error(e),
+    };
+    let attempts = attempt_log
+        .into_iter()
+        .rev()
+        .map(|a| AttemptView {
+            number: a.attempt,
+            started: view::time(a.started_at),
+            duration_ms: a.duration_ms,
+            succeeded: a.succeeded,
+            request_headers: a.request.headers,
+            request_body: view::pretty_json(&a.request.body),
+            response: a.response.map(|r| ResponseView {
+                status: r.status,
+                headers: r.headers,
+                body: view::pretty_json(&r.body),
+            }),
+            error: a.error,
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &DeliveryPage {
+            chrome: Chrome::of(&current, "webhooks"),
+            created: view::time(d.created_at),
+            next_attempt: d
+                .next_attempt_at
+                .filter(|_| d.status == "pending")
+                .map(view::time),
+            webhook_name,
+            attempts,
+            d,
+        },
+    )
+}
+
+pub async fn retry(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    let back = format!("/dashboard/deliveries/{id}");
+    match state
+        .app
+        .notifly
+        .retry_delivery(&current.account_id, &id)
+        .await
+    {
+        Ok(_) => done(
+            &state,
+            &current,
+            &back,
+            "Delivery queued to be sent again now, with a fresh retry schedule.".to_owned(),
+        ),
+        Err(e) => refused(&state, &current, &back, e),
+    }
+}
+
+/// The recovery picker's choices, for the template.
+pub fn recover_presets() -> &'static [(i64, &'static str)] {
+    &RECOVER_PRESETS
+}

@@ -1,7 +1,8 @@
 //! Retention: events, finished deliveries and their attempts older than the
 //! configured period are deleted in small batches, so that the tables stay
 //! bounded without a long-running delete ever holding the database.
-//! Idempotency keys are kept for 24 hours.
+//! Idempotency keys are kept for 24 hours; expired dashboard sessions are
+//! deleted on the same rounds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, every: Duration, stop: C
         let keys_before = now - IDEMPOTENCY_TTL.as_secs() as i64;
         let mut total = 0;
         loop {
-            match store.purge(before, keys_before, BATCH).await {
+            match store.purge(before, keys_before, now, BATCH).await {
                 Ok(0) => break,
                 Ok(n) => total += n,
                 Err(e) => {

@@ -131,6 +131,8 @@ pub(crate) const ATTACHMENT_COLUMNS: &str =
 pub(crate) const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
 pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
+/// A dashboard session's columns, from `dashboard_sessions s JOIN accounts a`.
+pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message";
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, started_at_ms, duration_ms, request_headers, response_status, response_headers, response_body, error, succeeded";
 
 /// A list filter on one column.
@@ -188,10 +190,17 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats>;
     /// Deletes one small batch (at most `batch` rows per table) of what is
     /// past retention: attempts and finished deliveries created before
-    /// `before`, events before it that no delivery still needs, and
-    /// idempotency keys created before `keys_before`. Returns the rows
+    /// `before`, events before it that no delivery still needs, idempotency
+    /// keys created before `keys_before`, and dashboard sessions expired at
+    /// `sessions_at` (`expires_at <= sessions_at`). Returns the rows
     /// deleted; 0 means nothing is left to purge.
-    async fn purge(&self, before: i64, keys_before: i64, batch: u32) -> StoreResult<u64>;
+    async fn purge(
+        &self,
+        before: i64,
+        keys_before: i64,
+        sessions_at: i64,
+        batch: u32,
+    ) -> StoreResult<u64>;
 }
 
 /// Reads. Every resource read is scoped to an account.
@@ -199,6 +208,14 @@ pub trait Store: Send + Sync + 'static {
 pub trait Conn: Send {
     async fn account_by_key_hash(&mut self, key_hash: &str) -> StoreResult<Option<Account>>;
     async fn account_count(&mut self) -> StoreResult<i64>;
+    /// The dashboard session whose token hashes to `token_hash`, with its
+    /// account's name, unless it has expired at `now` (Unix seconds). Looked
+    /// up by the hash alone, like an API key: the account is not known yet.
+    async fn dashboard_session(
+        &mut self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<DashboardSession>>;
 
     async fn contact(&mut self, account: &str, id: &str) -> StoreResult<Option<Contact>>;
     async fn contacts_by_ids(&mut self, account: &str, ids: &[String])
@@ -320,6 +337,45 @@ pub trait Conn: Send {
 #[async_trait]
 pub trait WriteTx: Conn {
     async fn insert_account(&mut self, account: &Account, key_hash: &str) -> StoreResult<()>;
+
+    /// Starts a dashboard session of `account` (`session.account_name` is
+    /// not stored).
+    async fn insert_dashboard_session(
+        &mut self,
+        account: &str,
+        session: &DashboardSession,
+    ) -> StoreResult<()>;
+    /// Ends the account's least recently used sessions beyond the `keep`
+    /// most recently used. Returns how many it ended.
+    async fn trim_dashboard_sessions(&mut self, account: &str, keep: u32) -> StoreResult<u64>;
+    /// Records that a session was used at `last_seen_at`, and when it now expires.
+    async fn touch_dashboard_session(
+        &mut self,
+        account: &str,
+        token_hash: &str,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    /// Leaves a message for the session's next page, replacing any other.
+    async fn set_dashboard_session_flash(
+        &mut self,
+        account: &str,
+        token_hash: &str,
+        flash: &SessionFlash,
+    ) -> StoreResult<()>;
+    /// Removes the session's message and returns it, if it had one. Of two
+    /// takes of one message, only the first gets it.
+    async fn take_dashboard_session_flash(
+        &mut self,
+        account: &str,
+        token_hash: &str,
+    ) -> StoreResult<Option<SessionFlash>>;
+    /// Ends a session (nothing happens if there is none).
+    async fn delete_dashboard_session(
+        &mut self,
+        account: &str,
+        token_hash: &str,
+    ) -> StoreResult<()>;
 
     async fn insert_contact(&mut self, account: &str, contact: &Contact) -> StoreResult<()>;
     async fn update_contact(&mut self, account: &str, contact: &Contact) -> StoreResult<()>;

@@ -378,7 +378,13 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
-    async fn purge(&self, before: i64, keys_before: i64, batch: u32) -> StoreResult<u64> {
+    async fn purge(
+        &self,
+        before: i64,
+        keys_before: i64,
+        sessions_at: i64,
+        batch: u32,
+    ) -> StoreResult<u64> {
         // Oldest first (by `seq`), a bounded number of rows per statement, in
         // one short transaction.
         let statements = [
@@ -396,6 +402,9 @@ impl Store for PgStore {
                 ORDER BY e.seq LIMIT $2)", before),
             ("DELETE FROM idempotency_keys WHERE (account_id, key) IN (
                 SELECT account_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)", keys_before),
+            ("DELETE FROM dashboard_sessions WHERE token_hash IN (
+                SELECT token_hash FROM dashboard_sessions WHERE expires_at <= $1
+                ORDER BY expires_at LIMIT $2)", sessions_at),
         ];
         let mut tx = self.begin().await?;
         let mut deleted = 0;
@@ -628,6 +637,22 @@ where
             .fetch_one(&mut *self.0)
             .await
             .map_err(backend)
+    }
+
+    async fn dashboard_session(
+        &mut self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<DashboardSession>> {
+        sqlx::query_as(&format!(
+            "SELECT {DASHBOARD_SESSION_COLUMNS} FROM dashboard_sessions s JOIN accounts a ON a.id = s.account_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2"
+        ))
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
     }
 
     async fn contact(&mut self, account: &str, id: &str) -> StoreResult<Option<Contact>> {
@@ -1054,6 +1079,131 @@ impl WriteTx for Handle<PgTx> {
             .bind(key_hash)
             .bind(&account.id)
             .bind(account.created_at)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_dashboard_session(
+        &mut self,
+        account: &str,
+        session: &DashboardSession,
+    ) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (token_hash, account_id, csrf, created_at, last_seen_at, expires_at, flash_kind, flash_message)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&session.token_hash)
+        .bind(account)
+        .bind(&session.csrf)
+        .bind(session.created_at)
+        .bind(session.last_seen_at)
+        .bind(session.expires_at)
+        .bind(&session.flash_kind)
+        .bind(&session.flash_message)
+        .execute(&mut *self.0)
+        .await
+        .map_err(unique("dashboard session"))?;
+        Ok(())
+    }
+
+    async fn trim_dashboard_sessions(&mut self, account: &str, keep: u32) -> StoreResult<u64> {
+        self.0.scope(account).await?;
+        let done = sqlx::query(
+            "DELETE FROM dashboard_sessions WHERE account_id = $1 AND token_hash IN (
+                SELECT token_hash FROM dashboard_sessions WHERE account_id = $1
+                ORDER BY last_seen_at DESC, created_at DESC, token_hash OFFSET $2)",
+        )
+        .bind(account)
+        .bind(i64::from(keep))
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn touch_dashboard_session(
+        &mut self,
+        account: &str,
+        token_hash: &str,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "UPDATE dashboard_sessions SET last_seen_at = $1, expires_at = $2 WHERE account_id = $3 AND token_hash = $4",
+        )
+        .bind(last_seen_at)
+        .bind(expires_at)
+        .bind(account)
+        .bind(token_hash)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn set_dashboard_session_flash(
+        &mut self,
+        account: &str,
+        token_hash: &str,
+        flash: &SessionFlash,
+    ) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query(
+            "UPDATE dashboard_sessions SET flash_kind = $1, flash_message = $2 WHERE account_id = $3 AND token_hash = $4",
+        )
+        .bind(&flash.kind)
+        .bind(&flash.message)
+        .bind(account)
+        .bind(token_hash)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn take_dashboard_session_flash(
+        &mut self,
+        account: &str,
+        token_hash: &str,
+    ) -> StoreResult<Option<SessionFlash>> {
+        // Under the account's lock, which every write of a session's message
+        // takes: the read and the clear are one step across nodes.
+        self.0.scope(account).await?;
+        let flash: Option<SessionFlash> = sqlx::query_as(
+            "SELECT flash_kind AS kind, flash_message AS message FROM dashboard_sessions
+             WHERE account_id = $1 AND token_hash = $2 AND flash_kind IS NOT NULL AND flash_message IS NOT NULL",
+        )
+        .bind(account)
+        .bind(token_hash)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        if flash.is_some() {
+            sqlx::query(
+                "UPDATE dashboard_sessions SET flash_kind = NULL, flash_message = NULL WHERE account_id = $1 AND token_hash = $2",
+            )
+            .bind(account)
+            .bind(token_hash)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        }
+        Ok(flash)
+    }
+
+    async fn delete_dashboard_session(
+        &mut self,
+        account: &str,
+        token_hash: &str,
+    ) -> StoreResult<()> {
+        self.0.scope(account).await?;
+        sqlx::query("DELETE FROM dashboard_sessions WHERE account_id = $1 AND token_hash = $2")
+            .bind(account)
+            .bind(token_hash)
             .execute(&mut *self.0)
             .await
             .map_err(backend)?;

@@ -131,6 +131,47 @@ pub struct IdempotentResponse {
     pub created_at: i64,
 }
 
+/// A dashboard login session. The browser holds a random token; the store
+/// knows only its hash.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DashboardSession {
+    /// Hex SHA-256 of the cookie token.
+    pub token_hash: String,
+    pub account_id: String,
+    /// The account's current name, read with the session (not stored in
+    /// it; ignored on insert).
+    pub account_name: String,
+    /// The token every form of the session carries.
+    pub csrf: String,
+    /// Unix seconds, like the two below.
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    /// The session is dead from this time on.
+    pub expires_at: i64,
+    /// The one-shot message for the next page: both set or both `None`.
+    pub flash_kind: Option<String>,
+    pub flash_message: Option<String>,
+}
+
+impl std::fmt::Debug for DashboardSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardSession")
+            .field("account_id", &self.account_id)
+            .field("created_at", &self.created_at)
+            .field("last_seen_at", &self.last_seen_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A dashboard session's one-shot message.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SessionFlash {
+    /// How it is shown (`ok` or `error`).
+    pub kind: String,
+    pub message: String,
+}
+
 /// Which slice of a list to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {

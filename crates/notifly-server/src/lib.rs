@@ -129,7 +129,7 @@ pub async fn run(
     };
     let dashboard = dashboard::router(dashboard::Dashboard {
         app: state.clone(),
-        sessions: Arc::default(),
+        sessions: dashboard::Sessions::new(state.notifly.clone()),
         secure_cookies: public_url.starts_with("https://"),
     });
     let served = axum::serve(listener, api::router(state, dashboard))

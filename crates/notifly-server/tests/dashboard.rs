@@ -1,7 +1,8 @@
 //! The dashboard as a browser without JavaScript uses it: real server, real
 //! database, real receiver, plain HTML forms. Login and logout, redirects,
 //! every page and form, CSRF refusals that write nothing, escaping of
-//! attacker-controlled text, and the security headers.
+//! attacker-controlled text, the security headers, and sessions that live in
+//! the database (they survive a restart and work on every node).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -844,4 +845,163 @@ async fn logout_ends_the_session() {
     b.cookie = Some(cookie);
     let page = b.get("/dashboard/webhooks").await;
     assert_eq!(page.status, 303);
+}
+
+/// The cookie's token, as the browser holds it.
+fn token_of(b: &Browser) -> String {
+    let cookie = b.cookie.as_deref().expect("logged in");
+    cookie
+        .strip_prefix("notifly_session=")
+        .expect("the session cookie")
+        .to_owned()
+}
+
+/// Creates a webhook through the form; returns the redirect, whose page
+/// shows the one-shot "created" message (not followed here).
+async fn create_through_form(b: &mut Browser, receiver: &Receiver, name: &str) -> Page {
+    let page = b
+        .post(
+            "/dashboard/webhooks/new",
+            "/dashboard/webhooks",
+            &[
+                ("name", name),
+                ("url", &receiver.url("/hook")),
+                ("events", "*"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    page
+}
+
+#[tokio::test]
+async fn a_session_survives_a_restart_with_its_message_and_logout_still_ends_it() {
+    let receiver = Receiver::start().await;
+    let (mut server, _api, mut b) = setup().await;
+
+    // The database holds the token's hash, never the token.
+    let token = token_of(&b);
+    let now = notifly_server::ids::now();
+    let mut conn = server.store.read().await.unwrap();
+    assert!(conn.dashboard_session(&token, now).await.unwrap().is_none());
+    let hash = notifly_server::domain::sessions::token_hash(&token);
+    let row = conn
+        .dashboard_session(&hash, now)
+        .await
+        .unwrap()
+        .expect("the session row");
+    assert_ne!(row.csrf, token);
+    drop(conn);
+
+    // A message is left, then the server restarts before it is shown.
+    let csrf_before = b.get("/dashboard/events").await.csrf();
+    let created = create_through_form(&mut b, &receiver, "Survivor").await;
+    server.restart_with(|_| {}).await;
+    b.base = server.base.clone();
+
+    // The same cookie still opens the dashboard, with the same CSRF token,
+    // and the message is shown once.
+    let page = b.follow(&created).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    page.assert_has("Webhook “Survivor” created.");
+    let list = b.get("/dashboard/webhooks").await;
+    assert_eq!(list.status, 200);
+    list.assert_has("Survivor");
+    list.assert_lacks("created.");
+    assert_eq!(list.csrf(), csrf_before);
+
+    // Logging out still ends it, in the database too.
+    let page = b
+        .post("/dashboard/webhooks", "/dashboard/logout", &[])
+        .await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location(), "/dashboard/login");
+    let mut conn = server.store.read().await.unwrap();
+    assert!(conn.dashboard_session(&hash, now).await.unwrap().is_none());
+    drop(conn);
+    b.cookie = Some(format!("notifly_session={token}"));
+    let page = b.get("/dashboard/webhooks").await;
+    assert_eq!(page.status, 303);
+    assert!(page.location().starts_with("/dashboard/login"));
+}
+
+/// A second node on the first one's database: its base URL and how to stop it.
+struct SecondNode {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl SecondNode {
+    async fn start(first: &TestServer) -> SecondNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = first.config.clone();
+        config.listen = addr;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(notifly_server::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let base = format!("http://{addr}");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            assert!(!task.is_finished(), "the second node stopped");
+            if let Ok(res) = first.http.get(format!("{base}/readyz")).send().await
+                && res.status().as_u16() == 200
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second node is not ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        SecondNode {
+            base,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(20), task)
+            .await
+            .expect("the second node did not stop")
+            .expect("the second node panicked")
+            .expect("the second node failed");
+    }
+}
+
+#[tokio::test]
+async fn every_node_on_the_database_serves_every_session() {
+    let receiver = Receiver::start().await;
+    let (server, _api, mut b) = setup().await;
+    let node_b = SecondNode::start(&server).await;
+    let node_a = server.base.clone();
+
+    // Logged in on A; B knows the session, and A sees what B left.
+    b.base = node_b.base.clone();
+    let page = b.get("/dashboard/webhooks").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let created = create_through_form(&mut b, &receiver, "Both nodes").await;
+    b.base = node_a.clone();
+    b.follow(&created)
+        .await
+        .assert_has("Webhook “Both nodes” created.");
+    b.get("/dashboard/webhooks").await.assert_lacks("created.");
+
+    // Logging out on B ends the session on A.
+    let cookie = b.cookie.clone().unwrap();
+    b.base = node_b.base.clone();
+    let page = b
+        .post("/dashboard/webhooks", "/dashboard/logout", &[])
+        .await;
+    assert_eq!(page.status, 303);
+    b.base = node_a;
+    b.cookie = Some(cookie);
+    assert_eq!(b.get("/dashboard/webhooks").await.status, 303);
+    node_b.stop().await;
 }

@@ -46,7 +46,9 @@ pub async fn login_page(
     Query(q): Query<LoginQuery>,
 ) -> Response {
     // Already logged in: straight on.
-    if session::cookie_token(&headers).is_some_and(|t| state.sessions.is_live(t)) {
+    if let Some(token) = session::cookie_token(&headers)
+        && state.sessions.is_live(token).await
+    {
         return Redirect::to(&safe_next(q.next.as_deref())).into_response();
     }
     render(
@@ -86,7 +88,10 @@ pub async fn login(State(state): State<Dashboard>, headers: HeaderMap, form: For
             },
         );
     };
-    let token = state.sessions.create(&account.id, &account.name);
+    let token = match state.sessions.create(&account.id).await {
+        Ok(token) => token,
+        Err(e) => return domain_error(e),
+    };
     let secure = session::is_https(&state, &headers);
     (
         [(
@@ -107,7 +112,9 @@ pub async fn logout(
     if let Some(refused) = form.csrf_refusal(&current) {
         return refused;
     }
-    state.sessions.remove(&current);
+    if let Err(e) = state.sessions.remove(&current).await {
+        return domain_error(e);
+    }
     let secure = session::is_https(&state, &headers);
     (
         [(header::SET_COOKIE, session::set_cookie(None, secure))],

@@ -18,8 +18,6 @@ mod session;
 mod view;
 mod webhooks;
 
-use std::sync::Arc;
-
 use askama::Template;
 use axum::Router;
 use axum::extract::Request;
@@ -37,8 +35,8 @@ pub use session::Sessions;
 pub struct Dashboard {
     /// The API's state: the same service, key cache and limits.
     pub app: AppState,
-    /// Logged-in sessions (in memory).
-    pub sessions: Arc<Sessions>,
+    /// Logged-in sessions (in the database, shared by every node).
+    pub sessions: Sessions,
     /// Whether cookies get the `Secure` attribute: the server's public URL
     /// is `https://`. A request forwarded as https by a proxy
     /// (`X-Forwarded-Proto: https`) gets it too.

@@ -3,36 +3,26 @@
 //!
 //! A session is created by logging in with an API key. The browser holds a
 //! random token in an `HttpOnly; SameSite=Strict; Path=/dashboard` cookie
-//! (`Secure` over https); the server keeps only the token's SHA-256, so a
-//! leaked session table does not yield usable cookies. Sessions live in this
-//! process's memory: they end when the server restarts, and with several
-//! nodes behind a load balancer a session is known only to the node that
-//! created it (use sticky sessions, or log in again).
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! (`Secure` over https); the database keeps only the token's SHA-256, so a
+//! leaked session table does not yield usable cookies. Sessions are rows of
+//! the shared database, kept by the domain
+//! ([`crate::domain::sessions`]): any node behind a load balancer serves any
+//! session, and a restart logs nobody out. A session ends after 8 hours
+//! unused, 7 days after login, or on logout. Page views only read, except to
+//! record a use at most once a minute and to take a waiting message.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Dashboard;
+use super::{Dashboard, domain_error};
+use crate::domain::sessions::SessionFlash;
+use crate::domain::{DomainResult, Notifly};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "notifly_session";
-/// A session unused this long ends.
-const IDLE: Duration = Duration::from_secs(8 * 60 * 60);
-/// A session ends this long after login, used or not.
-const LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-/// Most sessions kept; past it the oldest are dropped.
-const MAX_SESSIONS: usize = 10_000;
 
 /// A message for the next page the person sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,110 +46,77 @@ impl Flash {
             message: message.into(),
         }
     }
+
+    /// A message as stored; any kind but `error` shows as `ok`.
+    fn from_stored(stored: SessionFlash) -> Self {
+        match stored.kind.as_str() {
+            "error" => Flash::error(stored.message),
+            _ => Flash::ok(stored.message),
+        }
+    }
 }
 
+/// The dashboard's handle on sessions, which live in the database.
 #[derive(Debug, Clone)]
-struct Session {
-    account_id: String,
-    account_name: String,
-    csrf: String,
-    created: Instant,
-    last_seen: Instant,
-    flash: Option<Flash>,
-}
-
-/// The live sessions, by the SHA-256 of their token.
-#[derive(Debug, Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    notifly: Notifly,
 }
 
 impl Sessions {
+    pub fn new(notifly: Notifly) -> Self {
+        Sessions { notifly }
+    }
+
     /// Starts a session for an account; returns the cookie token.
-    pub fn create(&self, account_id: &str, account_name: &str) -> String {
-        let token = random_token();
-        let now = Instant::now();
-        let session = Session {
-            account_id: account_id.to_owned(),
-            account_name: account_name.to_owned(),
-            csrf: random_token(),
-            created: now,
-            last_seen: now,
-            flash: None,
-        };
-        if let Ok(mut map) = self.map.lock() {
-            map.retain(|_, s| live(s, now));
-            if map.len() >= MAX_SESSIONS {
-                // Drop the least recently used tenth.
-                let mut by_age: Vec<(Instant, String)> =
-                    map.iter().map(|(k, s)| (s.last_seen, k.clone())).collect();
-                by_age.sort();
-                for (_, k) in by_age.into_iter().take(MAX_SESSIONS / 10) {
-                    map.remove(&k);
-                }
-            }
-            map.insert(hash(&token), session);
-        }
-        token
+    pub async fn create(&self, account_id: &str) -> DomainResult<String> {
+        self.notifly.start_session(account_id).await
     }
 
     /// The session of a cookie token, if it is live; takes its flash.
-    fn touch(&self, token: &str) -> Option<Current> {
-        let key = hash(token);
-        let now = Instant::now();
-        let mut map = self.map.lock().ok()?;
-        let session = map.get_mut(&key)?;
-        if !live(session, now) {
-            map.remove(&key);
-            return None;
+    async fn touch(&self, token: &str) -> DomainResult<Option<Current>> {
+        Ok(self.notifly.session(token).await?.map(|s| Current {
+            key: s.token_hash,
+            account_id: s.account_id,
+            account_name: s.account_name,
+            csrf: s.csrf,
+            flash: s.flash.map(Flash::from_stored),
+        }))
+    }
+
+    /// Whether a cookie token names a live session (without using it). A
+    /// database that cannot answer counts as no.
+    pub async fn is_live(&self, token: &str) -> bool {
+        match self.notifly.session_is_live(token).await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = ?e, "could not look a dashboard session up");
+                false
+            }
         }
-        session.last_seen = now;
-        Some(Current {
-            key,
-            account_id: session.account_id.clone(),
-            account_name: session.account_name.clone(),
-            csrf: session.csrf.clone(),
-            flash: session.flash.take(),
-        })
     }
 
-    /// Whether a cookie token names a live session (without using it).
-    pub fn is_live(&self, token: &str) -> bool {
-        let now = Instant::now();
-        self.map
-            .lock()
-            .is_ok_and(|map| map.get(&hash(token)).is_some_and(|s| live(s, now)))
-    }
-
-    /// Leaves a message for the session's next page.
-    pub fn flash(&self, current: &Current, flash: Flash) {
-        if let Ok(mut map) = self.map.lock()
-            && let Some(s) = map.get_mut(&current.key)
+    /// Leaves a message for the session's next page. The action it reports
+    /// is already done, so a failure to store it is logged, not answered.
+    pub async fn flash(&self, current: &Current, flash: Flash) {
+        let stored = SessionFlash {
+            kind: flash.kind.to_owned(),
+            message: flash.message,
+        };
+        if let Err(e) = self
+            .notifly
+            .set_session_flash(&current.account_id, &current.key, &stored)
+            .await
         {
-            s.flash = Some(flash);
+            tracing::warn!(error = ?e, "could not store a dashboard message");
         }
     }
 
     /// Ends a session.
-    pub fn remove(&self, current: &Current) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(&current.key);
-        }
+    pub async fn remove(&self, current: &Current) -> DomainResult<()> {
+        self.notifly
+            .end_session(&current.account_id, &current.key)
+            .await
     }
-}
-
-fn live(s: &Session, now: Instant) -> bool {
-    now.duration_since(s.last_seen) < IDLE && now.duration_since(s.created) < LIFETIME
 }
 
 /// The logged-in session of a request. Extracting it from a request without
@@ -225,8 +182,14 @@ impl FromRequestParts<Dashboard> for Current {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Dashboard) -> Result<Self, Response> {
-        if let Some(current) = cookie_token(&parts.headers).and_then(|t| state.sessions.touch(t)) {
-            return Ok(current);
+        if let Some(token) = cookie_token(&parts.headers) {
+            match state.sessions.touch(token).await {
+                Ok(Some(current)) => return Ok(current),
+                Ok(None) => {}
+                // The database is down: say so, rather than ask for a login
+                // that would fail too.
+                Err(e) => return Err(domain_error(e)),
+            }
         }
         // Back to where the person was going after login, for page reads.
         let target = if parts.method == axum::http::Method::GET {
@@ -251,31 +214,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_keep_only_hashes_and_flash_once() {
-        let sessions = Sessions::default();
-        let token = sessions.create("acct", "default");
-        assert!(
-            !sessions
-                .map
-                .lock()
-                .unwrap()
-                .keys()
-                .any(|k| k.contains(&token))
-        );
-        let current = sessions.touch(&token).expect("a live session");
-        assert_eq!(current.account_id, "acct");
-        assert!(current.csrf_ok(Some(&current.csrf)));
+    fn only_the_session_csrf_token_passes() {
+        let current = Current {
+            key: "hash".into(),
+            account_id: "acct".into(),
+            account_name: "default".into(),
+            csrf: "token".into(),
+            flash: None,
+        };
+        assert!(current.csrf_ok(Some("token")));
         assert!(!current.csrf_ok(Some("nope")));
+        assert!(!current.csrf_ok(Some("")));
         assert!(!current.csrf_ok(None));
-        sessions.flash(&current, Flash::ok("done"));
-        assert_eq!(
-            sessions.touch(&token).unwrap().flash,
-            Some(Flash::ok("done"))
-        );
-        assert_eq!(sessions.touch(&token).unwrap().flash, None);
-        sessions.remove(&current);
-        assert!(sessions.touch(&token).is_none());
-        assert!(sessions.touch("unknown").is_none());
+        assert!(!format!("{current:?}").contains("token"));
+    }
+
+    #[test]
+    fn stored_messages_keep_their_kind() {
+        let stored = |kind: &str| SessionFlash {
+            kind: kind.into(),
+            message: "m".into(),
+        };
+        assert_eq!(Flash::from_stored(stored("error")), Flash::error("m"));
+        assert_eq!(Flash::from_stored(stored("ok")), Flash::ok("m"));
+        assert_eq!(Flash::from_stored(stored("<script>")), Flash::ok("m"));
     }
 
     #[test]

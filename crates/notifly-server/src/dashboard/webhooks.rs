@@ -82,18 +82,18 @@ impl Pager {
 
 /// Answers an action that failed: a missing webhook or delivery is a 404
 /// page; a refusal the person can act on goes back to `to` with the reason.
-fn refused(state: &Dashboard, current: &Current, to: &str, e: DomainError) -> Response {
+async fn refused(state: &Dashboard, current: &Current, to: &str, e: DomainError) -> Response {
     match e {
         DomainError::Invalid(m) | DomainError::Conflict(m) | DomainError::BadRequest(m) => {
-            state.sessions.flash(current, Flash::error(m));
+            state.sessions.flash(current, Flash::error(m)).await;
             Redirect::to(to).into_response()
         }
         e => domain_error(e),
     }
 }
 
-fn done(state: &Dashboard, current: &Current, to: &str, message: String) -> Response {
-    state.sessions.flash(current, Flash::ok(message));
+async fn done(state: &Dashboard, current: &Current, to: &str, message: String) -> Response {
+    state.sessions.flash(current, Flash::ok(message)).await;
     Redirect::to(to).into_response()
 }
 
@@ -357,15 +357,18 @@ pub async fn create(State(state): State<Dashboard>, current: Current, form: Form
         .create_webhook(&current.account_id, input, None)
         .await
     {
-        Ok(w) => done(
-            &state,
-            &current,
-            &format!("/dashboard/webhooks/{}?reveal=1#secret", w.id),
-            format!(
-                "Webhook “{}” created. Verify its deliveries with the signing secret below.",
-                w.name
-            ),
-        ),
+        Ok(w) => {
+            done(
+                &state,
+                &current,
+                &format!("/dashboard/webhooks/{}?reveal=1#secret", w.id),
+                format!(
+                    "Webhook “{}” created. Verify its deliveries with the signing secret below.",
+                    w.name
+                ),
+            )
+            .await
+        }
         Err(e) => match field_errors(&state, &v, e).await {
             Ok(errors) => render(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -421,12 +424,15 @@ pub async fn update(
         .update_webhook(&current.account_id, &id, input)
         .await
     {
-        Ok(w) => done(
-            &state,
-            &current,
-            &format!("/dashboard/webhooks/{}", w.id),
-            "Changes saved.".to_owned(),
-        ),
+        Ok(w) => {
+            done(
+                &state,
+                &current,
+                &format!("/dashboard/webhooks/{}", w.id),
+                "Changes saved.".to_owned(),
+            )
+            .await
+        }
         Err(e) => match field_errors(&state, &v, e).await {
             Ok(errors) => render(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -602,20 +608,26 @@ pub async fn set_enabled(
         .update_webhook(&current.account_id, &id, input)
         .await
     {
-        Ok(_) if enable => done(
-            &state,
-            &current,
-            &back,
-            "Webhook enabled. Deliveries that were waiting are being sent.".to_owned(),
-        ),
-        Ok(_) => done(
-            &state,
-            &current,
-            &back,
-            "Webhook disabled. New events wait for it, undelivered, until you enable it again."
-                .to_owned(),
-        ),
-        Err(e) => refused(&state, &current, &back, e),
+        Ok(_) if enable => {
+            done(
+                &state,
+                &current,
+                &back,
+                "Webhook enabled. Deliveries that were waiting are being sent.".to_owned(),
+            )
+            .await
+        }
+        Ok(_) => {
+            done(
+                &state,
+                &current,
+                &back,
+                "Webhook disabled. New events wait for it, undelivered, until you enable it again."
+                    .to_owned(),
+            )
+            .await
+        }
+        Err(e) => refused(&state, &current, &back, e).await,
     }
 }
 
@@ -633,10 +645,13 @@ pub async fn rotate(
         None => DEFAULT_OVERLAP_SECS,
         Some(Ok(s)) => s,
         Some(Err(_)) => {
-            state.sessions.flash(
-                &current,
-                Flash::error("Pick how long the old secret stays valid."),
-            );
+            state
+                .sessions
+                .flash(
+                    &current,
+                    Flash::error("Pick how long the old secret stays valid."),
+                )
+                .await;
             return Redirect::to(&back).into_response();
         }
     };
@@ -666,8 +681,9 @@ pub async fn rotate(
                 &format!("{back}?reveal=1#secret"),
                 message,
             )
+            .await
         }
-        Err(e) => refused(&state, &current, &back, e),
+        Err(e) => refused(&state, &current, &back, e).await,
     }
 }
 
@@ -691,13 +707,16 @@ pub async fn send_test(
         .send_test_event(&current.account_id, &id, input)
         .await
     {
-        Ok(_) => done(
-            &state,
-            &current,
-            &format!("{back}#deliveries"),
-            format!("A test {event_type} event is on its way; its delivery is listed below."),
-        ),
-        Err(e) => refused(&state, &current, &back, e),
+        Ok(_) => {
+            done(
+                &state,
+                &current,
+                &format!("{back}#deliveries"),
+                format!("A test {event_type} event is on its way; its delivery is listed below."),
+            )
+            .await
+        }
+        Err(e) => refused(&state, &current, &back, e).await,
     }
 }
 
@@ -729,10 +748,13 @@ pub async fn recover(
         Some(text) => match view::parse_utc(text) {
             Some(t) => t,
             None => {
-                state.sessions.flash(
-                    &current,
-                    Flash::error("Give the time as YYYY-MM-DD HH:MM, in UTC."),
-                );
+                state
+                    .sessions
+                    .flash(
+                        &current,
+                        Flash::error("Give the time as YYYY-MM-DD HH:MM, in UTC."),
+                    )
+                    .await;
                 return Redirect::to(&back).into_response();
             }
         },
@@ -751,23 +773,26 @@ pub async fn recover(
         .recover_webhook(&current.account_id, &id, Recover { since })
         .await
     {
-        Ok(r) => done(
-            &state,
-            &current,
-            &format!("{back}#deliveries"),
-            match r.recovered {
-                0 => format!("No failed deliveries since {}.", view::time(since)),
-                1 => format!(
-                    "1 failed delivery since {} is being sent again.",
-                    view::time(since)
-                ),
-                n => format!(
-                    "{n} failed deliveries since {} are being sent again.",
-                    view::time(since)
-                ),
-            },
-        ),
-        Err(e) => refused(&state, &current, &back, e),
+        Ok(r) => {
+            done(
+                &state,
+                &current,
+                &format!("{back}#deliveries"),
+                match r.recovered {
+                    0 => format!("No failed deliveries since {}.", view::time(since)),
+                    1 => format!(
+                        "1 failed delivery since {} is being sent again.",
+                        view::time(since)
+                    ),
+                    n => format!(
+                        "{n} failed deliveries since {} are being sent again.",
+                        view::time(since)
+                    ),
+                },
+            )
+            .await
+        }
+        Err(e) => refused(&state, &current, &back, e).await,
     }
 }
 
@@ -810,15 +835,18 @@ pub async fn delete(
         .delete_webhook(&current.account_id, &id)
         .await
     {
-        Ok(w) => done(
-            &state,
-            &current,
-            "/dashboard/webhooks",
-            format!(
-                "Webhook “{}” deleted; its pending deliveries were cancelled.",
-                w.name
-            ),
-        ),
+        Ok(w) => {
+            done(
+                &state,
+                &current,
+                "/dashboard/webhooks",
+                format!(
+                    "Webhook “{}” deleted; its pending deliveries were cancelled.",
+                    w.name
+                ),
+            )
+            .await
+        }
         Err(e) => domain_error(e),
     }
 }
@@ -921,13 +949,16 @@ pub async fn retry(
         .retry_delivery(&current.account_id, &id)
         .await
     {
-        Ok(_) => done(
-            &state,
-            &current,
-            &back,
-            "Delivery queued to be sent again now, with a fresh retry schedule.".to_owned(),
-        ),
-        Err(e) => refused(&state, &current, &back, e),
+        Ok(_) => {
+            done(
+                &state,
+                &current,
+                &back,
+                "Delivery queued to be sent again now, with a fresh retry schedule.".to_owned(),
+            )
+            .await
+        }
+        Err(e) => refused(&state, &current, &back, e).await,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod groups;
 pub mod messages;
 mod outbox;
 pub mod samples;
+pub mod sessions;
 mod validate;
 pub mod webhooks;
 

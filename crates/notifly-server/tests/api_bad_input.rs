@@ -1007,6 +1007,17 @@ async fn nul_characters_are_refused_in_every_store() {
     ] {
         rejects(&server, &c, method, &path, &body, 422).await;
     }
+    // Nor in a URL: an id or a filter with %00 is a 400 on both stores.
+    for path in [
+        "/v1/contacts/%00".to_owned(),
+        format!("/v1/messages/{}%00", f.message),
+        "/v1/events?type=%00".to_owned(),
+    ] {
+        let got = c.get(&path).await;
+        assert_invalid(&got, 400);
+    }
+    let got = c.delete(&format!("/v1/contacts/%00{}", f.contact)).await;
+    assert_invalid(&got, 400);
     assert_eq!(f.state(&c).await, before);
     // An escaped backslash followed by `u0000` is text, not a NUL.
     let (status, message) = c

@@ -1,15 +1,16 @@
-//! Nodes on one PostgreSQL database hear of each other's commits
-//! (`Store::announce` → `Store::follow`, LISTEN/NOTIFY), and two in-process
-//! servers on one database stream each other's events.
+//! Nodes on one PostgreSQL database hear of each other's commits:
+//! `Store::announce` on one is heard through `Store::follow` on another
+//! (LISTEN/NOTIFY), and a node does not hear itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{POSTGRES_ENV, PgTestDb};
-use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 fn admin_url() -> String {
@@ -19,40 +20,53 @@ fn admin_url() -> String {
         .unwrap_or_else(|| panic!("{POSTGRES_ENV} is not set: this test needs PostgreSQL"))
 }
 
+/// Waits until `heard` exceeds `n`; fails the test after 10 s.
+async fn heard_more_than(heard: &AtomicUsize, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = heard.load(Ordering::SeqCst);
+        if now > n {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "nothing was heard");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs PostgreSQL: run with NOTIFLY_TEST_POSTGRES_URL set and --include-ignored"]
-async fn a_node_hears_another_nodes_announcements() {
+async fn a_node_hears_other_nodes_and_not_itself() {
     let (_db, url) = PgTestDb::create(&admin_url()).await;
     let one = notifly_server::open_store(&url).await.unwrap();
     let two = notifly_server::open_store(&url).await.unwrap();
-    let heard = Arc::new(Notify::new());
+    let heard = Arc::new(AtomicUsize::new(0));
     let stop = CancellationToken::new();
     let follower = {
         let (two, heard, stop) = (two.clone(), heard.clone(), stop.clone());
         tokio::spawn(async move {
-            two.follow(Box::new(move || heard.notify_one()), stop).await;
+            two.follow(
+                Box::new(move || {
+                    heard.fetch_add(1, Ordering::SeqCst);
+                }),
+                stop,
+            )
+            .await;
         })
     };
-    // Following starts with one call (whatever was announced before LISTEN
-    // took effect is looked for once).
-    tokio::time::timeout(Duration::from_secs(10), heard.notified())
-        .await
-        .expect("the follower starts by looking once");
-    // Announce until heard: LISTEN may take effect just after the first look.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        one.announce().await.unwrap();
-        if tokio::time::timeout(Duration::from_millis(200), heard.notified())
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the announcement was never heard"
-        );
-    }
+    // Following starts, once LISTEN is in effect, with one call: whatever
+    // was announced before it is looked for then.
+    let started = heard_more_than(&heard, 0).await;
+
+    // Its own announcements are not news to a node.
+    two.announce().await.unwrap();
+    // Another node's are, once each (the one after ours proves ours arrived
+    // first and was skipped: notifications come in order).
+    one.announce().await.unwrap();
+    let after = heard_more_than(&heard, started).await;
+    assert_eq!(after, started + 1, "heard its own announcement");
+    one.announce().await.unwrap();
+    heard_more_than(&heard, after).await;
+
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), follower)
         .await

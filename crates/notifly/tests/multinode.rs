@@ -7,7 +7,8 @@
 //! These need PostgreSQL, so they are `#[ignore]`d by default: `.ci/run`
 //! runs them with `NOTIFLY_TEST_POSTGRES_URL` (an admin URL through which a
 //! scratch database is created) and, for the restart test,
-//! `NOTIFLY_TEST_POSTGRES_RESTART` (a shell command that restarts the server).
+//! `NOTIFLY_TEST_POSTGRES_RESTART` (a shell command that stops the server,
+//! keeps it down for a few seconds, and starts it again).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -117,6 +118,14 @@ struct Node {
     alive: AtomicBool,
 }
 
+impl Drop for Node {
+    /// A failing test must not leave servers running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_node(db: &str, dir: &std::path::Path, n: usize) -> Node {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_notifly"))
@@ -163,9 +172,10 @@ fn spawn_writers(
     outcomes: &Arc<Mutex<Outcomes>>,
     stop: &Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    // A request that is not answered in this long counts as hung.
+    // A request that is not answered in this long counts as hung (the API
+    // gives up on a database connection after 3 s).
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
+        .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let next = Arc::new(AtomicUsize::new(0));
@@ -203,7 +213,10 @@ fn spawn_writers(
                             outcomes.lock().unwrap().acked.insert(id);
                             continue;
                         }
-                        Ok(r) if r.status() == 503 => {
+                        Ok(r)
+                            if r.status() == 503
+                                && r.headers().get("retry-after").is_some_and(|v| v == "1") =>
+                        {
                             outcomes.lock().unwrap().unavailable += 1;
                             // A client backs off before retrying.
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -291,12 +304,9 @@ async fn wait_acked(outcomes: &Arc<Mutex<Outcomes>>, n: usize) {
     }
 }
 
+/// Stops every node (dropping a node kills it).
 fn kill_all(nodes: Arc<Vec<Node>>) {
-    let nodes = Arc::try_unwrap(nodes).unwrap_or_else(|_| panic!("writers still hold the nodes"));
-    for mut node in nodes {
-        let _ = node.child.kill();
-        let _ = node.child.wait();
-    }
+    drop(Arc::try_unwrap(nodes).unwrap_or_else(|_| panic!("writers still hold the nodes")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,11 +337,6 @@ async fn three_nodes_lose_nothing_when_one_is_killed() {
         .unwrap();
     let acked_at_kill = outcomes.lock().unwrap().acked.len();
     let delivered_at_kill = seen.lock().unwrap().delivered.len();
-    wait_acked(&outcomes, acked_at_kill + 300).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
     // The dead node's leases outlive it; the other nodes take the work over
     // once they expire.
     let orphaned: i64 = sqlx::query_scalar(
@@ -342,6 +347,11 @@ async fn three_nodes_lose_nothing_when_one_is_killed() {
     .fetch_one(&mut conn)
     .await
     .unwrap();
+    wait_acked(&outcomes, acked_at_kill + 300).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
     assert!(
         orphaned > 0,
         "the killed node held no leases: nothing of its work was left to take over"
@@ -363,6 +373,11 @@ async fn three_nodes_lose_nothing_when_one_is_killed() {
         &missing[..missing.len().min(5)]
     );
     let seen = seen.lock().unwrap();
+    assert!(
+        seen.max_in_flight > 2,
+        "the endpoint never had more than {} requests in flight: the limit was not exercised",
+        seen.max_in_flight
+    );
     assert!(
         seen.max_in_flight <= ENDPOINT_CONCURRENCY,
         "the endpoint had {} requests in flight at once across the nodes (limit {ENDPOINT_CONCURRENCY})",
@@ -412,8 +427,13 @@ async fn a_postgres_restart_under_load_costs_503s_and_nothing_else() {
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     assert!(
         outcomes.other.is_empty(),
-        "during the restart, writes failed other than with 503: {:?}",
+        "during the outage, writes failed other than with 503 + Retry-After: {:?}",
         &outcomes.other[..outcomes.other.len().min(5)]
+    );
+    assert!(
+        outcomes.unavailable > 0,
+        "no write was answered 503 during the outage ({:.1} s): the restart command must keep PostgreSQL down for longer than the 3 s connection wait",
+        outage.as_secs_f64()
     );
     let missing = wait_delivered(&seen, &outcomes.acked, Duration::from_secs(90)).await;
     // Every node is still up and ready.

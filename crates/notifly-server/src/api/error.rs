@@ -60,6 +60,11 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict(_) => StatusCode::CONFLICT,
             DomainError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             DomainError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            DomainError::Store(e) if e.is_invalid_text() => {
+                return ApiError::bad_request(
+                    "the request contains the NUL character (\\u0000 or %00), which cannot be stored",
+                );
+            }
             DomainError::Store(_) | DomainError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {

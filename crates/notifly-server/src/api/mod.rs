@@ -184,7 +184,29 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
         .merge(pages)
+        .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, NewRequestId))
+}
+
+/// Refuses a URL whose path or query holds an encoded NUL (`%00`): no id or
+/// filter contains one, and PostgreSQL cannot compare text with it, so both
+/// stores answer the same 400 instead of one of them failing.
+async fn refuse_nul_in_url(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = req.uri();
+    let has_nul = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    };
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::bad_request("URLs must not contain the NUL character (%00)")
+            .into_response();
+    }
+    next.run(req).await
 }

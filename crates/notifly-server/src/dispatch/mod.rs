@@ -235,7 +235,13 @@ async fn run(
     }
     match store.release_leases(&node).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(released = n, "handed back leases"),
+        Ok(n) => {
+            tracing::info!(released = n, "handed back leases");
+            // Tell the other nodes the work is theirs now.
+            if let Err(e) = store.announce().await {
+                tracing::debug!(error = ?e, "announcing the handed-back leases failed");
+            }
+        }
         Err(e) => tracing::warn!(error = ?e, "could not hand back leases; they will expire"),
     }
 }

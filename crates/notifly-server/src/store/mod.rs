@@ -57,6 +57,15 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the database refused a value as text it cannot store (a NUL
+    /// character): the input's fault, not the server's.
+    pub fn is_invalid_text(&self) -> bool {
+        matches!(self, StoreError::Backend(sqlx::Error::Database(db))
+            if db.code().is_some_and(|code| matches!(&*code, "22021" | "22P05")))
+    }
+}
+
 /// Connection failures, pool exhaustion, and the SQLSTATEs PostgreSQL sends
 /// when it is shutting down, starting up or out of connections.
 fn unavailable(e: &sqlx::Error) -> bool {
@@ -64,11 +73,15 @@ fn unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 57P01-57P03: admin shutdown, crash
-            // shutdown, cannot connect now; 53300: too many connections.
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            // shutdown, cannot connect now; 53300: too many connections;
+            // 25006: read-only transaction (a failover in progress).
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
         }),
         _ => false,
     }

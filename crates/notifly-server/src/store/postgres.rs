@@ -47,13 +47,22 @@ const CHANGES_CHANNEL: &str = "notifly_changes";
 /// Longest wait for a pooled connection before a request fails as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Connections for background work: the LISTEN, the claim loop, the
+/// write-back, retention and announcements each use at most one.
+const WORK_POOL_SIZE: u32 = 5;
+
 /// Connections in the pool when the configuration does not say.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
 
 /// The PostgreSQL implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct PgStore {
+    /// Connections for the API: reads and write transactions.
     pool: PgPool,
+    /// Connections for this node's background work (claims, write-backs,
+    /// retention, LISTEN/NOTIFY), so that API writes queued on an account's
+    /// lock can never starve deliveries of connections.
+    work: PgPool,
     /// Names this process in its announcements, so it ignores its own.
     node: String,
 }
@@ -66,7 +75,7 @@ impl PgStore {
         changed: &(dyn Fn() + Send + Sync),
         backoff: &mut Duration,
     ) -> Result<std::convert::Infallible, sqlx::Error> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.work).await?;
         listener.listen(CHANGES_CHANNEL).await?;
         // What was announced before LISTEN took effect is found by looking
         // once now.
@@ -90,10 +99,15 @@ impl PgStore {
     pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url).map_err(StoreError::Backend)?;
         let pool = PgPoolOptions::new()
-            // One connection stays with the LISTEN of `follow`.
-            .max_connections(pool_size.max(3))
+            .max_connections(pool_size.max(2))
             // While the database is down, requests fail fast with a 503
             // rather than hanging until a client gives up.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(StoreError::Backend)?;
+        let work = PgPoolOptions::new()
+            .max_connections(WORK_POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
@@ -104,6 +118,7 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(e.into()))?;
         Ok(PgStore {
             pool,
+            work,
             node: crate::ids::new_id(),
         })
     }
@@ -137,11 +152,11 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
-        self.pool.close().await;
+        tokio::join!(self.pool.close(), self.work.close());
     }
 
     async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.work.begin().await.map_err(backend)?;
         // One claim at a time across the nodes, so that the counts of live
         // leases below cannot be raced by another node's claim.
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
@@ -216,7 +231,7 @@ impl Store for PgStore {
         results: &[AttemptResult],
         disable_after_secs: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.work.begin().await.map_err(backend)?;
         let now = crate::ids::now();
         // Rows are locked in one order (endpoint, then delivery) by every
         // write-back, so that two nodes' batches cannot deadlock each other.
@@ -317,7 +332,7 @@ impl Store for PgStore {
             "SELECT MIN(d.next_attempt_ms) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
              WHERE d.status = 'pending' AND e.enabled AND d.lease_until_ms IS NULL",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.work)
         .await
         .map_err(backend)?;
         let lease: Option<i64> = sqlx::query_scalar(
@@ -325,7 +340,7 @@ impl Store for PgStore {
              JOIN endpoints e ON e.id = d.endpoint_id
              WHERE d.lease_until_ms IS NOT NULL AND d.status = 'pending' AND e.enabled",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.work)
         .await
         .map_err(backend)?;
         Ok(match (due, lease) {
@@ -338,7 +353,7 @@ impl Store for PgStore {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANGES_CHANNEL)
             .bind(&self.node)
-            .execute(&self.pool)
+            .execute(&self.work)
             .await
             .map_err(backend)?;
         Ok(())
@@ -372,7 +387,7 @@ impl Store for PgStore {
              WHERE lease_until_ms IS NOT NULL AND starts_with(lease_owner, $1 || ':')",
         )
         .bind(node)
-        .execute(&self.pool)
+        .execute(&self.work)
         .await
         .map_err(backend)?;
         Ok(done.rows_affected())
@@ -406,7 +421,7 @@ impl Store for PgStore {
                 SELECT token_hash FROM dashboard_sessions WHERE expires_at <= $1
                 ORDER BY expires_at LIMIT $2)", sessions_at),
         ];
-        let mut tx = self.begin().await?;
+        let mut tx = self.work.begin().await.map_err(backend)?;
         let mut deleted = 0;
         for (sql, cutoff) in statements {
             deleted += sqlx::query(sql)

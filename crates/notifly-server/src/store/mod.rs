@@ -79,9 +79,13 @@ fn unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 57P01-57P03: admin shutdown, crash
             // shutdown, cannot connect now; 53300: too many connections;
-            // 25006: read-only transaction (a failover in progress).
+            // 25006: read-only transaction (a failover in progress);
+            // 55P03, 57014: lock or statement timeout (a busy database).
             code.starts_with("08")
-                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
+                || matches!(
+                    &*code,
+                    "57P01" | "57P02" | "57P03" | "53300" | "25006" | "55P03" | "57014"
+                )
         }),
         _ => false,
     }

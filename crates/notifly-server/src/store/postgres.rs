@@ -46,6 +46,10 @@ const CHANGES_CHANNEL: &str = "notifly_changes";
 
 /// Longest wait for a pooled connection before a request fails as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait of an API request for a lock (its account's, a row's).
+const LOCK_TIMEOUT: &str = "5s";
+/// Longest an API request's statement may run.
+const STATEMENT_TIMEOUT: &str = "30s";
 
 /// Connections for background work: the LISTEN, the claim loop, the
 /// write-back, retention and announcements each use at most one.
@@ -98,12 +102,17 @@ impl PgStore {
     /// it migrates.
     pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url).map_err(StoreError::Backend)?;
+        // An API request waits a bounded time for everything: a connection,
+        // its account's lock, each statement. Past that it fails as
+        // unavailable (503), rather than hanging behind a stuck transaction.
+        let api_options = options.clone().options([
+            ("lock_timeout", LOCK_TIMEOUT),
+            ("statement_timeout", STATEMENT_TIMEOUT),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(2))
-            // While the database is down, requests fail fast with a 503
-            // rather than hanging until a client gives up.
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
+            .connect_with(api_options)
             .await
             .map_err(StoreError::Backend)?;
         let work = PgPoolOptions::new()
@@ -112,8 +121,10 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(StoreError::Backend)?;
+        // On the pool without timeouts: another node may hold the migration
+        // lock for as long as its migrations take.
         MIGRATOR
-            .run(&pool)
+            .run(&work)
             .await
             .map_err(|e| StoreError::Backend(e.into()))?;
         Ok(PgStore {

@@ -53,6 +53,11 @@ struct DeliveryBench {
     /// load is spread over them.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// Accounts the writes are spread over (each registers the same
+    /// webhooks): one account's writes are serialized, different accounts'
+    /// are not.
+    #[arg(long, default_value_t = 1)]
+    accounts: usize,
 }
 
 #[derive(Debug, Args)]
@@ -73,10 +78,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Api(a) => api(a).await,
         BenchKind::Delivery(d) => {
             let database = Database::parse(&d.database)?;
-            if d.nodes == 0 {
-                bail!("--nodes must be at least 1");
+            if d.nodes == 0 || d.accounts == 0 {
+                bail!("--nodes and --accounts must be at least 1");
             }
-            crate::bench_delivery::run(&database, d.nodes, d.seconds, d.rate, d.pending).await
+            let setup = crate::bench_delivery::Cluster {
+                database: &database,
+                nodes: d.nodes,
+                accounts: d.accounts,
+            };
+            crate::bench_delivery::run(&setup, d.seconds, d.rate, d.pending).await
         }
     }
 }
@@ -120,7 +130,10 @@ pub(crate) struct Server {
     pub(crate) url: String,
     /// Every node's URL.
     pub(crate) urls: Vec<String>,
+    /// The first account's API key.
     pub(crate) api_key: String,
+    /// Every account's API key.
+    pub(crate) api_keys: Vec<String>,
     scratch: Option<ScratchDb>,
     _dir: tempfile::TempDir,
 }
@@ -132,13 +145,15 @@ impl Server {
 
     /// Starts one `notifly serve` on SQLite with extra flags.
     pub(crate) async fn start_with(extra: &[&str]) -> anyhow::Result<Server> {
-        Self::start_nodes(&Database::Sqlite, 1, extra).await
+        Self::start_nodes(&Database::Sqlite, 1, 1, extra).await
     }
 
-    /// Starts `nodes` `notifly serve` processes on one scratch database.
+    /// Starts `nodes` `notifly serve` processes on one scratch database
+    /// with `accounts` accounts.
     pub(crate) async fn start_nodes(
         database: &Database,
         nodes: usize,
+        accounts: usize,
         extra: &[&str],
     ) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
@@ -158,29 +173,28 @@ impl Server {
                 (scratch.url.clone(), Some(scratch))
             }
         };
-        let out = Command::new(&exe)
-            .args([
-                "accounts",
-                "create",
-                "--name",
-                "bench",
-                "--json",
-                "--database",
-                &db,
-            ])
-            .output()
-            .await?;
-        if !out.status.success() {
-            bail!(
-                "accounts create failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+        let mut api_keys = Vec::new();
+        for n in 0..accounts.max(1) {
+            let out = Command::new(&exe)
+                .args(["accounts", "create", "--name", &format!("bench{n}")])
+                .args(["--json", "--database", &db])
+                .output()
+                .await?;
+            if !out.status.success() {
+                bail!(
+                    "accounts create failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let account: Value = serde_json::from_slice(&out.stdout)?;
+            api_keys.push(
+                account["api_key"]
+                    .as_str()
+                    .context("no api_key")?
+                    .to_owned(),
             );
         }
-        let account: Value = serde_json::from_slice(&out.stdout)?;
-        let api_key = account["api_key"]
-            .as_str()
-            .context("no api_key")?
-            .to_owned();
+        let api_key = api_keys[0].clone();
         let mut children = Vec::new();
         let mut urls = Vec::new();
         for node in 0..nodes {
@@ -209,6 +223,7 @@ impl Server {
             url: urls[0].clone(),
             urls,
             api_key,
+            api_keys,
             scratch,
             _dir: dir,
         };

@@ -62,11 +62,11 @@ async fn receiver() -> anyhow::Result<(String, Arc<Received>)> {
     Ok((base, received))
 }
 
-/// The API of every node; writes are spread over them.
+/// The API of every node and account; writes are spread over both.
 struct Api {
     client: reqwest::Client,
     urls: Vec<String>,
-    auth: String,
+    auths: Vec<String>,
 }
 
 impl Api {
@@ -76,19 +76,26 @@ impl Api {
                 .pool_max_idle_per_host(256)
                 .build()?,
             urls: server.urls.clone(),
-            auth: format!("Bearer {}", server.api_key),
+            auths: server
+                .api_keys
+                .iter()
+                .map(|k| format!("Bearer {k}"))
+                .collect(),
         })
     }
 
+    /// Registers the webhook in every account.
     async fn webhook(&self, name: &str, url: &str) -> anyhow::Result<()> {
-        self.client
-            .post(format!("{}/v1/webhooks", self.urls[0]))
-            .header("authorization", &self.auth)
-            .json(&json!({"name": name, "url": url, "events": ["contact.created"]}))
-            .send()
-            .await?
-            .error_for_status()
-            .context("creating a webhook")?;
+        for auth in &self.auths {
+            self.client
+                .post(format!("{}/v1/webhooks", self.urls[0]))
+                .header("authorization", auth)
+                .json(&json!({"name": name, "url": url, "events": ["contact.created"]}))
+                .send()
+                .await?
+                .error_for_status()
+                .context("creating a webhook")?;
+        }
         Ok(())
     }
 
@@ -100,7 +107,10 @@ impl Api {
                 "{}/v1/contacts",
                 self.urls[n as usize % self.urls.len()]
             ))
-            .header("authorization", &self.auth)
+            .header(
+                "authorization",
+                &self.auths[(n as usize / self.urls.len()) % self.auths.len()],
+            )
             .json(&json!({"username": format!("user{n}"), "phone_number": "+1 555 0100"}))
             .send()
             .await
@@ -129,23 +139,23 @@ impl Api {
     }
 }
 
-pub async fn run(
-    database: &Database,
-    nodes: usize,
+pub(crate) async fn run(
+    cluster: &Cluster<'_>,
     seconds: u64,
     rate: u64,
     pending: u64,
 ) -> anyhow::Result<()> {
     println!(
-        "notifly bench delivery ({}, {nodes} node(s); receiver and load in this process)",
-        database.describe()
+        "notifly bench delivery ({}, {} node(s), {} account(s); receiver and load in this process)",
+        cluster.database.describe(),
+        cluster.nodes,
+        cluster.accounts
     );
-    let cluster = Cluster { database, nodes };
     for endpoints in [1, 10] {
-        throughput(&cluster, endpoints, seconds).await?;
+        throughput(cluster, endpoints, seconds).await?;
     }
-    let alone = latency(&cluster, rate, seconds, false).await?;
-    let beside_hang = latency(&cluster, rate, seconds, true).await?;
+    let alone = latency(cluster, rate, seconds, false).await?;
+    let beside_hang = latency(cluster, rate, seconds, true).await?;
     println!(
         "(c) healthy endpoint p99 beside a hanging one: {:.2} ms vs {:.2} ms alone ({:.2}x)",
         beside_hang,
@@ -153,20 +163,21 @@ pub async fn run(
         beside_hang / alone
     );
     if pending > 0 {
-        memory(&cluster, pending).await?;
+        memory(cluster, pending).await?;
     }
     Ok(())
 }
 
 /// What each run starts.
-struct Cluster<'a> {
-    database: &'a Database,
-    nodes: usize,
+pub(crate) struct Cluster<'a> {
+    pub(crate) database: &'a Database,
+    pub(crate) nodes: usize,
+    pub(crate) accounts: usize,
 }
 
 impl Cluster<'_> {
     async fn start(&self, extra: &[&str]) -> anyhow::Result<Server> {
-        Server::start_nodes(self.database, self.nodes, extra).await
+        Server::start_nodes(self.database, self.nodes, self.accounts, extra).await
     }
 }
 

@@ -301,14 +301,7 @@ impl ScratchDb {
         sqlx::query(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut admin)
             .await?;
-        let url = match admin_url.rfind('/') {
-            Some(slash) if slash > admin_url.find("://").map_or(0, |i| i + 2) => {
-                let (base, rest) = admin_url.split_at(slash);
-                let query = rest.find('?').map_or("", |q| &rest[q..]);
-                format!("{base}/{name}{query}")
-            }
-            _ => format!("{}/{name}", admin_url.trim_end_matches('/')),
-        };
+        let url = notifly_server::store::postgres::url_with_database(admin_url, &name);
         Ok(ScratchDb {
             admin_url: admin_url.to_owned(),
             name,

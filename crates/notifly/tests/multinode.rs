@@ -65,7 +65,7 @@ impl ScratchDb {
             .execute(&mut admin)
             .await
             .unwrap();
-        let mut url = url_with_database(&admin_url, &name);
+        let mut url = notifly_server::store::postgres::url_with_database(&admin_url, &name);
         url.push_str(if url.contains('?') { "&" } else { "?" });
         url.push_str("application_name=notifly-multinode");
         ScratchDb {
@@ -94,19 +94,6 @@ impl Drop for ScratchDb {
         })
         .join();
     }
-}
-
-/// `admin_url` with its database name replaced by `name`.
-fn url_with_database(admin_url: &str, name: &str) -> String {
-    let after_scheme = admin_url.find("://").map_or(0, |i| i + 3);
-    let (base, query) = match admin_url.find('?') {
-        Some(q) => admin_url.split_at(q),
-        None => (admin_url, ""),
-    };
-    let host_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    format!("{}/{name}{query}", &base[..host_end])
 }
 
 /// One `notifly serve` process.

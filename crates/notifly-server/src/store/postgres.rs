@@ -71,6 +71,21 @@ pub struct PgStore {
     node: String,
 }
 
+/// `url` naming the database `name` instead of its own (query kept): for
+/// tools and tests that create a scratch database through an admin URL.
+pub fn url_with_database(url: &str, name: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => (u, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let base = match url[scheme_end..].find('/') {
+        Some(i) => &url[..scheme_end + i],
+        None => url,
+    };
+    format!("{base}/{name}{query}")
+}
+
 impl PgStore {
     /// Listens for other nodes' announcements until the connection fails for
     /// good (the listener itself reconnects once after a loss).
@@ -1436,9 +1451,9 @@ impl WriteTx for Handle<PgTx> {
         )
         .bind(account)
         .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
         sqlx::query("DELETE FROM groups WHERE account_id = $1 AND id = $2")
             .bind(account)
             .bind(id)
@@ -1725,4 +1740,24 @@ async fn set_subscription(conn: &mut PgConnection, ep: &EndpointRecord) -> Store
             .map_err(backend)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_with_database;
+
+    #[test]
+    fn scratch_database_urls_keep_host_and_query() {
+        for (admin, want) in [
+            ("postgres://u@h/postgres", "postgres://u@h/x"),
+            ("postgres://u@h", "postgres://u@h/x"),
+            (
+                "postgres://u@h/db?sslmode=disable&a=b/c",
+                "postgres://u@h/x?sslmode=disable&a=b/c",
+            ),
+            ("postgresql://u:p@h:5433/db", "postgresql://u:p@h:5433/x"),
+        ] {
+            assert_eq!(url_with_database(admin, "x"), want, "{admin}");
+        }
+    }
 }

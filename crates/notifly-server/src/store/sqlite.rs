@@ -1213,9 +1213,9 @@ impl WriteTx for Handle<WriterGuard> {
         )
         .bind(account)
         .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
         sqlx::query("DELETE FROM groups WHERE account_id = ? AND id = ?")
             .bind(account)
             .bind(id)

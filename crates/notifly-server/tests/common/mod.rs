@@ -122,7 +122,7 @@ impl PgTestDb {
             .await
             .expect("create the test database");
         let _ = admin.close().await;
-        let url = with_database(admin_url, &name);
+        let url = notifly_server::store::postgres::url_with_database(admin_url, &name);
         (
             PgTestDb {
                 admin_url: admin_url.to_owned(),
@@ -154,20 +154,6 @@ impl Drop for PgTestDb {
             eprintln!("could not drop test database {}: {e}", self.name);
         }
     }
-}
-
-/// `url` naming database `name` instead of its own.
-fn with_database(url: &str, name: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((u, q)) => (u, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let base = match url[scheme_end..].find('/') {
-        Some(i) => &url[..scheme_end + i],
-        None => url,
-    };
-    format!("{base}/{name}{query}")
 }
 
 /// Every table that holds what an API write can create, for [`TestServer::counts`].

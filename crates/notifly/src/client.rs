@@ -11,7 +11,12 @@ use serde_json::Value;
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// The Notifly server.
-    #[arg(long, env = "NOTIFLY_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "NOTIFLY_URL",
+        default_value = "http://127.0.0.1:8080",
+        hide_env_values = true
+    )]
     pub url: String,
     /// An API key of the account (`notifly accounts create` prints one).
     #[arg(long, env = "NOTIFLY_API_KEY", hide_env_values = true)]

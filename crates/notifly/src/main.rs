@@ -6,6 +6,7 @@ mod client;
 mod listen;
 mod trigger;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,37 +47,42 @@ enum Command {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "NOTIFLY_LISTEN")]
+    #[arg(long, env = "NOTIFLY_LISTEN", hide_env_values = true)]
     listen: Option<SocketAddr>,
     /// Database URL [default: sqlite://notifly.db in the working directory].
-    #[arg(long, env = "NOTIFLY_DATABASE_URL")]
+    #[arg(long, env = "NOTIFLY_DATABASE_URL", hide_env_values = true)]
     database: Option<String>,
     /// Directory for attachment files [default: ./notifly-data].
-    #[arg(long, env = "NOTIFLY_DATA_DIR")]
+    #[arg(long, env = "NOTIFLY_DATA_DIR", hide_env_values = true)]
     data_dir: Option<PathBuf>,
     /// The URL clients reach this server at [default: http://<listen>].
-    #[arg(long, env = "NOTIFLY_PUBLIC_URL")]
+    #[arg(long, env = "NOTIFLY_PUBLIC_URL", hide_env_values = true)]
     public_url: Option<String>,
     /// Configuration file [default: ./notifly.toml if it exists].
-    #[arg(long, env = "NOTIFLY_CONFIG")]
+    #[arg(long, env = "NOTIFLY_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
     /// Allow webhook URLs on loopback and private networks (development, tests).
-    #[arg(long, env = "NOTIFLY_ALLOW_PRIVATE_URLS", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "NOTIFLY_ALLOW_PRIVATE_URLS", num_args = 0..=1, default_missing_value = "true", hide_env_values = true)]
     allow_private_urls: Option<bool>,
     /// Delays between delivery attempts [default: 0s,5s,5m,30m,2h,5h,10h,10h].
-    #[arg(long, env = "NOTIFLY_RETRY_SCHEDULE")]
+    #[arg(long, env = "NOTIFLY_RETRY_SCHEDULE", hide_env_values = true)]
     retry_schedule: Option<String>,
     /// Per-attempt timeout [default: 15s].
-    #[arg(long, env = "NOTIFLY_DELIVERY_TIMEOUT")]
+    #[arg(long, env = "NOTIFLY_DELIVERY_TIMEOUT", hide_env_values = true)]
     delivery_timeout: Option<String>,
     /// Most delivery attempts in flight in this process [default: 256].
-    #[arg(long, env = "NOTIFLY_DELIVERY_CONCURRENCY")]
+    #[arg(long, env = "NOTIFLY_DELIVERY_CONCURRENCY", hide_env_values = true)]
     delivery_concurrency: Option<u32>,
     /// Most attempts in flight to one endpoint, across nodes [default: 16].
-    #[arg(long, env = "NOTIFLY_ENDPOINT_CONCURRENCY")]
+    #[arg(long, env = "NOTIFLY_ENDPOINT_CONCURRENCY", hide_env_values = true)]
     endpoint_concurrency: Option<u32>,
+    /// Development mode: webhooks may target this machine and private
+    /// networks (http://localhost:3000/… works), as with --allow-private-urls.
+    /// Never on a server reachable by others.
+    #[arg(long, env = "NOTIFLY_DEV", hide_env_values = true)]
+    dev: bool,
     /// Log as JSON lines instead of text.
-    #[arg(long, env = "NOTIFLY_LOG_JSON")]
+    #[arg(long, env = "NOTIFLY_LOG_JSON", hide_env_values = true)]
     log_json: bool,
 }
 
@@ -91,10 +97,10 @@ enum AccountsCommand {
         #[arg(long)]
         json: bool,
         /// Database URL [default: sqlite://notifly.db in the working directory].
-        #[arg(long, env = "NOTIFLY_DATABASE_URL")]
+        #[arg(long, env = "NOTIFLY_DATABASE_URL", hide_env_values = true)]
         database: Option<String>,
         /// Configuration file [default: ./notifly.toml if it exists].
-        #[arg(long, env = "NOTIFLY_CONFIG")]
+        #[arg(long, env = "NOTIFLY_CONFIG", hide_env_values = true)]
         config: Option<PathBuf>,
     },
 }
@@ -102,8 +108,11 @@ enum AccountsCommand {
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("NOTIFLY_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    // Colours only for a person at a terminal: a log file or a pipe gets
+    // plain text, not escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -164,6 +173,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(allow) = args.allow_private_urls {
         config.allow_private_urls = allow;
+    }
+    if args.dev {
+        config.allow_private_urls = true;
+        tracing::warn!(
+            "development mode (--dev): webhooks may target localhost and private networks; \
+             do not run a server that others can reach this way"
+        );
     }
     if let Some(schedule) = args.retry_schedule {
         config.retry_schedule = schedule;

@@ -145,3 +145,82 @@ fn a_config_file_with_an_unknown_key_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn dev_mode_allows_loopback_webhooks_and_says_so_in_a_plain_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(BIN)
+        .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("NOTIFLY_DATABASE_URL")
+        .env_remove("NOTIFLY_ALLOW_PRIVATE_URLS")
+        .env_remove("NOTIFLY_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let key = loop {
+        let line = lines.next().expect("serve printed no API key").unwrap();
+        if let Some(key) = line.trim().strip_prefix("nfly_sk_") {
+            break format!("nfly_sk_{key}");
+        }
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/readyz")).await.is_err() {
+        assert!(Instant::now() < deadline, "server not ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let created = reqwest::Client::new()
+        .post(format!("{base}/v1/webhooks"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({
+            "name": "my app", "url": "http://localhost:3000/webhooks", "events": ["*"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+
+    server.kill().unwrap();
+    let out = server.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("development mode"),
+        "the log says it runs in development mode: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log that is not a terminal has no colour codes: {log:?}"
+    );
+}
+
+#[test]
+fn help_shows_no_empty_environment_values() {
+    for args in [
+        &["serve", "--help"][..],
+        &["listen", "--help"],
+        &["trigger", "--help"],
+        &["accounts", "create", "--help"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("NOTIFLY_URL")
+            .env_remove("NOTIFLY_API_KEY")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("[env: NOTIFLY_"), "{args:?}: {help}");
+        assert!(
+            !help.contains("=]"),
+            "{args:?} shows an empty value: {help}"
+        );
+    }
+}

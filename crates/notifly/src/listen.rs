@@ -20,6 +20,13 @@ pub struct ListenArgs {
     /// Only these event types, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     events: Vec<String>,
+    /// Sign with this secret (`whsec_…`) instead of the one remembered for
+    /// this server and API key.
+    #[arg(long, env = "NOTIFLY_LISTEN_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Make a new session secret, remember it in place of the old one.
+    #[arg(long, conflicts_with = "secret")]
+    new_secret: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -93,14 +100,17 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     // Fail fast on a wrong key or an unreachable server.
     api.get("/v1/events?limit=1").await?;
 
-    let secret = notifly_server::domain::webhooks::new_secret();
+    let (secret, origin) = match args.secret {
+        Some(secret) => (check_secret(secret)?, "from --secret"),
+        None => remembered_secret(&args.server, args.new_secret)?,
+    };
     println!("Ready! Forwarding events to {forward}");
-    println!("Session secret (verify signatures with it): {secret}");
+    println!("Session secret (verify signatures with it, {origin}): {secret}");
     println!("Press Ctrl-C to stop.");
 
     let forwarder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
+        .timeout(FORWARD_TIMEOUT)
         .build()?;
     let mut last: Option<String> = None;
     let mut backoff = Duration::from_millis(500);
@@ -215,8 +225,89 @@ async fn forward_one(client: &reqwest::Client, to: &reqwest::Url, secret: &str, 
             r.status(),
             started.elapsed().as_millis()
         ),
-        Err(e) => println!("{}  {event_type:<22} {id}  -> failed: {e}", clock()),
+        Err(e) => println!(
+            "{}  {event_type:<22} {id}  -> failed: {} (not retried)",
+            clock(),
+            forward_failure(&e)
+        ),
     }
+}
+
+/// Why a forward failed, in the words a person debugging their app needs.
+fn forward_failure(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if e.is_timeout() {
+        format!("no answer within {} s", FORWARD_TIMEOUT.as_secs())
+    } else if e.is_connect() {
+        format!("cannot connect ({cause}); is your app listening there?")
+    } else {
+        cause.to_string()
+    }
+}
+
+/// How long the local app has to answer one forward.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A secret given with `--secret`: the `whsec_…` form the server hands out.
+fn check_secret(secret: String) -> anyhow::Result<String> {
+    let secret = secret.trim().to_owned();
+    notifly_webhooks::Webhook::new(&secret).map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
+    Ok(secret)
+}
+
+/// Where remembered session secrets live: `$XDG_CONFIG_HOME/notifly` or
+/// `~/.config/notifly`.
+fn secrets_file() -> anyhow::Result<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")))
+        .context("cannot tell where to remember the session secret: set HOME or XDG_CONFIG_HOME, or pass --secret")?;
+    Ok(base.join("notifly").join("listen-secrets.json"))
+}
+
+/// The session secret for this server and API key, made and remembered on
+/// first use (or when `renew`), so that a local app keeps verifying across
+/// restarts of `listen`. The file maps the server URL and a hash of the key
+/// (never the key itself) to the secret, and only its owner can read it.
+fn remembered_secret(server: &ServerArgs, renew: bool) -> anyhow::Result<(String, &'static str)> {
+    use sha2::{Digest, Sha256};
+    let path = secrets_file()?;
+    let key_hash = hex::encode(&Sha256::digest(server.api_key.trim().as_bytes())[..8]);
+    let slot = format!("{} {key_hash}", server.url.trim_end_matches('/'));
+    let mut secrets: std::collections::BTreeMap<String, String> = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a JSON object of secrets", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if !renew && let Some(secret) = secrets.get(&slot) {
+        return Ok((secret.clone(), "remembered"));
+    }
+    let secret = notifly_server::domain::webhooks::new_secret();
+    secrets.insert(slot, secret.clone());
+    write_private(&path, &serde_json::to_vec_pretty(&secrets)?)
+        .with_context(|| format!("cannot remember the session secret in {}", path.display()))?;
+    Ok((secret, "new, remembered for next time"))
+}
+
+/// Writes a file only its owner can read, replacing it atomically.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

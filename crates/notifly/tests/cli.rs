@@ -146,6 +146,9 @@ impl Server {
         c.args(args)
             .env("NOTIFLY_URL", self.url())
             .env("NOTIFLY_API_KEY", &self.key)
+            // `listen` remembers its session secret here, not in the real home.
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env_remove("NOTIFLY_LISTEN_SECRET")
             .env_remove("RUST_BACKTRACE");
         c
     }
@@ -193,8 +196,13 @@ impl Drop for Server {
 
 /// Starts `notifly listen` and returns it with the session secret it printed.
 fn listen(server: &Server, forward_to: &str) -> (Child, String) {
+    listen_with(server, &["--forward-to", forward_to])
+}
+
+/// `notifly listen` with these arguments, and the session secret it printed.
+fn listen_with(server: &Server, args: &[&str]) -> (Child, String) {
     let mut child = server
-        .client(&["listen", "--forward-to", forward_to])
+        .client(&[&["listen"], args].concat())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -206,7 +214,10 @@ fn listen(server: &Server, forward_to: &str) -> (Child, String) {
             .next()
             .expect("listen exited before printing its secret")
             .unwrap();
-        if let Some(s) = line.strip_prefix("Session secret (verify signatures with it): ") {
+        if let Some((_, s)) = line
+            .strip_prefix("Session secret (verify signatures with it")
+            .and_then(|rest| rest.split_once("): "))
+        {
             break s.to_owned();
         }
     };
@@ -401,6 +412,10 @@ async fn listen_keeps_going_when_the_local_app_refuses_connections() {
     for line in lines.by_ref() {
         let line = line.unwrap();
         if line.contains("contact.created") && line.contains("failed") {
+            assert!(
+                line.contains("cannot connect") && line.contains("not retried"),
+                "the line says why and that it is not retried: {line}"
+            );
             failures += 1;
             if failures == 2 {
                 break;
@@ -413,4 +428,55 @@ async fn listen_keeps_going_when_the_local_app_refuses_connections() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn listen_remembers_its_session_secret_or_takes_one() {
+    let server = Server::start().await;
+    let (_inbox, url) = Inbox::start().await;
+    let run = |extra: &[&str]| {
+        let (mut child, secret) =
+            listen_with(&server, &[&["--forward-to", url.as_str()], extra].concat());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        secret
+    };
+    let first = run(&[]);
+    assert!(first.starts_with("whsec_"), "{first}");
+    assert_eq!(
+        run(&[]),
+        first,
+        "a restart keeps the secret, so the app keeps verifying"
+    );
+    let renewed = run(&["--new-secret"]);
+    assert_ne!(renewed, first);
+    assert_eq!(run(&[]), renewed, "the new secret is the one remembered");
+    let mine = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    assert_eq!(run(&["--secret", mine]), mine);
+    assert_eq!(
+        run(&[]),
+        renewed,
+        "--secret does not replace the remembered one"
+    );
+
+    let file = server.dir.path().join("config/notifly/listen-secrets.json");
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !stored.contains(&server.key),
+        "the API key is not stored: {stored}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only its owner can read it: {mode:o}");
+    }
+
+    let out = server
+        .client(&["listen", "--forward-to", &url, "--secret", "hunter2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secret") && err.contains("whsec_"), "{err}");
 }

@@ -261,6 +261,12 @@ async fn bad_pagination_parameters_are_400() {
                 "{path}?{query}: the message names the parameter: {}",
                 got.1
             );
+            let message = message_of(&got.1);
+            assert!(
+                message.matches("query string").count() <= 1
+                    && !message.contains("Failed to deserialize"),
+                "{path}?{query}: one plain message, not a prefix twice: {message}"
+            );
         }
         let got = c
             .get(&format!("{path}?starting_after={a}&ending_before={b}"))

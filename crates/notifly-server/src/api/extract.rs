@@ -193,7 +193,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         axum::extract::Query::try_from_uri(&parts.uri)
             .map(|q| Query(q.0))
-            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+            .map_err(|e| {
+                // The innermost cause names the parameter ("limit: invalid
+                // digit found in string"); axum's own text would add a second
+                // "Failed to deserialize query string" prefix.
+                let mut cause: &dyn std::error::Error = &e;
+                while let Some(inner) = cause.source() {
+                    cause = inner;
+                }
+                ApiError::bad_request(format!("invalid query string: {cause}"))
+            })
     }
 }
 

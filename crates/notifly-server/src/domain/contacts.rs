@@ -20,7 +20,7 @@ pub struct CreateContact {
     /// Unique within the account: letters, digits, `_`, `.`, `-`.
     #[schema(example = "KevinMcCallister")]
     pub username: String,
-    #[schema(example = "1-800-759-3000")]
+    #[schema(schema_with = validate::phone_number_schema)]
     pub phone_number: String,
     pub avatar_url: Option<String>,
     pub display_name: Option<String>,
@@ -37,7 +37,7 @@ pub struct UpdateContact {
     #[schema(value_type = Option<String>)]
     pub username: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::phone_number_schema)]
     pub phone_number: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]

@@ -65,9 +65,22 @@ pub fn username(value: &str) -> DomainResult<String> {
     Ok(value.to_owned())
 }
 
-/// A phone number: digits with the usual separators, an optional leading `+`,
-/// 3 to 20 digits.
+/// The phone number rule, as people read it (in error messages and docs).
+pub const PHONE_NUMBER_RULE: &str = "3 to 20 digits, with an optional leading `+` and spaces, `-`, `.` or parentheses between them; at most 32 characters";
+
+/// The phone number rule as a regular expression, for the OpenAPI document.
+/// It accepts exactly what [`phone_number`] accepts (with the 32-character
+/// limit as `maxLength`).
+pub const PHONE_NUMBER_PATTERN: &str = r"^\+?[ ().\-]*([0-9][ ().\-]*){3,20}$";
+
+/// A phone number: [`PHONE_NUMBER_RULE`].
 pub fn phone_number(value: &str) -> DomainResult<String> {
+    let invalid = || {
+        DomainError::Invalid(format!(
+            "phone_number `{}` is not a phone number: use {PHONE_NUMBER_RULE}",
+            ids::printable(value)
+        ))
+    };
     text("phone_number", value, 32)?;
     let body = value.strip_prefix('+').unwrap_or(value);
     let digits = body.chars().filter(char::is_ascii_digit).count();
@@ -75,12 +88,24 @@ pub fn phone_number(value: &str) -> DomainResult<String> {
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'));
     if !shape_ok || !(3..=20).contains(&digits) {
-        return Err(DomainError::Invalid(format!(
-            "phone_number `{}` is not a phone number: use digits with optional `+`, spaces, `-`, `.` or parentheses",
-            ids::printable(value)
-        )));
+        return Err(invalid());
     }
     Ok(value.to_owned())
+}
+
+/// The OpenAPI schema of a phone number field, built from the same rule
+/// that [`phone_number`] checks (an update may leave the field out, but not
+/// set it to `null`, so both bodies share it).
+pub fn phone_number_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(3))
+        .max_length(Some(32))
+        .pattern(Some(PHONE_NUMBER_PATTERN))
+        .description(Some(format!("A phone number: {PHONE_NUMBER_RULE}.")))
+        .examples(["1-800-759-3000"])
+        .build()
 }
 
 /// An `http(s)` URL with a host, at most 2048 characters.
@@ -128,4 +153,48 @@ pub fn missing(field: &str, kind: &str, value: &str) -> DomainError {
         "{field}: no {kind} with id `{}`",
         ids::printable(value)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_refused_phone_number_is_told_the_rule() {
+        for bad in ["1", "12", "call me", "+", "123456789012345678901", "12a3"] {
+            let Err(DomainError::Invalid(message)) = phone_number(bad) else {
+                panic!("`{bad}` was accepted");
+            };
+            assert!(message.contains("3 to 20 digits"), "{message}");
+        }
+        for good in [
+            "123",
+            "+1 (800) 759-3000",
+            "1.800.759.3000",
+            "12345678901234567890",
+        ] {
+            assert_eq!(phone_number(good).ok().as_deref(), Some(good));
+        }
+    }
+
+    proptest! {
+        /// What the document's pattern (and its 32-character limit) calls
+        /// valid, the server accepts.
+        #[test]
+        fn the_documented_pattern_is_accepted(
+            value in proptest::string::string_regex(
+                // Runs of separators bounded, so most samples fit in 32
+                // characters; otherwise the pattern exactly.
+                &PHONE_NUMBER_PATTERN
+                    .trim_start_matches('^')
+                    .trim_end_matches('$')
+                    .replace("]*", "]{0,1}")
+            ).expect("the pattern compiles")
+        ) {
+            prop_assume!(value.chars().count() <= 32 && !value.trim().is_empty());
+            prop_assert_eq!(phone_number(&value).ok(), Some(value.clone()));
+        }
+    }
 }

@@ -363,14 +363,27 @@ async fn a_test_event_reaches_only_that_endpoint() {
         "{payload}"
     );
     assert!(payload["name"].is_string(), "a group payload: {payload}");
+    let done = wait_delivery(&c, &id, "succeeded").await;
     assert_eq!(
-        String::from_utf8_lossy(&got[0].body),
-        String::from_utf8_lossy(&expected_body(&c, &got[0].event_id()).await)
+        done["attempt_log"][0]["request"]["body"].as_str(),
+        Some(String::from_utf8_lossy(&got[0].body).as_ref()),
+        "the delivery shows the exact body sent: {done:#}"
     );
-    wait_delivery(&c, &id, "succeeded").await;
     assert!(deliveries(&c, &b.id, None).await.is_empty());
     assert_eq!(rx.count_to("/b"), 0);
     assert_eq!(rx.count(), 1);
+
+    // A sample addressed to one endpoint is not part of the account's log:
+    // other consumers (the event list, its stream, `notifly listen`) never
+    // see it.
+    let event_id = got[0].event_id();
+    let (status, _) = c.get(&format!("/v1/events/{event_id}")).await;
+    assert_eq!(status, 404, "GET /v1/events/{{test event}}");
+    let (status, log) = c.get("/v1/events?limit=100").await;
+    assert_eq!(status, 200);
+    assert_eq!(log["data"], json!([]), "the log holds no test event: {log}");
+    let (status, _) = c.get(&format!("/v1/events/stream?after={event_id}")).await;
+    assert_eq!(status, 400, "a test event is no position in the stream");
 
     // Unknown types and unknown webhooks are refused.
     let (status, body) = c

@@ -2054,9 +2054,27 @@ async fn outbox_fan_out(store: Arc<dyn Store>) {
     assert_eq!(deliveries(&store, &a, &all.id).await.len(), before_all);
     let mut conn = store.read().await.unwrap();
     assert_eq!(
-        conn.event(&a, &test.id).await.unwrap().as_ref(),
-        Some(&test)
+        conn.delivered_event(&a, &test.id).await.unwrap().as_ref(),
+        Some(&test),
+        "its delivery finds it"
     );
+    // It is no part of the account's log, nor a position in it.
+    assert_eq!(conn.event(&a, &test.id).await.unwrap(), None);
+    let listed = conn.list_events(&a, None, &page(100)).await.unwrap();
+    assert!(
+        listed.items.iter().all(|e| e.id != test.id),
+        "the log lists no test event"
+    );
+    let streamed = conn.events_after(&a, None, 1000).await.unwrap();
+    assert!(streamed.iter().all(|e| e.id != test.id));
+    assert_ne!(
+        conn.latest_event_id(&a).await.unwrap().as_deref(),
+        Some(test.id.as_str())
+    );
+    assert!(matches!(
+        conn.events_after(&a, Some(&test.id), 10).await,
+        Err(StoreError::UnknownCursor)
+    ));
     drop(conn);
 
     // A test event to an endpoint that does not exist writes nothing.

@@ -219,7 +219,7 @@ impl Notifly {
         let mut conn = self.store.read().await?;
         let record = found(conn.delivery(account, id).await, KIND, id)?;
         let event = found(
-            conn.event(account, &record.event_id).await,
+            conn.delivered_event(account, &record.event_id).await,
             "event",
             &record.event_id,
         )?;

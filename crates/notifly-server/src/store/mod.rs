@@ -288,7 +288,14 @@ pub trait Conn: Send {
         message_id: &str,
     ) -> StoreResult<Vec<Attachment>>;
 
+    /// An event of the account's log (`/v1/events`): test events are not.
     async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>>;
+    /// Any event a delivery of the account was made for, test events too.
+    async fn delivered_event(
+        &mut self,
+        account: &str,
+        id: &str,
+    ) -> StoreResult<Option<EventRecord>>;
     async fn list_events(
         &mut self,
         account: &str,
@@ -439,8 +446,9 @@ pub trait WriteTx: Conn {
     /// pending delivery per enabled endpoint subscribed to its type. Returns
     /// how many deliveries it created.
     async fn insert_event(&mut self, account: &str, event: &EventRecord) -> StoreResult<u64>;
-    /// Appends an event delivered to one endpoint only (a test event);
-    /// returns the delivery's id.
+    /// Appends an event delivered to one endpoint only (a test event, which
+    /// the account's log and its stream do not show); returns the
+    /// delivery's id.
     async fn insert_event_for_endpoint(
         &mut self,
         account: &str,

@@ -908,6 +908,22 @@ where
 
     async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>> {
         self.0.scope(account).await?;
+        sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = $1 AND id = $2 AND NOT is_test"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn delivered_event(
+        &mut self,
+        account: &str,
+        id: &str,
+    ) -> StoreResult<Option<EventRecord>> {
+        self.0.scope(account).await?;
         get(&mut self.0, "events", EVENT_COLUMNS, account, id).await
     }
 
@@ -920,18 +936,18 @@ where
         self.0.scope(account).await?;
         let after_seq: i64 = match after {
             None => 0,
-            Some(id) => {
-                sqlx::query_scalar("SELECT seq FROM events WHERE account_id = $1 AND id = $2")
-                    .bind(account)
-                    .bind(id)
-                    .fetch_optional(&mut *self.0)
-                    .await
-                    .map_err(backend)?
-                    .ok_or(StoreError::UnknownCursor)?
-            }
+            Some(id) => sqlx::query_scalar(
+                "SELECT seq FROM events WHERE account_id = $1 AND id = $2 AND NOT is_test",
+            )
+            .bind(account)
+            .bind(id)
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(backend)?
+            .ok_or(StoreError::UnknownCursor)?,
         };
         sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = $1 AND seq > $2 AND NOT is_test ORDER BY seq LIMIT $3"
         ))
         .bind(account)
         .bind(after_seq)
@@ -943,11 +959,13 @@ where
 
     async fn latest_event_id(&mut self, account: &str) -> StoreResult<Option<String>> {
         self.0.scope(account).await?;
-        sqlx::query_scalar("SELECT id FROM events WHERE account_id = $1 ORDER BY seq DESC LIMIT 1")
-            .bind(account)
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(backend)
+        sqlx::query_scalar(
+            "SELECT id FROM events WHERE account_id = $1 AND NOT is_test ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(account)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
     }
 
     async fn list_events(
@@ -960,6 +978,7 @@ where
         let filters: Vec<Filter> = event_type
             .map(|t| Filter::Text("event_type", t))
             .into_iter()
+            .chain([Filter::Bool("is_test", false)])
             .collect();
         list(
             &mut self.0,
@@ -1534,7 +1553,7 @@ impl WriteTx for Handle<PgTx> {
     ) -> StoreResult<String> {
         self.0.scope(account).await?;
         sqlx::query(
-            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES ($1, $2, $3, $4, $5, true)",
         )
         .bind(account)
         .bind(&e.id)

@@ -702,6 +702,21 @@ where
     }
 
     async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>> {
+        sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND id = ? AND is_test = 0"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn delivered_event(
+        &mut self,
+        account: &str,
+        id: &str,
+    ) -> StoreResult<Option<EventRecord>> {
         get(&mut self.0, "events", EVENT_COLUMNS, account, id).await
     }
 
@@ -713,18 +728,18 @@ where
     ) -> StoreResult<Vec<EventRecord>> {
         let after_seq: i64 = match after {
             None => 0,
-            Some(id) => {
-                sqlx::query_scalar("SELECT seq FROM events WHERE account_id = ? AND id = ?")
-                    .bind(account)
-                    .bind(id)
-                    .fetch_optional(&mut *self.0)
-                    .await
-                    .map_err(backend)?
-                    .ok_or(StoreError::UnknownCursor)?
-            }
+            Some(id) => sqlx::query_scalar(
+                "SELECT seq FROM events WHERE account_id = ? AND id = ? AND is_test = 0",
+            )
+            .bind(account)
+            .bind(id)
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(backend)?
+            .ok_or(StoreError::UnknownCursor)?,
         };
         sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND seq > ? AND is_test = 0 ORDER BY seq LIMIT ?"
         ))
         .bind(account)
         .bind(after_seq)
@@ -735,11 +750,13 @@ where
     }
 
     async fn latest_event_id(&mut self, account: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT id FROM events WHERE account_id = ? ORDER BY seq DESC LIMIT 1")
-            .bind(account)
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(backend)
+        sqlx::query_scalar(
+            "SELECT id FROM events WHERE account_id = ? AND is_test = 0 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(account)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
     }
 
     async fn list_events(
@@ -751,6 +768,7 @@ where
         let filters: Vec<Filter> = event_type
             .map(|t| Filter::Text("event_type", t))
             .into_iter()
+            .chain([Filter::Bool("is_test", false)])
             .collect();
         list(
             &mut self.0,
@@ -1291,7 +1309,7 @@ impl WriteTx for Handle<WriterGuard> {
         endpoint_id: &str,
     ) -> StoreResult<String> {
         sqlx::query(
-            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES (?, ?, ?, ?, ?, 1)",
         )
         .bind(account)
         .bind(&e.id)

@@ -60,6 +60,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let store = open_store_with(&config.database_url, config.database_pool_size).await?;
+    let released = store
+        .start_serving()
+        .await
+        .context("cannot serve the database")?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "took back the deliveries a stopped server had in flight; sending them again"
+        );
+    }
     let bound = listener.local_addr()?;
     let public_url = config.public_url(bound);
     if let Some(account) = domain::accounts::bootstrap(store.as_ref()).await? {

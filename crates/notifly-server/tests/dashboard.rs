@@ -979,6 +979,18 @@ impl SecondNode {
 async fn every_node_on_the_database_serves_every_session() {
     let receiver = Receiver::start().await;
     let (server, _api, mut b) = setup().await;
+    if !server.config.database_url.starts_with("postgres") {
+        // Several nodes are a PostgreSQL set-up: a second server on a
+        // SQLite database is refused, saying why.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = notifly_server::run(server.config.clone(), listener, async {}).await;
+        let err = format!(
+            "{:#}",
+            refused.expect_err("a second server on a SQLite database")
+        );
+        assert!(err.contains("already serving"), "{err}");
+        return;
+    }
     let node_b = SecondNode::start(&server).await;
     let node_a = server.base.clone();
 

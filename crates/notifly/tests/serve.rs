@@ -224,3 +224,67 @@ fn help_shows_no_empty_environment_values() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut first = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("NOTIFLY_DATABASE_URL")
+        .env("NOTIFLY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/readyz")).await.is_err() {
+        assert!(Instant::now() < deadline, "server not ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let second = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("NOTIFLY_DATABASE_URL")
+        .env("NOTIFLY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!second.status.success(), "a second server started");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("already serving") && err.contains("notifly.db"),
+        "it says why: {err}"
+    );
+    assert!(
+        reqwest::get(format!("{base}/readyz")).await.is_ok(),
+        "the first server goes on"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Once the first is gone (even killed), a server starts again at once.
+    let mut again = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("NOTIFLY_DATABASE_URL")
+        .env("NOTIFLY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/readyz")).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "server not ready after the first was killed"
+        );
+        assert!(again.try_wait().unwrap().is_none(), "the new server exited");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    again.kill().unwrap();
+    again.wait().unwrap();
+}

@@ -42,6 +42,13 @@ pub enum StoreError {
     /// The writer task is gone (the store is shutting down).
     #[error("the database writer is unavailable")]
     WriterGone,
+    /// Another server process already serves this database, and the store
+    /// allows only one (SQLite). The string says which lock file is held.
+    #[error("{0}")]
+    AlreadyServed(String),
+    /// The store's own files could not be used (a lock file).
+    #[error("{0}")]
+    Io(String, #[source] std::io::Error),
 }
 
 impl StoreError {
@@ -190,6 +197,17 @@ pub trait Store: Send + Sync + 'static {
     /// Hands back the leases a node holds (tokens `<node>:…`), so other nodes
     /// can take the work.
     async fn release_leases(&self, node: &str) -> StoreResult<u64>;
+    /// Called once by a server process before it serves. A store that one
+    /// server process at a time may use (SQLite) makes this process that
+    /// one, or fails with [`StoreError::AlreadyServed`], and then hands back
+    /// every lease still recorded: they were held by a process that is gone
+    /// (killed, or a crash), so their work is sent again at once instead of
+    /// when the leases expire. Returns how many it handed back. A store that
+    /// several nodes share (PostgreSQL) does nothing: other nodes' leases are
+    /// live, and a dead node's expire.
+    async fn start_serving(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
     /// Tells the other nodes on this database that this node committed
     /// writes (new deliveries, new events). With one process there is nobody
     /// to tell.

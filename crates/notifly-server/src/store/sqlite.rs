@@ -11,6 +11,7 @@
 
 use std::ops::DerefMut;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +30,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: Writer,
     reader: SqlitePool,
+    /// The database file (empty for an in-memory database).
+    path: std::path::PathBuf,
+    /// While this process serves the database: the locked `<database>.lock`.
+    serving: Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 impl SqliteStore {
@@ -60,6 +65,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(e.into()))?;
         migrations.close().await;
+        let path = options.get_filename().to_owned();
         let writer = Writer::start(sqlite_writer::connect(&options).await?);
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
@@ -67,7 +73,51 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(StoreError::Backend)?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            path,
+            serving: Arc::default(),
+        })
+    }
+
+    /// Takes the lock file that makes this process the database's one
+    /// server: an exclusive `flock` on `<database>.lock`, which the kernel
+    /// releases when the process ends, however it ends.
+    fn lock_for_serving(&self) -> StoreResult<()> {
+        let name = self.path.as_os_str();
+        if name.is_empty() || name == ":memory:" {
+            return Ok(());
+        }
+        let mut lock_path = name.to_owned();
+        lock_path.push(".lock");
+        let lock_path = std::path::PathBuf::from(lock_path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Io(format!("cannot open {}", lock_path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::AlreadyServed(format!(
+                    "another `notifly serve` is already serving {} (it holds {}): \
+                     one server process at a time may use a SQLite database; \
+                     stop it first, or run several nodes on PostgreSQL",
+                    self.path.display(),
+                    lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Io(
+                    format!("cannot lock {}", lock_path.display()),
+                    e,
+                ));
+            }
+        }
+        *self.serving.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+        Ok(())
     }
 }
 
@@ -93,6 +143,27 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+        // Another server may take the database from now on.
+        self.serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    async fn start_serving(&self) -> StoreResult<u64> {
+        self.lock_for_serving()?;
+        // Only this process serves the database now, so every lease left
+        // is a dead process's.
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL
+             WHERE lease_until_ms IS NOT NULL",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {

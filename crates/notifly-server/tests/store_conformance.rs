@@ -2591,6 +2591,58 @@ async fn endpoint_health(store: Arc<dyn Store>) {
     assert!(claim(&store, &claim_all("node-a:2")).await.is_empty());
     let stats = store.queue_stats(ids::now_ms()).await.unwrap();
     assert_eq!(stats.disabled_endpoints, 2);
+
+    // One batch with several results per endpoint leaves each endpoint as
+    // its results, taken in order, would: a success then a failure starts a
+    // new run now; a failure then a success ends the run.
+    let mut lapsed = endpoint("lapsed", &["conversation.created"]);
+    lapsed.failing_since = Some(LONG_AGO);
+    let mut tx = begin(&store).await;
+    tx.insert_endpoint(&a, &lapsed).await.unwrap();
+    commit(tx).await;
+    emit_events(&store, &a, "contact.created", 2).await;
+    emit_events(&store, &a, "conversation.created", 2).await;
+    let claimed = claim(&store, &claim_all("node-a:3")).await;
+    assert_eq!(claimed.len(), 4);
+    let (flaky_work, lapsed_work): (Vec<&Claimed>, Vec<&Claimed>) =
+        claimed.iter().partition(|c| c.endpoint_id == flaky.id);
+    let retry = NextStep::Retry {
+        at_ms: ids::now_ms() + 60_000,
+        schedule_pos: 1,
+    };
+    let before = ids::now();
+    let batch = [
+        result_of(flaky_work[0], "node-a:3", Some(200), NextStep::Succeeded),
+        result_of(lapsed_work[0], "node-a:3", Some(500), retry.clone()),
+        result_of(flaky_work[1], "node-a:3", Some(500), retry),
+        result_of(lapsed_work[1], "node-a:3", Some(200), NextStep::Succeeded),
+    ];
+    // Ten years: the long-failing endpoint is not disabled by this batch.
+    store
+        .record_attempts(&batch, 10 * 365 * 86_400)
+        .await
+        .unwrap();
+    let ep = read_endpoint(&store, &a, &flaky.id).await.unwrap();
+    assert!(
+        ep.failing_since.is_some_and(|t| t >= before),
+        "a new run starts: {:?}",
+        ep.failing_since
+    );
+    let ep = read_endpoint(&store, &a, &lapsed.id).await.unwrap();
+    assert_eq!(ep.failing_since, None);
+    assert!(ep.enabled);
+    for (c, status) in [
+        (flaky_work[0], "succeeded"),
+        (flaky_work[1], "pending"),
+        (lapsed_work[0], "pending"),
+        (lapsed_work[1], "succeeded"),
+    ] {
+        let d = delivery(&store, &a, &c.delivery_id).await;
+        assert_eq!(d.status, status, "{}", c.delivery_id);
+        assert_eq!(d.attempts, 1);
+        let mut conn = store.read().await.unwrap();
+        assert_eq!(conn.attempts(&a, &c.delivery_id).await.unwrap().len(), 1);
+    }
 }
 
 async fn release_leases_of_one_node(store: Arc<dyn Store>) {

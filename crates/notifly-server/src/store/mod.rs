@@ -128,6 +128,48 @@ pub(crate) fn choose_claims(
     chosen
 }
 
+/// What a batch of attempt results does to one endpoint's health (see
+/// [`endpoint_health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// Its last result in the batch succeeded: it is not failing.
+    Recovered,
+    /// Its last result failed. `since_now`: an earlier result of the batch
+    /// succeeded, so its run of failures starts now; otherwise a run already
+    /// under way goes on (or starts now if there was none).
+    Failing { since_now: bool },
+}
+
+/// The health policy of a write-back, shared by every backend: each endpoint
+/// of `results` once (in the order they first appear), with what its results,
+/// taken in order, leave it at. Applying that once per endpoint gives the
+/// same `failing_since` as applying every result one by one, with one
+/// statement per endpoint instead of one per result.
+pub(crate) fn endpoint_health(results: &[AttemptResult]) -> Vec<(&str, Health)> {
+    let mut out: Vec<(&str, Health)> = Vec::new();
+    let mut succeeded: Vec<bool> = Vec::new();
+    for r in results {
+        let endpoint = r.endpoint_id.as_str();
+        let at = match out.iter().position(|(id, _)| *id == endpoint) {
+            Some(at) => at,
+            None => {
+                out.push((endpoint, Health::Recovered));
+                succeeded.push(false);
+                out.len() - 1
+            }
+        };
+        if r.attempt.succeeded {
+            out[at].1 = Health::Recovered;
+            succeeded[at] = true;
+        } else if out[at].1 == Health::Recovered {
+            out[at].1 = Health::Failing {
+                since_now: succeeded[at],
+            };
+        }
+    }
+    out
+}
+
 // What both backends share besides the trait: the columns each row type is
 // read with, how errors map, and list filters. The SQL itself is per backend.
 
@@ -545,5 +587,52 @@ mod tests {
         assert_eq!(chosen, ["h1", "h2", "f1", "f2"]);
         let chosen = choose_claims(candidates, Default::default(), &request(3, 2, 2));
         assert_eq!(chosen, ["h1", "h2"]);
+    }
+
+    fn result(endpoint: &str, succeeded: bool) -> AttemptResult {
+        AttemptResult {
+            attempt: AttemptRecord {
+                id: String::new(),
+                delivery_id: String::new(),
+                attempt: 1,
+                started_at_ms: 0,
+                duration_ms: 0,
+                request_headers: sqlx::types::Json(Vec::new()),
+                response_status: None,
+                response_headers: None,
+                response_body: None,
+                error: None,
+                succeeded,
+            },
+            endpoint_id: endpoint.into(),
+            owner: String::new(),
+            next: NextStep::Failed,
+            disable: None,
+        }
+    }
+
+    #[test]
+    fn endpoint_health_is_what_the_results_leave_in_order() {
+        let results = [
+            result("a", false),
+            result("b", false),
+            result("c", true),
+            result("b", true),
+            result("d", true),
+            result("a", false),
+            result("d", false),
+            result("c", false),
+            result("c", true),
+        ];
+        assert_eq!(
+            endpoint_health(&results),
+            [
+                ("a", Health::Failing { since_now: false }),
+                ("b", Health::Recovered),
+                ("c", Health::Recovered),
+                ("d", Health::Failing { since_now: true }),
+            ]
+        );
+        assert!(endpoint_health(&[]).is_empty());
     }
 }

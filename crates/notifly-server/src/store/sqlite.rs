@@ -245,80 +245,101 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
         let now = crate::ids::now();
-        for r in results {
-            let a = &r.attempt;
-            sqlx::query(&format!(
-                "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(&a.id)
-            .bind(&a.delivery_id)
-            .bind(a.attempt)
-            .bind(a.started_at_ms)
-            .bind(a.duration_ms)
-            .bind(&a.request_headers)
-            .bind(a.response_status)
-            .bind(&a.response_headers)
-            .bind(&a.response_body)
-            .bind(&a.error)
-            .bind(a.succeeded)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            let (status, next_ms, pos) = match &r.next {
-                NextStep::Succeeded => ("succeeded", None, None),
-                NextStep::Retry {
-                    at_ms,
-                    schedule_pos,
-                } => ("pending", Some(*at_ms), Some(*schedule_pos)),
-                NextStep::Failed => ("failed", None, None),
-            };
+        // A handful of statements for the whole batch, not three per result:
+        // each statement is a round trip to the single writer.
+        for chunk in results.chunks(ROWS_PER_STATEMENT) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
+            q.push_values(chunk, |mut row, r| {
+                let a = &r.attempt;
+                row.push_bind(&a.id)
+                    .push_bind(&a.delivery_id)
+                    .push_bind(a.attempt)
+                    .push_bind(a.started_at_ms)
+                    .push_bind(a.duration_ms)
+                    .push_bind(&a.request_headers)
+                    .push_bind(a.response_status)
+                    .push_bind(&a.response_headers)
+                    .push_bind(&a.response_body)
+                    .push_bind(&a.error)
+                    .push_bind(a.succeeded);
+            });
+            q.build().execute(&mut *tx).await.map_err(backend)?;
+
             // A delivery cancelled (endpoint deleted) or retried by hand while
             // in flight keeps its new state; only the lease holder moves it on.
-            sqlx::query(
-                "UPDATE deliveries SET status = ?, attempts = MAX(attempts, ?), next_attempt_ms = ?,
-                    schedule_pos = COALESCE(?, schedule_pos), lease_until_ms = NULL, lease_owner = NULL,
-                    last_attempt_at = ?, last_status_code = ?, updated_at = ?
-                 WHERE id = ? AND status = 'pending' AND lease_owner = ?",
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "WITH r(id, owner, status, attempt, next_ms, pos, at, code) AS (",
+            );
+            q.push_values(chunk, |mut row, r| {
+                let a = &r.attempt;
+                let (status, next_ms, pos) = match &r.next {
+                    NextStep::Succeeded => ("succeeded", None, None),
+                    NextStep::Retry {
+                        at_ms,
+                        schedule_pos,
+                    } => ("pending", Some(*at_ms), Some(*schedule_pos)),
+                    NextStep::Failed => ("failed", None, None),
+                };
+                row.push_bind(&a.delivery_id)
+                    .push_bind(&r.owner)
+                    .push_bind(status)
+                    .push_bind(a.attempt)
+                    .push_bind(next_ms)
+                    .push_bind(pos)
+                    .push_bind(a.started_at_ms / 1000)
+                    .push_bind(a.response_status);
+            });
+            q.push(
+                ") UPDATE deliveries SET status = r.status, attempts = MAX(deliveries.attempts, r.attempt),
+                    next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
+                    lease_until_ms = NULL, lease_owner = NULL, last_attempt_at = r.at,
+                    last_status_code = r.code, updated_at = ",
             )
-            .bind(status)
-            .bind(a.attempt)
-            .bind(next_ms)
-            .bind(pos)
-            .bind(a.started_at_ms / 1000)
-            .bind(a.response_status)
-            .bind(now)
-            .bind(&a.delivery_id)
-            .bind(&r.owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if a.succeeded {
-                sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL")
-                    .bind(&r.endpoint_id)
+            .push_bind(now)
+            .push(
+                " FROM r WHERE deliveries.id = r.id AND deliveries.status = 'pending'
+                    AND deliveries.lease_owner = r.owner",
+            );
+            q.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        // Endpoint health, once per endpoint, from the order of its results.
+        for (endpoint_id, health) in endpoint_health(results) {
+            match health {
+                Health::Recovered => {
+                    sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL")
+                        .bind(endpoint_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                }
+                Health::Failing { since_now } => {
+                    let sql = if since_now {
+                        "UPDATE endpoints SET failing_since = ? WHERE id = ?"
+                    } else {
+                        "UPDATE endpoints SET failing_since = COALESCE(failing_since, ?) WHERE id = ?"
+                    };
+                    sqlx::query(sql)
+                        .bind(now)
+                        .bind(endpoint_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    sqlx::query(
+                        "UPDATE endpoints SET enabled = 0, updated_at = ?,
+                            disabled_reason = 'failing continuously since ' || strftime('%Y-%m-%dT%H:%M:%SZ', failing_since, 'unixepoch')
+                         WHERE id = ? AND enabled = 1 AND failing_since <= ?",
+                    )
+                    .bind(now)
+                    .bind(endpoint_id)
+                    .bind(now - disable_after_secs)
                     .execute(&mut *tx)
                     .await
                     .map_err(backend)?;
-            } else {
-                sqlx::query(
-                    "UPDATE endpoints SET failing_since = COALESCE(failing_since, ?) WHERE id = ?",
-                )
-                .bind(now)
-                .bind(&r.endpoint_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                sqlx::query(
-                    "UPDATE endpoints SET enabled = 0, updated_at = ?,
-                        disabled_reason = 'failing continuously since ' || strftime('%Y-%m-%dT%H:%M:%SZ', failing_since, 'unixepoch')
-                     WHERE id = ? AND enabled = 1 AND failing_since <= ?",
-                )
-                .bind(now)
-                .bind(&r.endpoint_id)
-                .bind(now - disable_after_secs)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+                }
             }
+        }
+        for r in results {
             if let Some(reason) = &r.disable {
                 sqlx::query("UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ? AND enabled = 1")
                     .bind(reason)
@@ -1367,9 +1388,7 @@ impl WriteTx for Handle<WriterGuard> {
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        for endpoint in &endpoints {
-            insert_delivery(&mut self.0, account, e, endpoint).await?;
-        }
+        fan_out(&mut self.0, account, e, &endpoints).await?;
         Ok(endpoints.len() as u64)
     }
 
@@ -1563,6 +1582,40 @@ async fn insert_delivery(
     }
     Ok(id)
 }
+
+/// Inserts one pending delivery of `e` per endpoint in `endpoints` (ids of
+/// the account's endpoints, just read), in as few statements as SQLite's
+/// variable limit allows: each statement is a round trip to the writer.
+async fn fan_out(
+    conn: &mut SqliteConnection,
+    account: &str,
+    e: &EventRecord,
+    endpoints: &[String],
+) -> StoreResult<()> {
+    let now_ms = crate::ids::now_ms();
+    for chunk in endpoints.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut row, endpoint| {
+            row.push_bind(crate::ids::new_id())
+                .push_bind(account)
+                .push_bind(endpoint)
+                .push_bind(&e.id)
+                .push_bind(&e.event_type)
+                .push_bind("pending")
+                .push_bind(now_ms)
+                .push_bind(e.created_at)
+                .push_bind(e.created_at);
+        });
+        q.build().execute(&mut *conn).await.map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Rows per multi-row statement: at most 11 columns each, well under
+/// SQLite's limit of 32,766 bound variables.
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// Rewrites an endpoint's subscription rows from its `events`.
 async fn set_subscription(conn: &mut SqliteConnection, ep: &EndpointRecord) -> StoreResult<()> {

@@ -1539,9 +1539,7 @@ impl WriteTx for Handle<PgTx> {
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        for endpoint in &endpoints {
-            insert_delivery(&mut self.0, account, e, endpoint).await?;
-        }
+        fan_out(&mut self.0, account, e, &endpoints).await?;
         Ok(endpoints.len() as u64)
     }
 
@@ -1741,6 +1739,36 @@ async fn insert_delivery(
         return Err(StoreError::Backend(sqlx::Error::RowNotFound));
     }
     Ok(id)
+}
+
+/// Inserts one pending delivery of `e` per endpoint in `endpoints` (ids of
+/// the account's endpoints, just read) with one statement per 500: each
+/// statement is a round trip made while the account's lock is held.
+async fn fan_out(
+    conn: &mut PgConnection,
+    account: &str,
+    e: &EventRecord,
+    endpoints: &[String],
+) -> StoreResult<()> {
+    let now_ms = crate::ids::now_ms();
+    for chunk in endpoints.chunks(500) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut row, endpoint| {
+            row.push_bind(crate::ids::new_id())
+                .push_bind(account)
+                .push_bind(endpoint)
+                .push_bind(&e.id)
+                .push_bind(&e.event_type)
+                .push_bind("pending")
+                .push_bind(now_ms)
+                .push_bind(e.created_at)
+                .push_bind(e.created_at);
+        });
+        q.build().execute(&mut *conn).await.map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// Rewrites an endpoint's subscription rows from its `events`.

@@ -9,9 +9,39 @@ use sha2::{Digest, Sha256};
 /// Length of every public id.
 pub const ID_LEN: usize = 16;
 
-/// A new random 16-character base62 id (about 95 bits of entropy).
+/// The base62 digits in ASCII order, so that fixed-width base62 numbers sort
+/// as strings in the order of their values.
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Characters of an id that encode its creation time (microseconds since the
+/// Unix epoch: 62^9 µs is about 428 years).
+const TIME_LEN: usize = 9;
+
+/// A new 16-character base62 id: 9 characters of the current time in
+/// microseconds, then 7 random ones (about 41 bits, per microsecond).
+///
+/// Ids made close in time sort close together, so the database's indexes on
+/// ids take new rows at one end, as with an auto-increment key, instead of
+/// on a random page of every index: each commit then writes a few pages, not
+/// one per row and index (a profile of SQLite's write-ahead log showed about
+/// 29 page writes per event with random ids). An id therefore tells when its
+/// object was made, which `created_at` says anyway. Ids are names, not
+/// secrets: every look-up is scoped to its account.
 pub fn new_id() -> String {
-    random_base62(ID_LEN)
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let mut id = String::with_capacity(ID_LEN);
+    let mut time = [b'0'; TIME_LEN];
+    let mut rest = micros;
+    for digit in time.iter_mut().rev() {
+        *digit = BASE62[(rest % 62) as usize];
+        rest /= 62;
+    }
+    id.extend(time.iter().map(|&b| char::from(b)));
+    id.push_str(&random_base62(ID_LEN - TIME_LEN));
+    id
 }
 
 /// Whether `s` has the shape of an id. Anything else cannot name a row.
@@ -80,6 +110,15 @@ mod tests {
         assert!(!is_id("short"));
         assert!(!is_id("a056V7R7NmNRjl7-"));
         assert!(is_id("a056V7R7NmNRjl70"));
+    }
+
+    #[test]
+    fn ids_made_later_sort_later() {
+        let first = new_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = new_id();
+        assert!(first < second, "{first} then {second}");
+        assert_ne!(first[TIME_LEN..], second[TIME_LEN..]);
     }
 
     #[test]

@@ -271,6 +271,21 @@ impl Server {
         self.status_mib("VmHWM:")
     }
 
+    /// CPU time (user + system) the nodes have used so far, in seconds:
+    /// `/proc/<pid>/stat` counts it in clock ticks of 1/100 s on Linux.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        let mut total = 0.0;
+        for child in &self.children {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()?)).ok()?;
+            // The fields after the command name, which is in parentheses.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks: u64 =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            total += ticks as f64 / 100.0;
+        }
+        Some(total)
+    }
+
     fn status_mib(&self, field: &str) -> Option<f64> {
         let pid = self.children.first()?.id()?;
         status_kib(

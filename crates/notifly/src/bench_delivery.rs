@@ -191,6 +191,7 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
         api.webhook(&format!("ep{i}"), &format!("{base}/fast/{i}"))
             .await?;
     }
+    let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let next = Arc::new(AtomicU64::new(0));
@@ -199,18 +200,25 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
     for _ in 0..32 {
         let (api, next, acked) = (api.clone(), next.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
             while Instant::now() < deadline {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if api.contact(n).await.is_some() {
+                if let Some(ack) = api.contact(n).await {
                     acked.fetch_add(1, Ordering::Relaxed);
+                    mine.push(ack);
                 }
             }
+            mine
         }));
     }
+    let mut acks = Vec::new();
     for t in tasks {
-        t.await?;
+        acks.extend(t.await?);
     }
     let produced = Instant::now();
+    let cores = cpu_before
+        .zip(server.cpu_seconds())
+        .map(|(before, after)| (after - before) / produced.duration_since(started).as_secs_f64());
     let expected = acked.load(Ordering::Relaxed) * endpoints as u64;
     let backlog = api.queue_depth().await.unwrap_or(0);
     let drain_deadline = Instant::now() + Duration::from_secs(300);
@@ -231,6 +239,30 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
         acked.load(Ordering::Relaxed) as f64 / produced.duration_since(started).as_secs_f64(),
         elapsed,
         got as f64 / elapsed
+    );
+    // End-to-end (API acknowledgement -> first arrival) over every delivery.
+    let arrivals = received
+        .arrivals
+        .lock()
+        .map(|a| a.clone())
+        .unwrap_or_default();
+    let mut lat: Vec<Duration> = Vec::with_capacity(acks.len() * endpoints);
+    for (id, at) in &acks {
+        for i in 0..endpoints {
+            if let Some(arrived) = arrivals.get(&(i.to_string(), id.clone())) {
+                lat.push(arrived.saturating_duration_since(*at));
+            }
+        }
+    }
+    lat.sort_unstable();
+    println!(
+        "(a) {endpoints:>2} endpoint(s): e2e ack->receiver over {} deliveries: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server used {:.2} cores under load, peak RSS {:.1} MiB",
+        lat.len(),
+        ms(percentile(&lat, 0.50)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default()),
+        cores.unwrap_or(f64::NAN),
+        server.peak_rss_mib().unwrap_or(f64::NAN)
     );
     server.stop().await
 }

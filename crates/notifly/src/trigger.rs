@@ -173,7 +173,10 @@ impl Scenario {
 
 pub async fn run(args: TriggerArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.server)?;
-    let tag: String = notifly_server::ids::new_id().chars().take(6).collect();
+    // A tag that keeps this run's usernames unique: the random end of an id
+    // (its start is the time, shared by runs close together).
+    let id = notifly_server::ids::new_id();
+    let tag = id[id.len() - 6..].to_owned();
     println!("Triggering {} on {}", args.event_type, api.base);
     let scenario = Scenario { api, tag };
     let rid = scenario.run(args.event_type).await?;

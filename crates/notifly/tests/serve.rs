@@ -4,13 +4,41 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, wait_ready};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_notifly");
+
+/// `notifly serve` as a new user runs it: in `dir` with the defaults (so the
+/// database is `./notifly.db`), on `port`, with `extra` arguments.
+fn serve_in(dir: &Path, port: u16, extra: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .current_dir(dir)
+        .env_remove("NOTIFLY_DATABASE_URL")
+        .env_remove("NOTIFLY_ALLOW_PRIVATE_URLS")
+        .env("NOTIFLY_LOG", "warn");
+    c
+}
+
+/// Reads `serve`'s standard output up to the API key a first start prints.
+fn printed_key(server: &mut Child) -> String {
+    let lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    for line in lines {
+        if let Some(key) = line.unwrap().trim().strip_prefix("nfly_sk_") {
+            return format!("nfly_sk_{key}");
+        }
+    }
+    panic!("serve printed no API key");
+}
 
 async fn status(url: &str, key: &str) -> u16 {
     reqwest::Client::new()
@@ -26,37 +54,20 @@ async fn status(url: &str, key: &str) -> u16 {
 #[tokio::test]
 async fn first_start_bootstraps_an_account_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // The defaults: a SQLite file and a data directory in the working directory.
-    let mut server = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(dir.path())
-        .env_remove("NOTIFLY_DATABASE_URL")
-        .env("NOTIFLY_LOG", "warn")
+    let mut server = serve_in(dir.path(), port, &[])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let key = loop {
-        let line = lines.next().expect("serve printed no API key").unwrap();
-        if let Some(key) = line.trim().strip_prefix("nfly_sk_") {
-            break format!("nfly_sk_{key}");
-        }
-    };
+    let key = printed_key(&mut server);
     assert!(
         dir.path().join("notifly.db").exists(),
         "the default database is ./notifly.db"
     );
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{base}/readyz")).await.is_err() {
-        assert!(Instant::now() < deadline, "server not ready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
     assert_eq!(status(&format!("{base}/v1/contacts"), &key).await, 200);
     assert_eq!(
         status(&format!("{base}/v1/contacts"), "nfly_sk_nope").await,
@@ -100,20 +111,11 @@ async fn first_start_bootstraps_an_account_and_sigterm_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     assert!(exit.success(), "serve exited with {exit:?} on SIGTERM");
-    let again = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(dir.path())
-        .env_remove("NOTIFLY_DATABASE_URL")
-        .env("NOTIFLY_LOG", "warn")
+    let mut again = serve_in(dir.path(), port, &[])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut again = again;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{base}/readyz")).await.is_err() {
-        assert!(Instant::now() < deadline, "server not ready after restart");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_ready(&client, &base).await;
     assert_eq!(status(&format!("{base}/v1/contacts"), &key).await, 200);
     again.kill().unwrap();
     let out = again.wait_with_output().unwrap();
@@ -149,35 +151,17 @@ fn a_config_file_with_an_unknown_key_is_refused() {
 #[tokio::test]
 async fn dev_mode_allows_loopback_webhooks_and_says_so_in_a_plain_log() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(BIN)
-        .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(dir.path())
-        .env_remove("NOTIFLY_DATABASE_URL")
-        .env_remove("NOTIFLY_ALLOW_PRIVATE_URLS")
-        .env_remove("NOTIFLY_LOG")
+    let port = free_port();
+    let mut server = serve_in(dir.path(), port, &["--dev"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let key = loop {
-        let line = lines.next().expect("serve printed no API key").unwrap();
-        if let Some(key) = line.trim().strip_prefix("nfly_sk_") {
-            break format!("nfly_sk_{key}");
-        }
-    };
+    let key = printed_key(&mut server);
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{base}/readyz")).await.is_err() {
-        assert!(Instant::now() < deadline, "server not ready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let created = reqwest::Client::new()
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+    let created = client
         .post(format!("{base}/v1/webhooks"))
         .bearer_auth(&key)
         .json(&serde_json::json!({
@@ -228,32 +212,15 @@ fn help_shows_no_empty_environment_values() {
 #[tokio::test]
 async fn a_second_server_on_the_same_sqlite_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut first = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(dir.path())
-        .env_remove("NOTIFLY_DATABASE_URL")
-        .env("NOTIFLY_LOG", "warn")
+    let port = free_port();
+    let mut first = serve_in(dir.path(), port, &[])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{base}/readyz")).await.is_err() {
-        assert!(Instant::now() < deadline, "server not ready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let second = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .env_remove("NOTIFLY_DATABASE_URL")
-        .env("NOTIFLY_LOG", "warn")
-        .output()
-        .unwrap();
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+    let second = serve_in(dir.path(), free_port(), &[]).output().unwrap();
     assert!(!second.status.success(), "a second server started");
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
@@ -268,23 +235,11 @@ async fn a_second_server_on_the_same_sqlite_database_is_refused() {
     first.wait().unwrap();
 
     // Once the first is gone (even killed), a server starts again at once.
-    let mut again = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(dir.path())
-        .env_remove("NOTIFLY_DATABASE_URL")
-        .env("NOTIFLY_LOG", "warn")
+    let mut again = serve_in(dir.path(), port, &[])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{base}/readyz")).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server not ready after the first was killed"
-        );
-        assert!(again.try_wait().unwrap().is_none(), "the new server exited");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_ready(&client, &base).await;
     again.kill().unwrap();
     again.wait().unwrap();
 }

@@ -194,19 +194,46 @@ impl Drop for Server {
     }
 }
 
+/// A child process that is killed when dropped, so that a failing test
+/// leaves no `listen` running behind it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// Starts `notifly listen` and returns it with the session secret it printed.
-fn listen(server: &Server, forward_to: &str) -> (Child, String) {
+fn listen(server: &Server, forward_to: &str) -> (Running, String) {
     listen_with(server, &["--forward-to", forward_to])
 }
 
 /// `notifly listen` with these arguments, and the session secret it printed.
-fn listen_with(server: &Server, args: &[&str]) -> (Child, String) {
-    let mut child = server
-        .client(&[&["listen"], args].concat())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+fn listen_with(server: &Server, args: &[&str]) -> (Running, String) {
+    let mut child = Running(
+        server
+            .client(&[&["listen"], args].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let secret = loop {
@@ -397,12 +424,14 @@ async fn listen_keeps_going_when_the_local_app_refuses_connections() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut child = server
-        .client(&["listen", "--forward-to", &format!("http://{closed}/hooks")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        server
+            .client(&["listen", "--forward-to", &format!("http://{closed}/hooks")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(lines.next().unwrap().unwrap().starts_with("Ready!"));
     for _ in 0..2 {

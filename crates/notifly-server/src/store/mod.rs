@@ -170,6 +170,10 @@ pub(crate) fn endpoint_health(results: &[AttemptResult]) -> Vec<(&str, Health)> 
     out
 }
 
+/// Rows per multi-row statement (fan-out, write-back): at most 11 columns
+/// each, well under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
 // What both backends share besides the trait: the columns each row type is
 // read with, how errors map, and list filters. The SQL itself is per backend.
 

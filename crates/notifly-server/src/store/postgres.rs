@@ -1742,7 +1742,8 @@ async fn insert_delivery(
 }
 
 /// Inserts one pending delivery of `e` per endpoint in `endpoints` (ids of
-/// the account's endpoints, just read) with one statement per 500: each
+/// the account's endpoints, just read) with one statement per
+/// [`ROWS_PER_STATEMENT`]: each
 /// statement is a round trip made while the account's lock is held.
 async fn fan_out(
     conn: &mut PgConnection,
@@ -1751,7 +1752,7 @@ async fn fan_out(
     endpoints: &[String],
 ) -> StoreResult<()> {
     let now_ms = crate::ids::now_ms();
-    for chunk in endpoints.chunks(500) {
+    for chunk in endpoints.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Postgres>::new(
             "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at) ",
         );

@@ -1613,10 +1613,6 @@ async fn fan_out(
     Ok(())
 }
 
-/// Rows per multi-row statement: at most 11 columns each, well under
-/// SQLite's limit of 32,766 bound variables.
-const ROWS_PER_STATEMENT: usize = 500;
-
 /// Rewrites an endpoint's subscription rows from its `events`.
 async fn set_subscription(conn: &mut SqliteConnection, ep: &EndpointRecord) -> StoreResult<()> {
     sqlx::query("DELETE FROM endpoint_events WHERE endpoint_id = ?")

@@ -23,6 +23,8 @@ pub struct Metrics {
     succeeded: AtomicU64,
     retried: AtomicU64,
     failed: AtomicU64,
+    handed_off: AtomicU64,
+    claimed: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -46,6 +48,16 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an attempt started, by how the dispatcher got it.
+    pub fn observe_start(&self, handed_off: bool) {
+        let counter = if handed_off {
+            &self.handed_off
+        } else {
+            &self.claimed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts where written-back deliveries went.
@@ -78,6 +90,21 @@ impl Metrics {
             out,
             "notifly_delivery_attempts_total{{result=\"failure\"}} {}",
             get(&self.attempts_failed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP notifly_delivery_starts_total Attempts started, by how the dispatcher got them: handed off by the write that created the delivery, or claimed from the queue (retries, deliveries that waited for a slot, work of a process that stopped)."
+        );
+        let _ = writeln!(out, "# TYPE notifly_delivery_starts_total counter");
+        let _ = writeln!(
+            out,
+            "notifly_delivery_starts_total{{path=\"hand_off\"}} {}",
+            get(&self.handed_off)
+        );
+        let _ = writeln!(
+            out,
+            "notifly_delivery_starts_total{{path=\"claim\"}} {}",
+            get(&self.claimed)
         );
         let _ = writeln!(
             out,

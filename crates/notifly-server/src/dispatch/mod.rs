@@ -2,25 +2,34 @@
 //! written back in batches → retries scheduled.
 //!
 //! ```text
-//!  wake (commit) ─┐
-//!  poll (due) ────┴─► claim (lease, per-endpoint limit) ─► send tasks (global limit)
+//!  hand-off (new deliveries, leased at creation) ───────────┐
+//!  wake (claimable work) ─┐                                 ▼
+//!  poll (due) ────────────┴─► claim (lease, limits) ─► send tasks (slots)
 //!                                                            │ results
 //!                    next claim ◄── notify ◄── write-back (one transaction per batch)
 //! ```
 //!
-//! Nothing is held locked across an HTTP call: a claim commits its leases
-//! before any request is sent. If this process dies, its leases expire and any
-//! node claims the work again (at-least-once delivery).
+//! Where the store hands off new deliveries (SQLite), a delivery created on
+//! this process is sent as soon as its commit is durable, with no claim
+//! query; claims remain for retries, deliveries that found their endpoint's
+//! slots full, and work left by a dead process. Both paths take slots from
+//! one [`HandOff`], which keeps to the limits in flight.
+//!
+//! Nothing is held locked across an HTTP call: deliveries are leased before
+//! any request is sent. If this process dies, its leases are handed back at
+//! the next start (SQLite) or expire, and the work is sent again
+//! (at-least-once delivery).
 
 mod schedule;
 mod sender;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +38,7 @@ pub use sender::{MAX_RESPONSE_BODY, Sender, Signing, USER_AGENT_VALUE, delivery_
 
 use crate::ids;
 use crate::metrics::Metrics;
-use crate::store::{AttemptResult, ClaimRequest, NextStep, Store};
+use crate::store::{AttemptResult, ClaimRequest, Claimed, HandOff, NextStep, Store};
 
 /// Most attempts in flight to an endpoint that is currently failing, so that
 /// retries to dead endpoints cannot crowd out healthy ones.
@@ -93,6 +102,58 @@ impl Dispatcher {
     }
 }
 
+/// What every send task needs.
+struct Sending {
+    sender: Sender,
+    results: mpsc::Sender<AttemptResult>,
+    schedule: RetrySchedule,
+    metrics: Arc<Metrics>,
+    slots: Arc<HandOff>,
+}
+
+impl Sending {
+    /// Sends one attempt, queues its result for the write-back and frees its slot.
+    fn spawn(
+        self: &Arc<Self>,
+        sends: &mut JoinSet<()>,
+        c: Claimed,
+        body: Bytes,
+        owner: String,
+        handed_off: bool,
+    ) {
+        self.metrics.observe_start(handed_off);
+        let this = self.clone();
+        sends.spawn(async move {
+            let sent = this.sender.send(&c, body).await;
+            this.metrics
+                .observe_attempt(sent.record.succeeded, sent.elapsed);
+            let status = sent.record.response_status;
+            let (next, disable) = if sent.record.succeeded {
+                (NextStep::Succeeded, None)
+            } else if status == Some(410) {
+                (
+                    NextStep::Failed,
+                    Some("the endpoint answered 410 Gone".to_owned()),
+                )
+            } else {
+                let next =
+                    this.schedule
+                        .after_failure(c.schedule_pos, ids::now_ms(), sent.retry_after);
+                (next, None)
+            };
+            this.slots.release(&c.endpoint_id);
+            let result = AttemptResult {
+                attempt: sent.record,
+                endpoint_id: c.endpoint_id,
+                owner,
+                next,
+                disable,
+            };
+            let _ = this.results.send(result).await;
+        });
+    }
+}
+
 async fn run(
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
@@ -102,113 +163,128 @@ async fn run(
     sender: Sender,
     node: String,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_in_flight as usize));
+    // A lease must outlive the attempt (timeout) and its write-back, which
+    // can queue behind API writes and retry: twice the timeout plus 10 s.
+    let lease = config.timeout * 2 + Duration::from_secs(10);
+    let slots = Arc::new(HandOff::new(
+        &node,
+        lease.as_millis() as i64,
+        config.per_endpoint_in_flight,
+        FAILING_ENDPOINT_IN_FLIGHT,
+        config.max_in_flight,
+    ));
+    // Whether the store takes slots for its claims and hand-offs itself.
+    let handed_off = store.hand_off(slots.clone()).await;
+    // Due work is waiting that the last claim could not take (its endpoints
+    // were at their limits): a recorded result frees a slot for it. Without
+    // a hand-off every new delivery waits for a claim, so it is always so.
+    let blocked = Arc::new(AtomicBool::new(!handed_off));
     let (results_tx, results_rx) = mpsc::channel::<AttemptResult>(4096);
     let disable_after = config.disable_after.as_secs() as i64;
     let writer = tokio::spawn(write_back(
         store.clone(),
         results_rx,
-        wake.clone(),
+        WakeAfterWrite {
+            wake: wake.clone(),
+            blocked: blocked.clone(),
+        },
         disable_after,
         metrics.clone(),
     ));
+    let sending = Arc::new(Sending {
+        sender,
+        results: results_tx,
+        schedule: config.schedule.clone(),
+        metrics: metrics.clone(),
+        slots: slots.clone(),
+    });
     let mut sends = JoinSet::new();
-    // A lease must outlive the attempt (timeout) and its write-back, which
-    // can queue behind API writes and retry: twice the timeout plus 10 s.
-    let lease = config.timeout * 2 + Duration::from_secs(10);
     let mut claims: u64 = 0;
+    // Claim at start: work may be waiting (retries, a dead process's).
+    let mut need_claim = true;
+    let mut next_look = tokio::time::Instant::now();
 
     while !shutdown.is_cancelled() {
         while sends.try_join_next().is_some() {}
-        let free = permits.available_permits() as u32;
-        let mut claimed = Vec::new();
-        // Each claim has its own lease token: a result is only applied by the
-        // claim that still holds the delivery.
-        let owner = format!("{node}:{claims}");
-        claims += 1;
-        if free > 0 {
-            let request = ClaimRequest {
-                lease_ms: lease.as_millis() as i64,
-                owner: owner.clone(),
-                per_endpoint: config.per_endpoint_in_flight,
-                per_failing_endpoint: FAILING_ENDPOINT_IN_FLIGHT,
-                max: free,
-            };
-            match store.claim(&request).await {
-                Ok(c) => claimed = c,
-                Err(e) => {
-                    tracing::warn!(error = ?e, "claiming deliveries failed; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = shutdown.cancelled() => {}
+        if need_claim {
+            need_claim = false;
+            let free = slots.free();
+            let mut claimed = Vec::new();
+            // Each claim has its own lease token: a result is only applied by the
+            // claim that still holds the delivery.
+            let owner = format!("{node}:{claims}");
+            claims += 1;
+            if free > 0 {
+                let request = ClaimRequest {
+                    lease_ms: lease.as_millis() as i64,
+                    owner: owner.clone(),
+                    per_endpoint: config.per_endpoint_in_flight,
+                    per_failing_endpoint: FAILING_ENDPOINT_IN_FLIGHT,
+                    max: free,
+                };
+                match store.claim(&request).await {
+                    Ok(c) => claimed = c,
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "claiming deliveries failed; retrying");
+                        need_claim = true;
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            () = shutdown.cancelled() => {}
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
-        }
-        let full = claimed.len() as u32 == free && free > 0;
-        // One body per event, shared by all its deliveries in this batch.
-        let mut bodies: HashMap<String, Bytes> = HashMap::new();
-        for mut c in claimed {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
+            let full = claimed.len() as u32 == free && free > 0;
+            // One body per event, shared by all its deliveries in this batch.
+            let mut bodies: HashMap<String, Bytes> = HashMap::new();
+            for mut c in claimed {
+                if !handed_off {
+                    slots.occupy(&c.endpoint_id);
+                }
+                let body = bodies
+                    .entry(c.event_id.clone())
+                    .or_insert_with(|| Bytes::from(std::mem::take(&mut c.body)))
+                    .clone();
+                sending.spawn(&mut sends, c, body, owner.clone(), false);
+            }
+            if full {
+                need_claim = true;
+                continue;
+            }
+            let sleep = match store.next_due_ms().await {
+                Ok(Some(due)) => {
+                    let wait = (due - ids::now_ms()).max(0) as u64;
+                    if handed_off {
+                        blocked.store(wait == 0, Ordering::Relaxed);
+                    }
+                    // Due work that could not be claimed (an endpoint at its
+                    // limit, here or on another node) is looked at again when a
+                    // result frees a slot (write-back wakes us) or a little later.
+                    Duration::from_millis(wait.max(BLOCKED_RECHECK_MS)).min(config.poll_interval)
+                }
+                Ok(None) => {
+                    if handed_off {
+                        blocked.store(false, Ordering::Relaxed);
+                    }
+                    config.poll_interval
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "reading the next due time failed");
+                    config.poll_interval
+                }
             };
-            let body = bodies
-                .entry(c.event_id.clone())
-                .or_insert_with(|| Bytes::from(std::mem::take(&mut c.body)))
-                .clone();
-            let sender = sender.clone();
-            let results = results_tx.clone();
-            let schedule = config.schedule.clone();
-            let owner = owner.clone();
-            let metrics = metrics.clone();
-            sends.spawn(async move {
-                let sent = sender.send(&c, body).await;
-                metrics.observe_attempt(sent.record.succeeded, sent.elapsed);
-                let status = sent.record.response_status;
-                let (next, disable) = if sent.record.succeeded {
-                    (NextStep::Succeeded, None)
-                } else if status == Some(410) {
-                    (
-                        NextStep::Failed,
-                        Some("the endpoint answered 410 Gone".to_owned()),
-                    )
-                } else {
-                    let next =
-                        schedule.after_failure(c.schedule_pos, ids::now_ms(), sent.retry_after);
-                    (next, None)
-                };
-                let result = AttemptResult {
-                    attempt: sent.record,
-                    endpoint_id: c.endpoint_id,
-                    owner,
-                    next,
-                    disable,
-                };
-                let _ = results.send(result).await;
-                drop(permit);
-            });
+            next_look = tokio::time::Instant::now() + sleep;
         }
-        if full {
-            continue;
-        }
-        let sleep = match store.next_due_ms().await {
-            Ok(Some(due)) => {
-                let wait = (due - ids::now_ms()).max(0) as u64;
-                // Due work that could not be claimed (an endpoint at its
-                // limit, here or on another node) is looked at again when a
-                // result frees a slot (write-back wakes us) or a little later.
-                Duration::from_millis(wait.max(BLOCKED_RECHECK_MS)).min(config.poll_interval)
-            }
-            Ok(None) => config.poll_interval,
-            Err(e) => {
-                tracing::warn!(error = ?e, "reading the next due time failed");
-                config.poll_interval
-            }
-        };
         tokio::select! {
-            () = wake.notified() => {}
-            () = tokio::time::sleep(sleep) => {}
+            ready = slots.next() => {
+                // New deliveries, leased and durable: send them, no claim.
+                for (c, body) in ready {
+                    sending.spawn(&mut sends, c, body, slots.owner().to_owned(), true);
+                }
+            }
+            () = wake.notified() => need_claim = true,
+            () = tokio::time::sleep_until(next_look) => need_claim = true,
             () = shutdown.cancelled() => {}
         }
     }
@@ -229,7 +305,7 @@ async fn run(
         sends.abort_all();
         while sends.join_next().await.is_some() {}
     }
-    drop(results_tx);
+    drop(sending);
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "write-back task failed");
     }
@@ -246,12 +322,32 @@ async fn run(
     }
 }
 
+/// When a write-back wakes the dispatcher to claim.
+struct WakeAfterWrite {
+    wake: Arc<Notify>,
+    /// Due work is waiting for a slot.
+    blocked: Arc<AtomicBool>,
+}
+
+impl WakeAfterWrite {
+    /// After `batch` is recorded: if work waits for the slots it freed, or
+    /// a retry is now scheduled (perhaps before the dispatcher's next look).
+    fn after(&self, batch: &[AttemptResult]) {
+        let retries = batch
+            .iter()
+            .any(|r| matches!(r.next, NextStep::Retry { .. }));
+        if retries || self.blocked.load(Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+}
+
 /// Writes attempt results in batches: one transaction (one fsync) for as many
 /// results as have arrived, instead of one per delivery.
 async fn write_back(
     store: Arc<dyn Store>,
     mut results: mpsc::Receiver<AttemptResult>,
-    wake: Arc<Notify>,
+    wake: WakeAfterWrite,
     disable_after_secs: i64,
     metrics: Arc<Metrics>,
 ) {
@@ -278,7 +374,7 @@ async fn write_back(
             }
         }
         metrics.observe_outcomes(&batch);
+        wake.after(&batch);
         batch.clear();
-        wake.notify_one();
     }
 }

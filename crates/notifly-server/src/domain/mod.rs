@@ -139,10 +139,14 @@ impl Notifly {
         self.wake.clone()
     }
 
-    /// Commits a write and wakes the dispatcher: it may have new deliveries.
+    /// Commits a write and wakes the dispatcher if it made work to claim
+    /// (deliveries handed off to this process's dispatcher need no claim).
     pub(crate) async fn commit(&self, tx: Box<dyn WriteTx>) -> DomainResult<()> {
+        let claimable = tx.claimable_work();
         tx.commit().await?;
-        self.wake.notify_one();
+        if claimable {
+            self.wake.notify_one();
+        }
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
         self.announce.notify_one();
         Ok(())

@@ -11,14 +11,17 @@
 //! Each backend implements the traits with SQL written for it. Nothing here
 //! assumes a single process: uniqueness and ordering come from the database.
 
+mod hand_off;
 pub mod postgres;
 mod records;
 pub mod sqlite;
+mod sqlite_rows;
 mod sqlite_writer;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+pub use hand_off::{HandOff, Ready};
 pub use records::*;
 
 /// What can go wrong in the store. The domain maps these to user-facing errors.
@@ -33,12 +36,18 @@ pub enum StoreError {
     /// The database could not be reached or answered with an error.
     #[error("database error")]
     Backend(#[source] sqlx::Error),
+    /// The SQLite database answered with an error.
+    #[error("database error")]
+    Sqlite(#[source] rusqlite::Error),
+    /// Every connection stayed busy for too long.
+    #[error("{0}")]
+    Busy(&'static str),
     /// A stored value could not be decoded.
     #[error("corrupt stored value")]
     Corrupt(#[source] serde_json::Error),
     /// The transaction holding this write failed to commit; nothing of it was kept.
     #[error("commit failed")]
-    CommitFailed(#[source] std::sync::Arc<sqlx::Error>),
+    CommitFailed(#[source] std::sync::Arc<rusqlite::Error>),
     /// The writer task is gone (the store is shutting down).
     #[error("the database writer is unavailable")]
     WriterGone,
@@ -56,9 +65,10 @@ impl StoreError {
     /// 503 and a retry) rather than broken.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::WriterGone => true,
+            StoreError::WriterGone | StoreError::Busy(_) => true,
             StoreError::Backend(e) => unavailable(e),
-            StoreError::CommitFailed(e) => unavailable(e),
+            StoreError::Sqlite(e) => sqlite_busy(e),
+            StoreError::CommitFailed(e) => sqlite_busy(e),
             _ => false,
         }
     }
@@ -71,6 +81,14 @@ impl StoreError {
         matches!(self, StoreError::Backend(sqlx::Error::Database(db))
             if db.code().is_some_and(|code| matches!(&*code, "22021" | "22P05")))
     }
+}
+
+/// Another process held SQLite's lock for longer than the busy timeout.
+fn sqlite_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Connection failures, pool exhaustion, and the SQLSTATEs PostgreSQL sends
@@ -253,6 +271,17 @@ pub trait Store: Send + Sync + 'static {
     /// live, and a dead node's expire.
     async fn start_serving(&self) -> StoreResult<u64> {
         Ok(0)
+    }
+    /// Makes new deliveries created by this process go to `hand_off`: each
+    /// is leased to this process in the transaction that creates it (when
+    /// its endpoint has a free slot) and queued there once durable, so the
+    /// dispatcher sends it without a claim. Claims take their slots from
+    /// `hand_off` too. Returns whether the store does this; one that does
+    /// not (PostgreSQL, where nodes share the work) leaves new deliveries
+    /// to claims, and the dispatcher counts its slots itself.
+    async fn hand_off(&self, hand_off: std::sync::Arc<HandOff>) -> bool {
+        let _ = hand_off;
+        false
     }
     /// Tells the other nodes on this database that this node committed
     /// writes (new deliveries, new events). With one process there is nobody
@@ -553,6 +582,13 @@ pub trait WriteTx: Conn {
         key: &str,
         response: &IdempotentResponse,
     ) -> StoreResult<()>;
+
+    /// Whether this transaction made work that the dispatcher must claim:
+    /// new deliveries it did not hand off, deliveries made pending again,
+    /// an endpoint enabled again. The domain wakes the dispatcher only then.
+    fn claimable_work(&self) -> bool {
+        true
+    }
 
     /// Makes every write of this transaction durable and visible.
     async fn commit(self: Box<Self>) -> StoreResult<()>;

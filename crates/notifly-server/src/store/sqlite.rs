@@ -5,32 +5,42 @@
 //! shared `BEGIN IMMEDIATE` transaction, and one `COMMIT` makes a whole group
 //! durable. Taking the write lock up front means another process (such as
 //! `notifly accounts create` beside a running server) waits on the busy
-//! timeout instead of failing on a lock upgrade. Reads use a separate pool and
-//! run concurrently thanks to WAL mode. Durability: `synchronous=FULL`, so a
-//! write is on disk when its commit returns.
+//! timeout instead of failing on a lock upgrade. Reads use a pool of
+//! read-only connections and run concurrently thanks to WAL mode.
+//! Durability: `synchronous=FULL`, so a write is on disk when its commit
+//! returns.
+//!
+//! Statements go through rusqlite, in the calling task: a statement costs
+//! microseconds of CPU and no thread hop (the hop per statement of an async
+//! driver was half the server's CPU under load). Every statement is
+//! prepared once per connection and cached. sqlx runs the migrations only.
 
 use std::ops::DerefMut;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, params, params_from_iter};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::sqlite_writer::{self, Writer, WriterGuard};
+use super::sqlite_rows::{
+    Decode, all, exec, one, placeholders, scalar, sqlite, to_json, unique_sqlite, value_rows,
+};
+use super::sqlite_writer::{Readers, Writer, WriterGuard};
 use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Read-only connections in the pool.
+const READERS: usize = 8;
 
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: Writer,
-    reader: SqlitePool,
-    /// The database file (empty for an in-memory database).
+    readers: Readers,
+    /// The database file.
     path: std::path::PathBuf,
     /// While this process serves the database: the locked `<database>.lock`.
     serving: Arc<std::sync::Mutex<Option<std::fs::File>>>,
@@ -50,9 +60,8 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            .pragma("cache_size", "-16000");
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .foreign_keys(true);
         // Migrations run through a short-lived pool (`Migrator::run` on a bare
         // connection makes the future not `Send`).
         let migrations = SqlitePoolOptions::new()
@@ -66,16 +75,11 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(e.into()))?;
         migrations.close().await;
         let path = options.get_filename().to_owned();
-        let writer = Writer::start(sqlite_writer::connect(&options).await?);
-        let reader = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(StoreError::Backend)?;
+        let writer = Writer::start(&path)?;
+        let readers = Readers::new(&path, READERS);
         Ok(SqliteStore {
             writer,
-            reader,
+            readers,
             path,
             serving: Arc::default(),
         })
@@ -121,11 +125,16 @@ impl SqliteStore {
     }
 }
 
+/// What a claim returns per delivery, in [`Claimed`]'s order.
+const CLAIMED_SELECT: &str = "SELECT d.id, d.account_id, d.endpoint_id, d.event_id, d.event_type,
+        d.attempts + 1, d.schedule_pos, e.url, e.secret, e.previous_secret,
+        e.previous_secret_expires_at, ev.body
+     FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id";
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn read(&self) -> StoreResult<Box<dyn Conn>> {
-        let conn = self.reader.acquire().await.map_err(StoreError::Backend)?;
-        Ok(Box::new(Handle(conn)))
+        Ok(Box::new(Handle(self.readers.get().await?)))
     }
 
     async fn write(&self) -> StoreResult<Box<dyn WriteTx>> {
@@ -133,15 +142,13 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(StoreError::Backend)?;
+        let conn = self.readers.get().await?;
+        scalar::<i64>(&conn, "SELECT 1", [])?;
         Ok(())
     }
 
     async fn close(&self) {
-        self.reader.close().await;
+        self.readers.close();
         self.writer.close().await;
         // Another server may take the database from now on.
         self.serving
@@ -154,86 +161,26 @@ impl Store for SqliteStore {
         self.lock_for_serving()?;
         // Only this process serves the database now, so every lease left
         // is a dead process's.
-        let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
+        let tx = self.writer.begin().await?;
+        let done = exec(
+            &tx,
             "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL
              WHERE lease_until_ms IS NOT NULL",
+            [],
         )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(done as u64)
+    }
+
+    async fn hand_off(&self, hand_off: Arc<HandOff>) -> bool {
+        self.writer.hand_off_to(hand_off).await;
+        true
     }
 
     async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
-        let mut tx = self.writer.begin().await?;
-        // The lease starts once this node holds the writer, not before it waited.
-        let now_ms = crate::ids::now_ms();
-        let lease_until_ms = now_ms + r.lease_ms;
-        // In flight per endpoint, across every node holding a live lease.
-        let busy: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT endpoint_id, COUNT(*) FROM deliveries WHERE lease_until_ms IS NOT NULL AND lease_until_ms > ? GROUP BY endpoint_id",
-        )
-        .bind(now_ms)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let used: std::collections::HashMap<String, i64> = busy.into_iter().collect();
-        // Up to `per_endpoint` due, unleased deliveries of each enabled
-        // endpoint: one index range per endpoint, so a backlog on one
-        // endpoint never hides another's work.
-        let candidates: Vec<(String, String, bool)> = sqlx::query_as(
-            // CROSS JOIN makes endpoints the outer loop (SQLite keeps the
-            // written order), so each endpoint costs one range of
-            // `deliveries_queue` instead of a scan of every delivery.
-            "SELECT d.id, d.endpoint_id, e.failing_since IS NOT NULL FROM endpoints e CROSS JOIN deliveries d
-             WHERE e.enabled = 1 AND d.id IN (
-                SELECT q.id FROM deliveries q
-                WHERE q.endpoint_id = e.id AND q.status = 'pending' AND q.next_attempt_ms <= ?1
-                  AND (q.lease_until_ms IS NULL OR q.lease_until_ms <= ?1)
-                ORDER BY q.next_attempt_ms LIMIT ?2)
-             ORDER BY d.next_attempt_ms",
-        )
-        .bind(now_ms)
-        .bind(i64::from(r.per_endpoint))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let chosen = choose_claims(candidates, used, r);
-        let mut claimed = Vec::with_capacity(chosen.len());
-        for ids in chosen.chunks(200) {
-            let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until_ms = ");
-            q.push_bind(lease_until_ms)
-                .push(", lease_owner = ")
-                .push_bind(&r.owner)
-                .push(" WHERE id IN (");
-            let mut sep = q.separated(", ");
-            for id in ids {
-                sep.push_bind(id);
-            }
-            q.push(")");
-            q.build().execute(&mut *tx).await.map_err(backend)?;
-
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT d.id AS delivery_id, d.account_id, d.endpoint_id, d.event_id, d.event_type,
-                        d.attempts + 1 AS attempt, d.schedule_pos, e.url, e.secret, e.previous_secret,
-                        e.previous_secret_expires_at, ev.body
-                 FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id
-                 WHERE d.id IN (",
-            );
-            let mut sep = q.separated(", ");
-            for id in ids {
-                sep.push_bind(id);
-            }
-            q.push(")");
-            claimed.extend(
-                q.build_query_as::<Claimed>()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(backend)?,
-            );
-        }
+        let tx = self.writer.begin().await?;
+        let claimed = claim(&tx, r)?;
         tx.commit().await?;
         Ok(claimed)
     }
@@ -243,132 +190,26 @@ impl Store for SqliteStore {
         results: &[AttemptResult],
         disable_after_secs: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        let now = crate::ids::now();
-        // A handful of statements for the whole batch, not three per result:
-        // each statement is a round trip to the single writer.
-        for chunk in results.chunks(ROWS_PER_STATEMENT) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
-            q.push_values(chunk, |mut row, r| {
-                let a = &r.attempt;
-                row.push_bind(&a.id)
-                    .push_bind(&a.delivery_id)
-                    .push_bind(a.attempt)
-                    .push_bind(a.started_at_ms)
-                    .push_bind(a.duration_ms)
-                    .push_bind(&a.request_headers)
-                    .push_bind(a.response_status)
-                    .push_bind(&a.response_headers)
-                    .push_bind(&a.response_body)
-                    .push_bind(&a.error)
-                    .push_bind(a.succeeded);
-            });
-            q.build().execute(&mut *tx).await.map_err(backend)?;
-
-            // A delivery cancelled (endpoint deleted) or retried by hand while
-            // in flight keeps its new state; only the lease holder moves it on.
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "WITH r(id, owner, status, attempt, next_ms, pos, at, code) AS (",
-            );
-            q.push_values(chunk, |mut row, r| {
-                let a = &r.attempt;
-                let (status, next_ms, pos) = match &r.next {
-                    NextStep::Succeeded => ("succeeded", None, None),
-                    NextStep::Retry {
-                        at_ms,
-                        schedule_pos,
-                    } => ("pending", Some(*at_ms), Some(*schedule_pos)),
-                    NextStep::Failed => ("failed", None, None),
-                };
-                row.push_bind(&a.delivery_id)
-                    .push_bind(&r.owner)
-                    .push_bind(status)
-                    .push_bind(a.attempt)
-                    .push_bind(next_ms)
-                    .push_bind(pos)
-                    .push_bind(a.started_at_ms / 1000)
-                    .push_bind(a.response_status);
-            });
-            q.push(
-                ") UPDATE deliveries SET status = r.status, attempts = MAX(deliveries.attempts, r.attempt),
-                    next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
-                    lease_until_ms = NULL, lease_owner = NULL, last_attempt_at = r.at,
-                    last_status_code = r.code, updated_at = ",
-            )
-            .push_bind(now)
-            .push(
-                " FROM r WHERE deliveries.id = r.id AND deliveries.status = 'pending'
-                    AND deliveries.lease_owner = r.owner",
-            );
-            q.build().execute(&mut *tx).await.map_err(backend)?;
-        }
-        // Endpoint health, once per endpoint, from the order of its results.
-        for (endpoint_id, health) in endpoint_health(results) {
-            match health {
-                Health::Recovered => {
-                    sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL")
-                        .bind(endpoint_id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(backend)?;
-                }
-                Health::Failing { since_now } => {
-                    let sql = if since_now {
-                        "UPDATE endpoints SET failing_since = ? WHERE id = ?"
-                    } else {
-                        "UPDATE endpoints SET failing_since = COALESCE(failing_since, ?) WHERE id = ?"
-                    };
-                    sqlx::query(sql)
-                        .bind(now)
-                        .bind(endpoint_id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(backend)?;
-                    sqlx::query(
-                        "UPDATE endpoints SET enabled = 0, updated_at = ?,
-                            disabled_reason = 'failing continuously since ' || strftime('%Y-%m-%dT%H:%M:%SZ', failing_since, 'unixepoch')
-                         WHERE id = ? AND enabled = 1 AND failing_since <= ?",
-                    )
-                    .bind(now)
-                    .bind(endpoint_id)
-                    .bind(now - disable_after_secs)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                }
-            }
-        }
-        for r in results {
-            if let Some(reason) = &r.disable {
-                sqlx::query("UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ? AND enabled = 1")
-                    .bind(reason)
-                    .bind(now)
-                    .bind(&r.endpoint_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-            }
-        }
+        let tx = self.writer.begin().await?;
+        record_attempts(&tx, results, disable_after_secs)?;
         tx.commit().await
     }
 
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
-        let due: Option<i64> = sqlx::query_scalar(
+        let conn = self.readers.get().await?;
+        let due: Option<i64> = scalar(
+            &conn,
             "SELECT MIN(d.next_attempt_ms) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
              WHERE d.status = 'pending' AND e.enabled = 1 AND d.lease_until_ms IS NULL",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .map_err(backend)?;
-        let lease: Option<i64> = sqlx::query_scalar(
+            [],
+        )?;
+        let lease: Option<i64> = scalar(
+            &conn,
             "SELECT MIN(d.lease_until_ms) FROM deliveries d INDEXED BY deliveries_leased
              JOIN endpoints e ON e.id = d.endpoint_id
              WHERE d.lease_until_ms IS NOT NULL AND d.status = 'pending' AND e.enabled = 1",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .map_err(backend)?;
+            [],
+        )?;
         Ok(match (due, lease) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -376,17 +217,16 @@ impl Store for SqliteStore {
     }
 
     async fn release_leases(&self, node: &str) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
+        let tx = self.writer.begin().await?;
+        let done = exec(
+            &tx,
             "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL
              WHERE lease_until_ms IS NOT NULL AND substr(lease_owner, 1, length(?1) + 1) = ?1 || ':'",
+            [node],
         )
-        .bind(node)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(done as u64)
     }
 
     async fn purge(
@@ -417,37 +257,32 @@ impl Store for SqliteStore {
                 SELECT token_hash FROM dashboard_sessions WHERE expires_at <= ?1
                 ORDER BY expires_at LIMIT ?2)", sessions_at),
         ];
-        let mut tx = self.writer.begin().await?;
+        let tx = self.writer.begin().await?;
         let mut deleted = 0;
         for (sql, cutoff) in statements {
-            deleted += sqlx::query(sql)
-                .bind(cutoff)
-                .bind(i64::from(batch))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?
-                .rows_affected();
+            deleted += exec(&tx, sql, params![cutoff, i64::from(batch)]).map_err(sqlite)? as u64;
         }
         tx.commit().await?;
         Ok(deleted)
     }
 
     async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats> {
-        let (pending, due, in_flight): (i64, i64, i64) = sqlx::query_as(
+        let conn = self.readers.get().await?;
+        let (pending, due, in_flight) = one(
+            &conn,
             "SELECT COUNT(*),
                     COALESCE(SUM(next_attempt_ms <= ?1 AND (lease_until_ms IS NULL OR lease_until_ms <= ?1)), 0),
                     COALESCE(SUM(lease_until_ms IS NOT NULL AND lease_until_ms > ?1), 0)
              FROM deliveries WHERE status = 'pending'",
-        )
-        .bind(now_ms)
-        .fetch_one(&self.reader)
-        .await
-        .map_err(backend)?;
-        let disabled_endpoints: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM endpoints WHERE enabled = 0")
-                .fetch_one(&self.reader)
-                .await
-                .map_err(backend)?;
+            [now_ms],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?
+        .unwrap_or_default();
+        let disabled_endpoints: i64 = scalar(
+            &conn,
+            "SELECT COUNT(*) FROM endpoints WHERE enabled = 0",
+            [],
+        )?;
         Ok(QueueStats {
             pending,
             due,
@@ -457,124 +292,317 @@ impl Store for SqliteStore {
     }
 }
 
+/// Leases due deliveries (see [`Store::claim`]), inside the caller's write.
+/// With a hand-off, the claimed deliveries take its slots, and no more are
+/// claimed than it has free (hand-offs may have taken some since the
+/// dispatcher looked).
+fn claim(tx: &WriterGuard, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
+    let hand_off = tx.hand_off();
+    let mut r = r.clone();
+    if let Some(h) = &hand_off {
+        r.max = r.max.min(h.free());
+    }
+    if r.max == 0 {
+        return Ok(Vec::new());
+    }
+    let r = &r;
+    let tx: &Connection = tx;
+    // The lease starts once this node holds the writer, not before it waited.
+    let now_ms = crate::ids::now_ms();
+    let lease_until_ms = now_ms + r.lease_ms;
+    // In flight per endpoint, across every node holding a live lease.
+    let used: std::collections::HashMap<String, i64> = all(
+        tx,
+        "SELECT endpoint_id, COUNT(*) FROM deliveries WHERE lease_until_ms IS NOT NULL AND lease_until_ms > ? GROUP BY endpoint_id",
+        [now_ms],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?
+    .into_iter()
+    .collect();
+    // Up to `per_endpoint` due, unleased deliveries of each enabled
+    // endpoint: one index range per endpoint, so a backlog on one
+    // endpoint never hides another's work.
+    let candidates: Vec<(String, String, bool)> = all(
+        tx,
+        // CROSS JOIN makes endpoints the outer loop (SQLite keeps the
+        // written order), so each endpoint costs one range of
+        // `deliveries_queue` instead of a scan of every delivery.
+        "SELECT d.id, d.endpoint_id, e.failing_since IS NOT NULL FROM endpoints e CROSS JOIN deliveries d
+         WHERE e.enabled = 1 AND d.id IN (
+            SELECT q.id FROM deliveries q
+            WHERE q.endpoint_id = e.id AND q.status = 'pending' AND q.next_attempt_ms <= ?1
+              AND (q.lease_until_ms IS NULL OR q.lease_until_ms <= ?1)
+            ORDER BY q.next_attempt_ms LIMIT ?2)
+         ORDER BY d.next_attempt_ms",
+        params![now_ms, i64::from(r.per_endpoint)],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
+    let chosen = choose_claims(candidates, used, r);
+    let mut claimed: Vec<Claimed> = Vec::with_capacity(chosen.len());
+    for ids in chosen.chunks(ROWS_PER_STATEMENT) {
+        let list = placeholders(ids.len());
+        let mut values: Vec<&dyn ToSql> = vec![&lease_until_ms, &r.owner];
+        values.extend(ids.iter().map(|id| id as &dyn ToSql));
+        exec(
+            tx,
+            &format!(
+                "UPDATE deliveries SET lease_until_ms = ?, lease_owner = ? WHERE id IN ({list})"
+            ),
+            params_from_iter(values),
+        )
+        .map_err(sqlite)?;
+        claimed.extend(all(
+            tx,
+            &format!("{CLAIMED_SELECT} WHERE d.id IN ({list})"),
+            params_from_iter(ids),
+            Claimed::decode,
+        )?);
+    }
+    if let Some(h) = &hand_off {
+        for c in &claimed {
+            h.occupy(&c.endpoint_id);
+        }
+    }
+    Ok(claimed)
+}
+
+/// Records attempts (see [`Store::record_attempts`]), inside the caller's write.
+fn record_attempts(
+    tx: &Connection,
+    results: &[AttemptResult],
+    disable_after_secs: i64,
+) -> StoreResult<()> {
+    let now = crate::ids::now();
+    // A handful of statements for the whole batch, not three per result.
+    for chunk in results.chunks(ROWS_PER_STATEMENT) {
+        let mut headers = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            let a = &r.attempt;
+            let response_headers = match &a.response_headers {
+                Some(h) => Some(to_json(&h.0)?),
+                None => None,
+            };
+            headers.push((to_json(&a.request_headers.0)?, response_headers));
+        }
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 11);
+        for (r, (request_headers, response_headers)) in chunk.iter().zip(&headers) {
+            let a = &r.attempt;
+            values.extend([
+                &a.id as &dyn ToSql,
+                &a.delivery_id,
+                &a.attempt,
+                &a.started_at_ms,
+                &a.duration_ms,
+                request_headers,
+                &a.response_status,
+                response_headers,
+                &a.response_body,
+                &a.error,
+                &a.succeeded,
+            ]);
+        }
+        exec(
+            tx,
+            &format!(
+                "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES {}",
+                value_rows(chunk.len(), 11)
+            ),
+            params_from_iter(values),
+        )
+        .map_err(sqlite)?;
+
+        // A delivery cancelled (endpoint deleted) or retried by hand while
+        // in flight keeps its new state; only the lease holder moves it on.
+        let steps: Vec<(&str, Option<i64>, Option<i64>, i64)> = chunk
+            .iter()
+            .map(|r| {
+                let at = r.attempt.started_at_ms / 1000;
+                match &r.next {
+                    NextStep::Succeeded => ("succeeded", None, None, at),
+                    NextStep::Retry {
+                        at_ms,
+                        schedule_pos,
+                    } => ("pending", Some(*at_ms), Some(*schedule_pos), at),
+                    NextStep::Failed => ("failed", None, None, at),
+                }
+            })
+            .collect();
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8 + 1);
+        for (r, (status, next_ms, pos, at)) in chunk.iter().zip(&steps) {
+            let a = &r.attempt;
+            values.extend([
+                &a.delivery_id as &dyn ToSql,
+                &r.owner,
+                status,
+                &a.attempt,
+                next_ms,
+                pos,
+                at,
+                &a.response_status,
+            ]);
+        }
+        values.push(&now);
+        exec(
+            tx,
+            &format!(
+                "WITH r(id, owner, status, attempt, next_ms, pos, at, code) AS (VALUES {})
+                 UPDATE deliveries SET status = r.status, attempts = MAX(deliveries.attempts, r.attempt),
+                    next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
+                    lease_until_ms = NULL, lease_owner = NULL, last_attempt_at = r.at,
+                    last_status_code = r.code, updated_at = ?
+                 FROM r WHERE deliveries.id = r.id AND deliveries.status = 'pending'
+                    AND deliveries.lease_owner = r.owner",
+                value_rows(chunk.len(), 8)
+            ),
+            params_from_iter(values),
+        )
+        .map_err(sqlite)?;
+    }
+    // Endpoint health, once per endpoint, from the order of its results.
+    for (endpoint_id, health) in endpoint_health(results) {
+        match health {
+            Health::Recovered => {
+                exec(
+                    tx,
+                    "UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+                    [endpoint_id],
+                )
+                .map_err(sqlite)?;
+            }
+            Health::Failing { since_now } => {
+                let sql = if since_now {
+                    "UPDATE endpoints SET failing_since = ? WHERE id = ?"
+                } else {
+                    "UPDATE endpoints SET failing_since = COALESCE(failing_since, ?) WHERE id = ?"
+                };
+                exec(tx, sql, params![now, endpoint_id]).map_err(sqlite)?;
+                exec(
+                    tx,
+                    "UPDATE endpoints SET enabled = 0, updated_at = ?,
+                        disabled_reason = 'failing continuously since ' || strftime('%Y-%m-%dT%H:%M:%SZ', failing_since, 'unixepoch')
+                     WHERE id = ? AND enabled = 1 AND failing_since <= ?",
+                    params![now, endpoint_id, now - disable_after_secs],
+                )
+                .map_err(sqlite)?;
+            }
+        }
+    }
+    for r in results {
+        if let Some(reason) = &r.disable {
+            exec(
+                tx,
+                "UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ? AND enabled = 1",
+                params![reason, now, r.endpoint_id],
+            )
+            .map_err(sqlite)?;
+        }
+    }
+    Ok(())
+}
+
 /// A connection or a transaction; both read the same way.
 struct Handle<C>(C);
 
 /// Reads one row of `table` by id, within `account`.
-async fn get<T>(
-    conn: &mut SqliteConnection,
+fn get<T: Decode>(
+    c: &Connection,
     table: &'static str,
     columns: &'static str,
     account: &str,
     id: &str,
-) -> StoreResult<Option<T>>
-where
-    T: for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
-{
-    sqlx::query_as(&format!(
-        "SELECT {columns} FROM {table} WHERE account_id = ? AND id = ?"
-    ))
-    .bind(account)
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-    .map_err(backend)
+) -> StoreResult<Option<T>> {
+    one(
+        c,
+        &format!("SELECT {columns} FROM {table} WHERE account_id = ? AND id = ?"),
+        [account, id],
+        T::decode,
+    )
 }
 
 /// Deletes one row of `table` by id, within `account`.
-async fn delete(
-    conn: &mut SqliteConnection,
-    table: &'static str,
-    account: &str,
-    id: &str,
-) -> StoreResult<()> {
-    sqlx::query(&format!(
-        "DELETE FROM {table} WHERE account_id = ? AND id = ?"
-    ))
-    .bind(account)
-    .bind(id)
-    .execute(conn)
-    .await
-    .map_err(backend)?;
+fn delete(c: &Connection, table: &'static str, account: &str, id: &str) -> StoreResult<()> {
+    exec(
+        c,
+        &format!("DELETE FROM {table} WHERE account_id = ? AND id = ?"),
+        [account, id],
+    )
+    .map_err(sqlite)?;
     Ok(())
 }
 
 /// Reads one page of `table` for `account`, newest first, with keyset cursors on `seq`.
-async fn list<T>(
-    conn: &mut SqliteConnection,
+fn list<T: Decode>(
+    c: &Connection,
     table: &'static str,
     columns: &'static str,
     account: &str,
     filters: &[Filter<'_>],
     page: &Page,
-) -> StoreResult<Listed<T>>
-where
-    T: for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
-{
+) -> StoreResult<Listed<T>> {
     let cursor = match &page.cursor {
         None => None,
         Some(Cursor::After(id) | Cursor::Before(id)) => {
-            let seq: Option<i64> = sqlx::query_scalar(&format!(
-                "SELECT seq FROM {table} WHERE account_id = ? AND id = ?"
-            ))
-            .bind(account)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
+            let seq: Option<i64> = one(
+                c,
+                &format!("SELECT seq FROM {table} WHERE account_id = ? AND id = ?"),
+                [account, id],
+                |row| row.get(0),
+            )?;
             Some(seq.ok_or(StoreError::UnknownCursor)?)
         }
     };
-    let mut q =
-        QueryBuilder::<Sqlite>::new(format!("SELECT {columns} FROM {table} WHERE account_id = "));
-    q.push_bind(account);
+    let mut sql = format!("SELECT {columns} FROM {table} WHERE account_id = ?");
+    let mut values: Vec<&dyn ToSql> = vec![&account];
     for filter in filters {
         match filter {
-            Filter::Text(col, v) => q.push(format!(" AND {col} = ")).push_bind(*v),
-            Filter::Bool(col, v) => q.push(format!(" AND {col} = ")).push_bind(*v),
-            Filter::Set(col, true) => q.push(format!(" AND {col} IS NOT NULL")),
-            Filter::Set(col, false) => q.push(format!(" AND {col} IS NULL")),
+            Filter::Text(col, v) => {
+                sql.push_str(&format!(" AND {col} = ?"));
+                values.push(v);
+            }
+            Filter::Bool(col, v) => {
+                sql.push_str(&format!(" AND {col} = ?"));
+                values.push(v);
+            }
+            Filter::Set(col, true) => sql.push_str(&format!(" AND {col} IS NOT NULL")),
+            Filter::Set(col, false) => sql.push_str(&format!(" AND {col} IS NULL")),
         };
     }
     let backwards = matches!(page.cursor, Some(Cursor::Before(_)));
-    if let Some(seq) = cursor {
-        q.push(if backwards {
-            " AND seq > "
+    if let Some(seq) = &cursor {
+        sql.push_str(if backwards {
+            " AND seq > ?"
         } else {
-            " AND seq < "
-        })
-        .push_bind(seq);
+            " AND seq < ?"
+        });
+        values.push(seq);
     }
-    q.push(if backwards {
-        " ORDER BY seq ASC LIMIT "
+    sql.push_str(if backwards {
+        " ORDER BY seq ASC LIMIT ?"
     } else {
-        " ORDER BY seq DESC LIMIT "
-    })
-    .push_bind(i64::from(page.limit) + 1);
-    let items: Vec<T> = q.build_query_as().fetch_all(conn).await.map_err(backend)?;
+        " ORDER BY seq DESC LIMIT ?"
+    });
+    let probe = i64::from(page.limit) + 1;
+    values.push(&probe);
+    let items = all(c, &sql, params_from_iter(values), T::decode)?;
     Ok(Listed::from_probe(items, page.limit, backwards))
 }
 
 #[async_trait]
 impl<C> Conn for Handle<C>
 where
-    C: DerefMut<Target = SqliteConnection> + Send,
+    C: DerefMut<Target = Connection> + Send,
 {
     async fn account_by_key_hash(&mut self, key_hash: &str) -> StoreResult<Option<Account>> {
-        sqlx::query_as(
+        one(
+            &self.0,
             "SELECT a.id, a.name, a.created_at FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ?",
+            [key_hash],
+            Account::decode,
         )
-        .bind(key_hash)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
     }
 
     async fn account_count(&mut self) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
-            .fetch_one(&mut *self.0)
-            .await
-            .map_err(backend)
+        scalar(&self.0, "SELECT COUNT(*) FROM accounts", [])
     }
 
     async fn dashboard_session(
@@ -582,19 +610,19 @@ where
         token_hash: &str,
         now: i64,
     ) -> StoreResult<Option<DashboardSession>> {
-        sqlx::query_as(&format!(
-            "SELECT {DASHBOARD_SESSION_COLUMNS} FROM dashboard_sessions s JOIN accounts a ON a.id = s.account_id
-             WHERE s.token_hash = ? AND s.expires_at > ?"
-        ))
-        .bind(token_hash)
-        .bind(now)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        one(
+            &self.0,
+            &format!(
+                "SELECT {DASHBOARD_SESSION_COLUMNS} FROM dashboard_sessions s JOIN accounts a ON a.id = s.account_id
+                 WHERE s.token_hash = ? AND s.expires_at > ?"
+            ),
+            params![token_hash, now],
+            DashboardSession::decode,
+        )
     }
 
     async fn contact(&mut self, account: &str, id: &str) -> StoreResult<Option<Contact>> {
-        get(&mut self.0, "contacts", CONTACT_COLUMNS, account, id).await
+        get(&self.0, "contacts", CONTACT_COLUMNS, account, id)
     }
 
     async fn contacts_by_ids(
@@ -602,48 +630,37 @@ where
         account: &str,
         ids: &[String],
     ) -> StoreResult<Vec<Contact>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut values: Vec<&dyn ToSql> = vec![&account];
+            values.extend(chunk.iter().map(|id| id as &dyn ToSql));
+            found.extend(all(
+                &self.0,
+                &format!(
+                    "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = ? AND id IN ({})",
+                    placeholders(chunk.len())
+                ),
+                params_from_iter(values),
+                Contact::decode,
+            )?);
         }
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = "
-        ));
-        q.push_bind(account).push(" AND id IN (");
-        let mut sep = q.separated(", ");
-        for id in ids {
-            sep.push_bind(id);
-        }
-        q.push(")");
-        q.build_query_as()
-            .fetch_all(&mut *self.0)
-            .await
-            .map_err(backend)
+        Ok(found)
     }
 
     async fn list_contacts(&mut self, account: &str, page: &Page) -> StoreResult<Listed<Contact>> {
-        list(&mut self.0, "contacts", CONTACT_COLUMNS, account, &[], page).await
+        list(&self.0, "contacts", CONTACT_COLUMNS, account, &[], page)
     }
 
     async fn contact_has_messages(&mut self, account: &str, contact_id: &str) -> StoreResult<bool> {
-        sqlx::query_scalar(
+        scalar(
+            &self.0,
             "SELECT EXISTS (SELECT 1 FROM messages WHERE account_id = ? AND contact_id = ?)",
+            [account, contact_id],
         )
-        .bind(account)
-        .bind(contact_id)
-        .fetch_one(&mut *self.0)
-        .await
-        .map_err(backend)
     }
 
     async fn conversation(&mut self, account: &str, id: &str) -> StoreResult<Option<Conversation>> {
-        get(
-            &mut self.0,
-            "conversations",
-            CONVERSATION_COLUMNS,
-            account,
-            id,
-        )
-        .await
+        get(&self.0, "conversations", CONVERSATION_COLUMNS, account, id)
     }
 
     async fn list_conversations(
@@ -666,18 +683,17 @@ where
             filters.push(Filter::Text("group_id", group_id));
         }
         list(
-            &mut self.0,
+            &self.0,
             "conversations",
             CONVERSATION_COLUMNS,
             account,
             &filters,
             page,
         )
-        .await
     }
 
     async fn message(&mut self, account: &str, id: &str) -> StoreResult<Option<MessageRecord>> {
-        get(&mut self.0, "messages", MESSAGE_COLUMNS, account, id).await
+        get(&self.0, "messages", MESSAGE_COLUMNS, account, id)
     }
 
     async fn list_messages(
@@ -691,14 +707,13 @@ where
             .into_iter()
             .collect();
         list(
-            &mut self.0,
+            &self.0,
             "messages",
             MESSAGE_COLUMNS,
             account,
             &filters,
             page,
         )
-        .await
     }
 
     async fn messages_in_conversation(
@@ -706,18 +721,18 @@ where
         account: &str,
         conversation_id: &str,
     ) -> StoreResult<Vec<MessageRecord>> {
-        sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND conversation_id = ? ORDER BY seq"
-        ))
-        .bind(account)
-        .bind(conversation_id)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(backend)
+        all(
+            &self.0,
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND conversation_id = ? ORDER BY seq"
+            ),
+            [account, conversation_id],
+            MessageRecord::decode,
+        )
     }
 
     async fn group(&mut self, account: &str, id: &str) -> StoreResult<Option<GroupRecord>> {
-        get(&mut self.0, "groups", GROUP_COLUMNS, account, id).await
+        get(&self.0, "groups", GROUP_COLUMNS, account, id)
     }
 
     async fn list_groups(
@@ -725,17 +740,16 @@ where
         account: &str,
         page: &Page,
     ) -> StoreResult<Listed<GroupRecord>> {
-        list(&mut self.0, "groups", GROUP_COLUMNS, account, &[], page).await
+        list(&self.0, "groups", GROUP_COLUMNS, account, &[], page)
     }
 
     async fn group_members(&mut self, group_id: &str) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(
+        all(
+            &self.0,
             "SELECT contact_id FROM group_members WHERE group_id = ? ORDER BY position",
+            [group_id],
+            |row| row.get(0),
         )
-        .bind(group_id)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(backend)
     }
 
     async fn groups_with_member(
@@ -743,18 +757,16 @@ where
         account: &str,
         contact_id: &str,
     ) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(
+        all(
+            &self.0,
             "SELECT g.id FROM group_members m JOIN groups g ON g.id = m.group_id WHERE g.account_id = ? AND m.contact_id = ? ORDER BY g.seq",
+            [account, contact_id],
+            |row| row.get(0),
         )
-        .bind(account)
-        .bind(contact_id)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(backend)
     }
 
     async fn attachment(&mut self, account: &str, id: &str) -> StoreResult<Option<Attachment>> {
-        get(&mut self.0, "attachments", ATTACHMENT_COLUMNS, account, id).await
+        get(&self.0, "attachments", ATTACHMENT_COLUMNS, account, id)
     }
 
     async fn list_attachments(
@@ -768,14 +780,13 @@ where
             .into_iter()
             .collect();
         list(
-            &mut self.0,
+            &self.0,
             "attachments",
             ATTACHMENT_COLUMNS,
             account,
             &filters,
             page,
         )
-        .await
     }
 
     async fn attachments_of_message(
@@ -783,25 +794,25 @@ where
         account: &str,
         message_id: &str,
     ) -> StoreResult<Vec<Attachment>> {
-        sqlx::query_as(&format!(
-            "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE account_id = ? AND message_id = ? ORDER BY seq"
-        ))
-        .bind(account)
-        .bind(message_id)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(backend)
+        all(
+            &self.0,
+            &format!(
+                "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE account_id = ? AND message_id = ? ORDER BY seq"
+            ),
+            [account, message_id],
+            Attachment::decode,
+        )
     }
 
     async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>> {
-        sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND id = ? AND is_test = 0"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        one(
+            &self.0,
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND id = ? AND is_test = 0"
+            ),
+            [account, id],
+            EventRecord::decode,
+        )
     }
 
     async fn delivered_event(
@@ -809,7 +820,7 @@ where
         account: &str,
         id: &str,
     ) -> StoreResult<Option<EventRecord>> {
-        get(&mut self.0, "events", EVENT_COLUMNS, account, id).await
+        get(&self.0, "events", EVENT_COLUMNS, account, id)
     }
 
     async fn events_after(
@@ -820,35 +831,31 @@ where
     ) -> StoreResult<Vec<EventRecord>> {
         let after_seq: i64 = match after {
             None => 0,
-            Some(id) => sqlx::query_scalar(
+            Some(id) => one(
+                &self.0,
                 "SELECT seq FROM events WHERE account_id = ? AND id = ? AND is_test = 0",
-            )
-            .bind(account)
-            .bind(id)
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(backend)?
+                [account, id],
+                |row| row.get(0),
+            )?
             .ok_or(StoreError::UnknownCursor)?,
         };
-        sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND seq > ? AND is_test = 0 ORDER BY seq LIMIT ?"
-        ))
-        .bind(account)
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(backend)
+        all(
+            &self.0,
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND seq > ? AND is_test = 0 ORDER BY seq LIMIT ?"
+            ),
+            params![account, after_seq, i64::from(limit)],
+            EventRecord::decode,
+        )
     }
 
     async fn latest_event_id(&mut self, account: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
+        one(
+            &self.0,
             "SELECT id FROM events WHERE account_id = ? AND is_test = 0 ORDER BY seq DESC LIMIT 1",
+            [account],
+            |row| row.get(0),
         )
-        .bind(account)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
     }
 
     async fn list_events(
@@ -862,15 +869,7 @@ where
             .into_iter()
             .chain([Filter::Bool("is_test", false)])
             .collect();
-        list(
-            &mut self.0,
-            "events",
-            EVENT_COLUMNS,
-            account,
-            &filters,
-            page,
-        )
-        .await
+        list(&self.0, "events", EVENT_COLUMNS, account, &filters, page)
     }
 
     async fn idempotent_response(
@@ -878,18 +877,16 @@ where
         account: &str,
         key: &str,
     ) -> StoreResult<Option<IdempotentResponse>> {
-        sqlx::query_as(
+        one(
+            &self.0,
             "SELECT request_hash, status, body, created_at FROM idempotency_keys WHERE account_id = ? AND key = ?",
+            [account, key],
+            IdempotentResponse::decode,
         )
-        .bind(account)
-        .bind(key)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
     }
 
     async fn endpoint(&mut self, account: &str, id: &str) -> StoreResult<Option<EndpointRecord>> {
-        get(&mut self.0, "endpoints", ENDPOINT_COLUMNS, account, id).await
+        get(&self.0, "endpoints", ENDPOINT_COLUMNS, account, id)
     }
 
     async fn list_endpoints(
@@ -897,19 +894,11 @@ where
         account: &str,
         page: &Page,
     ) -> StoreResult<Listed<EndpointRecord>> {
-        list(
-            &mut self.0,
-            "endpoints",
-            ENDPOINT_COLUMNS,
-            account,
-            &[],
-            page,
-        )
-        .await
+        list(&self.0, "endpoints", ENDPOINT_COLUMNS, account, &[], page)
     }
 
     async fn delivery(&mut self, account: &str, id: &str) -> StoreResult<Option<DeliveryRecord>> {
-        get(&mut self.0, "deliveries", DELIVERY_COLUMNS, account, id).await
+        get(&self.0, "deliveries", DELIVERY_COLUMNS, account, id)
     }
 
     async fn list_deliveries(
@@ -924,14 +913,13 @@ where
             filters.push(Filter::Text("status", status));
         }
         list(
-            &mut self.0,
+            &self.0,
             "deliveries",
             DELIVERY_COLUMNS,
             account,
             &filters,
             page,
         )
-        .await
     }
 
     async fn attempts(
@@ -944,15 +932,15 @@ where
             .map(|c| format!("a.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
-        sqlx::query_as(&format!(
-            "SELECT {columns} FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-             WHERE d.account_id = ? AND a.delivery_id = ? ORDER BY a.seq"
-        ))
-        .bind(account)
-        .bind(delivery_id)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(backend)
+        all(
+            &self.0,
+            &format!(
+                "SELECT {columns} FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+                 WHERE d.account_id = ? AND a.delivery_id = ? ORDER BY a.seq"
+            ),
+            [account, delivery_id],
+            AttemptRecord::decode,
+        )
     }
 
     async fn attempt_buckets(
@@ -962,23 +950,18 @@ where
         since_ms: i64,
         bucket_ms: i64,
     ) -> StoreResult<Vec<AttemptBucket>> {
-        sqlx::query_as(
-            "SELECT (a.started_at_ms - ?) / ? AS bucket, COUNT(*) AS attempts,
+        all(
+            &self.0,
+            "SELECT (a.started_at_ms - ?1) / ?2 AS bucket, COUNT(*) AS attempts,
                     SUM(CASE WHEN a.succeeded THEN 1 ELSE 0 END) AS succeeded,
                     SUM(a.duration_ms) AS total_duration_ms,
                     MAX(a.duration_ms) AS max_duration_ms
              FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-             WHERE d.account_id = ? AND d.endpoint_id = ? AND a.started_at_ms >= ?
+             WHERE d.account_id = ?3 AND d.endpoint_id = ?4 AND a.started_at_ms >= ?1
              GROUP BY 1 ORDER BY 1",
+            params![since_ms, bucket_ms.max(1), account, endpoint_id],
+            AttemptBucket::decode,
         )
-        .bind(since_ms)
-        .bind(bucket_ms.max(1))
-        .bind(account)
-        .bind(endpoint_id)
-        .bind(since_ms)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(backend)
     }
 
     async fn last_attempt_at(
@@ -986,34 +969,29 @@ where
         account: &str,
         endpoint_id: &str,
     ) -> StoreResult<Option<i64>> {
-        sqlx::query_scalar(
+        scalar(
+            &self.0,
             "SELECT MAX(last_attempt_at) FROM deliveries WHERE account_id = ? AND endpoint_id = ?",
+            [account, endpoint_id],
         )
-        .bind(account)
-        .bind(endpoint_id)
-        .fetch_one(&mut *self.0)
-        .await
-        .map_err(backend)
     }
 }
 
 #[async_trait]
 impl WriteTx for Handle<WriterGuard> {
     async fn insert_account(&mut self, account: &Account, key_hash: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(&account.id)
-            .bind(&account.name)
-            .bind(account.created_at)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
-        sqlx::query("INSERT INTO api_keys (key_hash, account_id, created_at) VALUES (?, ?, ?)")
-            .bind(key_hash)
-            .bind(&account.id)
-            .bind(account.created_at)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
+        exec(
+            &self.0,
+            "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)",
+            params![account.id, account.name, account.created_at],
+        )
+        .map_err(sqlite)?;
+        exec(
+            &self.0,
+            "INSERT INTO api_keys (key_hash, account_id, created_at) VALUES (?, ?, ?)",
+            params![key_hash, account.id, account.created_at],
+        )
+        .map_err(sqlite)?;
         Ok(())
     }
 
@@ -1022,36 +1000,35 @@ impl WriteTx for Handle<WriterGuard> {
         account: &str,
         session: &DashboardSession,
     ) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "INSERT INTO dashboard_sessions (token_hash, account_id, csrf, created_at, last_seen_at, expires_at, flash_kind, flash_message)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                session.token_hash,
+                account,
+                session.csrf,
+                session.created_at,
+                session.last_seen_at,
+                session.expires_at,
+                session.flash_kind,
+                session.flash_message,
+            ],
         )
-        .bind(&session.token_hash)
-        .bind(account)
-        .bind(&session.csrf)
-        .bind(session.created_at)
-        .bind(session.last_seen_at)
-        .bind(session.expires_at)
-        .bind(&session.flash_kind)
-        .bind(&session.flash_message)
-        .execute(&mut *self.0)
-        .await
-        .map_err(unique("dashboard session"))?;
+        .map_err(unique_sqlite("dashboard session"))?;
         Ok(())
     }
 
     async fn trim_dashboard_sessions(&mut self, account: &str, keep: u32) -> StoreResult<u64> {
-        let done = sqlx::query(
+        let done = exec(
+            &self.0,
             "DELETE FROM dashboard_sessions WHERE account_id = ?1 AND token_hash IN (
                 SELECT token_hash FROM dashboard_sessions WHERE account_id = ?1
                 ORDER BY last_seen_at DESC, created_at DESC, token_hash LIMIT -1 OFFSET ?2)",
+            params![account, i64::from(keep)],
         )
-        .bind(account)
-        .bind(i64::from(keep))
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected())
+        .map_err(sqlite)?;
+        Ok(done as u64)
     }
 
     async fn touch_dashboard_session(
@@ -1061,16 +1038,12 @@ impl WriteTx for Handle<WriterGuard> {
         last_seen_at: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "UPDATE dashboard_sessions SET last_seen_at = ?, expires_at = ? WHERE account_id = ? AND token_hash = ?",
+            params![last_seen_at, expires_at, account, token_hash],
         )
-        .bind(last_seen_at)
-        .bind(expires_at)
-        .bind(account)
-        .bind(token_hash)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         Ok(())
     }
 
@@ -1080,16 +1053,12 @@ impl WriteTx for Handle<WriterGuard> {
         token_hash: &str,
         flash: &SessionFlash,
     ) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "UPDATE dashboard_sessions SET flash_kind = ?, flash_message = ? WHERE account_id = ? AND token_hash = ?",
+            params![flash.kind, flash.message, account, token_hash],
         )
-        .bind(&flash.kind)
-        .bind(&flash.message)
-        .bind(account)
-        .bind(token_hash)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         Ok(())
     }
 
@@ -1099,24 +1068,20 @@ impl WriteTx for Handle<WriterGuard> {
         token_hash: &str,
     ) -> StoreResult<Option<SessionFlash>> {
         // The single writer makes the read and the clear one step.
-        let flash: Option<SessionFlash> = sqlx::query_as(
-            "SELECT flash_kind AS kind, flash_message AS message FROM dashboard_sessions
+        let flash = one(
+            &self.0,
+            "SELECT flash_kind, flash_message FROM dashboard_sessions
              WHERE account_id = ? AND token_hash = ? AND flash_kind IS NOT NULL AND flash_message IS NOT NULL",
-        )
-        .bind(account)
-        .bind(token_hash)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)?;
+            [account, token_hash],
+            SessionFlash::decode,
+        )?;
         if flash.is_some() {
-            sqlx::query(
+            exec(
+                &self.0,
                 "UPDATE dashboard_sessions SET flash_kind = NULL, flash_message = NULL WHERE account_id = ? AND token_hash = ?",
+                [account, token_hash],
             )
-            .bind(account)
-            .bind(token_hash)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
+            .map_err(sqlite)?;
         }
         Ok(flash)
     }
@@ -1126,170 +1091,178 @@ impl WriteTx for Handle<WriterGuard> {
         account: &str,
         token_hash: &str,
     ) -> StoreResult<()> {
-        sqlx::query("DELETE FROM dashboard_sessions WHERE account_id = ? AND token_hash = ?")
-            .bind(account)
-            .bind(token_hash)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
+        exec(
+            &self.0,
+            "DELETE FROM dashboard_sessions WHERE account_id = ? AND token_hash = ?",
+            [account, token_hash],
+        )
+        .map_err(sqlite)?;
         Ok(())
     }
 
     async fn insert_contact(&mut self, account: &str, c: &Contact) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "INSERT INTO contacts (account_id, id, username, phone_number, avatar_url, display_name, conversation_id, last_active_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                account,
+                c.id,
+                c.username,
+                c.phone_number,
+                c.avatar_url,
+                c.display_name,
+                c.conversation_id,
+                c.last_active_at,
+                c.created_at,
+            ],
         )
-        .bind(account)
-        .bind(&c.id)
-        .bind(&c.username)
-        .bind(&c.phone_number)
-        .bind(&c.avatar_url)
-        .bind(&c.display_name)
-        .bind(&c.conversation_id)
-        .bind(c.last_active_at)
-        .bind(c.created_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(unique("username"))?;
+        .map_err(unique_sqlite("username"))?;
         Ok(())
     }
 
     async fn update_contact(&mut self, account: &str, c: &Contact) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "UPDATE contacts SET username = ?, phone_number = ?, avatar_url = ?, display_name = ?, conversation_id = ?, last_active_at = ? WHERE account_id = ? AND id = ?",
+            params![
+                c.username,
+                c.phone_number,
+                c.avatar_url,
+                c.display_name,
+                c.conversation_id,
+                c.last_active_at,
+                account,
+                c.id,
+            ],
         )
-        .bind(&c.username)
-        .bind(&c.phone_number)
-        .bind(&c.avatar_url)
-        .bind(&c.display_name)
-        .bind(&c.conversation_id)
-        .bind(c.last_active_at)
-        .bind(account)
-        .bind(&c.id)
-        .execute(&mut *self.0)
-        .await
-        .map_err(unique("username"))?;
+        .map_err(unique_sqlite("username"))?;
         Ok(())
     }
 
     async fn delete_contact(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        delete(&mut self.0, "contacts", account, id).await
+        delete(&self.0, "contacts", account, id)
     }
 
     async fn insert_conversation(&mut self, account: &str, c: &Conversation) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "INSERT INTO conversations (account_id, id, contact_id, group_id, pinned_message_id, is_pinned, is_muted, last_active_at, last_opened_at, created_at, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                account,
+                c.id,
+                c.contact_id,
+                c.group_id,
+                c.pinned_message_id,
+                c.is_pinned,
+                c.is_muted,
+                c.last_active_at,
+                c.last_opened_at,
+                c.created_at,
+                c.archived_at,
+            ],
         )
-        .bind(account)
-        .bind(&c.id)
-        .bind(&c.contact_id)
-        .bind(&c.group_id)
-        .bind(&c.pinned_message_id)
-        .bind(c.is_pinned)
-        .bind(c.is_muted)
-        .bind(c.last_active_at)
-        .bind(c.last_opened_at)
-        .bind(c.created_at)
-        .bind(c.archived_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(unique("conversation participant"))?;
+        .map_err(unique_sqlite("conversation participant"))?;
         Ok(())
     }
 
     async fn update_conversation(&mut self, account: &str, c: &Conversation) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "UPDATE conversations SET pinned_message_id = ?, is_pinned = ?, is_muted = ?, last_active_at = ?, last_opened_at = ?, archived_at = ? WHERE account_id = ? AND id = ?",
+            params![
+                c.pinned_message_id,
+                c.is_pinned,
+                c.is_muted,
+                c.last_active_at,
+                c.last_opened_at,
+                c.archived_at,
+                account,
+                c.id,
+            ],
         )
-        .bind(&c.pinned_message_id)
-        .bind(c.is_pinned)
-        .bind(c.is_muted)
-        .bind(c.last_active_at)
-        .bind(c.last_opened_at)
-        .bind(c.archived_at)
-        .bind(account)
-        .bind(&c.id)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         Ok(())
     }
 
     async fn delete_conversation(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        delete(&mut self.0, "conversations", account, id).await
+        delete(&self.0, "conversations", account, id)
     }
 
     async fn insert_message(&mut self, account: &str, m: &MessageRecord) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "INSERT INTO messages (account_id, id, conversation_id, contact_id, message, reactions, read_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                account,
+                m.id,
+                m.conversation_id,
+                m.contact_id,
+                m.message,
+                to_json(&m.reactions.0)?,
+                m.read_at,
+                m.created_at,
+                m.updated_at,
+            ],
         )
-        .bind(account)
-        .bind(&m.id)
-        .bind(&m.conversation_id)
-        .bind(&m.contact_id)
-        .bind(&m.message)
-        .bind(&m.reactions)
-        .bind(m.read_at)
-        .bind(m.created_at)
-        .bind(m.updated_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         Ok(())
     }
 
     async fn update_message(&mut self, account: &str, m: &MessageRecord) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "UPDATE messages SET message = ?, reactions = ?, read_at = ?, updated_at = ? WHERE account_id = ? AND id = ?",
+            params![
+                m.message,
+                to_json(&m.reactions.0)?,
+                m.read_at,
+                m.updated_at,
+                account,
+                m.id,
+            ],
         )
-        .bind(&m.message)
-        .bind(&m.reactions)
-        .bind(m.read_at)
-        .bind(m.updated_at)
-        .bind(account)
-        .bind(&m.id)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         Ok(())
     }
 
     async fn delete_message(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        delete(&mut self.0, "messages", account, id).await
+        delete(&self.0, "messages", account, id)
     }
 
     async fn insert_group(&mut self, account: &str, g: &GroupRecord) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "INSERT INTO groups (account_id, id, name, description, avatar_url, conversation_id, created_at, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                account,
+                g.id,
+                g.name,
+                g.description,
+                g.avatar_url,
+                g.conversation_id,
+                g.created_at,
+                g.archived_at,
+            ],
         )
-        .bind(account)
-        .bind(&g.id)
-        .bind(&g.name)
-        .bind(&g.description)
-        .bind(&g.avatar_url)
-        .bind(&g.conversation_id)
-        .bind(g.created_at)
-        .bind(g.archived_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         Ok(())
     }
 
     async fn update_group(&mut self, account: &str, g: &GroupRecord) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "UPDATE groups SET name = ?, description = ?, avatar_url = ?, conversation_id = ?, archived_at = ? WHERE account_id = ? AND id = ?",
+            params![
+                g.name,
+                g.description,
+                g.avatar_url,
+                g.conversation_id,
+                g.archived_at,
+                account,
+                g.id,
+            ],
         )
-        .bind(&g.name)
-        .bind(&g.description)
-        .bind(&g.avatar_url)
-        .bind(&g.conversation_id)
-        .bind(g.archived_at)
-        .bind(account)
-        .bind(&g.id)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         Ok(())
     }
 
@@ -1298,97 +1271,91 @@ impl WriteTx for Handle<WriterGuard> {
         group_id: &str,
         contact_ids: &[String],
     ) -> StoreResult<()> {
-        sqlx::query("DELETE FROM group_members WHERE group_id = ?")
-            .bind(group_id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
+        exec(
+            &self.0,
+            "DELETE FROM group_members WHERE group_id = ?",
+            [group_id],
+        )
+        .map_err(sqlite)?;
         for (position, contact_id) in contact_ids.iter().enumerate() {
-            sqlx::query(
+            exec(
+                &self.0,
                 "INSERT INTO group_members (group_id, contact_id, position) VALUES (?, ?, ?)",
+                params![group_id, contact_id, position as i64],
             )
-            .bind(group_id)
-            .bind(contact_id)
-            .bind(position as i64)
-            .execute(&mut *self.0)
-            .await
-            .map_err(unique("group member"))?;
+            .map_err(unique_sqlite("group member"))?;
         }
         Ok(())
     }
 
     async fn delete_group(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "DELETE FROM group_members WHERE group_id IN (SELECT id FROM groups WHERE account_id = ? AND id = ?)",
+            [account, id],
         )
-        .bind(account)
-        .bind(id)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
-        sqlx::query("DELETE FROM groups WHERE account_id = ? AND id = ?")
-            .bind(account)
-            .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        .map_err(sqlite)?;
+        delete(&self.0, "groups", account, id)
     }
 
     async fn insert_attachment(&mut self, account: &str, a: &Attachment) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "INSERT INTO attachments (account_id, id, message_id, filename, file_type, file_size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            params![
+                account,
+                a.id,
+                a.message_id,
+                a.filename,
+                a.file_type,
+                a.file_size,
+                a.created_at,
+            ],
         )
-        .bind(account)
-        .bind(&a.id)
-        .bind(&a.message_id)
-        .bind(&a.filename)
-        .bind(&a.file_type)
-        .bind(a.file_size)
-        .bind(a.created_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         Ok(())
     }
 
     async fn update_attachment(&mut self, account: &str, a: &Attachment) -> StoreResult<()> {
-        sqlx::query("UPDATE attachments SET filename = ? WHERE account_id = ? AND id = ?")
-            .bind(&a.filename)
-            .bind(account)
-            .bind(&a.id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
+        exec(
+            &self.0,
+            "UPDATE attachments SET filename = ? WHERE account_id = ? AND id = ?",
+            params![a.filename, account, a.id],
+        )
+        .map_err(sqlite)?;
         Ok(())
     }
 
     async fn delete_attachment(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        delete(&mut self.0, "attachments", account, id).await
+        delete(&self.0, "attachments", account, id)
     }
 
     async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {
-        sqlx::query(
+        exec(
+            &self.0,
             "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            params![account, e.id, e.event_type, e.body, e.created_at],
         )
-        .bind(account)
-        .bind(&e.id)
-        .bind(&e.event_type)
-        .bind(&e.body)
-        .bind(e.created_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
-        let endpoints: Vec<String> = sqlx::query_scalar(
-            "SELECT e.id FROM endpoints e WHERE e.account_id = ? AND e.enabled = 1
+        .map_err(sqlite)?;
+        let endpoints: Vec<Target> = all(
+            &self.0,
+            "SELECT e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
+                    e.failing_since IS NOT NULL
+             FROM endpoints e WHERE e.account_id = ? AND e.enabled = 1
                AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN (?, '*'))",
-        )
-        .bind(account)
-        .bind(&e.event_type)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(backend)?;
-        fan_out(&mut self.0, account, e, &endpoints).await?;
+            [account, &e.event_type],
+            |row| {
+                Ok(Target {
+                    id: row.get(0)?,
+                    url: row.get(1)?,
+                    secret: row.get(2)?,
+                    previous_secret: row.get(3)?,
+                    previous_secret_expires_at: row.get(4)?,
+                    failing: row.get(5)?,
+                })
+            },
+        )?;
+        fan_out(&mut self.0, account, e, &endpoints)?;
         Ok(endpoints.len() as u64)
     }
 
@@ -1398,109 +1365,98 @@ impl WriteTx for Handle<WriterGuard> {
         e: &EventRecord,
         endpoint_id: &str,
     ) -> StoreResult<String> {
-        sqlx::query(
+        exec(
+            &self.0,
             "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES (?, ?, ?, ?, ?, 1)",
+            params![account, e.id, e.event_type, e.body, e.created_at],
         )
-        .bind(account)
-        .bind(&e.id)
-        .bind(&e.event_type)
-        .bind(&e.body)
-        .bind(e.created_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
-        insert_delivery(&mut self.0, account, e, endpoint_id).await
+        .map_err(sqlite)?;
+        self.0.claimable = true;
+        insert_delivery(&self.0, account, e, endpoint_id)
     }
 
     async fn insert_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(account)
-        .bind(&ep.id)
-        .bind(&ep.name)
-        .bind(&ep.url)
-        .bind(&ep.description)
-        .bind(&ep.events)
-        .bind(ep.enabled)
-        .bind(&ep.disabled_reason)
-        .bind(&ep.secret)
-        .bind(&ep.previous_secret)
-        .bind(ep.previous_secret_expires_at)
-        .bind(ep.failing_since)
-        .bind(ep.created_at)
-        .bind(ep.updated_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(unique("endpoint name"))?;
-        set_subscription(&mut self.0, ep).await
+        exec(
+            &self.0,
+            &format!(
+                "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            params![
+                account,
+                ep.id,
+                ep.name,
+                ep.url,
+                ep.description,
+                to_json(&ep.events.0)?,
+                ep.enabled,
+                ep.disabled_reason,
+                ep.secret,
+                ep.previous_secret,
+                ep.previous_secret_expires_at,
+                ep.failing_since,
+                ep.created_at,
+                ep.updated_at,
+            ],
+        )
+        .map_err(unique_sqlite("endpoint name"))?;
+        set_subscription(&self.0, ep)
     }
 
     async fn update_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
-        let updated = sqlx::query(
+        let updated = exec(
+            &self.0,
             "UPDATE endpoints SET name = ?, url = ?, description = ?, events = ?, enabled = ?, disabled_reason = ?,
                 secret = ?, previous_secret = ?, previous_secret_expires_at = ?, failing_since = ?, updated_at = ?
              WHERE account_id = ? AND id = ?",
+            params![
+                ep.name,
+                ep.url,
+                ep.description,
+                to_json(&ep.events.0)?,
+                ep.enabled,
+                ep.disabled_reason,
+                ep.secret,
+                ep.previous_secret,
+                ep.previous_secret_expires_at,
+                ep.failing_since,
+                ep.updated_at,
+                account,
+                ep.id,
+            ],
         )
-        .bind(&ep.name)
-        .bind(&ep.url)
-        .bind(&ep.description)
-        .bind(&ep.events)
-        .bind(ep.enabled)
-        .bind(&ep.disabled_reason)
-        .bind(&ep.secret)
-        .bind(&ep.previous_secret)
-        .bind(ep.previous_secret_expires_at)
-        .bind(ep.failing_since)
-        .bind(ep.updated_at)
-        .bind(account)
-        .bind(&ep.id)
-        .execute(&mut *self.0)
-        .await
-        .map_err(unique("endpoint name"))?;
+        .map_err(unique_sqlite("endpoint name"))?;
         // Another account's endpoint id matches nothing, and keeps its subscription.
-        if updated.rows_affected() == 0 {
+        if updated == 0 {
             return Ok(());
         }
-        set_subscription(&mut self.0, ep).await
+        // Enabled again, its pending deliveries are claimable.
+        self.0.claimable |= ep.enabled;
+        set_subscription(&self.0, ep)
     }
 
     async fn delete_endpoint(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "UPDATE deliveries SET status = 'cancelled', next_attempt_ms = NULL, lease_until_ms = NULL, lease_owner = NULL, updated_at = ?
              WHERE account_id = ? AND endpoint_id = ? AND status = 'pending'",
+            params![crate::ids::now(), account, id],
         )
-        .bind(crate::ids::now())
-        .bind(account)
-        .bind(id)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        .map_err(sqlite)?;
         // Its subscription goes with it (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM endpoints WHERE account_id = ? AND id = ?")
-            .bind(account)
-            .bind(id)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        delete(&self.0, "endpoints", account, id)
     }
 
     async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', next_attempt_ms = ?, schedule_pos = 0,
-                lease_until_ms = NULL, lease_owner = NULL, updated_at = ?
-             WHERE account_id = ? AND id = ? AND (lease_until_ms IS NULL OR lease_until_ms <= ?)",
+        let done = exec(
+            &self.0,
+            "UPDATE deliveries SET status = 'pending', next_attempt_ms = ?1, schedule_pos = 0,
+                lease_until_ms = NULL, lease_owner = NULL, updated_at = ?2
+             WHERE account_id = ?3 AND id = ?4 AND (lease_until_ms IS NULL OR lease_until_ms <= ?1)",
+            params![now_ms, now_ms / 1000, account, id],
         )
-        .bind(now_ms)
-        .bind(now_ms / 1000)
-        .bind(account)
-        .bind(id)
-        .bind(now_ms)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+        .map_err(sqlite)?;
+        self.0.claimable |= done > 0;
+        Ok(done > 0)
     }
 
     async fn recover_deliveries(
@@ -1510,20 +1466,16 @@ impl WriteTx for Handle<WriterGuard> {
         since: i64,
         now_ms: i64,
     ) -> StoreResult<u64> {
-        let done = sqlx::query(
+        let done = exec(
+            &self.0,
             "UPDATE deliveries SET status = 'pending', next_attempt_ms = ?, schedule_pos = 0,
                 lease_until_ms = NULL, lease_owner = NULL, updated_at = ?
              WHERE account_id = ? AND endpoint_id = ? AND status = 'failed' AND created_at >= ?",
+            params![now_ms, now_ms / 1000, account, endpoint_id, since],
         )
-        .bind(now_ms)
-        .bind(now_ms / 1000)
-        .bind(account)
-        .bind(endpoint_id)
-        .bind(since)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected())
+        .map_err(sqlite)?;
+        self.0.claimable |= done > 0;
+        Ok(done as u64)
     }
 
     async fn insert_idempotent_response(
@@ -1532,19 +1484,17 @@ impl WriteTx for Handle<WriterGuard> {
         key: &str,
         r: &IdempotentResponse,
     ) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.0,
             "INSERT INTO idempotency_keys (account_id, key, request_hash, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            params![account, key, r.request_hash, r.status, r.body, r.created_at],
         )
-        .bind(account)
-        .bind(key)
-        .bind(&r.request_hash)
-        .bind(r.status)
-        .bind(&r.body)
-        .bind(r.created_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(unique("idempotency key"))?;
+        .map_err(unique_sqlite("idempotency key"))?;
         Ok(())
+    }
+
+    fn claimable_work(&self) -> bool {
+        self.0.claimable || self.0.hand_off().is_none()
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
@@ -1555,78 +1505,146 @@ impl WriteTx for Handle<WriterGuard> {
 /// A pending delivery of `e` to one of the account's endpoints. The endpoint
 /// must belong to the account: otherwise nothing is written and it is an
 /// error, so one account's event can never go to another's endpoint.
-async fn insert_delivery(
-    conn: &mut SqliteConnection,
+fn insert_delivery(
+    c: &Connection,
     account: &str,
     e: &EventRecord,
     endpoint_id: &str,
 ) -> StoreResult<String> {
     let id = crate::ids::new_id();
-    let done = sqlx::query(
+    let done = exec(
+        c,
         "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
          SELECT ?, account_id, id, ?, ?, 'pending', ?, ?, ? FROM endpoints WHERE id = ? AND account_id = ?",
+        params![
+            id,
+            e.id,
+            e.event_type,
+            crate::ids::now_ms(),
+            e.created_at,
+            e.created_at,
+            endpoint_id,
+            account,
+        ],
     )
-    .bind(&id)
-    .bind(&e.id)
-    .bind(&e.event_type)
-    .bind(crate::ids::now_ms())
-    .bind(e.created_at)
-    .bind(e.created_at)
-    .bind(endpoint_id)
-    .bind(account)
-    .execute(conn)
-    .await
-    .map_err(backend)?;
-    if done.rows_affected() != 1 {
-        return Err(StoreError::Backend(sqlx::Error::RowNotFound));
+    .map_err(sqlite)?;
+    if done != 1 {
+        return Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
     }
     Ok(id)
 }
 
-/// Inserts one pending delivery of `e` per endpoint in `endpoints` (ids of
-/// the account's endpoints, just read), in as few statements as SQLite's
-/// variable limit allows: each statement is a round trip to the writer.
-async fn fan_out(
-    conn: &mut SqliteConnection,
+/// An endpoint an event goes to, with what sending to it needs.
+struct Target {
+    id: String,
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    failing: bool,
+}
+
+/// Inserts one pending delivery of `e` per endpoint in `endpoints` (the
+/// account's endpoints, just read), in as few statements as SQLite's
+/// variable limit allows. With a hand-off, each delivery whose endpoint has
+/// a free slot is leased to this process and staged for the dispatcher;
+/// the others are left for claims.
+fn fan_out(
+    tx: &mut WriterGuard,
     account: &str,
     e: &EventRecord,
-    endpoints: &[String],
+    endpoints: &[Target],
 ) -> StoreResult<()> {
     let now_ms = crate::ids::now_ms();
+    let hand_off = tx.hand_off();
+    let (lease_until_ms, owner) = match &hand_off {
+        Some(h) => (Some(now_ms + h.lease_ms()), Some(h.owner().to_owned())),
+        None => (None, None),
+    };
+    let body = axum::body::Bytes::from(e.body.clone());
+    let mut ready = Vec::new();
     for chunk in endpoints.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at) ",
+        let rows: Vec<(String, bool)> = chunk
+            .iter()
+            .map(|t| {
+                let leased = hand_off
+                    .as_ref()
+                    .is_some_and(|h| h.reserve(&t.id, t.failing));
+                (crate::ids::new_id(), leased)
+            })
+            .collect();
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 11);
+        for ((id, leased), t) in rows.iter().zip(chunk) {
+            let (lease_until_ms, owner): (&dyn ToSql, &dyn ToSql) = if *leased {
+                (&lease_until_ms, &owner)
+            } else {
+                (&rusqlite::types::Null, &rusqlite::types::Null)
+            };
+            values.extend([
+                id as &dyn ToSql,
+                &account,
+                &t.id,
+                &e.id,
+                &e.event_type,
+                &"pending",
+                &now_ms,
+                &e.created_at,
+                &e.created_at,
+                lease_until_ms,
+                owner,
+            ]);
+        }
+        let done = exec(
+            tx,
+            &format!(
+                "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, lease_until_ms, lease_owner) VALUES {}",
+                value_rows(chunk.len(), 11)
+            ),
+            params_from_iter(values),
         );
-        q.push_values(chunk, |mut row, endpoint| {
-            row.push_bind(crate::ids::new_id())
-                .push_bind(account)
-                .push_bind(endpoint)
-                .push_bind(&e.id)
-                .push_bind(&e.event_type)
-                .push_bind("pending")
-                .push_bind(now_ms)
-                .push_bind(e.created_at)
-                .push_bind(e.created_at);
-        });
-        q.build().execute(&mut *conn).await.map_err(backend)?;
+        for ((id, leased), t) in rows.into_iter().zip(chunk) {
+            if !leased {
+                tx.claimable = true;
+                continue;
+            }
+            let claimed = Claimed {
+                delivery_id: id,
+                account_id: account.to_owned(),
+                endpoint_id: t.id.clone(),
+                event_id: e.id.clone(),
+                event_type: e.event_type.clone(),
+                attempt: 1,
+                schedule_pos: 0,
+                url: t.url.clone(),
+                secret: t.secret.clone(),
+                previous_secret: t.previous_secret.clone(),
+                previous_secret_expires_at: t.previous_secret_expires_at,
+                body: String::new(),
+            };
+            ready.push((claimed, body.clone()));
+        }
+        // Staged even on failure, so that rolling the write back frees the slots.
+        tx.stage(std::mem::take(&mut ready));
+        done.map_err(sqlite)?;
     }
     Ok(())
 }
 
 /// Rewrites an endpoint's subscription rows from its `events`.
-async fn set_subscription(conn: &mut SqliteConnection, ep: &EndpointRecord) -> StoreResult<()> {
-    sqlx::query("DELETE FROM endpoint_events WHERE endpoint_id = ?")
-        .bind(&ep.id)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+fn set_subscription(c: &Connection, ep: &EndpointRecord) -> StoreResult<()> {
+    exec(
+        c,
+        "DELETE FROM endpoint_events WHERE endpoint_id = ?",
+        [&ep.id],
+    )
+    .map_err(sqlite)?;
     for event_type in ep.events.iter() {
-        sqlx::query("INSERT INTO endpoint_events (endpoint_id, event_type) VALUES (?, ?)")
-            .bind(&ep.id)
-            .bind(event_type)
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
+        exec(
+            c,
+            "INSERT INTO endpoint_events (endpoint_id, event_type) VALUES (?, ?)",
+            [&ep.id, event_type],
+        )
+        .map_err(sqlite)?;
     }
     Ok(())
 }

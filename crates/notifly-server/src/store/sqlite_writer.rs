@@ -1,43 +1,112 @@
-//! Group commit for SQLite's single writer.
+//! SQLite's connections: the single writer with group commit, and the pool
+//! of read-only connections.
 //!
 //! SQLite has one writer at a time and, with `synchronous=FULL`, every
 //! `COMMIT` is an fsync. Committing each API write on its own would make the
 //! disk's fsync rate the API's write rate. Instead, writes share one database
 //! transaction: each write runs inside its own `SAVEPOINT` (so a failing write
-//! rolls back alone), releases it when done, and waits; a committer task then
-//! commits everything released so far with one fsync and tells every waiter.
-//! A write is acknowledged only after the `COMMIT` that contains it returned.
+//! rolls back alone), releases it when done, and waits; the committer thread
+//! then commits everything released so far with one fsync and tells every
+//! waiter. A write is acknowledged only after the `COMMIT` that contains it
+//! returned.
 //!
-//! The connection sits behind a fair (FIFO) mutex: the committer queues like
-//! any writer, so everyone who arrived before it is in its group.
+//! Statements run in the calling task, on the connection, while it holds the
+//! writer: each is a few microseconds of CPU (indexed, bounded), with no hop
+//! to another thread. Only the `COMMIT`, which waits for the disk, runs on the
+//! committer's own thread, so no async worker ever waits for an fsync. The
+//! connection sits behind a fair (FIFO) mutex: the committer queues like any
+//! writer, so everyone who arrived before it is in its group.
+//!
+//! Cancellation: a write's task can only be dropped where it awaits, that is
+//! between statements, never inside one; a write dropped before it released
+//! its savepoint is rolled back on the spot (see [`WriterGuard`]'s `Drop`).
 
 use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
 
-use sqlx::{Connection, SqliteConnection};
-use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, watch};
 
+use super::hand_off::{HandOff, Ready};
+use super::sqlite_rows::{exec, sqlite};
 use super::{StoreError, StoreResult};
 
 /// The outcome of one group's `COMMIT`: `None` while the group is open.
-type GroupOutcome = Option<Result<(), Arc<sqlx::Error>>>;
+type GroupOutcome = Option<Result<(), Arc<rusqlite::Error>>>;
+
+/// How long a statement waits for another process's lock on the database
+/// (`notifly accounts create` beside a running server) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prepared statements kept per connection: every statement the store runs
+/// is prepared once per connection, not once per use.
+const STATEMENT_CACHE: usize = 256;
 
 struct State {
-    conn: SqliteConnection,
+    conn: Connection,
     /// A group transaction is open (`BEGIN IMMEDIATE` done).
     in_tx: bool,
-    /// The last holder dropped its write without committing: roll its
-    /// savepoint back before anything else.
-    rollback_pending: bool,
     /// Tells the open group's writers how its `COMMIT` went.
     group: watch::Sender<GroupOutcome>,
+    /// Where new deliveries go once durable, if this process hands them off.
+    hand_off: Option<Arc<HandOff>>,
+    /// Handed-off deliveries of the write in progress.
+    staged: Vec<Ready>,
+    /// Handed-off deliveries of the open group's released writes.
+    group_ready: Vec<Ready>,
+}
+
+impl State {
+    fn finish_group(&mut self, outcome: Result<(), Arc<rusqlite::Error>>) {
+        self.in_tx = false;
+        let ready = std::mem::take(&mut self.group_ready);
+        if let Some(hand_off) = &self.hand_off {
+            if outcome.is_ok() {
+                hand_off.deliver(ready);
+            } else {
+                for (c, _) in &ready {
+                    hand_off.release(&c.endpoint_id);
+                }
+            }
+        }
+        self.group.send_replace(Some(outcome));
+        self.group = watch::channel(None).0;
+    }
+
+    /// Gives back the slots of the write in progress's hand-offs: the
+    /// write is undone.
+    fn unstage(&mut self) {
+        let staged = std::mem::take(&mut self.staged);
+        if let Some(hand_off) = &self.hand_off {
+            for (c, _) in &staged {
+                hand_off.release(&c.endpoint_id);
+            }
+        }
+    }
+
+    /// Rolls back the open savepoint. If even that fails, the whole group is
+    /// rolled back and its writers are told.
+    fn roll_back_savepoint(&mut self) {
+        self.unstage();
+        let undone =
+            exec(&self.conn, "ROLLBACK TO w", []).and_then(|_| exec(&self.conn, "RELEASE w", []));
+        if let Err(e) = undone {
+            tracing::error!(error = ?e, "rolling back a savepoint failed; abandoning the group");
+            let _ = exec(&self.conn, "ROLLBACK", []);
+            self.finish_group(Err(Arc::new(e)));
+        }
+    }
 }
 
 /// The single writer connection with its committer.
 #[derive(Clone)]
 pub(crate) struct Writer {
     state: Arc<Mutex<State>>,
-    kick: Arc<Notify>,
+    /// Wakes the committer; one pending wake-up is enough.
+    kick: mpsc::SyncSender<()>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -46,147 +115,130 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-async fn exec(conn: &mut SqliteConnection, sql: &str) -> StoreResult<()> {
-    sqlx::query(sql)
-        .execute(conn)
-        .await
-        .map(|_| ())
-        .map_err(StoreError::Backend)
-}
-
-impl State {
-    /// Finishes the previous holder's abandoned savepoint. If even that fails
-    /// the whole group is rolled back and its writers are told.
-    async fn settle(&mut self) {
-        if !self.rollback_pending {
-            return;
-        }
-        self.rollback_pending = false;
-        let undone = match exec(&mut self.conn, "ROLLBACK TO w").await {
-            Ok(()) => exec(&mut self.conn, "RELEASE w").await,
-            Err(e) => Err(e),
-        };
-        if let Err(StoreError::Backend(e)) = undone {
-            tracing::error!(error = ?e, "rolling back a savepoint failed; abandoning the group");
-            let _ = exec(&mut self.conn, "ROLLBACK").await;
-            self.finish_group(Err(Arc::new(e)));
-        }
-    }
-
-    fn finish_group(&mut self, outcome: Result<(), Arc<sqlx::Error>>) {
-        self.in_tx = false;
-        self.group.send_replace(Some(outcome));
-        self.group = watch::channel(None).0;
-    }
-}
-
 impl Writer {
-    /// Takes `conn` (already migrated) and starts the committer task.
-    pub(crate) fn start(conn: SqliteConnection) -> Writer {
-        let writer = Writer {
-            state: Arc::new(Mutex::new(State {
-                conn,
-                in_tx: false,
-                rollback_pending: false,
-                group: watch::channel(None).0,
-            })),
-            kick: Arc::new(Notify::new()),
-        };
-        let committer = writer.clone();
-        tokio::spawn(async move { committer.commit_loop().await });
-        writer
+    /// Opens the writer connection on the (migrated) database at `path` and
+    /// starts the committer thread, which ends when the last handle is dropped.
+    pub(crate) fn start(path: &Path) -> StoreResult<Writer> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite)?;
+        configure(&conn)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(sqlite)?;
+        let state = Arc::new(Mutex::new(State {
+            conn,
+            in_tx: false,
+            group: watch::channel(None).0,
+            hand_off: None,
+            staged: Vec::new(),
+            group_ready: Vec::new(),
+        }));
+        let (kick, kicks) = mpsc::sync_channel(1);
+        let committer = state.clone();
+        std::thread::Builder::new()
+            .name("sqlite-committer".into())
+            .spawn(move || commit_loop(&committer, &kicks))
+            .map_err(|e| StoreError::Io("cannot start the SQLite committer".into(), e))?;
+        Ok(Writer { state, kick })
     }
 
     /// Starts a write: the connection, inside the open group and a fresh savepoint.
-    ///
-    /// The steps that change the connection's transaction state run in their
-    /// own task, so that a caller dropped mid-way (a client that hung up)
-    /// cannot leave the bookkeeping out of step with SQLite: if nobody takes
-    /// the guard, dropping it rolls the savepoint back.
     pub(crate) async fn begin(&self) -> StoreResult<WriterGuard> {
-        let state = self.state.clone();
-        let kick = self.kick.clone();
-        tokio::spawn(async move {
-            let mut state = state.lock_owned().await;
-            state.settle().await;
-            if !state.in_tx {
-                exec(&mut state.conn, "BEGIN IMMEDIATE").await?;
-                state.in_tx = true;
-            }
-            if let Err(e) = exec(&mut state.conn, "SAVEPOINT w").await {
-                // Nothing of this write exists; let the committer finish the
-                // group for the others.
-                kick.notify_one();
-                return Err(e);
-            }
-            Ok(WriterGuard {
-                state,
-                kick,
-                released: false,
-            })
-        })
-        .await
-        .map_err(|_| StoreError::WriterGone)?
-    }
-
-    async fn commit_loop(self) {
-        loop {
-            self.kick.notified().await;
-            let mut state = self.state.lock().await;
-            state.settle().await;
-            if !state.in_tx {
-                continue;
-            }
-            let outcome = match sqlx::query("COMMIT").execute(&mut state.conn).await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    tracing::error!(error = ?e, "group commit failed; its writes are rolled back");
-                    let _ = exec(&mut state.conn, "ROLLBACK").await;
-                    Err(Arc::new(e))
-                }
-            };
-            state.finish_group(outcome);
+        let mut state = self.state.clone().lock_owned().await;
+        if !state.in_tx {
+            // Waits (at most the busy timeout) while another process writes.
+            exec(&state.conn, "BEGIN IMMEDIATE", []).map_err(sqlite)?;
+            state.in_tx = true;
         }
+        if let Err(e) = exec(&state.conn, "SAVEPOINT w", []) {
+            // Nothing of this write exists; let the committer finish the
+            // group for the others.
+            self.wake_committer();
+            return Err(sqlite(e));
+        }
+        Ok(WriterGuard {
+            state: Some(state),
+            kick: self.kick.clone(),
+            claimable: false,
+        })
     }
 
-    /// Commits whatever is open and closes the connection.
+    /// From now on, new deliveries are handed to `hand_off` once durable.
+    pub(crate) async fn hand_off_to(&self, hand_off: Arc<HandOff>) {
+        self.state.lock().await.hand_off = Some(hand_off);
+    }
+
+    fn wake_committer(&self) {
+        let _ = self.kick.try_send(());
+    }
+
+    /// Commits whatever is open and folds the WAL into the database file, so
+    /// that it is complete on its own.
     pub(crate) async fn close(&self) {
         let mut state = self.state.lock().await;
-        state.settle().await;
         if state.in_tx {
-            let outcome = sqlx::query("COMMIT")
-                .execute(&mut state.conn)
-                .await
+            let outcome = exec(&state.conn, "COMMIT", [])
                 .map(|_| ())
                 .map_err(Arc::new);
             state.finish_group(outcome);
         }
-        // Fold the WAL into the database file so that it is complete on its own.
-        let _ = exec(&mut state.conn, "PRAGMA wal_checkpoint(TRUNCATE)").await;
+        let _ = state.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+}
+
+/// The committer: on each wake-up, commits the open group (waiting its turn
+/// for the connection behind the writers already queued) and tells its writers.
+fn commit_loop(state: &Mutex<State>, kicks: &mpsc::Receiver<()>) {
+    while kicks.recv().is_ok() {
+        let mut state = state.blocking_lock();
+        if !state.in_tx {
+            continue;
+        }
+        let outcome = match exec(&state.conn, "COMMIT", []) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = ?e, "group commit failed; its writes are rolled back");
+                let _ = exec(&state.conn, "ROLLBACK", []);
+                Err(Arc::new(e))
+            }
+        };
+        state.finish_group(outcome);
     }
 }
 
 /// One write in progress: holds the connection until committed or dropped.
 /// Dropping it uncommitted rolls its savepoint back.
 pub(crate) struct WriterGuard {
-    state: OwnedMutexGuard<State>,
-    kick: Arc<Notify>,
-    released: bool,
+    /// `None` once handed on by [`WriterGuard::commit`].
+    state: Option<OwnedMutexGuard<State>>,
+    kick: mpsc::SyncSender<()>,
+    /// This write made work that the dispatcher must claim (it was not
+    /// handed off).
+    pub(crate) claimable: bool,
 }
 
 impl WriterGuard {
     /// Releases this write's savepoint into the group, lets the next writer
-    /// in, and waits until the group's `COMMIT` is durable. The release runs
-    /// in its own task, so a dropped caller cannot interrupt it half-way.
+    /// in, and waits until the group's `COMMIT` is durable.
     pub(crate) async fn commit(mut self) -> StoreResult<()> {
-        let mut outcome = tokio::spawn(async move {
-            // On failure `self` drops unreleased, which rolls the savepoint back.
-            exec(&mut self.state.conn, "RELEASE w").await?;
-            self.released = true;
-            Ok::<_, StoreError>(self.state.group.subscribe())
-        })
-        .await
-        .map_err(|_| StoreError::WriterGone)??;
+        let mut state = self.state.take().ok_or(StoreError::WriterGone)?;
+        if let Err(e) = exec(&state.conn, "RELEASE w", []) {
+            state.roll_back_savepoint();
+            drop(state);
+            let _ = self.kick.try_send(());
+            return Err(sqlite(e));
+        }
+        let staged = std::mem::take(&mut state.staged);
+        state.group_ready.extend(staged);
+        let mut outcome = state.group.subscribe();
+        drop(state);
+        let _ = self.kick.try_send(());
         let done = outcome
             .wait_for(Option::is_some)
             .await
@@ -199,35 +251,180 @@ impl WriterGuard {
     }
 }
 
+impl WriterGuard {
+    fn state(&self) -> &State {
+        // Only `commit` and `drop` take the state, and both consume the guard.
+        self.state
+            .as_ref()
+            .expect("a live write holds the connection")
+    }
+
+    /// Where this process hands off new deliveries, if it does.
+    pub(crate) fn hand_off(&self) -> Option<Arc<HandOff>> {
+        self.state().hand_off.clone()
+    }
+
+    /// Hands `ready` (whose slots are taken) to the dispatcher once this
+    /// write is durable; if it is rolled back instead, their slots are freed.
+    pub(crate) fn stage(&mut self, ready: Vec<Ready>) {
+        if let Some(state) = self.state.as_mut() {
+            state.staged.extend(ready);
+        }
+    }
+}
+
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        if !self.released {
-            self.state.rollback_pending = true;
+        if let Some(mut state) = self.state.take() {
+            state.roll_back_savepoint();
+            drop(state);
+            // The group may hold others' writes: let the committer finish it.
+            let _ = self.kick.try_send(());
         }
-        // Either way the group has something to finish.
-        self.kick.notify_one();
     }
 }
 
 impl Deref for WriterGuard {
-    type Target = SqliteConnection;
+    type Target = Connection;
 
-    fn deref(&self) -> &SqliteConnection {
-        &self.state.conn
+    fn deref(&self) -> &Connection {
+        &self.state().conn
     }
 }
 
 impl DerefMut for WriterGuard {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.state.conn
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self
+            .state
+            .as_mut()
+            .expect("a live write holds the connection")
+            .conn
     }
 }
 
-/// Opens the writer connection.
-pub(crate) async fn connect(
-    options: &sqlx::sqlite::SqliteConnectOptions,
-) -> StoreResult<SqliteConnection> {
-    SqliteConnection::connect_with(options)
-        .await
-        .map_err(StoreError::Backend)
+/// Settings every connection gets.
+fn configure(conn: &Connection) -> StoreResult<()> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch("PRAGMA cache_size = -16000;")
+        .map_err(sqlite)
+}
+
+/// A pool of read-only connections. With WAL, readers never wait for the
+/// writer, and each sees the last committed state when its statement starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Readers {
+    inner: Arc<ReadersInner>,
+}
+
+#[derive(Debug)]
+struct ReadersInner {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<ReadConn>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A `Connection` is `Debug` only by path; the pool does not need more.
+struct ReadConn(Connection);
+
+impl std::fmt::Debug for ReadConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadConn")
+    }
+}
+
+/// How long a read waits for a free connection before it is refused (503).
+const READ_WAIT: Duration = Duration::from_secs(30);
+
+impl Readers {
+    /// At most `size` connections to the database at `path`, opened as needed.
+    pub(crate) fn new(path: &Path, size: usize) -> Readers {
+        Readers {
+            inner: Arc::new(ReadersInner {
+                path: path.to_owned(),
+                idle: std::sync::Mutex::default(),
+                permits: Arc::new(Semaphore::new(size)),
+            }),
+        }
+    }
+
+    /// A connection, once one is free.
+    pub(crate) async fn get(&self) -> StoreResult<Reader> {
+        let permit = tokio::time::timeout(READ_WAIT, self.inner.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| StoreError::Busy("no database connection came free within 30 s"))?
+            .map_err(|_| StoreError::WriterGone)?;
+        let idle = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let conn = match idle {
+            Some(ReadConn(conn)) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.inner.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(sqlite)?;
+                configure(&conn)?;
+                conn
+            }
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            pool: self.inner.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Closes the idle connections and refuses new reads.
+    pub(crate) fn close(&self) {
+        self.inner.permits.close();
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// A pooled read-only connection; back to the pool when dropped.
+pub(crate) struct Reader {
+    conn: Option<Connection>,
+    pool: Arc<ReadersInner>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !self.pool.permits.is_closed()
+        {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ReadConn(conn));
+        }
+    }
+}
+
+impl Deref for Reader {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection until dropped")
+    }
+}
+
+impl DerefMut for Reader {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn
+            .as_mut()
+            .expect("a pooled connection until dropped")
+    }
 }

@@ -1,0 +1,356 @@
+//! Reading the SQLite store's rows, and the few helpers every statement uses.
+//!
+//! Rows are decoded by position, in the order of the `*_COLUMNS` lists in
+//! `store/mod.rs`; JSON columns are TEXT.
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, Row};
+use serde::de::DeserializeOwned;
+
+use super::*;
+
+/// A row type read from one `SELECT` of its `*_COLUMNS`.
+pub(crate) trait Decode: Sized {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self>;
+}
+
+/// Maps any SQLite error.
+pub(crate) fn sqlite(e: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite(e)
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`].
+pub(crate) fn unique_sqlite(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| match e.sqlite_error() {
+        Some(f)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            StoreError::Conflict(what)
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+/// A JSON text column.
+fn json<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<sqlx::types::Json<T>> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text)
+        .map(sqlx::types::Json)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+}
+
+/// A nullable JSON text column.
+fn json_opt<T: DeserializeOwned>(
+    row: &Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<Option<sqlx::types::Json<T>>> {
+    let text: Option<String> = row.get(idx)?;
+    text.map(|text| {
+        serde_json::from_str(&text)
+            .map(sqlx::types::Json)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+    })
+    .transpose()
+}
+
+/// A value as JSON text, for binding.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(StoreError::Corrupt)
+}
+
+/// Runs a statement (cached), returning the rows it changed.
+pub(crate) fn exec(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params)
+}
+
+/// The one row `sql` returns, if any, decoded with `f`.
+pub(crate) fn one<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Option<T>> {
+    let mut stmt = c.prepare_cached(sql).map_err(sqlite)?;
+    let mut rows = stmt.query(params).map_err(sqlite)?;
+    match rows.next().map_err(sqlite)? {
+        Some(row) => f(row).map(Some).map_err(sqlite),
+        None => Ok(None),
+    }
+}
+
+/// Every row `sql` returns, decoded with `f`.
+pub(crate) fn all<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    mut f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = c.prepare_cached(sql).map_err(sqlite)?;
+    let mut rows = stmt.query(params).map_err(sqlite)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sqlite)? {
+        out.push(f(row).map_err(sqlite)?);
+    }
+    Ok(out)
+}
+
+/// The first column of a one-row query (an aggregate).
+pub(crate) fn scalar<T: rusqlite::types::FromSql>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<T> {
+    c.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_row(params, |row| row.get(0)))
+        .map_err(sqlite)
+}
+
+/// `n` comma-separated placeholders, for `IN (…)` lists.
+pub(crate) fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
+}
+
+/// `rows` groups of `cols` placeholders, for multi-row `VALUES`.
+pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
+    let row = format!("({})", placeholders(cols));
+    let mut s = String::with_capacity(rows * (row.len() + 2));
+    for i in 0..rows {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&row);
+    }
+    s
+}
+
+impl Decode for Account {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Account {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            created_at: row.get(2)?,
+        })
+    }
+}
+
+impl Decode for Contact {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Contact {
+            id: row.get(0)?,
+            username: row.get(1)?,
+            phone_number: row.get(2)?,
+            avatar_url: row.get(3)?,
+            display_name: row.get(4)?,
+            conversation_id: row.get(5)?,
+            last_active_at: row.get(6)?,
+            created_at: row.get(7)?,
+        })
+    }
+}
+
+impl Decode for Conversation {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Conversation {
+            id: row.get(0)?,
+            contact_id: row.get(1)?,
+            group_id: row.get(2)?,
+            pinned_message_id: row.get(3)?,
+            is_pinned: row.get(4)?,
+            is_muted: row.get(5)?,
+            last_active_at: row.get(6)?,
+            last_opened_at: row.get(7)?,
+            created_at: row.get(8)?,
+            archived_at: row.get(9)?,
+        })
+    }
+}
+
+impl Decode for MessageRecord {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(MessageRecord {
+            id: row.get(0)?,
+            conversation_id: row.get(1)?,
+            contact_id: row.get(2)?,
+            message: row.get(3)?,
+            reactions: json(row, 4)?,
+            read_at: row.get(5)?,
+            created_at: row.get(6)?,
+            updated_at: row.get(7)?,
+        })
+    }
+}
+
+impl Decode for GroupRecord {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(GroupRecord {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            description: row.get(2)?,
+            avatar_url: row.get(3)?,
+            conversation_id: row.get(4)?,
+            created_at: row.get(5)?,
+            archived_at: row.get(6)?,
+        })
+    }
+}
+
+impl Decode for Attachment {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Attachment {
+            id: row.get(0)?,
+            message_id: row.get(1)?,
+            filename: row.get(2)?,
+            file_url: String::new(),
+            file_type: row.get(3)?,
+            file_size: row.get(4)?,
+            created_at: row.get(5)?,
+        })
+    }
+}
+
+impl Decode for EventRecord {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(EventRecord {
+            id: row.get(0)?,
+            event_type: row.get(1)?,
+            body: row.get(2)?,
+            created_at: row.get(3)?,
+        })
+    }
+}
+
+impl Decode for IdempotentResponse {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(IdempotentResponse {
+            request_hash: row.get(0)?,
+            status: row.get(1)?,
+            body: row.get(2)?,
+            created_at: row.get(3)?,
+        })
+    }
+}
+
+impl Decode for DashboardSession {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(DashboardSession {
+            token_hash: row.get(0)?,
+            account_id: row.get(1)?,
+            account_name: row.get(2)?,
+            csrf: row.get(3)?,
+            created_at: row.get(4)?,
+            last_seen_at: row.get(5)?,
+            expires_at: row.get(6)?,
+            flash_kind: row.get(7)?,
+            flash_message: row.get(8)?,
+        })
+    }
+}
+
+impl Decode for EndpointRecord {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(EndpointRecord {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            url: row.get(2)?,
+            description: row.get(3)?,
+            events: json(row, 4)?,
+            enabled: row.get(5)?,
+            disabled_reason: row.get(6)?,
+            secret: row.get(7)?,
+            previous_secret: row.get(8)?,
+            previous_secret_expires_at: row.get(9)?,
+            failing_since: row.get(10)?,
+            created_at: row.get(11)?,
+            updated_at: row.get(12)?,
+        })
+    }
+}
+
+impl Decode for DeliveryRecord {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(DeliveryRecord {
+            id: row.get(0)?,
+            endpoint_id: row.get(1)?,
+            event_id: row.get(2)?,
+            event_type: row.get(3)?,
+            status: row.get(4)?,
+            attempts: row.get(5)?,
+            next_attempt_ms: row.get(6)?,
+            last_attempt_at: row.get(7)?,
+            last_status_code: row.get(8)?,
+            created_at: row.get(9)?,
+            updated_at: row.get(10)?,
+        })
+    }
+}
+
+impl Decode for AttemptRecord {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(AttemptRecord {
+            id: row.get(0)?,
+            delivery_id: row.get(1)?,
+            attempt: row.get(2)?,
+            started_at_ms: row.get(3)?,
+            duration_ms: row.get(4)?,
+            request_headers: json(row, 5)?,
+            response_status: row.get(6)?,
+            response_headers: json_opt(row, 7)?,
+            response_body: row.get(8)?,
+            error: row.get(9)?,
+            succeeded: row.get(10)?,
+        })
+    }
+}
+
+impl Decode for AttemptBucket {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(AttemptBucket {
+            bucket: row.get(0)?,
+            attempts: row.get(1)?,
+            succeeded: row.get(2)?,
+            total_duration_ms: row.get(3)?,
+            max_duration_ms: row.get(4)?,
+        })
+    }
+}
+
+/// From `CLAIMED_COLUMNS` (see `sqlite.rs`).
+impl Decode for Claimed {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Claimed {
+            delivery_id: row.get(0)?,
+            account_id: row.get(1)?,
+            endpoint_id: row.get(2)?,
+            event_id: row.get(3)?,
+            event_type: row.get(4)?,
+            attempt: row.get(5)?,
+            schedule_pos: row.get(6)?,
+            url: row.get(7)?,
+            secret: row.get(8)?,
+            previous_secret: row.get(9)?,
+            previous_secret_expires_at: row.get(10)?,
+            body: row.get(11)?,
+        })
+    }
+}
+
+impl Decode for SessionFlash {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(SessionFlash {
+            kind: row.get(0)?,
+            message: row.get(1)?,
+        })
+    }
+}

@@ -73,10 +73,15 @@ pub async fn run(
     let bound = listener.local_addr()?;
     let public_url = config.public_url(bound);
     if let Some(account) = domain::accounts::bootstrap(store.as_ref()).await? {
-        println!(
-            "Created account `{}` ({}). Its API key, shown only this once:\n\n    {}\n\nTry: curl -H 'Authorization: Bearer {}' {}/v1/contacts\nOr open {}/dashboard and log in with the key.\n",
+        let message = format!(
+            "Created account `{}` ({}). Its API key, shown only this once:\n\n    {}\n\nTry: curl -H 'Authorization: Bearer {}' {}/v1/contacts\nOr open {}/dashboard and log in with the key.\n\n",
             account.name, account.id, account.api_key, account.api_key, public_url, public_url
         );
+        // One write, and a closed stdout (a reader that took the key and
+        // left) is no reason to stop serving.
+        let mut stdout = std::io::stdout().lock();
+        let _ = std::io::Write::write_all(&mut stdout, message.as_bytes())
+            .and_then(|()| std::io::Write::flush(&mut stdout));
     }
     let notifly = Notifly::new(
         store.clone(),
@@ -90,11 +95,15 @@ pub async fn run(
     let stopping = tokio_util::sync::CancellationToken::new();
     let stop_dispatch = tokio_util::sync::CancellationToken::new();
     let node = format!("node-{}", ids::new_id());
+    let dispatch_config = config.dispatch()?;
+    let slots = Arc::new(dispatch::slots(&node, &dispatch_config));
+    let notifly = notifly.paced_by(slots.clone());
     let dispatcher = dispatch::Dispatcher::spawn(
         node.clone(),
         store.clone(),
         notifly.wake_signal(),
-        config.dispatch()?,
+        dispatch_config,
+        slots,
         metrics.clone(),
         stop_dispatch.clone(),
     )?;

@@ -74,23 +74,46 @@ pub struct Dispatcher {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How long a lease lasts: it must outlive the attempt (timeout) and its
+/// write-back, which can queue behind API writes and retry: twice the
+/// timeout plus 10 s.
+fn lease(config: &DispatchConfig) -> Duration {
+    config.timeout * 2 + Duration::from_secs(10)
+}
+
+/// The slots in flight of the dispatcher of `node`, to hand to
+/// [`Dispatcher::spawn`] (and to the domain, which paces writes by them).
+pub fn slots(node: &str, config: &DispatchConfig) -> HandOff {
+    HandOff::new(
+        node,
+        lease(config).as_millis() as i64,
+        config.per_endpoint_in_flight,
+        FAILING_ENDPOINT_IN_FLIGHT,
+        config.max_in_flight,
+    )
+}
+
 impl Dispatcher {
     /// Starts dispatching. It stops when `shutdown` is cancelled: attempts in
     /// flight get a few seconds to finish and be written, and the leases of
     /// those that do not are handed back.
     ///
     /// `node` names this process; each claim's lease token is `<node>:<n>`,
-    /// and at shutdown the leases under `node` are handed back.
+    /// and at shutdown the leases under `node` are handed back. `slots`
+    /// (from [`slots`]) counts the attempts in flight.
     pub fn spawn(
         node: String,
         store: Arc<dyn Store>,
         wake: Arc<Notify>,
         config: DispatchConfig,
+        slots: Arc<HandOff>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let sender = Sender::new(config.timeout, config.allow_private_urls)?;
-        let task = tokio::spawn(run(store, wake, config, metrics, shutdown, sender, node));
+        let task = tokio::spawn(run(
+            store, wake, config, slots, metrics, shutdown, sender, node,
+        ));
         Ok(Dispatcher { task })
     }
 
@@ -141,7 +164,8 @@ impl Sending {
                         .after_failure(c.schedule_pos, ids::now_ms(), sent.retry_after);
                 (next, None)
             };
-            this.slots.release(&c.endpoint_id);
+            this.slots
+                .attempt_ended(&c.endpoint_id, sent.record.succeeded, sent.elapsed);
             let result = AttemptResult {
                 attempt: sent.record,
                 endpoint_id: c.endpoint_id,
@@ -154,25 +178,18 @@ impl Sending {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
     config: DispatchConfig,
+    slots: Arc<HandOff>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     sender: Sender,
     node: String,
 ) {
-    // A lease must outlive the attempt (timeout) and its write-back, which
-    // can queue behind API writes and retry: twice the timeout plus 10 s.
-    let lease = config.timeout * 2 + Duration::from_secs(10);
-    let slots = Arc::new(HandOff::new(
-        &node,
-        lease.as_millis() as i64,
-        config.per_endpoint_in_flight,
-        FAILING_ENDPOINT_IN_FLIGHT,
-        config.max_in_flight,
-    ));
+    let lease = lease(&config);
     // Whether the store takes slots for its claims and hand-offs itself.
     let handed_off = store.hand_off(slots.clone()).await;
     // Due work is waiting that the last claim could not take (its endpoints
@@ -240,7 +257,7 @@ async fn run(
             let mut bodies: HashMap<String, Bytes> = HashMap::new();
             for mut c in claimed {
                 if !handed_off {
-                    slots.occupy(&c.endpoint_id);
+                    slots.occupy(&c.endpoint_id, false);
                 }
                 let body = bodies
                     .entry(c.event_id.clone())

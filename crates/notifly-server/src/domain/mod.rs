@@ -25,7 +25,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ids;
-use crate::store::{Cursor, IdempotentResponse, Page, Store, StoreError, StoreResult, WriteTx};
+use crate::store::{
+    Cursor, HandOff, IdempotentResponse, Page, Store, StoreError, StoreResult, WriteTx,
+};
 
 pub use outbox::emit;
 
@@ -84,6 +86,8 @@ pub struct Notifly {
     pub(crate) commits: Arc<tokio::sync::watch::Sender<u64>>,
     /// Signals that this process committed something other nodes should hear of.
     pub(crate) announce: Arc<tokio::sync::Notify>,
+    /// The dispatcher's slots, by which writes are paced (backpressure).
+    pub(crate) pacing: Option<Arc<HandOff>>,
 }
 
 impl std::fmt::Debug for Notifly {
@@ -125,7 +129,16 @@ impl Notifly {
             wake: Arc::new(tokio::sync::Notify::new()),
             commits: Arc::new(tokio::sync::watch::channel(0).0),
             announce: Arc::new(tokio::sync::Notify::new()),
+            pacing: None,
         }
+    }
+
+    /// Paces writes by the dispatcher's `slots`: a write that queued
+    /// deliveries to an endpoint that keeps up but is backed up answers
+    /// only once that queue is short again (see [`HandOff::pace`]).
+    pub fn paced_by(mut self, slots: Arc<HandOff>) -> Self {
+        self.pacing = Some(slots);
+        self
     }
 
     /// Changes whenever this process commits a write or another node
@@ -140,15 +153,23 @@ impl Notifly {
     }
 
     /// Commits a write and wakes the dispatcher if it made work to claim
-    /// (deliveries handed off to this process's dispatcher need no claim).
+    /// (deliveries handed off to this process's dispatcher need no claim);
+    /// then paces the caller if the write queued deliveries to a backed-up
+    /// endpoint that keeps up (backpressure, see [`HandOff::pace`]).
     pub(crate) async fn commit(&self, tx: Box<dyn WriteTx>) -> DomainResult<()> {
         let claimable = tx.claimable_work();
+        let queued = tx.queued_to();
         tx.commit().await?;
         if claimable {
             self.wake.notify_one();
         }
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
         self.announce.notify_one();
+        if !queued.is_empty()
+            && let Some(slots) = &self.pacing
+        {
+            slots.pace(&queued).await;
+        }
         Ok(())
     }
 

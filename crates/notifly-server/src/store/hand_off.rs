@@ -13,9 +13,20 @@
 //! all. The store takes them under its writer, both for hand-offs and for
 //! claims, so the two paths together never exceed the limits; the
 //! dispatcher frees one when an attempt ends.
+//!
+//! **Pacing.** A delivery that finds its endpoint's slots full waits in the
+//! queue for a claim. If the endpoint is keeping up (its recent attempts
+//! succeed, quickly), a queue there means the server accepts events faster
+//! than it can deliver them, and the write that queued it is paced: its
+//! response waits (after the commit) until that endpoint's queue is short
+//! again, so clients slow down instead of a backlog, and the time from
+//! acknowledgement to delivery, growing without bound. An endpoint that is
+//! slow, failing or hanging is not keeping up: its queue is its own, and
+//! nobody waits for it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use tokio::sync::Notify;
@@ -37,12 +48,41 @@ pub struct HandOff {
     slots: Mutex<Slots>,
     ready: Mutex<Vec<Ready>>,
     arrived: Notify,
+    /// A queued delivery was taken by a claim.
+    drained: Notify,
 }
 
 #[derive(Debug, Default)]
 struct Slots {
     by_endpoint: HashMap<String, u32>,
     total: u32,
+    flows: HashMap<String, Flow>,
+}
+
+/// How one endpoint is doing, for pacing.
+#[derive(Debug, Default)]
+struct Flow {
+    /// Deliveries created here that found no slot and wait for a claim.
+    queued: u32,
+    /// Moving average of its successful attempts' durations (µs).
+    mean_us: f64,
+    /// When an attempt to it last succeeded.
+    last_success: Option<Instant>,
+}
+
+/// An endpoint keeps up if an attempt succeeded this recently…
+const KEEPING_UP_WITHIN: Duration = Duration::from_secs(1);
+/// …and its successful attempts take less than this on average.
+const KEEPING_UP_MEAN: Duration = Duration::from_millis(200);
+/// The longest a write is paced: past it, the response goes out anyway.
+pub const MAX_PACE: Duration = Duration::from_secs(5);
+
+impl Flow {
+    fn keeping_up(&self, now: Instant) -> bool {
+        self.last_success
+            .is_some_and(|at| now.duration_since(at) < KEEPING_UP_WITHIN)
+            && self.mean_us < KEEPING_UP_MEAN.as_micros() as f64
+    }
 }
 
 impl HandOff {
@@ -65,6 +105,7 @@ impl HandOff {
             slots: Mutex::default(),
             ready: Mutex::default(),
             arrived: Notify::new(),
+            drained: Notify::new(),
         }
     }
 
@@ -102,11 +143,79 @@ impl HandOff {
         true
     }
 
-    /// Takes a slot for a claimed delivery (the claim already kept to the limits).
-    pub(crate) fn occupy(&self, endpoint: &str) {
+    /// Takes a slot for a claimed delivery (the claim already kept to the
+    /// limits). `first`: its first attempt, so it may be one that waited in
+    /// the queue.
+    pub(crate) fn occupy(&self, endpoint: &str, first: bool) {
         let mut slots = self.slots();
         *slots.by_endpoint.entry(endpoint.to_owned()).or_insert(0) += 1;
         slots.total += 1;
+        if first && let Some(flow) = slots.flows.get_mut(endpoint) {
+            flow.queued = flow.queued.saturating_sub(1);
+            drop(slots);
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Counts deliveries, now durable, that found no slot and wait for a claim.
+    pub(crate) fn queued(&self, endpoints: &[String]) {
+        let mut slots = self.slots();
+        for endpoint in endpoints {
+            slots.flows.entry(endpoint.clone()).or_default().queued += 1;
+        }
+    }
+
+    /// An attempt ended: frees its slot and notes how the endpoint is doing.
+    pub fn attempt_ended(&self, endpoint: &str, succeeded: bool, elapsed: Duration) {
+        if succeeded {
+            let mut slots = self.slots();
+            let flow = slots.flows.entry(endpoint.to_owned()).or_default();
+            let us = elapsed.as_micros() as f64;
+            flow.mean_us = if flow.last_success.is_none() {
+                us
+            } else {
+                0.9 * flow.mean_us + 0.1 * us
+            };
+            flow.last_success = Some(Instant::now());
+        }
+        self.release(endpoint);
+    }
+
+    /// Whether a write that queued deliveries to `endpoints` should wait:
+    /// one of them keeps up and has a full slot's worth queued already.
+    fn backed_up(&self, endpoints: &[String]) -> bool {
+        let now = Instant::now();
+        let slots = self.slots();
+        endpoints.iter().any(|e| {
+            slots
+                .flows
+                .get(e)
+                .is_some_and(|f| f.queued >= self.per_endpoint && f.keeping_up(now))
+        })
+    }
+
+    /// Waits, at most [`MAX_PACE`], while the endpoints a write queued
+    /// deliveries to are backed up (see the module's documentation).
+    /// Returns whether it waited.
+    pub async fn pace(&self, endpoints: &[String]) -> bool {
+        let deadline = tokio::time::Instant::now() + MAX_PACE;
+        let mut waited = false;
+        loop {
+            let drained = self.drained.notified();
+            if !self.backed_up(endpoints) {
+                return waited;
+            }
+            waited = true;
+            // A claim that takes queued work wakes us; the short sleep
+            // covers an endpoint that stops keeping up meanwhile.
+            tokio::select! {
+                () = drained => {}
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return waited;
+            }
+        }
     }
 
     /// Frees the slot of an attempt that ended, or of a hand-off that was
@@ -169,9 +278,49 @@ mod tests {
         assert!(h.reserve("e2", true));
         assert!(!h.reserve("e2", true), "failing endpoints get fewer slots");
         h.release("e1");
-        h.occupy("e1");
+        h.occupy("e1", false);
         assert!(!h.reserve("e1", false));
         h.release("unknown");
         assert_eq!(h.free(), 0);
+    }
+
+    #[tokio::test]
+    async fn writes_are_paced_only_for_endpoints_that_keep_up() {
+        let h = HandOff::new("node-a", 1000, 2, 1, 100);
+        let fast = vec!["fast".to_owned()];
+        let slow = vec!["slow".to_owned()];
+        let failing = vec!["failing".to_owned()];
+        // Two queued to each (the per-endpoint limit): only now is a queue long.
+        for _ in 0..2 {
+            h.queued(&[fast[0].clone(), slow[0].clone(), failing[0].clone()]);
+        }
+        // Nothing is known of them yet: nobody waits.
+        assert!(!h.pace(&fast).await);
+        for _ in 0..3 {
+            h.occupy("fast", false);
+            h.attempt_ended("fast", true, Duration::from_millis(2));
+            h.occupy("slow", false);
+            h.attempt_ended("slow", true, Duration::from_secs(2));
+            h.occupy("failing", false);
+            h.attempt_ended("failing", false, Duration::from_millis(1));
+        }
+        assert_eq!(h.free(), 100, "every slot came back");
+        assert!(!h.pace(&slow).await, "a slow endpoint's queue is its own");
+        assert!(!h.pace(&failing).await, "so is a failing one's");
+        // The fast one is backed up: the write waits until a claim takes
+        // from its queue.
+        let h = std::sync::Arc::new(h);
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.pace(&fast).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "paced while the queue is long");
+        h.occupy("fast", true);
+        let waited = tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("released once the queue is short")
+            .unwrap();
+        assert!(waited);
     }
 }

@@ -590,6 +590,13 @@ pub trait WriteTx: Conn {
         true
     }
 
+    /// The endpoints this transaction created deliveries to that found no
+    /// free slot and wait in the queue (with a hand-off; see
+    /// [`HandOff::pace`]). Empty for a store without one.
+    fn queued_to(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Makes every write of this transaction durable and visible.
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }

@@ -360,7 +360,7 @@ fn claim(tx: &WriterGuard, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
     }
     if let Some(h) = &hand_off {
         for c in &claimed {
-            h.occupy(&c.endpoint_id);
+            h.occupy(&c.endpoint_id, c.attempt == 1);
         }
     }
     Ok(claimed)
@@ -1497,6 +1497,10 @@ impl WriteTx for Handle<WriterGuard> {
         self.0.claimable || self.0.hand_off().is_none()
     }
 
+    fn queued_to(&self) -> Vec<String> {
+        self.0.queued_to().to_vec()
+    }
+
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         self.0.commit().await
     }
@@ -1604,7 +1608,11 @@ fn fan_out(
         );
         for ((id, leased), t) in rows.into_iter().zip(chunk) {
             if !leased {
-                tx.claimable = true;
+                if hand_off.is_some() {
+                    tx.stage_queued(&t.id);
+                } else {
+                    tx.claimable = true;
+                }
                 continue;
             }
             let claimed = Claimed {

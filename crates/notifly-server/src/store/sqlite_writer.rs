@@ -55,16 +55,22 @@ struct State {
     hand_off: Option<Arc<HandOff>>,
     /// Handed-off deliveries of the write in progress.
     staged: Vec<Ready>,
+    /// Endpoints of the write in progress's deliveries that found no slot.
+    staged_queued: Vec<String>,
     /// Handed-off deliveries of the open group's released writes.
     group_ready: Vec<Ready>,
+    /// Endpoints of their deliveries that found no slot.
+    group_queued: Vec<String>,
 }
 
 impl State {
     fn finish_group(&mut self, outcome: Result<(), Arc<rusqlite::Error>>) {
         self.in_tx = false;
         let ready = std::mem::take(&mut self.group_ready);
+        let queued = std::mem::take(&mut self.group_queued);
         if let Some(hand_off) = &self.hand_off {
             if outcome.is_ok() {
+                hand_off.queued(&queued);
                 hand_off.deliver(ready);
             } else {
                 for (c, _) in &ready {
@@ -79,6 +85,7 @@ impl State {
     /// Gives back the slots of the write in progress's hand-offs: the
     /// write is undone.
     fn unstage(&mut self) {
+        self.staged_queued.clear();
         let staged = std::mem::take(&mut self.staged);
         if let Some(hand_off) = &self.hand_off {
             for (c, _) in &staged {
@@ -137,7 +144,9 @@ impl Writer {
             group: watch::channel(None).0,
             hand_off: None,
             staged: Vec::new(),
+            staged_queued: Vec::new(),
             group_ready: Vec::new(),
+            group_queued: Vec::new(),
         }));
         let (kick, kicks) = mpsc::sync_channel(1);
         let committer = state.clone();
@@ -166,6 +175,7 @@ impl Writer {
             state: Some(state),
             kick: self.kick.clone(),
             claimable: false,
+            queued_to: Vec::new(),
         })
     }
 
@@ -221,6 +231,8 @@ pub(crate) struct WriterGuard {
     /// This write made work that the dispatcher must claim (it was not
     /// handed off).
     pub(crate) claimable: bool,
+    /// Endpoints this write queued deliveries to (no slot was free).
+    queued_to: Vec<String>,
 }
 
 impl WriterGuard {
@@ -236,6 +248,8 @@ impl WriterGuard {
         }
         let staged = std::mem::take(&mut state.staged);
         state.group_ready.extend(staged);
+        let queued = std::mem::take(&mut state.staged_queued);
+        state.group_queued.extend(queued);
         let mut outcome = state.group.subscribe();
         drop(state);
         let _ = self.kick.try_send(());
@@ -270,6 +284,23 @@ impl WriterGuard {
         if let Some(state) = self.state.as_mut() {
             state.staged.extend(ready);
         }
+    }
+
+    /// Notes a delivery to `endpoint` that found no slot: it waits for a
+    /// claim, and counts in the endpoint's queue once this write is durable.
+    pub(crate) fn stage_queued(&mut self, endpoint: &str) {
+        self.claimable = true;
+        if !self.queued_to.iter().any(|e| e == endpoint) {
+            self.queued_to.push(endpoint.to_owned());
+        }
+        if let Some(state) = self.state.as_mut() {
+            state.staged_queued.push(endpoint.to_owned());
+        }
+    }
+
+    /// The endpoints this write queued deliveries to.
+    pub(crate) fn queued_to(&self) -> &[String] {
+        &self.queued_to
     }
 }
 

@@ -27,10 +27,12 @@ enum BenchKind {
     /// `message.created` event, in one transaction) at several concurrency
     /// levels, with p50/p99 latency and the server's memory.
     Api(ApiBench),
-    /// Delivery: (a) sustained deliveries/s with 1 and 10 endpoints, (b)
+    /// Delivery: (i) the API alone (no endpoint), (a) sustained deliveries/s
+    /// with 1 and 10 endpoints, 32 writers in a closed loop, (b)
     /// acknowledgement-to-receiver latency at a fixed rate, (c) the same while
     /// a second endpoint hangs, (d) peak server memory with many deliveries
-    /// pending to an endpoint that is down. A real receiver runs in this process.
+    /// pending to an endpoint that is down. A real receiver runs in this
+    /// process, the server in its own.
     Delivery(DeliveryBench),
 }
 
@@ -40,7 +42,7 @@ struct DeliveryBench {
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Offered rate for the latency runs, events per second.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 400)]
     rate: u64,
     /// Deliveries to leave pending to a down endpoint for the memory run (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]

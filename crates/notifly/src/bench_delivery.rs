@@ -101,6 +101,15 @@ impl Api {
 
     /// Creates a contact; returns its id and when the API acknowledged it.
     async fn contact(&self, n: u64) -> Option<(String, Instant)> {
+        self.timed_contact(n)
+            .await
+            .map(|(id, _, acked)| (id, acked))
+    }
+
+    /// Creates a contact; returns its id, when the request was sent and
+    /// when the API acknowledged it.
+    async fn timed_contact(&self, n: u64) -> Option<(String, Instant, Instant)> {
+        let sent = Instant::now();
         let r = self
             .client
             .post(format!(
@@ -120,7 +129,7 @@ impl Api {
             return None;
         }
         let v: Value = r.json().await.ok()?;
-        Some((v["id"].as_str()?.to_owned(), acked))
+        Some((v["id"].as_str()?.to_owned(), sent, acked))
     }
 
     async fn queue_depth(&self) -> Option<u64> {
@@ -151,7 +160,8 @@ pub(crate) async fn run(
         cluster.nodes,
         cluster.accounts
     );
-    for endpoints in [1, 10] {
+    // 0 endpoints: ingest only (each write still appends its event).
+    for endpoints in [0, 1, 10] {
         throughput(cluster, endpoints, seconds).await?;
     }
     let alone = latency(cluster, rate, seconds, false).await?;
@@ -181,8 +191,10 @@ impl Cluster<'_> {
     }
 }
 
-/// (a) Events at full API speed for `seconds`, fanned out to `endpoints`;
-/// deliveries per second from the first acknowledgement to the last arrival.
+/// (a) Events at full API speed (32 writers, closed loop) for `seconds`,
+/// fanned out to `endpoints`; deliveries per second from the first
+/// acknowledgement to the last arrival. With no endpoint, the API alone:
+/// acknowledgements per second and their latency.
 async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> anyhow::Result<()> {
     let server = cluster.start(&["--allow-private-urls"]).await?;
     let api = Arc::new(Api::new(&server)?);
@@ -203,7 +215,7 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
             let mut mine = Vec::new();
             while Instant::now() < deadline {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if let Some(ack) = api.contact(n).await {
+                if let Some(ack) = api.timed_contact(n).await {
                     acked.fetch_add(1, Ordering::Relaxed);
                     mine.push(ack);
                 }
@@ -219,6 +231,21 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
     let cores = cpu_before
         .zip(server.cpu_seconds())
         .map(|(before, after)| (after - before) / produced.duration_since(started).as_secs_f64());
+    let mut ack_latency: Vec<Duration> = acks.iter().map(|(_, sent, at)| *at - *sent).collect();
+    ack_latency.sort_unstable();
+    let acks_per_s =
+        acked.load(Ordering::Relaxed) as f64 / produced.duration_since(started).as_secs_f64();
+    if endpoints == 0 {
+        println!(
+            "(i) ingest only: {} writes acknowledged in {seconds} s ({acks_per_s:.0}/s), latency p50 {:.2} ms, p99 {:.2} ms; server used {:.2} cores, peak RSS {:.1} MiB",
+            acked.load(Ordering::Relaxed),
+            ms(percentile(&ack_latency, 0.50)),
+            ms(percentile(&ack_latency, 0.99)),
+            cores.unwrap_or(f64::NAN),
+            server.peak_rss_mib().unwrap_or(f64::NAN)
+        );
+        return server.stop().await;
+    }
     let expected = acked.load(Ordering::Relaxed) * endpoints as u64;
     let backlog = api.queue_depth().await.unwrap_or(0);
     let drain_deadline = Instant::now() + Duration::from_secs(300);
@@ -234,9 +261,10 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
         .unwrap_or(produced);
     let elapsed = last.duration_since(started).as_secs_f64();
     println!(
-        "(a) {endpoints:>2} endpoint(s): {} events acknowledged in {seconds} s ({:.0}/s), {got}/{expected} deliveries in {:.1} s = {:.0} deliveries/s (backlog when load stopped: {backlog})",
+        "(a) {endpoints:>2} endpoint(s): {} events acknowledged in {seconds} s ({acks_per_s:.0}/s, p50 {:.2} ms, p99 {:.2} ms), {got}/{expected} deliveries in {:.1} s = {:.0} deliveries/s (backlog when load stopped: {backlog})",
         acked.load(Ordering::Relaxed),
-        acked.load(Ordering::Relaxed) as f64 / produced.duration_since(started).as_secs_f64(),
+        ms(percentile(&ack_latency, 0.50)),
+        ms(percentile(&ack_latency, 0.99)),
         elapsed,
         got as f64 / elapsed
     );
@@ -247,7 +275,7 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
         .map(|a| a.clone())
         .unwrap_or_default();
     let mut lat: Vec<Duration> = Vec::with_capacity(acks.len() * endpoints);
-    for (id, at) in &acks {
+    for (id, _, at) in &acks {
         for i in 0..endpoints {
             if let Some(arrived) = arrivals.get(&(i.to_string(), id.clone())) {
                 lat.push(arrived.saturating_duration_since(*at));

@@ -146,8 +146,15 @@ impl Sending {
     ) {
         self.metrics.observe_start(handed_off);
         let this = self.clone();
+        let mut slot = Slot {
+            slots: self.slots.clone(),
+            endpoint: c.endpoint_id.clone(),
+            outcome: None,
+        };
         sends.spawn(async move {
             let sent = this.sender.send(&c, body).await;
+            slot.outcome = Some((sent.record.succeeded, sent.elapsed));
+            drop(slot);
             this.metrics
                 .observe_attempt(sent.record.succeeded, sent.elapsed);
             let status = sent.record.response_status;
@@ -164,8 +171,6 @@ impl Sending {
                         .after_failure(c.schedule_pos, ids::now_ms(), sent.retry_after);
                 (next, None)
             };
-            this.slots
-                .attempt_ended(&c.endpoint_id, sent.record.succeeded, sent.elapsed);
             let result = AttemptResult {
                 attempt: sent.record,
                 endpoint_id: c.endpoint_id,
@@ -175,6 +180,26 @@ impl Sending {
             };
             let _ = this.results.send(result).await;
         });
+    }
+}
+
+/// An attempt's slot, freed when the attempt ends, however it ends (an
+/// aborted or panicked task too).
+struct Slot {
+    slots: Arc<HandOff>,
+    endpoint: String,
+    /// Whether it succeeded, and how long it took, once it has ended.
+    outcome: Option<(bool, Duration)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        match self.outcome {
+            Some((succeeded, elapsed)) => {
+                self.slots.attempt_ended(&self.endpoint, succeeded, elapsed);
+            }
+            None => self.slots.release(&self.endpoint),
+        }
     }
 }
 

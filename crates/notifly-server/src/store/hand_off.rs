@@ -123,7 +123,9 @@ impl HandOff {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a slot for a new delivery to `endpoint`, if both limits allow.
+    /// Takes a slot for a new delivery to `endpoint`, if both limits allow
+    /// and no older delivery to it waits in the queue (it goes first: a new
+    /// one must not take the slot it waits for, nor overtake it).
     pub(crate) fn reserve(&self, endpoint: &str, failing: bool) -> bool {
         let limit = if failing {
             self.per_failing_endpoint
@@ -132,6 +134,9 @@ impl HandOff {
         };
         let mut slots = self.slots();
         if slots.total >= self.max {
+            return false;
+        }
+        if slots.flows.get(endpoint).is_some_and(|f| f.queued > 0) {
             return false;
         }
         let n = slots.by_endpoint.get(endpoint).copied().unwrap_or(0);
@@ -157,11 +162,30 @@ impl HandOff {
         }
     }
 
-    /// Counts deliveries, now durable, that found no slot and wait for a claim.
-    pub(crate) fn queued(&self, endpoints: &[String]) {
-        let mut slots = self.slots();
-        for endpoint in endpoints {
-            slots.flows.entry(endpoint.clone()).or_default().queued += 1;
+    /// Undoes [`HandOff::occupy`]: the claim was rolled back, so the
+    /// delivery waits in the queue again.
+    pub(crate) fn unoccupy(&self, endpoint: &str, first: bool) {
+        self.release(endpoint);
+        if first {
+            self.queued(endpoint);
+        }
+    }
+
+    /// Counts a delivery that found no slot and waits for a claim. Called
+    /// under the writer when the row is written, so before any claim can
+    /// take it; [`HandOff::unqueue`] undoes it if the write is rolled back.
+    pub(crate) fn queued(&self, endpoint: &str) {
+        self.slots()
+            .flows
+            .entry(endpoint.to_owned())
+            .or_default()
+            .queued += 1;
+    }
+
+    /// The write that queued a delivery to `endpoint` was rolled back.
+    pub(crate) fn unqueue(&self, endpoint: &str) {
+        if let Some(flow) = self.slots().flows.get_mut(endpoint) {
+            flow.queued = flow.queued.saturating_sub(1);
         }
     }
 
@@ -292,8 +316,14 @@ mod tests {
         let failing = vec!["failing".to_owned()];
         // Two queued to each (the per-endpoint limit): only now is a queue long.
         for _ in 0..2 {
-            h.queued(&[fast[0].clone(), slow[0].clone(), failing[0].clone()]);
+            for endpoint in ["fast", "slow", "failing"] {
+                h.queued(endpoint);
+            }
         }
+        assert!(
+            !h.reserve("fast", false),
+            "a new delivery does not overtake queued ones"
+        );
         // Nothing is known of them yet: nobody waits.
         assert!(!h.pace(&fast).await);
         for _ in 0..3 {

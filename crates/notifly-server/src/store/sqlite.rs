@@ -180,8 +180,17 @@ impl Store for SqliteStore {
 
     async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
         let tx = self.writer.begin().await?;
+        let hand_off = tx.hand_off();
         let claimed = claim(&tx, r)?;
-        tx.commit().await?;
+        if let Err(e) = tx.commit().await {
+            // The leases were rolled back: so are the slots they took.
+            if let Some(h) = hand_off {
+                for c in &claimed {
+                    h.unoccupy(&c.endpoint_id, c.attempt == 1);
+                }
+            }
+            return Err(e);
+        }
         Ok(claimed)
     }
 
@@ -197,19 +206,22 @@ impl Store for SqliteStore {
 
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         let conn = self.readers.get().await?;
-        let due: Option<i64> = scalar(
+        // Per enabled endpoint, the head of its queue and its earliest
+        // lease: one short index range each, whatever the backlog.
+        let (due, lease): (Option<i64>, Option<i64>) = one(
             &conn,
-            "SELECT MIN(d.next_attempt_ms) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-             WHERE d.status = 'pending' AND e.enabled = 1 AND d.lease_until_ms IS NULL",
+            "SELECT
+                MIN((SELECT d.next_attempt_ms FROM deliveries d INDEXED BY deliveries_queue
+                     WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.lease_until_ms IS NULL
+                     ORDER BY d.next_attempt_ms LIMIT 1)),
+                MIN((SELECT d.lease_until_ms FROM deliveries d INDEXED BY deliveries_leased
+                     WHERE d.endpoint_id = e.id AND d.lease_until_ms IS NOT NULL AND d.status = 'pending'
+                     ORDER BY d.lease_until_ms LIMIT 1))
+             FROM endpoints e WHERE e.enabled = 1",
             [],
-        )?;
-        let lease: Option<i64> = scalar(
-            &conn,
-            "SELECT MIN(d.lease_until_ms) FROM deliveries d INDEXED BY deliveries_leased
-             JOIN endpoints e ON e.id = d.endpoint_id
-             WHERE d.lease_until_ms IS NOT NULL AND d.status = 'pending' AND e.enabled = 1",
-            [],
-        )?;
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .unwrap_or_default();
         Ok(match (due, lease) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -70,11 +70,13 @@ impl State {
         let queued = std::mem::take(&mut self.group_queued);
         if let Some(hand_off) = &self.hand_off {
             if outcome.is_ok() {
-                hand_off.queued(&queued);
                 hand_off.deliver(ready);
             } else {
                 for (c, _) in &ready {
                     hand_off.release(&c.endpoint_id);
+                }
+                for endpoint in &queued {
+                    hand_off.unqueue(endpoint);
                 }
             }
         }
@@ -85,11 +87,14 @@ impl State {
     /// Gives back the slots of the write in progress's hand-offs: the
     /// write is undone.
     fn unstage(&mut self) {
-        self.staged_queued.clear();
         let staged = std::mem::take(&mut self.staged);
+        let queued = std::mem::take(&mut self.staged_queued);
         if let Some(hand_off) = &self.hand_off {
             for (c, _) in &staged {
                 hand_off.release(&c.endpoint_id);
+            }
+            for endpoint in &queued {
+                hand_off.unqueue(endpoint);
             }
         }
     }
@@ -161,8 +166,7 @@ impl Writer {
     pub(crate) async fn begin(&self) -> StoreResult<WriterGuard> {
         let mut state = self.state.clone().lock_owned().await;
         if !state.in_tx {
-            // Waits (at most the busy timeout) while another process writes.
-            exec(&state.conn, "BEGIN IMMEDIATE", []).map_err(sqlite)?;
+            begin_immediate(&state.conn).map_err(sqlite)?;
             state.in_tx = true;
         }
         if let Err(e) = exec(&state.conn, "SAVEPOINT w", []) {
@@ -199,6 +203,28 @@ impl Writer {
             state.finish_group(outcome);
         }
         let _ = state.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+}
+
+/// Opens the group's transaction. If another process holds the write lock
+/// (`notifly accounts create` beside the server), waits for it, at most the
+/// busy timeout, outside the async workers' turn where the runtime allows.
+fn begin_immediate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::ZERO)?;
+    let first = exec(conn, "BEGIN IMMEDIATE", []);
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    match first {
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+            let wait = || exec(conn, "BEGIN IMMEDIATE", []).map(|_| ());
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if multi_thread {
+                tokio::task::block_in_place(wait)
+            } else {
+                wait()
+            }
+        }
+        other => other.map(|_| ()),
     }
 }
 
@@ -287,13 +313,17 @@ impl WriterGuard {
     }
 
     /// Notes a delivery to `endpoint` that found no slot: it waits for a
-    /// claim, and counts in the endpoint's queue once this write is durable.
+    /// claim, and counts in the endpoint's queue from now on (a claim in
+    /// this same group may take it), unless this write is rolled back.
     pub(crate) fn stage_queued(&mut self, endpoint: &str) {
         self.claimable = true;
         if !self.queued_to.iter().any(|e| e == endpoint) {
             self.queued_to.push(endpoint.to_owned());
         }
         if let Some(state) = self.state.as_mut() {
+            if let Some(hand_off) = &state.hand_off {
+                hand_off.queued(endpoint);
+            }
             state.staged_queued.push(endpoint.to_owned());
         }
     }

@@ -44,6 +44,43 @@ const KEY_CLAIM: i32 = 2;
 /// The `NOTIFY` channel on which nodes announce their writes.
 const CHANGES_CHANNEL: &str = "notifly_changes";
 
+/// The dispatcher's look-ups, which run on every wake-up of every node.
+/// Each must be a short index range per enabled endpoint, whatever the
+/// backlog: `tests/postgres_plans.rs` checks their plans over 100,000
+/// pending deliveries.
+pub mod dispatcher_sql {
+    /// When the next delivery is due, or the earliest lease expires: the head
+    /// of each enabled endpoint's queue (`deliveries_queue`) and of its
+    /// leases (`deliveries_leased`). Not a `MIN` over every pending row.
+    pub const NEXT_DUE: &str = "SELECT LEAST(
+            MIN((SELECT d.next_attempt_ms FROM deliveries d
+                 WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.lease_until_ms IS NULL
+                 ORDER BY d.next_attempt_ms LIMIT 1)),
+            MIN((SELECT d.lease_until_ms FROM deliveries d
+                 WHERE d.endpoint_id = e.id AND d.lease_until_ms IS NOT NULL AND d.status = 'pending'
+                 ORDER BY d.lease_until_ms LIMIT 1)))
+         FROM endpoints e WHERE e.enabled";
+
+    /// Live leases per endpoint, across nodes (`$1`: now, ms).
+    pub const BUSY: &str = "SELECT endpoint_id, COUNT(*) FROM deliveries
+         WHERE lease_until_ms IS NOT NULL AND lease_until_ms > $1 GROUP BY endpoint_id";
+
+    /// Up to `$2` due, unleased deliveries of each enabled endpoint (`$1`:
+    /// now, ms): one index range per endpoint (LATERAL), so a backlog on one
+    /// endpoint never hides another's work. Rows another transaction holds
+    /// are skipped, not waited for.
+    pub const CANDIDATES: &str =
+        "SELECT q.id, e.id, e.failing_since IS NOT NULL FROM endpoints e CROSS JOIN LATERAL (
+            SELECT d.id, d.next_attempt_ms FROM deliveries d
+            WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= $1
+              AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)
+            ORDER BY d.next_attempt_ms LIMIT $2
+            FOR UPDATE SKIP LOCKED) q
+         WHERE e.enabled
+         ORDER BY q.next_attempt_ms";
+}
+use dispatcher_sql::NEXT_DUE as NEXT_DUE_SQL;
+
 /// Longest wait for a pooled connection before a request fails as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait of an API request for a lock (its account's, a row's).
@@ -195,33 +232,19 @@ impl Store for PgStore {
         let now_ms = crate::ids::now_ms();
         let lease_until_ms = now_ms + r.lease_ms;
         // In flight per endpoint, across every node holding a live lease.
-        let busy: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT endpoint_id, COUNT(*) FROM deliveries WHERE lease_until_ms IS NOT NULL AND lease_until_ms > $1 GROUP BY endpoint_id",
-        )
-        .bind(now_ms)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
+        let busy: Vec<(String, i64)> = sqlx::query_as(dispatcher_sql::BUSY)
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
         let used: std::collections::HashMap<String, i64> = busy.into_iter().collect();
-        // Up to `per_endpoint` due, unleased deliveries of each enabled
-        // endpoint: one index range per endpoint (LATERAL), so a backlog on
-        // one endpoint never hides another's work. Rows another transaction
-        // holds are skipped, not waited for.
-        let candidates: Vec<(String, String, bool)> = sqlx::query_as(
-            "SELECT q.id, e.id, e.failing_since IS NOT NULL FROM endpoints e CROSS JOIN LATERAL (
-                SELECT d.id, d.next_attempt_ms FROM deliveries d
-                WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= $1
-                  AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)
-                ORDER BY d.next_attempt_ms LIMIT $2
-                FOR UPDATE SKIP LOCKED) q
-             WHERE e.enabled
-             ORDER BY q.next_attempt_ms",
-        )
-        .bind(now_ms)
-        .bind(i64::from(r.per_endpoint))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
+        // Up to `per_endpoint` due, unleased deliveries of each enabled endpoint.
+        let candidates: Vec<(String, String, bool)> = sqlx::query_as(dispatcher_sql::CANDIDATES)
+            .bind(now_ms)
+            .bind(i64::from(r.per_endpoint))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
         let chosen = choose_claims(candidates, used, r);
         if chosen.is_empty() {
             tx.commit().await.map_err(backend)?;
@@ -259,120 +282,133 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         let mut tx = self.work.begin().await.map_err(backend)?;
         let now = crate::ids::now();
-        // Rows are locked in one order (endpoint, then delivery) by every
-        // write-back, so that two nodes' batches cannot deadlock each other.
-        let mut ordered: Vec<&AttemptResult> = results.iter().collect();
-        ordered.sort_by(|a, b| {
-            (&a.endpoint_id, &a.attempt.delivery_id).cmp(&(&b.endpoint_id, &b.attempt.delivery_id))
-        });
-        for r in ordered {
-            let a = &r.attempt;
-            sqlx::query(&format!(
-                "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ))
-            .bind(&a.id)
-            .bind(&a.delivery_id)
-            .bind(a.attempt)
-            .bind(a.started_at_ms)
-            .bind(a.duration_ms)
-            .bind(&a.request_headers)
-            .bind(a.response_status)
-            .bind(&a.response_headers)
-            .bind(&a.response_body)
-            .bind(&a.error)
-            .bind(a.succeeded)
+        // Rows are locked in one order by every write-back (deliveries by
+        // id, then endpoints by id), so that two nodes' batches cannot
+        // deadlock each other. A handful of statements per batch, not
+        // three or more per result: each is a round trip.
+        let mut ids: Vec<&str> = results
+            .iter()
+            .map(|r| r.attempt.delivery_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        sqlx::query("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-            let (status, next_ms, pos) = match &r.next {
-                NextStep::Succeeded => ("succeeded", None, None),
-                NextStep::Retry {
-                    at_ms,
-                    schedule_pos,
-                } => ("pending", Some(*at_ms), Some(*schedule_pos)),
-                NextStep::Failed => ("failed", None, None),
-            };
+        for chunk in results.chunks(ROWS_PER_STATEMENT) {
+            let mut q =
+                QueryBuilder::<Postgres>::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
+            q.push_values(chunk, |mut row, r| {
+                let a = &r.attempt;
+                row.push_bind(&a.id)
+                    .push_bind(&a.delivery_id)
+                    .push_bind(a.attempt)
+                    .push_bind(a.started_at_ms)
+                    .push_bind(a.duration_ms)
+                    .push_bind(&a.request_headers)
+                    .push_bind(a.response_status)
+                    .push_bind(&a.response_headers)
+                    .push_bind(&a.response_body)
+                    .push_bind(&a.error)
+                    .push_bind(a.succeeded);
+            });
+            q.build().execute(&mut *tx).await.map_err(backend)?;
+
             // A delivery cancelled (endpoint deleted) or retried by hand while
             // in flight keeps its new state; only the lease holder moves it on.
-            sqlx::query(
-                "UPDATE deliveries SET status = $1, attempts = GREATEST(attempts, $2), next_attempt_ms = $3,
-                    schedule_pos = COALESCE($4, schedule_pos), lease_until_ms = NULL, lease_owner = NULL,
-                    last_attempt_at = $5, last_status_code = $6, updated_at = $7
-                 WHERE id = $8 AND status = 'pending' AND lease_owner = $9",
-            )
-            .bind(status)
-            .bind(a.attempt)
-            .bind(next_ms)
-            .bind(pos)
-            .bind(a.started_at_ms / 1000)
-            .bind(a.response_status)
-            .bind(now)
-            .bind(&a.delivery_id)
-            .bind(&r.owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if a.succeeded {
-                sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
-                    .bind(&r.endpoint_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-            } else {
-                sqlx::query(
-                    "UPDATE endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2",
-                )
-                .bind(now)
-                .bind(&r.endpoint_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                sqlx::query(
-                    "UPDATE endpoints SET enabled = FALSE, updated_at = $1,
-                        disabled_reason = 'failing continuously since '
-                            || to_char(to_timestamp(failing_since) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
-                     WHERE id = $2 AND enabled AND failing_since <= $3",
-                )
-                .bind(now)
-                .bind(&r.endpoint_id)
-                .bind(now - disable_after_secs)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            }
-            if let Some(reason) = &r.disable {
-                sqlx::query("UPDATE endpoints SET enabled = FALSE, disabled_reason = $1, updated_at = $2 WHERE id = $3 AND enabled")
-                    .bind(reason)
+            let mut q = QueryBuilder::<Postgres>::new(
+                "UPDATE deliveries SET status = r.status, attempts = GREATEST(deliveries.attempts, r.attempt),
+                    next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
+                    lease_until_ms = NULL, lease_owner = NULL, last_attempt_at = r.at,
+                    last_status_code = r.code, updated_at = ",
+            );
+            q.push_bind(now).push(" FROM (");
+            q.push_values(chunk, |mut row, r| {
+                let a = &r.attempt;
+                let (status, next_ms, pos) = match &r.next {
+                    NextStep::Succeeded => ("succeeded", None, None),
+                    NextStep::Retry {
+                        at_ms,
+                        schedule_pos,
+                    } => ("pending", Some(*at_ms), Some(*schedule_pos)),
+                    NextStep::Failed => ("failed", None, None),
+                };
+                row.push_bind(&a.delivery_id)
+                    .push_bind(&r.owner)
+                    .push_bind(status)
+                    .push_bind(a.attempt)
+                    .push_bind(next_ms)
+                    .push_bind(pos)
+                    .push_bind(a.started_at_ms / 1000)
+                    .push_bind(a.response_status);
+            });
+            q.push(
+                ") AS r(id, owner, status, attempt, next_ms, pos, at, code)
+                 WHERE deliveries.id = r.id AND deliveries.status = 'pending'
+                   AND deliveries.lease_owner = r.owner",
+            );
+            q.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        // Endpoint health, once per endpoint, from the order of its results.
+        let mut health = endpoint_health(results);
+        health.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (endpoint_id, health) in health {
+            match health {
+                Health::Recovered => {
+                    sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+                        .bind(endpoint_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                }
+                Health::Failing { since_now } => {
+                    let sql = if since_now {
+                        "UPDATE endpoints SET failing_since = $1 WHERE id = $2"
+                    } else {
+                        "UPDATE endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2"
+                    };
+                    sqlx::query(sql)
+                        .bind(now)
+                        .bind(endpoint_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    sqlx::query(
+                        "UPDATE endpoints SET enabled = FALSE, updated_at = $1,
+                            disabled_reason = 'failing continuously since '
+                                || to_char(to_timestamp(failing_since) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                         WHERE id = $2 AND enabled AND failing_since <= $3",
+                    )
                     .bind(now)
-                    .bind(&r.endpoint_id)
+                    .bind(endpoint_id)
+                    .bind(now - disable_after_secs)
                     .execute(&mut *tx)
                     .await
                     .map_err(backend)?;
+                }
             }
+        }
+        let mut disabled: Vec<&AttemptResult> =
+            results.iter().filter(|r| r.disable.is_some()).collect();
+        disabled.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+        for r in disabled {
+            sqlx::query("UPDATE endpoints SET enabled = FALSE, disabled_reason = $1, updated_at = $2 WHERE id = $3 AND enabled")
+                .bind(&r.disable)
+                .bind(now)
+                .bind(&r.endpoint_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
     }
 
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
-        let due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(d.next_attempt_ms) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-             WHERE d.status = 'pending' AND e.enabled AND d.lease_until_ms IS NULL",
-        )
-        .fetch_one(&self.work)
-        .await
-        .map_err(backend)?;
-        let lease: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(d.lease_until_ms) FROM deliveries d
-             JOIN endpoints e ON e.id = d.endpoint_id
-             WHERE d.lease_until_ms IS NOT NULL AND d.status = 'pending' AND e.enabled",
-        )
-        .fetch_one(&self.work)
-        .await
-        .map_err(backend)?;
-        Ok(match (due, lease) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        sqlx::query_scalar(NEXT_DUE_SQL)
+            .fetch_one(&self.work)
+            .await
+            .map_err(backend)
     }
 
     async fn announce(&self) -> StoreResult<()> {

@@ -30,9 +30,10 @@ enum BenchKind {
     /// Delivery: (i) the API alone (no endpoint), (a) sustained deliveries/s
     /// with 1 and 10 endpoints, 32 writers in a closed loop, (b)
     /// acknowledgement-to-receiver latency at a fixed rate, (c) the same while
-    /// a second endpoint hangs, (d) peak server memory with many deliveries
-    /// pending to an endpoint that is down. A real receiver runs in this
-    /// process, the server in its own.
+    /// a second endpoint hangs, (e) draining a backlog over 100 endpoints,
+    /// (d) peak server memory with many deliveries pending to an endpoint
+    /// that is down. A real receiver runs in this process, the server in
+    /// its own.
     Delivery(DeliveryBench),
 }
 
@@ -47,6 +48,9 @@ struct DeliveryBench {
     /// Deliveries to leave pending to a down endpoint for the memory run (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pending: u64,
+    /// Deliveries in the backlog-drain run, over 100 endpoints (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    backlog: u64,
     /// `sqlite`, or a PostgreSQL URL through which a scratch database is
     /// created for each run (and dropped after it).
     #[arg(long, default_value = "sqlite")]
@@ -88,7 +92,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 nodes: d.nodes,
                 accounts: d.accounts,
             };
-            crate::bench_delivery::run(&setup, d.seconds, d.rate, d.pending).await
+            crate::bench_delivery::run(&setup, d.seconds, d.rate, d.pending, d.backlog).await
         }
     }
 }

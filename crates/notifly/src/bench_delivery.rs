@@ -22,6 +22,8 @@ struct Received {
     /// Payload id → first arrival, per receiving path.
     arrivals: Mutex<HashMap<(String, String), Instant>>,
     last: Mutex<Option<Instant>>,
+    /// `/gate/{name}` holds every request until this is `true`.
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 async fn fast(State(r): State<Arc<Received>>, Path(path): Path<String>, body: Bytes) -> StatusCode {
@@ -43,19 +45,27 @@ async fn fast(State(r): State<Arc<Received>>, Path(path): Path<String>, body: By
     StatusCode::OK
 }
 
+/// Holds the request until the gate opens, then answers like `fast`.
+async fn gated(State(r): State<Arc<Received>>, path: Path<String>, body: Bytes) -> StatusCode {
+    let mut open = r.gate.subscribe();
+    let _ = open.wait_for(|open| *open).await;
+    fast(State(r), path, body).await
+}
+
 async fn hang() -> StatusCode {
     tokio::time::sleep(Duration::from_secs(3600)).await;
     StatusCode::OK
 }
 
 /// A receiver on a random local port: `/fast/{name}` answers 200 at once,
-/// `/hang` never answers.
+/// `/gate/{name}` once the gate is open, `/hang` never.
 async fn receiver() -> anyhow::Result<(String, Arc<Received>)> {
     let received = Arc::new(Received::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = Router::new()
         .route("/fast/{name}", post(fast))
+        .route("/gate/{name}", post(gated))
         .route("/hang", post(hang))
         .with_state(received.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -153,6 +163,7 @@ pub(crate) async fn run(
     seconds: u64,
     rate: u64,
     pending: u64,
+    backlog: u64,
 ) -> anyhow::Result<()> {
     println!(
         "notifly bench delivery ({}, {} node(s), {} account(s); receiver and load in this process)",
@@ -174,6 +185,9 @@ pub(crate) async fn run(
     );
     if pending > 0 {
         memory(cluster, pending).await?;
+    }
+    if backlog > 0 {
+        drain(cluster, backlog).await?;
     }
     Ok(())
 }
@@ -376,6 +390,76 @@ async fn latency(
     );
     server.stop().await?;
     Ok(p99)
+}
+
+/// Endpoints of the drain run.
+const DRAIN_ENDPOINTS: u64 = 100;
+
+/// (e) A backlog of `deliveries` over 100 endpoints, built while the
+/// receiver holds every request (so the endpoints' slots fill and the rest
+/// waits in the queue), then drained once it answers: deliveries per second
+/// from opening the gate to the last arrival.
+async fn drain(cluster: &Cluster<'_>, deliveries: u64) -> anyhow::Result<()> {
+    let server = cluster
+        .start(&["--allow-private-urls", "--delivery-timeout", "120s"])
+        .await?;
+    let api = Arc::new(Api::new(&server)?);
+    let (base, received) = receiver().await?;
+    for i in 0..DRAIN_ENDPOINTS {
+        api.webhook(&format!("ep{i}"), &format!("{base}/gate/{i}"))
+            .await?;
+    }
+    let events = deliveries.div_ceil(DRAIN_ENDPOINTS);
+    let built = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (api, next) = (api.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = 0_u64;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= events {
+                    return acked;
+                }
+                if api.contact(n).await.is_some() {
+                    acked += 1;
+                }
+            }
+        }));
+    }
+    let mut acked = 0;
+    for t in tasks {
+        acked += t.await?;
+    }
+    let expected = acked * DRAIN_ENDPOINTS;
+    let depth = api.queue_depth().await.unwrap_or(0);
+    let building = built.elapsed();
+    let cpu_before = server.cpu_seconds();
+    let opened = Instant::now();
+    received.gate.send_replace(true);
+    let deadline = opened + Duration::from_secs(900);
+    while received.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = received.count.load(Ordering::Relaxed);
+    let last = received
+        .last
+        .lock()
+        .ok()
+        .and_then(|l| *l)
+        .unwrap_or_else(Instant::now);
+    let took = last.saturating_duration_since(opened).as_secs_f64();
+    let cores = cpu_before
+        .zip(server.cpu_seconds())
+        .map(|(before, after)| (after - before) / opened.elapsed().as_secs_f64());
+    println!(
+        "(e) backlog of {depth} deliveries over {DRAIN_ENDPOINTS} endpoints (written in {:.1} s): {got}/{expected} delivered in {took:.1} s after the receiver opened = {:.0} deliveries/s; server used {:.2} cores",
+        building.as_secs_f64(),
+        got as f64 / took.max(f64::EPSILON),
+        cores.unwrap_or(f64::NAN)
+    );
+    server.stop().await
 }
 
 /// (d) Peak server RSS with `pending` deliveries waiting for an endpoint that

@@ -26,6 +26,19 @@ struct Received {
     gate: tokio::sync::watch::Sender<bool>,
 }
 
+impl Received {
+    /// Waits until `expected` requests have arrived, or `within` has passed;
+    /// returns how many did and when the last one came.
+    async fn wait_for(&self, expected: u64, within: Duration) -> (u64, Option<Instant>) {
+        let deadline = Instant::now() + within;
+        while self.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let last = self.last.lock().ok().and_then(|l| *l);
+        (self.count.load(Ordering::Relaxed), last)
+    }
+}
+
 async fn fast(State(r): State<Arc<Received>>, Path(path): Path<String>, body: Bytes) -> StatusCode {
     let now = Instant::now();
     if let Ok(v) = serde_json::from_slice::<Value>(&body)
@@ -262,17 +275,8 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
     }
     let expected = acked.load(Ordering::Relaxed) * endpoints as u64;
     let backlog = api.queue_depth().await.unwrap_or(0);
-    let drain_deadline = Instant::now() + Duration::from_secs(300);
-    while received.count.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let got = received.count.load(Ordering::Relaxed);
-    let last = received
-        .last
-        .lock()
-        .ok()
-        .and_then(|l| *l)
-        .unwrap_or(produced);
+    let (got, last) = received.wait_for(expected, Duration::from_secs(300)).await;
+    let last = last.unwrap_or(produced);
     let elapsed = last.duration_since(started).as_secs_f64();
     println!(
         "(a) {endpoints:>2} endpoint(s): {} events acknowledged in {seconds} s ({acks_per_s:.0}/s, p50 {:.2} ms, p99 {:.2} ms), {got}/{expected} deliveries in {:.1} s = {:.0} deliveries/s (backlog when load stopped: {backlog})",
@@ -438,17 +442,8 @@ async fn drain(cluster: &Cluster<'_>, deliveries: u64) -> anyhow::Result<()> {
     let cpu_before = server.cpu_seconds();
     let opened = Instant::now();
     received.gate.send_replace(true);
-    let deadline = opened + Duration::from_secs(900);
-    while received.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let got = received.count.load(Ordering::Relaxed);
-    let last = received
-        .last
-        .lock()
-        .ok()
-        .and_then(|l| *l)
-        .unwrap_or_else(Instant::now);
+    let (got, last) = received.wait_for(expected, Duration::from_secs(900)).await;
+    let last = last.unwrap_or_else(Instant::now);
     let took = last.saturating_duration_since(opened).as_secs_f64();
     let cores = cpu_before
         .zip(server.cpu_seconds())

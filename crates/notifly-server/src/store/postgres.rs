@@ -1585,23 +1585,20 @@ impl WriteTx for Handle<PgTx> {
 
     async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {
         self.0.scope(account).await?;
-        sqlx::query(
-            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+        // The event and the endpoints it goes to in one round trip (the
+        // account's lock is held for every one): a data-modifying WITH runs
+        // whether or not the query reads it.
+        let endpoints: Vec<String> = sqlx::query_scalar(
+            "WITH event AS (
+                INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5))
+             SELECT e.id FROM endpoints e WHERE e.account_id = $1 AND e.enabled
+               AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))",
         )
         .bind(account)
         .bind(&e.id)
         .bind(&e.event_type)
         .bind(&e.body)
         .bind(e.created_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
-        let endpoints: Vec<String> = sqlx::query_scalar(
-            "SELECT e.id FROM endpoints e WHERE e.account_id = $1 AND e.enabled
-               AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($2, '*'))",
-        )
-        .bind(account)
-        .bind(&e.event_type)
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;

@@ -396,6 +396,33 @@ async fn latency(
     Ok(p99)
 }
 
+/// Creates contacts `0..count` with 32 writers in a closed loop; returns how
+/// many the API acknowledged.
+async fn write_contacts(api: &Arc<Api>, count: u64) -> anyhow::Result<u64> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (api, next) = (api.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = 0_u64;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return acked;
+                }
+                if api.contact(n).await.is_some() {
+                    acked += 1;
+                }
+            }
+        }));
+    }
+    let mut acked = 0;
+    for t in tasks {
+        acked += t.await?;
+    }
+    Ok(acked)
+}
+
 /// Endpoints of the drain run.
 const DRAIN_ENDPOINTS: u64 = 100;
 
@@ -413,29 +440,8 @@ async fn drain(cluster: &Cluster<'_>, deliveries: u64) -> anyhow::Result<()> {
         api.webhook(&format!("ep{i}"), &format!("{base}/gate/{i}"))
             .await?;
     }
-    let events = deliveries.div_ceil(DRAIN_ENDPOINTS);
     let built = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (api, next) = (api.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut acked = 0_u64;
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= events {
-                    return acked;
-                }
-                if api.contact(n).await.is_some() {
-                    acked += 1;
-                }
-            }
-        }));
-    }
-    let mut acked = 0;
-    for t in tasks {
-        acked += t.await?;
-    }
+    let acked = write_contacts(&api, deliveries.div_ceil(DRAIN_ENDPOINTS)).await?;
     let expected = acked * DRAIN_ENDPOINTS;
     let depth = api.queue_depth().await.unwrap_or(0);
     let building = built.elapsed();
@@ -467,23 +473,7 @@ async fn memory(cluster: &Cluster<'_>, pending: u64) -> anyhow::Result<()> {
     api.webhook("down", &format!("http://{closed}/hook"))
         .await?;
     let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (api, next) = (api.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= pending {
-                    break;
-                }
-                api.contact(n).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
+    write_contacts(&api, pending).await?;
     let depth = api.queue_depth().await.unwrap_or(0);
     println!(
         "(d) {pending} events to a down endpoint in {:.0} s: queue depth {depth}, server RSS {:.1} MiB, peak RSS {:.1} MiB",

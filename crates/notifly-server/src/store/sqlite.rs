@@ -1506,7 +1506,7 @@ impl WriteTx for Handle<WriterGuard> {
     }
 
     fn claimable_work(&self) -> bool {
-        self.0.claimable || self.0.hand_off().is_none()
+        self.0.claimable || !self.0.hands_off()
     }
 
     fn queued_to(&self) -> Vec<String> {

@@ -304,6 +304,11 @@ impl WriterGuard {
         self.state().hand_off.clone()
     }
 
+    /// Whether this process hands off new deliveries.
+    pub(crate) fn hands_off(&self) -> bool {
+        self.state().hand_off.is_some()
+    }
+
     /// Hands `ready` (whose slots are taken) to the dispatcher once this
     /// write is durable; if it is rolled back instead, their slots are freed.
     pub(crate) fn stage(&mut self, ready: Vec<Ready>) {

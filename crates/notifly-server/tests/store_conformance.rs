@@ -121,6 +121,8 @@ conformance!(
     outbox_rollback_and_commit,
     outbox_fan_out,
     events_log,
+    events_log_in_order_of_commit,
+    concurrent_writes_of_one_account,
     claims_lease_due_work,
     claim_limits,
     expired_leases_are_claimed_again,
@@ -2178,6 +2180,153 @@ async fn events_log(store: Arc<dyn Store>) {
         [x, y.clone()]
     );
     assert_eq!(conn.latest_event_id(&a).await.unwrap(), Some(y.id));
+}
+
+/// The log's guarantee with writers that overlap: a reader never passes an
+/// event whose transaction is still to commit. Write `a` starts first and
+/// commits last; write `b` starts after it and commits first (where the
+/// store lets two writes overlap; SQLite's writes run one at a time, so `b`
+/// waits for `a`). Until `a` commits, a reader sees neither; then both, in
+/// the order the writes started, each once from any position already read.
+async fn events_log_in_order_of_commit(store: Arc<dyn Store>) {
+    let acct = new_account(&store, "acme").await;
+    let earlier = event("contact.created");
+    emit_event(&store, &acct, &earlier).await;
+
+    let a = event("contact.created");
+    let mut first = begin(&store).await;
+    first.insert_event(&acct, &a).await.unwrap();
+
+    let b = event("contact.updated");
+    let second = tokio::spawn({
+        let (store, acct, b) = (store.clone(), acct.clone(), b.clone());
+        async move {
+            let mut tx = begin(&store).await;
+            tx.insert_event(&acct, &b).await.unwrap();
+            commit(tx).await;
+        }
+    });
+    // Where writes overlap, `b` is committed by now.
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        while !second.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.events_after(&acct, None, 10).await.unwrap(),
+        std::slice::from_ref(&earlier),
+        "an event committed while an earlier write is in flight is not readable yet"
+    );
+    assert_eq!(
+        conn.latest_event_id(&acct).await.unwrap().as_deref(),
+        Some(earlier.id.as_str())
+    );
+    let listed = conn.list_events(&acct, None, &page(10)).await.unwrap();
+    assert_eq!(listed.items, std::slice::from_ref(&earlier));
+    drop(conn);
+
+    commit(first).await;
+    second.await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    assert_eq!(
+        conn.events_after(&acct, Some(&earlier.id), 10)
+            .await
+            .unwrap(),
+        [a.clone(), b.clone()],
+        "from the position already read: both, each once, in the order the writes started"
+    );
+    assert_eq!(
+        conn.events_after(&acct, Some(&a.id), 10).await.unwrap(),
+        std::slice::from_ref(&b)
+    );
+    assert_eq!(
+        conn.latest_event_id(&acct).await.unwrap().as_deref(),
+        Some(b.id.as_str())
+    );
+    let listed = conn.list_events(&acct, None, &page(10)).await.unwrap();
+    assert_eq!(listed.items, [b.clone(), a.clone(), earlier.clone()]);
+    let older = conn
+        .list_events(&acct, None, &after(10, &b.id))
+        .await
+        .unwrap();
+    assert_eq!(older.items, [a.clone(), earlier.clone()]);
+    let newer = conn
+        .list_events(&acct, None, &before(10, &earlier.id))
+        .await
+        .unwrap();
+    assert_eq!(newer.items, [b, a]);
+}
+
+/// Many writes of one account at once (in parallel where the store allows
+/// it): every write lands, each event is in the log once, and a read-modify-
+/// write of one row loses no update.
+async fn concurrent_writes_of_one_account(store: Arc<dyn Store>) {
+    let acct = new_account(&store, "acme").await;
+    add_endpoint(&store, &acct, "all", &["*"], true).await;
+    let shared = add_contact(&store, &acct, "shared").await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (store, acct, shared_id) = (store.clone(), acct.clone(), shared.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut written = Vec::new();
+            for i in 0..10 {
+                let mut tx = begin(&store).await;
+                let c = contact(&format!("w{w}-{i}"));
+                tx.insert_contact(&acct, &c).await.unwrap();
+                let e = event("contact.created");
+                tx.insert_event(&acct, &e).await.unwrap();
+                // A counter kept in a row every writer reads and rewrites.
+                let mut row = tx.contact(&acct, &shared_id).await.unwrap().unwrap();
+                row.last_active_at = Some(row.last_active_at.unwrap_or(0) + 1);
+                tx.update_contact(&acct, &row).await.unwrap();
+                commit(tx).await;
+                written.push(e.id);
+            }
+            written
+        }));
+    }
+    let mut written = std::collections::HashSet::new();
+    for t in tasks {
+        written.extend(t.await.unwrap());
+    }
+    let mut conn = store.read().await.unwrap();
+    let mut read = Vec::new();
+    let mut position: Option<String> = None;
+    loop {
+        let batch = conn
+            .events_after(&acct, position.as_deref(), 7)
+            .await
+            .unwrap();
+        let Some(last) = batch.last() else { break };
+        position = Some(last.id.clone());
+        read.extend(batch.into_iter().map(|e| e.id));
+    }
+    assert_eq!(read.len(), 80, "every event once");
+    assert_eq!(
+        read.iter()
+            .cloned()
+            .collect::<std::collections::HashSet<_>>(),
+        written
+    );
+    assert_eq!(
+        conn_contact(&store, &acct, &shared.id).await.last_active_at,
+        Some(80),
+        "no update lost"
+    );
+    let mut newest_first = conn
+        .list_events(&acct, None, &page(100))
+        .await
+        .unwrap()
+        .items;
+    newest_first.reverse();
+    assert_eq!(
+        newest_first.into_iter().map(|e| e.id).collect::<Vec<_>>(),
+        read,
+        "the list and the stream agree on the order"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -445,3 +445,107 @@ async fn a_postgres_restart_under_load_costs_503s_and_nothing_else() {
         seen.duplicates(),
     );
 }
+
+/// Reads an account's event stream (`/v1/events/stream` on one node) into
+/// `ids`, in the order it arrives, until the test ends.
+async fn follow_stream(base: &str, auth: &str, ids: Arc<Mutex<Vec<String>>>) {
+    let mut r = reqwest::Client::new()
+        .get(format!("{base}/v1/events/stream"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::spawn(async move {
+        let mut buffer = String::new();
+        while let Ok(Some(chunk)) = r.chunk().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find('\n') {
+                let line: String = buffer.drain(..=end).collect();
+                if let Some(id) = line.trim_end().strip_prefix("id:") {
+                    ids.lock().unwrap().push(id.trim().to_owned());
+                }
+            }
+        }
+    });
+}
+
+/// Every event of the account, oldest first, paged through `/v1/events`.
+async fn event_log(base: &str, auth: &str) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut newest_first = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v1/events?limit=100");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&starting_after={c}"));
+        }
+        let page: Value = client
+            .get(url)
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["data"].as_array().unwrap();
+        newest_first.extend(items.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+        cursor = newest_first.last().cloned();
+    }
+    newest_first.reverse();
+    newest_first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set NOTIFLY_TEST_POSTGRES_URL and run with --include-ignored"]
+async fn one_account_written_on_three_nodes_streams_every_event_once_in_order() {
+    let _serial = SERIAL.lock().await;
+    let db = ScratchDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, auth) = cluster(&db, dir.path()).await;
+    // Streams on two nodes, opened before the writes: each must see every
+    // event once, in the log's order, although the writes of the account
+    // run in parallel on three nodes and commit out of order.
+    let streams: Vec<Arc<Mutex<Vec<String>>>> = (0..2).map(|_| Arc::default()).collect();
+    for (node, ids) in nodes.iter().zip(&streams) {
+        follow_stream(&node.base, &auth, ids.clone()).await;
+    }
+
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&nodes, &auth, 24, &outcomes, &stop);
+    wait_acked(&outcomes, 600).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let o = std::mem::take(&mut *outcomes.lock().unwrap());
+    assert!(o.other.is_empty(), "failed writes: {:?}", o.other);
+    assert_eq!(o.unavailable, 0, "no write was refused");
+
+    let log = event_log(&nodes[2].base, &auth).await;
+    assert_eq!(log.len(), o.acked.len(), "one event per acknowledged write");
+    assert_eq!(
+        log.iter().collect::<HashSet<_>>().len(),
+        log.len(),
+        "the log lists each event once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for ids in &streams {
+        while ids.lock().unwrap().len() < log.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A moment for anything extra (a duplicate) to arrive.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            *ids.lock().unwrap(),
+            log,
+            "the stream has every event once, in the log's order"
+        );
+    }
+    kill_all(nodes);
+}

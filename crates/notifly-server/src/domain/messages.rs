@@ -158,6 +158,9 @@ impl Notifly {
             Begun::Replay(body) => return replay(&body),
             Begun::Fresh(tx) => tx,
         };
+        // The conversation and the sender are only referred to: writes of
+        // other messages to them go on meanwhile.
+        tx.reads_only_to_refer();
         let conversation = tx
             .conversation(account, &record.conversation_id)
             .await?

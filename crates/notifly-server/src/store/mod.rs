@@ -105,11 +105,21 @@ fn unavailable(e: &sqlx::Error) -> bool {
             // 08: connection exception; 57P01-57P03: admin shutdown, crash
             // shutdown, cannot connect now; 53300: too many connections;
             // 25006: read-only transaction (a failover in progress);
-            // 55P03, 57014: lock or statement timeout (a busy database).
+            // 55P03, 57014: lock or statement timeout (a busy database);
+            // 40P01, 40001: a deadlock or serialization failure between
+            // concurrent writes (the same request succeeds when retried).
             code.starts_with("08")
                 || matches!(
                     &*code,
-                    "57P01" | "57P02" | "57P03" | "53300" | "25006" | "55P03" | "57014"
+                    "57P01"
+                        | "57P02"
+                        | "57P03"
+                        | "53300"
+                        | "25006"
+                        | "55P03"
+                        | "57014"
+                        | "40P01"
+                        | "40001"
                 )
         }),
         _ => false,
@@ -582,6 +592,15 @@ pub trait WriteTx: Conn {
         key: &str,
         response: &IdempotentResponse,
     ) -> StoreResult<()>;
+
+    /// Says that this transaction reads rows only to refer to them (a new
+    /// message reads its conversation and sender): from now on its reads
+    /// keep the rows they return from being deleted until it ends, without
+    /// holding off other writes to them. Otherwise a write transaction's
+    /// reads of single rows lock them against every other write until it
+    /// ends, as a read-modify-write needs. A store whose writes run one at
+    /// a time (SQLite) has nothing to lock.
+    fn reads_only_to_refer(&mut self) {}
 
     /// Whether this transaction made work that the dispatcher must claim:
     /// new deliveries it did not hand off, deliveries made pending again,

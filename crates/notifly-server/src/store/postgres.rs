@@ -4,16 +4,20 @@
 //! transaction on a pooled connection at the default READ COMMITTED isolation
 //! (no group commit: PostgreSQL has concurrent writers).
 //!
-//! **Locking.** On SQLite the single writer serializes every write, and the
-//! domain's read-modify-write sequences (read a row, check a rule, write it
-//! back; look up an idempotency key, then insert it) rely on that. Here each
-//! write transaction takes a transaction-scoped advisory lock per account,
-//! `pg_advisory_xact_lock(NS_ACCOUNT, hashtext(account_id))`, before its first
-//! statement on that account's data (see [`Scope`]), so writes to one account
-//! are serialized across all nodes while different accounts proceed in
-//! parallel. Under READ COMMITTED every statement after the lock sees what
-//! the previous holder committed. Account creation and the "is the database
-//! empty" check of the bootstrap share one global key.
+//! **Locking.** Writes of one account run in parallel, on any node. What
+//! SQLite's single writer gives the domain's read-modify-write sequences
+//! (read a row, check a rule, write it back) comes from row locks: in a
+//! write transaction, a read of single rows locks them `FOR UPDATE`, or
+//! `FOR KEY SHARE` once the transaction said it reads only to refer to rows
+//! ([`WriteTx::reads_only_to_refer`]: a new message keeps its conversation
+//! from being deleted without holding off the conversation's other writes).
+//! Uniqueness comes from unique indexes, and the two requests with one
+//! idempotency key are serialized on an advisory lock of the key. The event
+//! log stays in order for its readers although writes commit out of `seq`
+//! order: see [`settled`]. Account creation and the "is the database empty"
+//! check of the bootstrap share one global advisory key. Under READ
+//! COMMITTED, a statement that waited for a row's lock sees the row as its
+//! holder committed it (or not at all, if it was deleted).
 //!
 //! **Claims** serialize on one more advisory key (claims are short and commit
 //! before anything is sent), so the per-endpoint in-flight counts they read
@@ -35,8 +39,8 @@ use super::*;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Advisory-lock namespaces (the first key of the two-key form).
-const NS_ACCOUNT: i32 = 0x4E46_0001;
 const NS_GLOBAL: i32 = 0x4E46_0002;
+const NS_IDEMPOTENCY: i32 = 0x4E46_0003;
 /// Keys in [`NS_GLOBAL`].
 const KEY_ACCOUNTS: i32 = 1;
 const KEY_CLAIM: i32 = 2;
@@ -97,6 +101,10 @@ pub mod dispatcher_sql {
          ORDER BY q.next_attempt_ms";
 }
 use dispatcher_sql::NEXT_DUE as NEXT_DUE_SQL;
+
+/// Deliveries an event's insert creates in the same statement (ids made
+/// beforehand); an event to more endpoints inserts the rest separately.
+const FAN_OUT_IN_ONE: usize = 16;
 
 /// Longest wait for a pooled connection before a request fails as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -172,7 +180,7 @@ impl PgStore {
     pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url).map_err(StoreError::Backend)?;
         // An API request waits a bounded time for everything: a connection,
-        // its account's lock, each statement. Past that it fails as
+        // a row's lock, each statement. Past that it fails as
         // unavailable (503), rather than hanging behind a stuck transaction.
         let api_options = options.clone().options([
             ("lock_timeout", LOCK_TIMEOUT),
@@ -231,7 +239,7 @@ impl Store for PgStore {
     async fn write(&self) -> StoreResult<Box<dyn WriteTx>> {
         Ok(Box::new(Handle(PgTx {
             tx: self.begin().await?,
-            locked: Vec::new(),
+            reads: RowLock::Update,
             accounts_locked: false,
         })))
     }
@@ -553,12 +561,25 @@ impl Store for PgStore {
     }
 }
 
-/// A write transaction and the advisory locks it already holds.
+/// A write transaction.
 struct PgTx {
     tx: Transaction<'static, Postgres>,
-    /// Accounts whose lock this transaction holds.
-    locked: Vec<String>,
+    /// How its reads of single rows lock them.
+    reads: RowLock,
     accounts_locked: bool,
+}
+
+/// The row lock a write transaction's read of one row takes (see
+/// [`WriteTx::reads_only_to_refer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowLock {
+    /// `FOR UPDATE`: the transaction may change or delete the row, and
+    /// nobody else may until it ends (a read-modify-write).
+    Update,
+    /// `FOR KEY SHARE`: the transaction refers to the row (a new message's
+    /// conversation); it cannot be deleted until the transaction ends, and
+    /// other writers may still change it.
+    KeyShare,
 }
 
 impl Deref for PgTx {
@@ -574,40 +595,46 @@ impl DerefMut for PgTx {
     }
 }
 
-/// What a handle does before it touches an account's data: nothing for a
-/// pooled read connection; in a write transaction, take the account's
-/// advisory lock (once), which serializes the account's writes across nodes
-/// as SQLite's single writer does.
+/// What differs between reading from a pooled connection and from inside a
+/// write transaction: the locks a transaction takes on what it reads.
 #[async_trait]
 trait Scope: DerefMut<Target = PgConnection> + Send {
-    async fn scope(&mut self, account: &str) -> StoreResult<()>;
+    /// Whether this is a write transaction (which must not wait for the
+    /// transactions in flight to end: it is one of them).
+    const IN_TRANSACTION: bool;
+    /// The locking clause for a read of single rows: none outside a
+    /// transaction.
+    fn row_lock(&self) -> &'static str;
+    /// Serializes account creation and the "is the database empty" check.
     async fn scope_accounts(&mut self) -> StoreResult<()>;
+    /// Serializes the transactions that use one idempotency key, so the
+    /// second of two concurrent requests waits for the first and replays
+    /// its response instead of failing on the key's uniqueness.
+    async fn lock_idempotency_key(&mut self, account: &str, key: &str) -> StoreResult<()>;
 }
 
 #[async_trait]
 impl Scope for PoolConnection<Postgres> {
-    async fn scope(&mut self, _account: &str) -> StoreResult<()> {
-        Ok(())
+    const IN_TRANSACTION: bool = false;
+    fn row_lock(&self) -> &'static str {
+        ""
     }
     async fn scope_accounts(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn lock_idempotency_key(&mut self, _account: &str, _key: &str) -> StoreResult<()> {
         Ok(())
     }
 }
 
 #[async_trait]
 impl Scope for PgTx {
-    async fn scope(&mut self, account: &str) -> StoreResult<()> {
-        if self.locked.iter().any(|a| a == account) {
-            return Ok(());
+    const IN_TRANSACTION: bool = true;
+    fn row_lock(&self) -> &'static str {
+        match self.reads {
+            RowLock::Update => " FOR UPDATE",
+            RowLock::KeyShare => " FOR KEY SHARE",
         }
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(NS_ACCOUNT)
-            .bind(account)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(backend)?;
-        self.locked.push(account.to_owned());
-        Ok(())
     }
 
     async fn scope_accounts(&mut self) -> StoreResult<()> {
@@ -623,14 +650,88 @@ impl Scope for PgTx {
         self.accounts_locked = true;
         Ok(())
     }
+
+    async fn lock_idempotency_key(&mut self, account: &str, key: &str) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2 || ' ' || $3))")
+            .bind(NS_IDEMPOTENCY)
+            .bind(account)
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// The condition that keeps a reader of the event log to its settled part:
+/// events of transactions older than every transaction of this database
+/// still in flight (`notifly_log_horizon()`, migration 0006). Writes run in
+/// parallel, so `seq` is taken in one order and committed in another; the
+/// log is ordered by the writing transaction's id, then `seq`, and no
+/// transaction that has yet to commit can add an event at or before a
+/// position this condition lets a reader pass (its id is at least the
+/// horizon). A write transaction also reads its own events.
+fn settled<C: Scope>() -> &'static str {
+    if C::IN_TRANSACTION {
+        "(xid < notifly_log_horizon() OR xid = pg_current_xact_id_if_assigned())"
+    } else {
+        "xid < notifly_log_horizon()"
+    }
+}
+
+/// Longest a reader of the event log waits for the transactions in flight
+/// when it started to end (see [`settle`]).
+const SETTLE_WAIT: Duration = Duration::from_millis(500);
+
+/// Waits until every transaction of this database in flight when it was
+/// called has ended (at most [`SETTLE_WAIT`]), so that a read of the log
+/// after it shows every event committed before the call: a client that
+/// reads the log after its write was acknowledged sees the write's events.
+/// With nothing in flight, one round trip. Past the wait the read goes on
+/// and is still in order; it only leaves out what is not settled yet.
+async fn settle(conn: &mut PgConnection) -> StoreResult<()> {
+    let (horizon, settled): (String, bool) = sqlx::query_as(
+        "SELECT pg_snapshot_xmax(s)::text, notifly_log_horizon() = pg_snapshot_xmax(s)
+         FROM pg_current_snapshot() s",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    let mut settled = settled;
+    while !settled && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        settled = sqlx::query_scalar("SELECT notifly_log_horizon() >= $1::xid8")
+            .bind(&horizon)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// The log position (`xid` as text, `seq`) of one of the account's events.
+async fn event_position(
+    conn: &mut PgConnection,
+    account: &str,
+    id: &str,
+) -> StoreResult<Option<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT xid::text, seq FROM events WHERE account_id = $1 AND id = $2 AND NOT is_test",
+    )
+    .bind(account)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .map_err(backend)
 }
 
 /// A connection or a transaction; both read the same way.
 struct Handle<C>(C);
 
 /// Reads one row of `table` by id, within `account`.
-async fn get<T>(
-    conn: &mut PgConnection,
+async fn get<T, C: Scope>(
+    conn: &mut C,
     table: &'static str,
     columns: &'static str,
     account: &str,
@@ -639,12 +740,13 @@ async fn get<T>(
 where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
+    let lock = conn.row_lock();
     sqlx::query_as(&format!(
-        "SELECT {columns} FROM {table} WHERE account_id = $1 AND id = $2"
+        "SELECT {columns} FROM {table} WHERE account_id = $1 AND id = $2{lock}"
     ))
     .bind(account)
     .bind(id)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **conn)
     .await
     .map_err(backend)
 }
@@ -763,7 +865,6 @@ where
     }
 
     async fn contact(&mut self, account: &str, id: &str) -> StoreResult<Option<Contact>> {
-        self.0.scope(account).await?;
         get(&mut self.0, "contacts", CONTACT_COLUMNS, account, id).await
     }
 
@@ -772,12 +873,14 @@ where
         account: &str,
         ids: &[String],
     ) -> StoreResult<Vec<Contact>> {
-        self.0.scope(account).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // Locked (in a transaction) in one order, so that two writers
+        // locking overlapping sets cannot deadlock.
+        let lock = self.0.row_lock();
         sqlx::query_as(&format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = $1 AND id = ANY($2)"
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = $1 AND id = ANY($2) ORDER BY id{lock}"
         ))
         .bind(account)
         .bind(ids)
@@ -787,12 +890,10 @@ where
     }
 
     async fn list_contacts(&mut self, account: &str, page: &Page) -> StoreResult<Listed<Contact>> {
-        self.0.scope(account).await?;
         list(&mut self.0, "contacts", CONTACT_COLUMNS, account, &[], page).await
     }
 
     async fn contact_has_messages(&mut self, account: &str, contact_id: &str) -> StoreResult<bool> {
-        self.0.scope(account).await?;
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM messages WHERE account_id = $1 AND contact_id = $2)",
         )
@@ -804,7 +905,6 @@ where
     }
 
     async fn conversation(&mut self, account: &str, id: &str) -> StoreResult<Option<Conversation>> {
-        self.0.scope(account).await?;
         get(
             &mut self.0,
             "conversations",
@@ -821,7 +921,6 @@ where
         filter: &ConversationFilter,
         page: &Page,
     ) -> StoreResult<Listed<Conversation>> {
-        self.0.scope(account).await?;
         let mut filters = Vec::new();
         if let Some(muted) = filter.muted {
             filters.push(Filter::Bool("is_muted", muted));
@@ -847,7 +946,6 @@ where
     }
 
     async fn message(&mut self, account: &str, id: &str) -> StoreResult<Option<MessageRecord>> {
-        self.0.scope(account).await?;
         get(&mut self.0, "messages", MESSAGE_COLUMNS, account, id).await
     }
 
@@ -857,7 +955,6 @@ where
         conversation_id: Option<&str>,
         page: &Page,
     ) -> StoreResult<Listed<MessageRecord>> {
-        self.0.scope(account).await?;
         let filters: Vec<Filter> = conversation_id
             .map(|c| Filter::Text("conversation_id", c))
             .into_iter()
@@ -878,7 +975,6 @@ where
         account: &str,
         conversation_id: &str,
     ) -> StoreResult<Vec<MessageRecord>> {
-        self.0.scope(account).await?;
         sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = $1 AND conversation_id = $2 ORDER BY seq"
         ))
@@ -890,7 +986,6 @@ where
     }
 
     async fn group(&mut self, account: &str, id: &str) -> StoreResult<Option<GroupRecord>> {
-        self.0.scope(account).await?;
         get(&mut self.0, "groups", GROUP_COLUMNS, account, id).await
     }
 
@@ -899,7 +994,6 @@ where
         account: &str,
         page: &Page,
     ) -> StoreResult<Listed<GroupRecord>> {
-        self.0.scope(account).await?;
         list(&mut self.0, "groups", GROUP_COLUMNS, account, &[], page).await
     }
 
@@ -918,7 +1012,6 @@ where
         account: &str,
         contact_id: &str,
     ) -> StoreResult<Vec<String>> {
-        self.0.scope(account).await?;
         sqlx::query_scalar(
             "SELECT g.id FROM group_members m JOIN groups g ON g.id = m.group_id WHERE g.account_id = $1 AND m.contact_id = $2 ORDER BY g.seq",
         )
@@ -930,7 +1023,6 @@ where
     }
 
     async fn attachment(&mut self, account: &str, id: &str) -> StoreResult<Option<Attachment>> {
-        self.0.scope(account).await?;
         get(&mut self.0, "attachments", ATTACHMENT_COLUMNS, account, id).await
     }
 
@@ -940,7 +1032,6 @@ where
         message_id: Option<&str>,
         page: &Page,
     ) -> StoreResult<Listed<Attachment>> {
-        self.0.scope(account).await?;
         let filters: Vec<Filter> = message_id
             .map(|m| Filter::Text("message_id", m))
             .into_iter()
@@ -961,7 +1052,6 @@ where
         account: &str,
         message_id: &str,
     ) -> StoreResult<Vec<Attachment>> {
-        self.0.scope(account).await?;
         sqlx::query_as(&format!(
             "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE account_id = $1 AND message_id = $2 ORDER BY seq"
         ))
@@ -973,7 +1063,6 @@ where
     }
 
     async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>> {
-        self.0.scope(account).await?;
         sqlx::query_as(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = $1 AND id = $2 AND NOT is_test"
         ))
@@ -989,7 +1078,6 @@ where
         account: &str,
         id: &str,
     ) -> StoreResult<Option<EventRecord>> {
-        self.0.scope(account).await?;
         get(&mut self.0, "events", EVENT_COLUMNS, account, id).await
     }
 
@@ -999,24 +1087,24 @@ where
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
-        self.0.scope(account).await?;
-        let after_seq: i64 = match after {
-            None => 0,
-            Some(id) => sqlx::query_scalar(
-                "SELECT seq FROM events WHERE account_id = $1 AND id = $2 AND NOT is_test",
-            )
-            .bind(account)
-            .bind(id)
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(backend)?
-            .ok_or(StoreError::UnknownCursor)?,
+        if !C::IN_TRANSACTION {
+            settle(&mut self.0).await?;
+        }
+        let settled = settled::<C>();
+        let (xid, seq) = match after {
+            None => ("0".to_owned(), 0),
+            Some(id) => event_position(&mut self.0, account, id)
+                .await?
+                .ok_or(StoreError::UnknownCursor)?,
         };
         sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = $1 AND seq > $2 AND NOT is_test ORDER BY seq LIMIT $3"
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE account_id = $1 AND (xid, seq) > ($2::xid8, $3) AND {settled} AND NOT is_test
+             ORDER BY xid, seq LIMIT $4"
         ))
         .bind(account)
-        .bind(after_seq)
+        .bind(xid)
+        .bind(seq)
         .bind(i64::from(limit))
         .fetch_all(&mut *self.0)
         .await
@@ -1024,10 +1112,14 @@ where
     }
 
     async fn latest_event_id(&mut self, account: &str) -> StoreResult<Option<String>> {
-        self.0.scope(account).await?;
-        sqlx::query_scalar(
-            "SELECT id FROM events WHERE account_id = $1 AND NOT is_test ORDER BY seq DESC LIMIT 1",
-        )
+        if !C::IN_TRANSACTION {
+            settle(&mut self.0).await?;
+        }
+        let settled = settled::<C>();
+        sqlx::query_scalar(&format!(
+            "SELECT id FROM events WHERE account_id = $1 AND {settled} AND NOT is_test
+             ORDER BY xid DESC, seq DESC LIMIT 1"
+        ))
         .bind(account)
         .fetch_optional(&mut *self.0)
         .await
@@ -1040,21 +1132,50 @@ where
         event_type: Option<&str>,
         page: &Page,
     ) -> StoreResult<Listed<EventRecord>> {
-        self.0.scope(account).await?;
-        let filters: Vec<Filter> = event_type
-            .map(|t| Filter::Text("event_type", t))
-            .into_iter()
-            .chain([Filter::Bool("is_test", false)])
-            .collect();
-        list(
-            &mut self.0,
-            "events",
-            EVENT_COLUMNS,
-            account,
-            &filters,
-            page,
-        )
-        .await
+        if !C::IN_TRANSACTION {
+            settle(&mut self.0).await?;
+        }
+        // As `list`, newest first, but in the log's order (see [`settled`]).
+        let cursor = match &page.cursor {
+            None => None,
+            Some(Cursor::After(id) | Cursor::Before(id)) => Some(
+                event_position(&mut self.0, account, id)
+                    .await?
+                    .ok_or(StoreError::UnknownCursor)?,
+            ),
+        };
+        let settled = settled::<C>();
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE {settled} AND NOT is_test AND account_id = "
+        ));
+        q.push_bind(account);
+        if let Some(t) = event_type {
+            q.push(" AND event_type = ").push_bind(t);
+        }
+        let backwards = matches!(page.cursor, Some(Cursor::Before(_)));
+        if let Some((xid, seq)) = cursor {
+            q.push(if backwards {
+                " AND (xid, seq) > ("
+            } else {
+                " AND (xid, seq) < ("
+            })
+            .push_bind(xid)
+            .push("::xid8, ")
+            .push_bind(seq)
+            .push(")");
+        }
+        q.push(if backwards {
+            " ORDER BY xid ASC, seq ASC LIMIT "
+        } else {
+            " ORDER BY xid DESC, seq DESC LIMIT "
+        })
+        .push_bind(i64::from(page.limit) + 1);
+        let items: Vec<EventRecord> = q
+            .build_query_as()
+            .fetch_all(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        Ok(Listed::from_probe(items, page.limit, backwards))
     }
 
     async fn idempotent_response(
@@ -1062,7 +1183,7 @@ where
         account: &str,
         key: &str,
     ) -> StoreResult<Option<IdempotentResponse>> {
-        self.0.scope(account).await?;
+        self.0.lock_idempotency_key(account, key).await?;
         sqlx::query_as(
             "SELECT request_hash, status, body, created_at FROM idempotency_keys WHERE account_id = $1 AND key = $2",
         )
@@ -1074,7 +1195,6 @@ where
     }
 
     async fn endpoint(&mut self, account: &str, id: &str) -> StoreResult<Option<EndpointRecord>> {
-        self.0.scope(account).await?;
         get(&mut self.0, "endpoints", ENDPOINT_COLUMNS, account, id).await
     }
 
@@ -1083,7 +1203,6 @@ where
         account: &str,
         page: &Page,
     ) -> StoreResult<Listed<EndpointRecord>> {
-        self.0.scope(account).await?;
         list(
             &mut self.0,
             "endpoints",
@@ -1096,7 +1215,6 @@ where
     }
 
     async fn delivery(&mut self, account: &str, id: &str) -> StoreResult<Option<DeliveryRecord>> {
-        self.0.scope(account).await?;
         get(&mut self.0, "deliveries", DELIVERY_COLUMNS, account, id).await
     }
 
@@ -1107,7 +1225,6 @@ where
         status: Option<&str>,
         page: &Page,
     ) -> StoreResult<Listed<DeliveryRecord>> {
-        self.0.scope(account).await?;
         let mut filters = vec![Filter::Text("endpoint_id", endpoint_id)];
         if let Some(status) = status {
             filters.push(Filter::Text("status", status));
@@ -1128,7 +1245,6 @@ where
         account: &str,
         delivery_id: &str,
     ) -> StoreResult<Vec<AttemptRecord>> {
-        self.0.scope(account).await?;
         let columns = ATTEMPT_COLUMNS
             .split(", ")
             .map(|c| format!("a.{c}"))
@@ -1152,7 +1268,6 @@ where
         since_ms: i64,
         bucket_ms: i64,
     ) -> StoreResult<Vec<AttemptBucket>> {
-        self.0.scope(account).await?;
         sqlx::query_as(
             "SELECT (a.started_at_ms - $1) / $2 AS bucket, COUNT(*) AS attempts,
                     SUM(CASE WHEN a.succeeded THEN 1 ELSE 0 END)::BIGINT AS succeeded,
@@ -1177,7 +1292,6 @@ where
         account: &str,
         endpoint_id: &str,
     ) -> StoreResult<Option<i64>> {
-        self.0.scope(account).await?;
         sqlx::query_scalar(
             "SELECT MAX(last_attempt_at) FROM deliveries WHERE account_id = $1 AND endpoint_id = $2",
         )
@@ -1193,7 +1307,6 @@ where
 impl WriteTx for Handle<PgTx> {
     async fn insert_account(&mut self, account: &Account, key_hash: &str) -> StoreResult<()> {
         self.0.scope_accounts().await?;
-        self.0.scope(&account.id).await?;
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&account.id)
             .bind(&account.name)
@@ -1216,7 +1329,6 @@ impl WriteTx for Handle<PgTx> {
         account: &str,
         session: &DashboardSession,
     ) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "INSERT INTO dashboard_sessions (token_hash, account_id, csrf, created_at, last_seen_at, expires_at, flash_kind, flash_message)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -1236,7 +1348,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn trim_dashboard_sessions(&mut self, account: &str, keep: u32) -> StoreResult<u64> {
-        self.0.scope(account).await?;
         let done = sqlx::query(
             "DELETE FROM dashboard_sessions WHERE account_id = $1 AND token_hash IN (
                 SELECT token_hash FROM dashboard_sessions WHERE account_id = $1
@@ -1257,7 +1368,6 @@ impl WriteTx for Handle<PgTx> {
         last_seen_at: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "UPDATE dashboard_sessions SET last_seen_at = $1, expires_at = $2 WHERE account_id = $3 AND token_hash = $4",
         )
@@ -1277,7 +1387,6 @@ impl WriteTx for Handle<PgTx> {
         token_hash: &str,
         flash: &SessionFlash,
     ) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "UPDATE dashboard_sessions SET flash_kind = $1, flash_message = $2 WHERE account_id = $3 AND token_hash = $4",
         )
@@ -1296,29 +1405,21 @@ impl WriteTx for Handle<PgTx> {
         account: &str,
         token_hash: &str,
     ) -> StoreResult<Option<SessionFlash>> {
-        // Under the account's lock, which every write of a session's message
-        // takes: the read and the clear are one step across nodes.
-        self.0.scope(account).await?;
-        let flash: Option<SessionFlash> = sqlx::query_as(
-            "SELECT flash_kind AS kind, flash_message AS message FROM dashboard_sessions
-             WHERE account_id = $1 AND token_hash = $2 AND flash_kind IS NOT NULL AND flash_message IS NOT NULL",
+        // Read and cleared in one statement: the row is locked, so of two
+        // takes (on any nodes) the second sees it cleared.
+        sqlx::query_as(
+            "UPDATE dashboard_sessions s SET flash_kind = NULL, flash_message = NULL
+             FROM (SELECT token_hash, flash_kind, flash_message FROM dashboard_sessions
+                   WHERE account_id = $1 AND token_hash = $2 FOR UPDATE) old
+             WHERE s.token_hash = old.token_hash
+               AND old.flash_kind IS NOT NULL AND old.flash_message IS NOT NULL
+             RETURNING old.flash_kind AS kind, old.flash_message AS message",
         )
         .bind(account)
         .bind(token_hash)
         .fetch_optional(&mut *self.0)
         .await
-        .map_err(backend)?;
-        if flash.is_some() {
-            sqlx::query(
-                "UPDATE dashboard_sessions SET flash_kind = NULL, flash_message = NULL WHERE account_id = $1 AND token_hash = $2",
-            )
-            .bind(account)
-            .bind(token_hash)
-            .execute(&mut *self.0)
-            .await
-            .map_err(backend)?;
-        }
-        Ok(flash)
+        .map_err(backend)
     }
 
     async fn delete_dashboard_session(
@@ -1326,7 +1427,6 @@ impl WriteTx for Handle<PgTx> {
         account: &str,
         token_hash: &str,
     ) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query("DELETE FROM dashboard_sessions WHERE account_id = $1 AND token_hash = $2")
             .bind(account)
             .bind(token_hash)
@@ -1337,7 +1437,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn insert_contact(&mut self, account: &str, c: &Contact) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "INSERT INTO contacts (account_id, id, username, phone_number, avatar_url, display_name, conversation_id, last_active_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
@@ -1357,7 +1456,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn update_contact(&mut self, account: &str, c: &Contact) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "UPDATE contacts SET username = $1, phone_number = $2, avatar_url = $3, display_name = $4, conversation_id = $5, last_active_at = $6 WHERE account_id = $7 AND id = $8",
         )
@@ -1376,12 +1474,10 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn delete_contact(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        self.0.scope(account).await?;
         delete(&mut self.0, "contacts", account, id).await
     }
 
     async fn insert_conversation(&mut self, account: &str, c: &Conversation) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "INSERT INTO conversations (account_id, id, contact_id, group_id, pinned_message_id, is_pinned, is_muted, last_active_at, last_opened_at, created_at, archived_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
@@ -1403,7 +1499,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn update_conversation(&mut self, account: &str, c: &Conversation) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "UPDATE conversations SET pinned_message_id = $1, is_pinned = $2, is_muted = $3, last_active_at = $4, last_opened_at = $5, archived_at = $6 WHERE account_id = $7 AND id = $8",
         )
@@ -1422,12 +1517,10 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn delete_conversation(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        self.0.scope(account).await?;
         delete(&mut self.0, "conversations", account, id).await
     }
 
     async fn insert_message(&mut self, account: &str, m: &MessageRecord) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "INSERT INTO messages (account_id, id, conversation_id, contact_id, message, reactions, read_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
@@ -1447,7 +1540,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn update_message(&mut self, account: &str, m: &MessageRecord) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "UPDATE messages SET message = $1, reactions = $2, read_at = $3, updated_at = $4 WHERE account_id = $5 AND id = $6",
         )
@@ -1464,12 +1556,10 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn delete_message(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        self.0.scope(account).await?;
         delete(&mut self.0, "messages", account, id).await
     }
 
     async fn insert_group(&mut self, account: &str, g: &GroupRecord) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "INSERT INTO groups (account_id, id, name, description, avatar_url, conversation_id, created_at, archived_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -1488,7 +1578,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn update_group(&mut self, account: &str, g: &GroupRecord) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "UPDATE groups SET name = $1, description = $2, avatar_url = $3, conversation_id = $4, archived_at = $5 WHERE account_id = $6 AND id = $7",
         )
@@ -1530,7 +1619,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn delete_group(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "DELETE FROM group_members WHERE group_id IN (SELECT id FROM groups WHERE account_id = $1 AND id = $2)",
         )
@@ -1549,7 +1637,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn insert_attachment(&mut self, account: &str, a: &Attachment) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "INSERT INTO attachments (account_id, id, message_id, filename, file_type, file_size, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -1567,7 +1654,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn update_attachment(&mut self, account: &str, a: &Attachment) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query("UPDATE attachments SET filename = $1 WHERE account_id = $2 AND id = $3")
             .bind(&a.filename)
             .bind(account)
@@ -1579,30 +1665,45 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn delete_attachment(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        self.0.scope(account).await?;
         delete(&mut self.0, "attachments", account, id).await
     }
 
     async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {
-        self.0.scope(account).await?;
-        // The event and the endpoints it goes to in one round trip (the
-        // account's lock is held for every one): a data-modifying WITH runs
-        // whether or not the query reads it.
+        // The event, the endpoints it goes to and (for the first
+        // `FAN_OUT_IN_ONE` of them) their deliveries, in one round trip: the
+        // sub-statements of a data-modifying WITH all run, and the
+        // deliveries' reference to the event is checked at the end of the
+        // statement. The endpoints are locked FOR KEY SHARE: one being
+        // deleted meanwhile either waits for this write (and then cancels
+        // the delivery it made) or is gone before it (and gets none); other
+        // changes to it proceed.
+        let ids: Vec<String> = (0..FAN_OUT_IN_ONE).map(|_| crate::ids::new_id()).collect();
         let endpoints: Vec<String> = sqlx::query_scalar(
             "WITH event AS (
-                INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5))
-             SELECT e.id FROM endpoints e WHERE e.account_id = $1 AND e.enabled
-               AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))",
+                INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)),
+             targets AS (
+                SELECT id, row_number() OVER (ORDER BY seq) AS n FROM (
+                    SELECT e.id, e.seq FROM endpoints e WHERE e.account_id = $1 AND e.enabled
+                      AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))
+                    FOR KEY SHARE OF e) t),
+             made AS (
+                INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
+                SELECT ($6::text[])[n], $1, id, $2, $3, 'pending', $7, $5, $5 FROM targets WHERE n <= cardinality($6::text[]))
+             SELECT id FROM targets ORDER BY n",
         )
         .bind(account)
         .bind(&e.id)
         .bind(&e.event_type)
         .bind(&e.body)
         .bind(e.created_at)
+        .bind(&ids)
+        .bind(crate::ids::now_ms())
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        fan_out(&mut self.0, account, e, &endpoints).await?;
+        if let Some(rest) = endpoints.get(FAN_OUT_IN_ONE..) {
+            fan_out(&mut self.0, account, e, rest).await?;
+        }
         Ok(endpoints.len() as u64)
     }
 
@@ -1612,7 +1713,6 @@ impl WriteTx for Handle<PgTx> {
         e: &EventRecord,
         endpoint_id: &str,
     ) -> StoreResult<String> {
-        self.0.scope(account).await?;
         sqlx::query(
             "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES ($1, $2, $3, $4, $5, true)",
         )
@@ -1628,7 +1728,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn insert_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(&format!(
             "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
@@ -1653,7 +1752,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn update_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
-        self.0.scope(account).await?;
         let updated = sqlx::query(
             "UPDATE endpoints SET name = $1, url = $2, description = $3, events = $4, enabled = $5, disabled_reason = $6,
                 secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11
@@ -1683,7 +1781,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn delete_endpoint(&mut self, account: &str, id: &str) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', next_attempt_ms = NULL, lease_until_ms = NULL, lease_owner = NULL, updated_at = $1
              WHERE account_id = $2 AND endpoint_id = $3 AND status = 'pending'",
@@ -1705,7 +1802,6 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<bool> {
-        self.0.scope(account).await?;
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0,
                 lease_until_ms = NULL, lease_owner = NULL, updated_at = $2
@@ -1729,7 +1825,6 @@ impl WriteTx for Handle<PgTx> {
         since: i64,
         now_ms: i64,
     ) -> StoreResult<u64> {
-        self.0.scope(account).await?;
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0,
                 lease_until_ms = NULL, lease_owner = NULL, updated_at = $2
@@ -1752,7 +1847,6 @@ impl WriteTx for Handle<PgTx> {
         key: &str,
         r: &IdempotentResponse,
     ) -> StoreResult<()> {
-        self.0.scope(account).await?;
         sqlx::query(
             "INSERT INTO idempotency_keys (account_id, key, request_hash, status, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -1766,6 +1860,10 @@ impl WriteTx for Handle<PgTx> {
         .await
         .map_err(unique("idempotency key"))?;
         Ok(())
+    }
+
+    fn reads_only_to_refer(&mut self) {
+        self.0.reads = RowLock::KeyShare;
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
@@ -1806,8 +1904,7 @@ async fn insert_delivery(
 
 /// Inserts one pending delivery of `e` per endpoint in `endpoints` (ids of
 /// the account's endpoints, just read) with one statement per
-/// [`ROWS_PER_STATEMENT`]: each
-/// statement is a round trip made while the account's lock is held.
+/// [`ROWS_PER_STATEMENT`].
 async fn fan_out(
     conn: &mut PgConnection,
     account: &str,

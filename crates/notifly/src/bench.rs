@@ -60,8 +60,7 @@ struct DeliveryBench {
     #[arg(long, default_value_t = 1)]
     nodes: usize,
     /// Accounts the writes are spread over (each registers the same
-    /// webhooks): one account's writes are serialized, different accounts'
-    /// are not.
+    /// webhooks).
     #[arg(long, default_value_t = 1)]
     accounts: usize,
 }

@@ -1,7 +1,7 @@
 //! The delivery fast path, through a real server: new deliveries handed to
-//! the dispatcher without a claim (SQLite), and backpressure, which slows
-//! writes to the pace of an endpoint that keeps up but never for one that
-//! hangs.
+//! the dispatcher without a claim (SQLite), and backpressure (both stores),
+//! which slows writes to the pace of an endpoint that keeps up but never
+//! for one that hangs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -76,12 +76,6 @@ async fn backpressure_bounds_a_fast_endpoints_backlog_and_a_hanging_one_holds_no
         c.delivery_timeout = "60s".to_owned();
     })
     .await;
-    if on_postgres(&server) {
-        // No hand-off, hence no pacing, on PostgreSQL (its speed and its
-        // backpressure are issue 12's).
-        eprintln!("backpressure is SQLite's; nothing to check on PostgreSQL");
-        return;
-    }
     let c = Arc::new(server.account("acme").await);
     let fast = webhook(&c, "fast", &rx.url("/fast"), &["contact.created"]).await;
     let hang = webhook(&c, "hang", &rx.url("/hang"), &["contact.created"]).await;

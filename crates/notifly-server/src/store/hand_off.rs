@@ -23,6 +23,12 @@
 //! acknowledgement to delivery, growing without bound. An endpoint that is
 //! slow, failing or hanging is not keeping up: its queue is its own, and
 //! nobody waits for it.
+//!
+//! Where claims start every delivery (PostgreSQL, whose nodes share the
+//! work), nothing is handed off, but the same pacing holds: each claim
+//! records what it left waiting per endpoint ([`HandOff::left_waiting`]),
+//! the queue as every node sees it, and a write's deliveries count as
+//! queued to their endpoints.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -180,6 +186,22 @@ impl HandOff {
             .entry(endpoint.to_owned())
             .or_default()
             .queued += 1;
+    }
+
+    /// Where claims alone start deliveries (PostgreSQL): records what the
+    /// latest claim left waiting, per endpoint: due deliveries it did not
+    /// take because the endpoint (or this node) was at its limit. They count
+    /// as queued for pacing, in place of what earlier claims left.
+    pub(crate) fn left_waiting(&self, waiting: HashMap<String, u32>) {
+        let mut slots = self.slots();
+        for (endpoint, flow) in &mut slots.flows {
+            flow.queued = waiting.get(endpoint).copied().unwrap_or(0);
+        }
+        for (endpoint, n) in waiting {
+            slots.flows.entry(endpoint).or_default().queued = n;
+        }
+        drop(slots);
+        self.drained.notify_waiters();
     }
 
     /// The write that queued a delivery to `endpoint` was rolled back.

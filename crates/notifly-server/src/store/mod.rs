@@ -288,7 +288,8 @@ pub trait Store: Send + Sync + 'static {
     /// dispatcher sends it without a claim. Claims take their slots from
     /// `hand_off` too. Returns whether the store does this; one that does
     /// not (PostgreSQL, where nodes share the work) leaves new deliveries
-    /// to claims, and the dispatcher counts its slots itself.
+    /// to claims, and the dispatcher counts its slots itself; it may still
+    /// tell `hand_off` what its claims leave waiting, for pacing.
     async fn hand_off(&self, hand_off: std::sync::Arc<HandOff>) -> bool {
         let _ = hand_off;
         false
@@ -609,9 +610,9 @@ pub trait WriteTx: Conn {
         true
     }
 
-    /// The endpoints this transaction created deliveries to that found no
-    /// free slot and wait in the queue (with a hand-off; see
-    /// [`HandOff::pace`]). Empty for a store without one.
+    /// The endpoints this transaction created deliveries to that wait in
+    /// their queue (see [`HandOff::pace`]): with a hand-off, those that
+    /// found no free slot; where claims start every delivery, all of them.
     fn queued_to(&self) -> Vec<String> {
         Vec::new()
     }

@@ -27,6 +27,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -131,6 +132,9 @@ pub struct PgStore {
     work: PgPool,
     /// Names this process in its announcements, so it ignores its own.
     node: String,
+    /// Where claims report what they left waiting, for pacing writes (see
+    /// [`Store::hand_off`]).
+    pacing: Arc<std::sync::OnceLock<Arc<HandOff>>>,
 }
 
 /// `url` naming the database `name` instead of its own (query kept): for
@@ -221,6 +225,7 @@ impl PgStore {
             pool,
             work,
             node: crate::ids::new_id(),
+            pacing: Arc::default(),
         })
     }
 
@@ -241,6 +246,7 @@ impl Store for PgStore {
             tx: self.begin().await?,
             reads: RowLock::Update,
             accounts_locked: false,
+            delivered_to: Vec::new(),
         })))
     }
 
@@ -276,14 +282,34 @@ impl Store for PgStore {
             .await
             .map_err(backend)?;
         let used: std::collections::HashMap<String, i64> = busy.into_iter().collect();
-        // Up to `per_endpoint` due, unleased deliveries of each enabled endpoint.
+        // Due, unleased deliveries of each enabled endpoint.
+        // Twice the limit, so that what the claim leaves tells a queue of a
+        // full slot's worth (pacing) from a few stragglers.
         let candidates: Vec<(String, String, bool)> = sqlx::query_as(dispatcher_sql::CANDIDATES)
             .bind(now_ms)
-            .bind(i64::from(r.per_endpoint))
+            .bind(2 * i64::from(r.per_endpoint))
             .fetch_all(&mut *tx)
             .await
             .map_err(backend)?;
+        // What the claim leaves waiting per endpoint, for pacing writes.
+        let pacing = self.pacing.get();
+        let mut waiting: std::collections::HashMap<String, u32> = Default::default();
+        let mut endpoint_of: std::collections::HashMap<String, String> = Default::default();
+        if pacing.is_some() {
+            for (id, endpoint, _) in &candidates {
+                *waiting.entry(endpoint.clone()).or_insert(0) += 1;
+                endpoint_of.insert(id.clone(), endpoint.clone());
+            }
+        }
         let chosen = choose_claims(candidates, used, r);
+        if let Some(pacing) = pacing {
+            for id in &chosen {
+                if let Some(n) = endpoint_of.get(id).and_then(|e| waiting.get_mut(e)) {
+                    *n -= 1;
+                }
+            }
+            pacing.left_waiting(waiting);
+        }
         if chosen.is_empty() {
             tx.commit().await.map_err(backend)?;
             return Ok(Vec::new());
@@ -449,6 +475,16 @@ impl Store for PgStore {
             .map_err(backend)
     }
 
+    /// Nodes share the work through claims, so nothing is handed off; but
+    /// claims tell `hand_off` what they leave waiting per endpoint, and a
+    /// write's deliveries count as queued to their endpoints
+    /// ([`WriteTx::queued_to`]), so that writes are paced on an endpoint
+    /// that keeps up but is backed up, as on SQLite.
+    async fn hand_off(&self, hand_off: Arc<HandOff>) -> bool {
+        let _ = self.pacing.set(hand_off);
+        false
+    }
+
     async fn announce(&self) -> StoreResult<()> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANGES_CHANNEL)
@@ -567,6 +603,8 @@ struct PgTx {
     /// How its reads of single rows lock them.
     reads: RowLock,
     accounts_locked: bool,
+    /// The endpoints it created deliveries to (for pacing).
+    delivered_to: Vec<String>,
 }
 
 /// The row lock a write transaction's read of one row takes (see
@@ -1704,7 +1742,13 @@ impl WriteTx for Handle<PgTx> {
         if let Some(rest) = endpoints.get(FAN_OUT_IN_ONE..) {
             fan_out(&mut self.0, account, e, rest).await?;
         }
-        Ok(endpoints.len() as u64)
+        let n = endpoints.len() as u64;
+        for endpoint in endpoints {
+            if !self.0.delivered_to.contains(&endpoint) {
+                self.0.delivered_to.push(endpoint);
+            }
+        }
+        Ok(n)
     }
 
     async fn insert_event_for_endpoint(
@@ -1864,6 +1908,10 @@ impl WriteTx for Handle<PgTx> {
 
     fn reads_only_to_refer(&mut self) {
         self.0.reads = RowLock::KeyShare;
+    }
+
+    fn queued_to(&self) -> Vec<String> {
+        self.0.delivered_to.clone()
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

@@ -80,3 +80,81 @@ async fn a_write_stuck_behind_a_row_lock_fails_with_503_and_others_go_on() {
     let (_, now) = c.get(&format!("/v1/contacts/{ada_id}")).await;
     assert_eq!(now["display_name"], "Ada L.");
 }
+
+/// A webhook's update and deletion are not starved by a steady stream of
+/// events fanned out to it (each fan-out would otherwise hold it a moment,
+/// one after another, for longer than the 5 s lock timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run with NOTIFLY_TEST_POSTGRES_URL set and --include-ignored"]
+async fn a_webhook_changes_while_events_stream_to_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    assert!(
+        std::env::var(POSTGRES_ENV).is_ok_and(|v| !v.is_empty()),
+        "{POSTGRES_ENV} is not set: this test needs PostgreSQL"
+    );
+    let server = TestServer::start_with(|c| c.allow_private_urls = true).await;
+    let c = Arc::new(server.account("acme").await);
+    let (status, hook) = c
+        .post(
+            "/v1/webhooks",
+            json!({"name": "busy", "url": "http://127.0.0.1:9/hook", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..16 {
+        let (c, stop) = (c.clone(), stop.clone());
+        writers.spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let (status, body) = c
+                    .post(
+                        "/v1/contacts",
+                        json!({"username": format!("w{w}n{n}"), "phone_number": "+1 555 0100"}),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{body}");
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        let (status, body) = c
+            .put(
+                &format!("/v1/webhooks/{hook_id}"),
+                json!({ "description": format!("change {i}") }),
+            )
+            .await;
+        assert_eq!(
+            status,
+            200,
+            "update {i} after {:?}: {body}",
+            started.elapsed()
+        );
+    }
+    let (status, body) = c.delete(&format!("/v1/webhooks/{hook_id}")).await;
+    assert!(status == 200 || status == 204, "delete: {status} {body}");
+    stop.store(true, Ordering::Relaxed);
+    while let Some(joined) = writers.join_next().await {
+        joined.unwrap();
+    }
+    // Nothing is left pending to the deleted webhook.
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = $1 AND status = 'pending'",
+    )
+    .bind(&hook_id)
+    .fetch_one(
+        &mut sqlx::PgConnection::connect(&server.config.database_url)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pending, 0);
+}

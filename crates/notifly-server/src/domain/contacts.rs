@@ -188,6 +188,7 @@ impl Notifly {
     /// reference it.
     pub async fn delete_contact(&self, account: &str, id: &str) -> DomainResult<Contact> {
         let mut tx = self.store.write().await?;
+        tx.reads_to_delete();
         let contact = found(tx.contact(account, id).await, KIND, id)?;
         if let Some(conversation) = &contact.conversation_id {
             return Err(DomainError::Conflict(format!(

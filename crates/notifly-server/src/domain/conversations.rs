@@ -228,6 +228,7 @@ impl Notifly {
     /// `conversation.deleted` with the conversation as it was.
     pub async fn delete_conversation(&self, account: &str, id: &str) -> DomainResult<Conversation> {
         let mut tx = self.store.write().await?;
+        tx.reads_to_delete();
         let (conversation, files) =
             delete_cascade(tx.as_mut(), account, id, true, &self.public_url).await?;
         self.commit(tx).await?;

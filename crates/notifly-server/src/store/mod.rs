@@ -598,10 +598,17 @@ pub trait WriteTx: Conn {
     /// message reads its conversation and sender): from now on its reads
     /// keep the rows they return from being deleted until it ends, without
     /// holding off other writes to them. Otherwise a write transaction's
-    /// reads of single rows lock them against every other write until it
-    /// ends, as a read-modify-write needs. A store whose writes run one at
+    /// reads of single rows lock them against other changes until it ends,
+    /// as a read-modify-write needs. A store whose writes run one at
     /// a time (SQLite) has nothing to lock.
     fn reads_only_to_refer(&mut self) {}
+
+    /// Says that this transaction reads rows to delete them (a contact, a
+    /// conversation): from now on its reads lock the rows they return
+    /// against new references too, so that no write adds a message to a
+    /// conversation being deleted. A store whose writes run one at a time
+    /// (SQLite) has nothing to lock.
+    fn reads_to_delete(&mut self) {}
 
     /// Whether this transaction made work that the dispatcher must claim:
     /// new deliveries it did not hand off, deliveries made pending again,

@@ -7,17 +7,25 @@
 //! **Locking.** Writes of one account run in parallel, on any node. What
 //! SQLite's single writer gives the domain's read-modify-write sequences
 //! (read a row, check a rule, write it back) comes from row locks: in a
-//! write transaction, a read of single rows locks them `FOR UPDATE`, or
-//! `FOR KEY SHARE` once the transaction said it reads only to refer to rows
-//! ([`WriteTx::reads_only_to_refer`]: a new message keeps its conversation
-//! from being deleted without holding off the conversation's other writes).
-//! Uniqueness comes from unique indexes, and the two requests with one
-//! idempotency key are serialized on an advisory lock of the key. The event
-//! log stays in order for its readers although writes commit out of `seq`
-//! order: see [`settled`]. Account creation and the "is the database empty"
-//! check of the bootstrap share one global advisory key. Under READ
-//! COMMITTED, a statement that waited for a row's lock sees the row as its
-//! holder committed it (or not at all, if it was deleted).
+//! write transaction, a read of single rows locks them `FOR NO KEY UPDATE`;
+//! `FOR UPDATE` after [`WriteTx::reads_to_delete`] (a conversation being
+//! deleted takes no new message); `FOR KEY SHARE` after
+//! [`WriteTx::reads_only_to_refer`] (a new message keeps its conversation
+//! from being deleted without holding off the conversation's other
+//! writes). Endpoints are the exception: an event's fan-out and a change to
+//! an endpoint order themselves on an advisory lock of the account's
+//! endpoints (shared by fan-outs, exclusive for changes; see
+//! [`Scope::lock_endpoints`]), whose waiters queue in order, so a steady
+//! stream of events cannot starve a webhook's update. Uniqueness comes from
+//! unique indexes, and the requests with one idempotency key are serialized
+//! on an advisory lock of the key. Two writes that lock the same rows in
+//! opposite orders can deadlock; PostgreSQL then fails one, which answers
+//! 503 with `Retry-After`. The event log stays in order for its readers
+//! although writes commit out of `seq` order: see [`settled`]. Account
+//! creation and the "is the database empty" check of the bootstrap share
+//! one global advisory key. Under READ COMMITTED, a statement that waited
+//! for a row's lock sees the row as its holder committed it (or not at
+//! all, if it was deleted).
 //!
 //! **Claims** serialize on one more advisory key (claims are short and commit
 //! before anything is sent), so the per-endpoint in-flight counts they read
@@ -42,6 +50,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Advisory-lock namespaces (the first key of the two-key form).
 const NS_GLOBAL: i32 = 0x4E46_0002;
 const NS_IDEMPOTENCY: i32 = 0x4E46_0003;
+const NS_ENDPOINTS: i32 = 0x4E46_0004;
 /// Keys in [`NS_GLOBAL`].
 const KEY_ACCOUNTS: i32 = 1;
 const KEY_CLAIM: i32 = 2;
@@ -244,8 +253,9 @@ impl Store for PgStore {
     async fn write(&self) -> StoreResult<Box<dyn WriteTx>> {
         Ok(Box::new(Handle(PgTx {
             tx: self.begin().await?,
-            reads: RowLock::Update,
+            reads: RowLock::NoKeyUpdate,
             accounts_locked: false,
+            endpoints_locked: None,
             delivered_to: Vec::new(),
         })))
     }
@@ -603,6 +613,9 @@ struct PgTx {
     /// How its reads of single rows lock them.
     reads: RowLock,
     accounts_locked: bool,
+    /// The lock it holds on its account's endpoints, if any: `true` for
+    /// the exclusive one (see [`Scope::lock_endpoints`]).
+    endpoints_locked: Option<bool>,
     /// The endpoints it created deliveries to (for pacing).
     delivered_to: Vec<String>,
 }
@@ -611,8 +624,13 @@ struct PgTx {
 /// [`WriteTx::reads_only_to_refer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RowLock {
-    /// `FOR UPDATE`: the transaction may change or delete the row, and
-    /// nobody else may until it ends (a read-modify-write).
+    /// `FOR NO KEY UPDATE`: the transaction may change the row, and nobody
+    /// else may until it ends (a read-modify-write). Writers that only
+    /// refer to the row (`FOR KEY SHARE`, and foreign-key checks) are not
+    /// held off, nor do they hold it off.
+    NoKeyUpdate,
+    /// `FOR UPDATE`: the transaction may delete the row; nobody may refer
+    /// to it anew until it ends.
     Update,
     /// `FOR KEY SHARE`: the transaction refers to the row (a new message's
     /// conversation); it cannot be deleted until the transaction ends, and
@@ -645,6 +663,13 @@ trait Scope: DerefMut<Target = PgConnection> + Send {
     fn row_lock(&self) -> &'static str;
     /// Serializes account creation and the "is the database empty" check.
     async fn scope_accounts(&mut self) -> StoreResult<()>;
+    /// Orders the account's event fan-outs (`exclusive: false`, which run
+    /// in parallel) against changes to its endpoints (`exclusive: true`):
+    /// an endpoint being changed or deleted waits for the fan-outs in
+    /// flight, and new ones wait for it. An advisory lock, whose waiters
+    /// queue in order: row locks would let a stream of fan-outs starve a
+    /// change. Does nothing outside a transaction.
+    async fn lock_endpoints(&mut self, account: &str, exclusive: bool) -> StoreResult<()>;
     /// Serializes the transactions that use one idempotency key, so the
     /// second of two concurrent requests waits for the first and replays
     /// its response instead of failing on the key's uniqueness.
@@ -663,6 +688,9 @@ impl Scope for PoolConnection<Postgres> {
     async fn lock_idempotency_key(&mut self, _account: &str, _key: &str) -> StoreResult<()> {
         Ok(())
     }
+    async fn lock_endpoints(&mut self, _account: &str, _exclusive: bool) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -670,6 +698,7 @@ impl Scope for PgTx {
     const IN_TRANSACTION: bool = true;
     fn row_lock(&self) -> &'static str {
         match self.reads {
+            RowLock::NoKeyUpdate => " FOR NO KEY UPDATE",
             RowLock::Update => " FOR UPDATE",
             RowLock::KeyShare => " FOR KEY SHARE",
         }
@@ -686,6 +715,27 @@ impl Scope for PgTx {
             .await
             .map_err(backend)?;
         self.accounts_locked = true;
+        Ok(())
+    }
+
+    async fn lock_endpoints(&mut self, account: &str, exclusive: bool) -> StoreResult<()> {
+        match self.endpoints_locked {
+            Some(true) => return Ok(()),
+            Some(false) if !exclusive => return Ok(()),
+            _ => {}
+        }
+        let sql = if exclusive {
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+        } else {
+            "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))"
+        };
+        sqlx::query(sql)
+            .bind(NS_ENDPOINTS)
+            .bind(account)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(backend)?;
+        self.endpoints_locked = Some(exclusive);
         Ok(())
     }
 
@@ -1233,7 +1283,19 @@ where
     }
 
     async fn endpoint(&mut self, account: &str, id: &str) -> StoreResult<Option<EndpointRecord>> {
-        get(&mut self.0, "endpoints", ENDPOINT_COLUMNS, account, id).await
+        // In a write transaction the account's endpoint lock stands in for
+        // a row lock: a write-back locks deliveries, then endpoints, and a
+        // row lock taken here first (before cancelling deliveries) would
+        // be the opposite order.
+        self.0.lock_endpoints(account, true).await?;
+        sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
     }
 
     async fn list_endpoints(
@@ -1711,10 +1773,11 @@ impl WriteTx for Handle<PgTx> {
         // `FAN_OUT_IN_ONE` of them) their deliveries, in one round trip: the
         // sub-statements of a data-modifying WITH all run, and the
         // deliveries' reference to the event is checked at the end of the
-        // statement. The endpoints are locked FOR KEY SHARE: one being
-        // deleted meanwhile either waits for this write (and then cancels
-        // the delivery it made) or is gone before it (and gets none); other
-        // changes to it proceed.
+        // statement. Under the account's endpoint lock (shared with other
+        // fan-outs): an endpoint being deleted meanwhile either waits for
+        // this write (and then cancels the delivery it made) or is gone
+        // before it (and gets none).
+        self.0.lock_endpoints(account, false).await?;
         let ids: Vec<String> = (0..FAN_OUT_IN_ONE).map(|_| crate::ids::new_id()).collect();
         let endpoints: Vec<String> = sqlx::query_scalar(
             "WITH event AS (
@@ -1722,8 +1785,7 @@ impl WriteTx for Handle<PgTx> {
              targets AS (
                 SELECT id, row_number() OVER (ORDER BY seq) AS n FROM (
                     SELECT e.id, e.seq FROM endpoints e WHERE e.account_id = $1 AND e.enabled
-                      AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))
-                    FOR KEY SHARE OF e) t),
+                      AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))) t),
              made AS (
                 INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
                 SELECT ($6::text[])[n], $1, id, $2, $3, 'pending', $7, $5, $5 FROM targets WHERE n <= cardinality($6::text[]))
@@ -1757,6 +1819,7 @@ impl WriteTx for Handle<PgTx> {
         e: &EventRecord,
         endpoint_id: &str,
     ) -> StoreResult<String> {
+        self.0.lock_endpoints(account, false).await?;
         sqlx::query(
             "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES ($1, $2, $3, $4, $5, true)",
         )
@@ -1772,6 +1835,7 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn insert_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
+        self.0.lock_endpoints(account, true).await?;
         sqlx::query(&format!(
             "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
@@ -1796,6 +1860,7 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn update_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
+        self.0.lock_endpoints(account, true).await?;
         let updated = sqlx::query(
             "UPDATE endpoints SET name = $1, url = $2, description = $3, events = $4, enabled = $5, disabled_reason = $6,
                 secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11
@@ -1825,6 +1890,7 @@ impl WriteTx for Handle<PgTx> {
     }
 
     async fn delete_endpoint(&mut self, account: &str, id: &str) -> StoreResult<()> {
+        self.0.lock_endpoints(account, true).await?;
         sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', next_attempt_ms = NULL, lease_until_ms = NULL, lease_owner = NULL, updated_at = $1
              WHERE account_id = $2 AND endpoint_id = $3 AND status = 'pending'",
@@ -1908,6 +1974,10 @@ impl WriteTx for Handle<PgTx> {
 
     fn reads_only_to_refer(&mut self) {
         self.0.reads = RowLock::KeyShare;
+    }
+
+    fn reads_to_delete(&mut self) {
+        self.0.reads = RowLock::Update;
     }
 
     fn queued_to(&self) -> Vec<String> {

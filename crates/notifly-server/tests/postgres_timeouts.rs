@@ -158,3 +158,102 @@ async fn a_webhook_changes_while_events_stream_to_it() {
     .unwrap();
     assert_eq!(pending, 0);
 }
+
+/// Writes that touch the same rows in opposite orders do not deadlock (a
+/// deadlock would answer 503): two messages' reactions listing two contacts
+/// each way round, and pinning messages while others are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run with NOTIFLY_TEST_POSTGRES_URL set and --include-ignored"]
+async fn writes_in_opposite_orders_do_not_deadlock() {
+    use std::sync::Arc;
+    assert!(
+        std::env::var(POSTGRES_ENV).is_ok_and(|v| !v.is_empty()),
+        "{POSTGRES_ENV} is not set: this test needs PostgreSQL"
+    );
+    let server = TestServer::start().await;
+    let c = Arc::new(server.account("acme").await);
+    let id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_owned();
+    let (_, a) = c
+        .post(
+            "/v1/contacts",
+            json!({"username": "a", "phone_number": "+1 555 0100"}),
+        )
+        .await;
+    let (_, b) = c
+        .post(
+            "/v1/contacts",
+            json!({"username": "b", "phone_number": "+1 555 0101"}),
+        )
+        .await;
+    let (status, conv) = c
+        .post("/v1/conversations", json!({"contact_id": id(&a)}))
+        .await;
+    assert_eq!(status, 201, "{conv}");
+    let conv = id(&conv);
+    let mut messages = Vec::new();
+    for i in 0..24 {
+        let (status, m) = c
+            .post(
+                "/v1/messages",
+                json!({"conversation_id": conv, "message": format!("m{i}")}),
+            )
+            .await;
+        assert_eq!(status, 201, "{m}");
+        messages.push(id(&m));
+    }
+    let (a, b) = (id(&a), id(&b));
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..8 {
+        let (c, m1, m2, a, b) = (
+            c.clone(),
+            messages[2 * round].clone(),
+            messages[2 * round + 1].clone(),
+            a.clone(),
+            b.clone(),
+        );
+        tasks.spawn(async move {
+            let react = |m: String, first: String, second: String| {
+                let c = c.clone();
+                async move {
+                    c.put(
+                        &format!("/v1/messages/{m}"),
+                        json!({"reactions": [
+                            {"contact_id": first, "emoji": "👍"},
+                            {"contact_id": second, "emoji": "👍"}]}),
+                    )
+                    .await
+                }
+            };
+            let (x, y) = tokio::join!(
+                react(m1, a.clone(), b.clone()),
+                react(m2, b.clone(), a.clone())
+            );
+            assert_eq!(x.0, 200, "{}", x.1);
+            assert_eq!(y.0, 200, "{}", y.1);
+        });
+    }
+    // Pin one message while deleting another, over and over.
+    for round in 0..4 {
+        let (c, conv, pin, gone) = (
+            c.clone(),
+            conv.clone(),
+            messages[16 + 2 * round].clone(),
+            messages[17 + 2 * round].clone(),
+        );
+        tasks.spawn(async move {
+            let (conv_path, gone_path) = (
+                format!("/v1/conversations/{conv}"),
+                format!("/v1/messages/{gone}"),
+            );
+            let (p, d) = tokio::join!(
+                c.put(&conv_path, json!({"pinned_message_id": pin})),
+                c.delete(&gone_path)
+            );
+            assert_eq!(p.0, 200, "{}", p.1);
+            assert!(d.0 == 200 || d.0 == 204, "{} {}", d.0, d.1);
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.unwrap();
+    }
+}

@@ -168,6 +168,10 @@ impl Notifly {
     ) -> DomainResult<Conversation> {
         let mut tx = self.store.write().await?;
         let before = found(tx.conversation(account, id).await, KIND, id)?;
+        // The message to pin is only referred to. Locked against changes,
+        // it would be taken after the conversation, while deleting a
+        // message takes the two the other way round.
+        tx.reads_only_to_refer();
         let mut after = before.clone();
         if let Some(pinned) = input.pinned_message_id {
             after.pinned_message_id = match pinned {

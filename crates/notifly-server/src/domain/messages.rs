@@ -245,6 +245,10 @@ impl Notifly {
     ) -> DomainResult<Message> {
         let mut tx = self.store.write().await?;
         let before = found(tx.message(account, id).await, KIND, id)?;
+        // The contacts of its reactions are only referred to (locked for
+        // update, two updates listing them in opposite orders could
+        // deadlock).
+        tx.reads_only_to_refer();
         let mut after = before.clone();
         if let Some(m) = not_null("message", input.message)? {
             after.message = text(&m)?;

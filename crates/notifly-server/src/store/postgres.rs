@@ -817,7 +817,8 @@ async fn event_position(
 /// A connection or a transaction; both read the same way.
 struct Handle<C>(C);
 
-/// Reads one row of `table` by id, within `account`.
+/// Reads one row of `table` by id, within `account`, locked as the handle
+/// locks what it reads (see [`Scope::row_lock`]).
 async fn get<T, C: Scope>(
     conn: &mut C,
     table: &'static str,
@@ -829,12 +830,28 @@ where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
     let lock = conn.row_lock();
+    get_locked(conn, table, columns, account, id, lock).await
+}
+
+/// Reads one row of `table` by id, within `account`, with the locking
+/// clause `lock` ("" for none).
+async fn get_locked<T>(
+    conn: &mut PgConnection,
+    table: &'static str,
+    columns: &'static str,
+    account: &str,
+    id: &str,
+    lock: &str,
+) -> StoreResult<Option<T>>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
     sqlx::query_as(&format!(
         "SELECT {columns} FROM {table} WHERE account_id = $1 AND id = $2{lock}"
     ))
     .bind(account)
     .bind(id)
-    .fetch_optional(&mut **conn)
+    .fetch_optional(conn)
     .await
     .map_err(backend)
 }
@@ -1288,14 +1305,7 @@ where
         // row lock taken here first (before cancelling deliveries) would
         // be the opposite order.
         self.0.lock_endpoints(account, true).await?;
-        sqlx::query_as(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE account_id = $1 AND id = $2"
-        ))
-        .bind(account)
-        .bind(id)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(backend)
+        get_locked(&mut self.0, "endpoints", ENDPOINT_COLUMNS, account, id, "").await
     }
 
     async fn list_endpoints(

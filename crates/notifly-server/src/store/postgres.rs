@@ -753,7 +753,7 @@ impl Scope for PgTx {
 
 /// The condition that keeps a reader of the event log to its settled part:
 /// events of transactions older than every transaction of this database
-/// still in flight (`notifly_log_horizon()`, migration 0006). Writes run in
+/// still in flight (`notifly_log_horizon()`, migrations 0006-0007). Writes run in
 /// parallel, so `seq` is taken in one order and committed in another; the
 /// log is ordered by the writing transaction's id, then `seq`, and no
 /// transaction that has yet to commit can add an event at or before a

@@ -758,13 +758,14 @@ impl Scope for PgTx {
 /// log is ordered by the writing transaction's id, then `seq`, and no
 /// transaction that has yet to commit can add an event at or before a
 /// position this condition lets a reader pass (its id is at least the
-/// horizon). A write transaction also reads its own events.
-fn settled<C: Scope>() -> &'static str {
+/// horizon). A write transaction also reads its own events; a reader
+/// outside one first waits for the writes in flight (see [`settle`]).
+async fn settled<C: Scope>(conn: &mut C) -> StoreResult<&'static str> {
     if C::IN_TRANSACTION {
-        "(xid < notifly_log_horizon() OR xid = pg_current_xact_id_if_assigned())"
-    } else {
-        "xid < notifly_log_horizon()"
+        return Ok("(xid < notifly_log_horizon() OR xid = pg_current_xact_id_if_assigned())");
     }
+    settle(conn).await?;
+    Ok("xid < notifly_log_horizon()")
 }
 
 /// Longest a reader of the event log waits for the transactions in flight
@@ -1192,10 +1193,7 @@ where
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
-        if !C::IN_TRANSACTION {
-            settle(&mut self.0).await?;
-        }
-        let settled = settled::<C>();
+        let settled = settled(&mut self.0).await?;
         let (xid, seq) = match after {
             None => ("0".to_owned(), 0),
             Some(id) => event_position(&mut self.0, account, id)
@@ -1217,10 +1215,7 @@ where
     }
 
     async fn latest_event_id(&mut self, account: &str) -> StoreResult<Option<String>> {
-        if !C::IN_TRANSACTION {
-            settle(&mut self.0).await?;
-        }
-        let settled = settled::<C>();
+        let settled = settled(&mut self.0).await?;
         sqlx::query_scalar(&format!(
             "SELECT id FROM events WHERE account_id = $1 AND {settled} AND NOT is_test
              ORDER BY xid DESC, seq DESC LIMIT 1"
@@ -1237,9 +1232,7 @@ where
         event_type: Option<&str>,
         page: &Page,
     ) -> StoreResult<Listed<EventRecord>> {
-        if !C::IN_TRANSACTION {
-            settle(&mut self.0).await?;
-        }
+        let settled = settled(&mut self.0).await?;
         // As `list`, newest first, but in the log's order (see [`settled`]).
         let cursor = match &page.cursor {
             None => None,
@@ -1249,7 +1242,6 @@ where
                     .ok_or(StoreError::UnknownCursor)?,
             ),
         };
-        let settled = settled::<C>();
         let mut q = QueryBuilder::<Postgres>::new(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE {settled} AND NOT is_test AND account_id = "
         ));

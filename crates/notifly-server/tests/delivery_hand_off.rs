@@ -1,5 +1,5 @@
 //! The delivery fast path, through a real server: new deliveries handed to
-//! the dispatcher without a claim (SQLite), and backpressure (both stores),
+//! the dispatcher without a claim, and backpressure (both stores),
 //! which slows writes to the pace of an endpoint that keeps up but never
 //! for one that hangs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,10 +26,10 @@ fn on_postgres(server: &common::TestServer) -> bool {
 }
 
 /// On SQLite each new delivery is handed to the dispatcher by the write that
-/// created it: none is claimed. PostgreSQL's nodes share work by claims, so
-/// there every delivery is claimed.
+/// created it: none is claimed. On PostgreSQL, so is each that finds a free
+/// slot of its endpoint in the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_deliveries_are_sent_without_a_claim_on_sqlite() {
+async fn new_deliveries_are_sent_without_a_claim() {
     let rx = Receiver::start().await;
     rx.set("/ok", Behavior::Ok);
     let server = helpers::server(|_| {}).await;
@@ -47,7 +47,14 @@ async fn new_deliveries_are_sent_without_a_claim_on_sqlite() {
     let handed_off = sample_of(&after, HANDED_OFF) - sample_of(&before, HANDED_OFF);
     let claimed = sample_of(&after, CLAIMED) - sample_of(&before, CLAIMED);
     if on_postgres(&server) {
-        assert_eq!((handed_off, claimed), (0.0, 20.0));
+        // A delivery's slot is held in the database until its result is
+        // written: the first 16 (the endpoint's limit) find one free, and
+        // those after wait for a claim only if the results lag behind.
+        assert_eq!(handed_off + claimed, 20.0);
+        assert!(
+            handed_off >= 16.0,
+            "{handed_off} handed off, {claimed} claimed"
+        );
     } else {
         assert_eq!(
             (handed_off, claimed),

@@ -23,7 +23,8 @@ const ENDPOINTS: i64 = 100;
 const PER_ENDPOINT: i64 = 1000;
 
 /// 100 endpoints, 1,000 events, one pending delivery of each event to each
-/// endpoint (the first 16 of each endpoint leased), and as many succeeded.
+/// endpoint (the first 16 of each endpoint leased, holding its 16 slots),
+/// and as many succeeded.
 const SEED: &str = "
 INSERT INTO accounts (id, name, created_at) VALUES ('acct', 'acme', 0);
 INSERT INTO endpoints (id, account_id, name, url, events, enabled, secret, created_at, updated_at)
@@ -36,6 +37,9 @@ INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, statu
   FROM generate_series(1, 100) e, generate_series(1, 1000) v;
 UPDATE deliveries SET lease_until_ms = 9000000000000, lease_owner = 'node-x:1'
   WHERE status = 'pending' AND next_attempt_ms <= 1000016;
+INSERT INTO endpoint_slots (endpoint_id, n, delivery_id, owner, until_ms)
+  SELECT 'ep' || e, n, 'p' || e || '_' || (n + 1), 'node-x:1', 9000000000000
+  FROM generate_series(1, 100) e, generate_series(0, 15) n;
 INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
   SELECT 's' || e || '_' || v, 'acct', 'ep' || e, 'ev' || v, 'contact.created', 'succeeded', NULL, 0, 0
   FROM generate_series(1, 100) e, generate_series(1, 1000) v;
@@ -143,16 +147,32 @@ async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
         &["deliveries_queue", "deliveries_leased"],
         2_000,
     );
-    let plan = explain(conn, dispatcher_sql::BUSY, &[now_ms]).await;
-    check(
-        &format!("busy ({when})"),
-        &plan,
-        &["deliveries_leased"],
-        2_000,
-    );
     // The claim locks what it reads: explain it in a transaction that is
     // rolled back.
     let mut tx = conn.begin().await.unwrap();
+    let endpoints: Vec<String> = (1..=ENDPOINTS).map(|e| format!("ep{e}")).collect();
+    let text = format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+        dispatcher_sql::FREE_SLOTS
+    );
+    let plan = sqlx::query_scalar::<_, sqlx::types::Json<Value>>(&text)
+        .bind(&endpoints)
+        .bind(vec![32_i32; endpoints.len()])
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .0;
+    let mut all = Vec::new();
+    nodes(&plan[0]["Plan"], &mut all);
+    assert!(
+        all.iter().any(|n| n["Index Name"] == "endpoint_slots_pkey")
+            && !all
+                .iter()
+                .any(|n| n["Node Type"] == "Seq Scan" && n["Relation Name"] == "endpoint_slots"),
+        "free slots ({when}): not a range of endpoint_slots_pkey per endpoint:\n{plan:#}"
+    );
+    check(&format!("free slots ({when})"), &plan, &[], 2_000);
     let plan = explain(&mut tx, dispatcher_sql::CANDIDATES, &[now_ms, 16]).await;
     tx.rollback().await.unwrap();
     check(

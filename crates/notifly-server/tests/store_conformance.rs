@@ -37,6 +37,8 @@ struct Db {
     store: Arc<dyn Store>,
     /// The PostgreSQL database, dropped (with `FORCE`) after the store.
     _pg: Option<common::PgTestDb>,
+    /// Where the store is, for a second store (node) on it.
+    url: String,
     /// The SQLite file's directory; last, so it outlives the store.
     _dir: tempfile::TempDir,
 }
@@ -51,6 +53,7 @@ impl Db {
         Db {
             store,
             _pg: None,
+            url,
             _dir: dir,
         }
     }
@@ -74,6 +77,7 @@ impl Db {
         Db {
             store,
             _pg: Some(pg),
+            url,
             _dir: tempfile::tempdir().expect("tempdir"),
         }
     }
@@ -3572,8 +3576,9 @@ async fn dashboard_sessions_are_isolated(store: Arc<dyn Store>) {
 }
 
 // ---------------------------------------------------------------------------
-// The hand-off of new deliveries: SQLite only (PostgreSQL's nodes share the
-// work through claims, and its store declines the hand-off).
+// The hand-off of new deliveries. On SQLite one process serves the database
+// and its slots are in memory; on PostgreSQL an endpoint's slots are rows
+// of the database, which writes and claims of every node take.
 
 /// A delivery created by a write is leased in that write and handed to the
 /// dispatcher once durable, without a claim; a rolled-back write hands off
@@ -3687,4 +3692,126 @@ async fn sqlite_hand_off_sends_new_deliveries_without_a_claim_and_loses_none() {
     assert_eq!(claimed_ids(&again), sorted(expected));
     let first = delivery(&store, &account, &c.delivery_id).await;
     assert_eq!(first.status, "succeeded");
+}
+
+/// Two nodes on one PostgreSQL database, an endpoint limited to 2 in flight.
+/// Each node's writes lease their new deliveries and hand them to their own
+/// dispatcher while the endpoint has a free slot; the limit holds across
+/// the nodes and across hand-offs and claims; a rolled-back write frees its
+/// slot; a recorded result frees it for the deliveries waiting; and a node
+/// that stops hands its slots back with its leases.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run with NOTIFLY_TEST_POSTGRES_URL set and --include-ignored"]
+async fn postgres_hand_off_keeps_an_endpoints_limit_across_nodes() {
+    use notifly_server::store::HandOff;
+
+    let db = Db::postgres().await;
+    let a = db.store.clone();
+    let b = notifly_server::open_store(&db.url).await.unwrap();
+    let to_a = Arc::new(HandOff::new("node-a", 60_000, 2, 1, 100));
+    let to_b = Arc::new(HandOff::new("node-b", 60_000, 2, 1, 100));
+    assert!(a.hand_off(to_a.clone()).await);
+    assert!(b.hand_off(to_b.clone()).await);
+    let account = new_account(&a, "acme").await;
+    let ep = add_endpoint(&a, &account, "main", &["*"], true).await;
+    let next = |h: &Arc<HandOff>| {
+        let h = h.clone();
+        async move { tokio::time::timeout(Duration::from_millis(200), h.next()).await }
+    };
+
+    // Node A's write takes one slot and hands its delivery to A, once
+    // committed, with no claim.
+    let e = event("contact.created");
+    let mut tx = begin(&a).await;
+    assert_eq!(tx.insert_event(&account, &e).await.unwrap(), 1);
+    assert!(!tx.claimable_work(), "a handed-off delivery needs no claim");
+    assert!(next(&to_a).await.is_err(), "handed off before the commit");
+    commit(tx).await;
+    let ready = next(&to_a).await.expect("handed off after the commit");
+    let (on_a, body) = &ready[0];
+    assert_eq!(
+        (
+            on_a.endpoint_id.as_str(),
+            on_a.event_id.as_str(),
+            on_a.attempt
+        ),
+        (ep.id.as_str(), e.id.as_str(), 1)
+    );
+    assert_eq!(
+        (on_a.url.as_str(), on_a.secret.as_str()),
+        (ep.url.as_str(), ep.secret.as_str())
+    );
+    assert_eq!(body.as_ref(), e.body.as_bytes());
+    assert_eq!(
+        to_a.free(),
+        99,
+        "its slot here is taken until the attempt ends"
+    );
+
+    // A write on node B that is rolled back gives its slot back, here and
+    // in the database.
+    let mut tx = begin(&b).await;
+    tx.insert_event(&account, &event("contact.created"))
+        .await
+        .unwrap();
+    assert_eq!(to_b.free(), 99);
+    drop(tx);
+    assert_eq!(to_b.free(), 100);
+
+    // B's next write takes the endpoint's second slot; the one after finds
+    // none (A holds the other) and waits for a claim.
+    emit_event(&b, &account, &event("contact.created")).await;
+    let ready = next(&to_b).await.expect("the freed slot is taken again");
+    let on_b = ready[0].0.clone();
+    let mut tx = begin(&b).await;
+    tx.insert_event(&account, &event("contact.created"))
+        .await
+        .unwrap();
+    assert!(
+        tx.claimable_work(),
+        "a delivery left unleased must be claimed"
+    );
+    commit(tx).await;
+    assert!(next(&to_b).await.is_err(), "over the limit: not handed off");
+    assert_eq!(deliveries(&a, &account, &ep.id).await.len(), 3);
+    for (store, owner) in [(&a, "node-a:1"), (&b, "node-b:1")] {
+        assert!(
+            claim(store, &claim_request(owner, 2, 100, 60_000))
+                .await
+                .is_empty(),
+            "{owner}: two in flight across the nodes, the limit"
+        );
+    }
+
+    // A's attempt is recorded: its slot is free, and B's claim takes the
+    // delivery that waited.
+    a.record_attempts(
+        &[result_of(on_a, "node-a:h", Some(200), NextStep::Succeeded)],
+        3600,
+    )
+    .await
+    .unwrap();
+    to_a.release(&ep.id);
+    let claimed = claim(&b, &claim_request("node-b:2", 2, 100, 60_000)).await;
+    assert_eq!(
+        claimed.len(),
+        1,
+        "the freed slot goes to the waiting delivery"
+    );
+    assert!(
+        claim(&a, &claim_request("node-a:2", 2, 100, 60_000))
+            .await
+            .is_empty()
+    );
+
+    // Node B stops without sending either: it hands back their leases and
+    // slots, and node A takes both at once.
+    assert_eq!(b.release_leases("node-b").await.unwrap(), 2);
+    let again = claim(&a, &claim_request("node-a:3", 2, 100, 60_000)).await;
+    assert_eq!(
+        claimed_ids(&again),
+        sorted(vec![on_b.delivery_id, claimed[0].delivery_id.clone()])
+    );
+    b.close().await;
+    a.close().await;
 }

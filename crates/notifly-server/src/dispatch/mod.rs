@@ -9,11 +9,12 @@
 //!                    next claim ◄── notify ◄── write-back (one transaction per batch)
 //! ```
 //!
-//! Where the store hands off new deliveries (SQLite), a delivery created on
-//! this process is sent as soon as its commit is durable, with no claim
-//! query; claims remain for retries, deliveries that found their endpoint's
-//! slots full, and work left by a dead process. Both paths take slots from
-//! one [`HandOff`], which keeps to the limits in flight.
+//! A delivery created on this process is handed off: sent as soon as its
+//! commit is durable, with no claim query, by a task of its own (so it never
+//! waits for a claim in progress). Claims remain for retries, deliveries
+//! that found their endpoint's slots full, other nodes' deliveries
+//! (PostgreSQL) and work left by a dead process. Both paths take slots
+//! from one [`HandOff`], which keeps to the limits in flight.
 //!
 //! Nothing is held locked across an HTTP call: deliveries are leased before
 //! any request is sent. If this process dies, its leases are handed back at
@@ -240,6 +241,14 @@ async fn run(
         metrics: metrics.clone(),
         slots: slots.clone(),
     });
+    // Handed-off deliveries are sent by a task of their own, so that none
+    // waits for a claim in progress (a few round trips on PostgreSQL).
+    let hand_offs = tokio::spawn(send_handed_off(
+        sending.clone(),
+        slots.clone(),
+        config.timeout,
+        shutdown.clone(),
+    ));
     let mut sends = JoinSet::new();
     let mut claims: u64 = 0;
     // Claim at start: work may be waiting (retries, a dead process's).
@@ -319,33 +328,15 @@ async fn run(
             next_look = tokio::time::Instant::now() + sleep;
         }
         tokio::select! {
-            ready = slots.next() => {
-                // New deliveries, leased and durable: send them, no claim.
-                for (c, body) in ready {
-                    sending.spawn(&mut sends, c, body, slots.owner().to_owned(), true);
-                }
-            }
             () = wake.notified() => need_claim = true,
             () = tokio::time::sleep_until(next_look) => need_claim = true,
             () = shutdown.cancelled() => {}
         }
     }
 
-    // Drain: attempts in flight get a short grace to finish and be written;
-    // the rest are abandoned unrecorded and their leases handed back below,
-    // so another node (or this one after a restart) sends them at once
-    // instead of waiting for the leases to expire.
-    let drained = tokio::time::timeout(DRAIN_GRACE.min(config.timeout), async {
-        while sends.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::info!(
-            abandoned = sends.len(),
-            "attempts still in flight at shutdown were abandoned"
-        );
-        sends.abort_all();
-        while sends.join_next().await.is_some() {}
+    drain(sends, config.timeout).await;
+    if let Err(e) = hand_offs.await {
+        tracing::error!(error = %e, "hand-off task failed");
     }
     drop(sending);
     if let Err(e) = writer.await {
@@ -361,6 +352,49 @@ async fn run(
             }
         }
         Err(e) => tracing::warn!(error = ?e, "could not hand back leases; they will expire"),
+    }
+}
+
+/// Sends the deliveries handed off to this process as they come, until
+/// `shutdown`; then drains them like the claimed ones.
+async fn send_handed_off(
+    sending: Arc<Sending>,
+    slots: Arc<HandOff>,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut sends = JoinSet::new();
+    loop {
+        tokio::select! {
+            ready = slots.next() => {
+                // New deliveries, leased and durable: send them, no claim.
+                while sends.try_join_next().is_some() {}
+                for (c, body) in ready {
+                    sending.spawn(&mut sends, c, body, slots.owner().to_owned(), true);
+                }
+            }
+            () = shutdown.cancelled() => break,
+        }
+    }
+    drain(sends, timeout).await;
+}
+
+/// At shutdown, attempts in flight get a short grace to finish and be
+/// written; the rest are abandoned unrecorded and their leases handed back
+/// (see `run`), so another node (or this one after a restart) sends them at
+/// once instead of waiting for the leases to expire.
+async fn drain(mut sends: JoinSet<()>, timeout: Duration) {
+    let drained = tokio::time::timeout(DRAIN_GRACE.min(timeout), async {
+        while sends.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            abandoned = sends.len(),
+            "attempts still in flight at shutdown were abandoned"
+        );
+        sends.abort_all();
+        while sends.join_next().await.is_some() {}
     }
 }
 

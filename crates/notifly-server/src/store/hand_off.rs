@@ -1,18 +1,23 @@
 //! The hot path for new deliveries: handed to this process's dispatcher in
 //! memory, without a claim.
 //!
-//! A store that supports it (SQLite, where one process serves the database)
-//! leases each new delivery to this process in the transaction that creates
-//! it, if the endpoint has a free slot, and queues it here once the
-//! transaction's `COMMIT` is durable. The dispatcher sends what is queued
+//! The store leases each new delivery to this process in the transaction
+//! that creates it, if the endpoint has a free slot, and queues it here once
+//! the transaction's `COMMIT` is durable. The dispatcher sends what is queued
 //! straight away. Nothing is lost if the process dies between the commit
 //! and the send: the rows are leased, not sent, and leases left by a dead
 //! process are handed back when the next one starts serving (or expire).
 //!
 //! The slots are this process's attempts in flight, per endpoint and in
-//! all. The store takes them under its writer, both for hand-offs and for
-//! claims, so the two paths together never exceed the limits; the
-//! dispatcher frees one when an attempt ends.
+//! all; the dispatcher frees one when an attempt ends. On SQLite (one
+//! process serves the database) they are the limits themselves: the store
+//! takes them under its writer, both for hand-offs and for claims, so the
+//! two paths together never exceed them. On PostgreSQL an endpoint's limit
+//! is shared by every node, so its slots are rows of the database
+//! (`endpoint_slots`), held by each leased delivery until its result is
+//! written: a write or a claim takes a free one there (never waiting for
+//! another node's), and counts it here too, with this process's limit in
+//! all ([`HandOff::take_total`]).
 //!
 //! **Pacing.** A delivery that finds its endpoint's slots full waits in the
 //! queue for a claim. If the endpoint is keeping up (its recent attempts
@@ -24,11 +29,9 @@
 //! slow, failing or hanging is not keeping up: its queue is its own, and
 //! nobody waits for it.
 //!
-//! Where claims start every delivery (PostgreSQL, whose nodes share the
-//! work), nothing is handed off, but the same pacing holds: each claim
-//! records what it left waiting per endpoint ([`HandOff::left_waiting`]),
-//! the queue as every node sees it, and a write's deliveries count as
-//! queued to their endpoints.
+//! On PostgreSQL each claim also records what it left waiting per endpoint
+//! ([`HandOff::left_waiting`]): the queue as every node sees it, including
+//! other nodes' deliveries.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -120,6 +123,11 @@ impl HandOff {
         &self.owner
     }
 
+    /// Most attempts in flight to one endpoint.
+    pub fn per_endpoint(&self) -> u32 {
+        self.per_endpoint
+    }
+
     /// How long a handed-off delivery is leased.
     pub fn lease_ms(&self) -> i64 {
         self.lease_ms
@@ -166,6 +174,45 @@ impl HandOff {
             drop(slots);
             self.drained.notify_waiters();
         }
+    }
+
+    /// Takes up to `n` of this process's slots in all, for the hand-offs of
+    /// one write whose endpoints' own slots are held in the database
+    /// (PostgreSQL, whose nodes share them): returns how many it took.
+    /// Each that the write hands off becomes one endpoint's slot
+    /// ([`HandOff::took_slot`]); the rest go back ([`HandOff::give_back`]).
+    pub(crate) fn take_total(&self, n: u32) -> u32 {
+        let mut slots = self.slots();
+        let took = n.min(self.max.saturating_sub(slots.total));
+        slots.total += took;
+        took
+    }
+
+    /// One slot taken by [`HandOff::take_total`] went to a delivery to
+    /// `endpoint`, which holds one of the endpoint's slots in the database.
+    pub(crate) fn took_slot(&self, endpoint: &str) {
+        *self
+            .slots()
+            .by_endpoint
+            .entry(endpoint.to_owned())
+            .or_insert(0) += 1;
+    }
+
+    /// Gives back `n` slots taken by [`HandOff::take_total`] and not used.
+    pub(crate) fn give_back(&self, n: u32) {
+        let mut slots = self.slots();
+        slots.total = slots.total.saturating_sub(n);
+    }
+
+    /// The endpoints with deliveries waiting in their queue: a new delivery
+    /// to one of them is not handed off (it would overtake them).
+    pub(crate) fn queued_endpoints(&self) -> Vec<String> {
+        self.slots()
+            .flows
+            .iter()
+            .filter(|(_, f)| f.queued > 0)
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 
     /// Undoes [`HandOff::occupy`]: the claim was rolled back, so the

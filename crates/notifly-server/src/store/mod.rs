@@ -286,10 +286,9 @@ pub trait Store: Send + Sync + 'static {
     /// is leased to this process in the transaction that creates it (when
     /// its endpoint has a free slot) and queued there once durable, so the
     /// dispatcher sends it without a claim. Claims take their slots from
-    /// `hand_off` too. Returns whether the store does this; one that does
-    /// not (PostgreSQL, where nodes share the work) leaves new deliveries
-    /// to claims, and the dispatcher counts its slots itself; it may still
-    /// tell `hand_off` what its claims leave waiting, for pacing.
+    /// `hand_off` too. Returns whether the store does this (both do); one
+    /// that did not would leave new deliveries to claims, and the
+    /// dispatcher would count its slots itself.
     async fn hand_off(&self, hand_off: std::sync::Arc<HandOff>) -> bool {
         let _ = hand_off;
         false

@@ -27,12 +27,17 @@
 //! for a row's lock sees the row as its holder committed it (or not at
 //! all, if it was deleted).
 //!
-//! **Claims** serialize on one more advisory key (claims are short and commit
-//! before anything is sent), so the per-endpoint in-flight counts they read
-//! from live leases hold across nodes; candidate rows are locked with
-//! `FOR UPDATE SKIP LOCKED`, so a claim never waits on a delivery that a
-//! write (a manual retry, a write-back) is changing.
+//! **Slots, hand-offs and claims.** An endpoint's in-flight limit is its
+//! rows in `endpoint_slots` (migration 0008): each leased delivery holds one
+//! until its result is written (or its lease runs out). A write takes free
+//! slots in its event insert and leases those deliveries to its node, whose
+//! dispatcher gets them once the write commits (the hand-off, see
+//! [`HandOff`]); a claim takes free slots for the due deliveries it leases.
+//! Both lock slots and candidate rows `FOR UPDATE SKIP LOCKED`, so no claim
+//! or write waits for another's, two can never take the same slot, and no
+//! lock spans the claims of the nodes.
 
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -53,7 +58,6 @@ const NS_IDEMPOTENCY: i32 = 0x4E46_0003;
 const NS_ENDPOINTS: i32 = 0x4E46_0004;
 /// Keys in [`NS_GLOBAL`].
 const KEY_ACCOUNTS: i32 = 1;
-const KEY_CLAIM: i32 = 2;
 
 /// The `NOTIFY` channel on which nodes announce their writes.
 const CHANGES_CHANNEL: &str = "notifly_changes";
@@ -89,12 +93,16 @@ pub mod dispatcher_sql {
                  ORDER BY d.lease_until_ms LIMIT 1)))
          FROM endpoints e WHERE e.enabled";
 
-    /// Live leases of each enabled endpoint, across nodes (`$1`: now, ms):
-    /// one range of `deliveries_leased` each. (A `GROUP BY` over the table
-    /// was planned, on stale statistics, as a parallel scan of it.)
-    pub const BUSY: &str = "SELECT e.id, (SELECT COUNT(*) FROM deliveries d
-            WHERE d.endpoint_id = e.id AND d.lease_until_ms IS NOT NULL AND d.lease_until_ms > $1)
-         FROM endpoints e WHERE e.enabled";
+    /// The free slots (`endpoint_slots`, migration 0008) of each endpoint
+    /// `$1[i]` below its limit `$2[i]` (`$3`: now, ms), locked for the
+    /// claim: a few rows of the primary key each. Slots another transaction
+    /// holds are skipped, not waited for (and count as taken).
+    pub const FREE_SLOTS: &str = "SELECT w.e, s.n FROM unnest($1::text[], $2::int[]) AS w(e, lim)
+         CROSS JOIN LATERAL (
+            SELECT s.n FROM endpoint_slots s
+            WHERE s.endpoint_id = w.e AND s.n < w.lim AND (s.delivery_id IS NULL OR s.until_ms <= $3)
+            ORDER BY s.n
+            FOR UPDATE SKIP LOCKED) s";
 
     /// Up to `$2` due, unleased deliveries of each enabled endpoint (`$1`:
     /// now, ms): one index range per endpoint (LATERAL), so a backlog on one
@@ -141,9 +149,18 @@ pub struct PgStore {
     work: PgPool,
     /// Names this process in its announcements, so it ignores its own.
     node: String,
-    /// Where claims report what they left waiting, for pacing writes (see
-    /// [`Store::hand_off`]).
-    pacing: Arc<std::sync::OnceLock<Arc<HandOff>>>,
+    /// This node's dispatcher's slots, once it runs (see
+    /// [`Store::hand_off`]): writes hand their new deliveries to it, and
+    /// claims take its slots and report what they left waiting.
+    hand_off: Arc<std::sync::OnceLock<Arc<HandOff>>>,
+    /// Endpoints whose slot rows this process has made (up to how many):
+    /// only a claim for an endpoint not yet here makes them.
+    slots_made: Arc<std::sync::Mutex<HashMap<String, u32>>>,
+    /// How many endpoints each account's latest event went to: a write
+    /// sets aside that many of this node's slots for its hand-offs (not
+    /// all it may hand off, which would leave claims none while many
+    /// writes run).
+    fan_outs: Arc<std::sync::Mutex<HashMap<String, u32>>>,
 }
 
 /// `url` naming the database `name` instead of its own (query kept): for
@@ -234,7 +251,9 @@ impl PgStore {
             pool,
             work,
             node: crate::ids::new_id(),
-            pacing: Arc::default(),
+            hand_off: Arc::default(),
+            slots_made: Arc::default(),
+            fan_outs: Arc::default(),
         })
     }
 
@@ -256,7 +275,14 @@ impl Store for PgStore {
             reads: RowLock::NoKeyUpdate,
             accounts_locked: false,
             endpoints_locked: None,
-            delivered_to: Vec::new(),
+            queued_to: Vec::new(),
+            claimable: false,
+            fan_outs: self.fan_outs.clone(),
+            staged: Staged {
+                hand_off: self.hand_off.get().cloned(),
+                ready: Vec::new(),
+                queued: Vec::new(),
+            },
         })))
     }
 
@@ -273,63 +299,115 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
+        let hand_off = self.hand_off.get();
+        let mut r = r.clone();
+        if let Some(h) = hand_off {
+            // Hand-offs may have taken some since the dispatcher looked.
+            r.max = r.max.min(h.free());
+        }
+        if r.max == 0 {
+            return Ok(Vec::new());
+        }
+        let r = &r;
         let mut tx = self.work.begin().await.map_err(backend)?;
-        // One claim at a time across the nodes, so that the counts of live
-        // leases below cannot be raced by another node's claim.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-            .bind(NS_GLOBAL)
-            .bind(KEY_CLAIM)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        // The lease starts once this node holds the lock, not before it waited.
         let now_ms = crate::ids::now_ms();
         let lease_until_ms = now_ms + r.lease_ms;
-        // In flight per endpoint, across every node holding a live lease.
-        let busy: Vec<(String, i64)> = sqlx::query_as(dispatcher_sql::BUSY)
-            .bind(now_ms)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let used: std::collections::HashMap<String, i64> = busy.into_iter().collect();
-        // Due, unleased deliveries of each enabled endpoint.
-        // Twice the limit, so that what the claim leaves tells a queue of a
-        // full slot's worth (pacing) from a few stragglers.
+        // Due, unleased deliveries of each enabled endpoint. Twice the
+        // limit, so that what the claim leaves tells a queue of a full
+        // slot's worth (pacing) from a few stragglers.
         let candidates: Vec<(String, String, bool)> = sqlx::query_as(dispatcher_sql::CANDIDATES)
             .bind(now_ms)
             .bind(2 * i64::from(r.per_endpoint))
             .fetch_all(&mut *tx)
             .await
             .map_err(backend)?;
-        // What the claim leaves waiting per endpoint, for pacing writes.
-        let pacing = self.pacing.get();
-        let mut waiting: std::collections::HashMap<String, u32> = Default::default();
-        let mut endpoint_of: std::collections::HashMap<String, String> = Default::default();
-        if pacing.is_some() {
-            for (id, endpoint, _) in &candidates {
-                *waiting.entry(endpoint.clone()).or_insert(0) += 1;
-                endpoint_of.insert(id.clone(), endpoint.clone());
-            }
+        let mut endpoints: Vec<String> = candidates.iter().map(|c| c.1.clone()).collect();
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        let limit = r.per_endpoint as i32;
+        let to_make: Vec<&str> = {
+            let made = self.slots_made.lock().unwrap_or_else(|e| e.into_inner());
+            endpoints
+                .iter()
+                .map(String::as_str)
+                .filter(|e| made.get(*e).is_none_or(|n| *n < r.per_endpoint))
+                .collect()
+        };
+        if !to_make.is_empty() {
+            // In id order, so that two nodes making the same rows cannot
+            // deadlock.
+            sqlx::query(
+                "INSERT INTO endpoint_slots (endpoint_id, n)
+                 SELECT e.id, g FROM endpoints e CROSS JOIN generate_series(0, $2 - 1) g
+                 WHERE e.id = ANY($1) ORDER BY e.id, g
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&to_make)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
-        let chosen = choose_claims(candidates, used, r);
-        if let Some(pacing) = pacing {
-            for id in &chosen {
-                if let Some(n) = endpoint_of.get(id).and_then(|e| waiting.get_mut(e)) {
-                    *n -= 1;
-                }
+        // Each endpoint's free slots: the rest are in flight, on any node.
+        let free: Vec<(String, i32)> = sqlx::query_as(dispatcher_sql::FREE_SLOTS)
+            .bind(&endpoints)
+            .bind(vec![limit; endpoints.len()])
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let mut free_slots: HashMap<&str, Vec<i32>> = HashMap::new();
+        for (endpoint, n) in &free {
+            free_slots.entry(endpoint.as_str()).or_default().push(*n);
+        }
+        let in_flight: HashMap<String, i64> = endpoints
+            .iter()
+            .map(|e| {
+                let free = free_slots.get(e.as_str()).map_or(0, Vec::len) as i64;
+                (e.clone(), i64::from(limit) - free)
+            })
+            .collect();
+        // What the claim leaves waiting per endpoint, for pacing writes.
+        let mut waiting: HashMap<String, u32> = HashMap::new();
+        let mut endpoint_of: HashMap<String, String> = HashMap::new();
+        for (id, endpoint, _) in &candidates {
+            *waiting.entry(endpoint.clone()).or_insert(0) += 1;
+            endpoint_of.insert(id.clone(), endpoint.clone());
+        }
+        let chosen = choose_claims(candidates, in_flight, r);
+        // Each chosen delivery takes one of its endpoint's free slots.
+        let (mut slot_endpoints, mut slot_numbers) = (Vec::new(), Vec::new());
+        for id in &chosen {
+            let endpoint = &endpoint_of[id];
+            if let Some(n) = waiting.get_mut(endpoint) {
+                *n -= 1;
             }
-            pacing.left_waiting(waiting);
+            let n = free_slots
+                .get_mut(endpoint.as_str())
+                .and_then(Vec::pop)
+                .expect("a claim chooses no more than its endpoint's free slots");
+            slot_endpoints.push(endpoint.as_str());
+            slot_numbers.push(n);
+        }
+        if let Some(h) = hand_off {
+            h.left_waiting(waiting);
         }
         if chosen.is_empty() {
             tx.commit().await.map_err(backend)?;
             return Ok(Vec::new());
         }
         sqlx::query(
-            "UPDATE deliveries SET lease_until_ms = $1, lease_owner = $2 WHERE id = ANY($3)",
+            "WITH slots AS (
+                UPDATE endpoint_slots s SET delivery_id = w.d, owner = $2, until_ms = $1
+                FROM unnest($3::text[], $4::text[], $5::int[]) AS w(d, e, n)
+                WHERE s.endpoint_id = w.e AND s.n = w.n)
+             UPDATE deliveries SET lease_until_ms = $1, lease_owner = $2 WHERE id = ANY($3)",
         )
         .bind(lease_until_ms)
         .bind(&r.owner)
         .bind(&chosen)
+        .bind(&slot_endpoints)
+        .bind(&slot_numbers)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -345,7 +423,27 @@ impl Store for PgStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+        // Their slots here (what they leave queued is told above).
+        if let Some(h) = hand_off {
+            for c in &claimed {
+                h.occupy(&c.endpoint_id, false);
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            // The leases were rolled back: so are the slots they took.
+            if let Some(h) = hand_off {
+                for c in &claimed {
+                    h.release(&c.endpoint_id);
+                }
+            }
+            return Err(backend(e));
+        }
+        if !to_make.is_empty() {
+            let mut made = self.slots_made.lock().unwrap_or_else(|e| e.into_inner());
+            for e in to_make {
+                made.insert(e.to_owned(), r.per_endpoint);
+            }
+        }
         Ok(claimed)
     }
 
@@ -370,6 +468,27 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        // Each attempt's slot is free again, if its lease still holds it (a
+        // lease that ran out may have been taken, with its slot, by another).
+        let (endpoints, owners): (Vec<&str>, Vec<&str>) = results
+            .iter()
+            .map(|r| (r.endpoint_id.as_str(), r.owner.as_str()))
+            .unzip();
+        let deliveries: Vec<&str> = results
+            .iter()
+            .map(|r| r.attempt.delivery_id.as_str())
+            .collect();
+        sqlx::query(
+            "UPDATE endpoint_slots s SET delivery_id = NULL, owner = NULL, until_ms = NULL
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS r(e, d, o)
+             WHERE s.endpoint_id = r.e AND s.delivery_id = r.d AND s.owner = r.o",
+        )
+        .bind(&endpoints)
+        .bind(&deliveries)
+        .bind(&owners)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         for chunk in results.chunks(ROWS_PER_STATEMENT) {
             let mut q =
                 QueryBuilder::<Postgres>::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
@@ -485,14 +604,13 @@ impl Store for PgStore {
             .map_err(backend)
     }
 
-    /// Nodes share the work through claims, so nothing is handed off; but
-    /// claims tell `hand_off` what they leave waiting per endpoint, and a
-    /// write's deliveries count as queued to their endpoints
-    /// ([`WriteTx::queued_to`]), so that writes are paced on an endpoint
-    /// that keeps up but is backed up, as on SQLite.
+    /// A write leases each new delivery whose endpoint has a free slot in
+    /// the database (and this node one in all) and hands it to `hand_off`
+    /// once committed; claims take `hand_off`'s slots and tell it what they
+    /// leave waiting per endpoint, for pacing.
     async fn hand_off(&self, hand_off: Arc<HandOff>) -> bool {
-        let _ = self.pacing.set(hand_off);
-        false
+        let _ = self.hand_off.set(hand_off);
+        true
     }
 
     async fn announce(&self) -> StoreResult<()> {
@@ -528,14 +646,24 @@ impl Store for PgStore {
     }
 
     async fn release_leases(&self, node: &str) -> StoreResult<u64> {
+        let mut tx = self.work.begin().await.map_err(backend)?;
+        sqlx::query(
+            "UPDATE endpoint_slots SET delivery_id = NULL, owner = NULL, until_ms = NULL
+             WHERE starts_with(owner, $1 || ':')",
+        )
+        .bind(node)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         let done = sqlx::query(
             "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL
              WHERE lease_until_ms IS NOT NULL AND starts_with(lease_owner, $1 || ':')",
         )
         .bind(node)
-        .execute(&self.work)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(done.rows_affected())
     }
 
@@ -616,8 +744,50 @@ struct PgTx {
     /// The lock it holds on its account's endpoints, if any: `true` for
     /// the exclusive one (see [`Scope::lock_endpoints`]).
     endpoints_locked: Option<bool>,
-    /// The endpoints it created deliveries to (for pacing).
-    delivered_to: Vec<String>,
+    /// The endpoints it created deliveries to that wait for a claim (for
+    /// pacing), once each.
+    queued_to: Vec<String>,
+    /// It made work that only a claim starts (see [`WriteTx::claimable_work`]).
+    claimable: bool,
+    /// See [`PgStore::fan_outs`].
+    fan_outs: Arc<std::sync::Mutex<HashMap<String, u32>>>,
+    /// Its hand-offs, until it ends.
+    staged: Staged,
+}
+
+/// What a write transaction gave its node's dispatcher: the deliveries it
+/// leased (each holding a slot of its endpoint, here and in the database),
+/// to send once the commit is done, and those that found no slot and wait
+/// in their endpoint's queue. If the transaction does not commit, the slots
+/// go back and the queue counts are undone.
+struct Staged {
+    hand_off: Option<Arc<HandOff>>,
+    ready: Vec<Ready>,
+    /// One entry per delivery left to claims.
+    queued: Vec<String>,
+}
+
+impl Staged {
+    /// The transaction committed: its leased deliveries go to the dispatcher.
+    fn committed(mut self) {
+        if let Some(h) = &self.hand_off {
+            h.deliver(std::mem::take(&mut self.ready));
+        }
+        self.queued.clear();
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(h) = &self.hand_off {
+            for (c, _) in &self.ready {
+                h.release(&c.endpoint_id);
+            }
+            for endpoint in &self.queued {
+                h.unqueue(endpoint);
+            }
+        }
+    }
 }
 
 /// The row lock a write transaction's read of one row takes (see
@@ -1779,19 +1949,63 @@ impl WriteTx for Handle<PgTx> {
         // fan-outs): an endpoint being deleted meanwhile either waits for
         // this write (and then cancels the delivery it made) or is gone
         // before it (and gets none).
+        //
+        // With a hand-off, each of those deliveries whose endpoint is
+        // healthy, has a free slot and no deliveries waiting before it
+        // takes the slot and is leased to this node in the same statement
+        // (as many as the node has slots free in all): its dispatcher
+        // sends it once this transaction commits, with no claim.
         self.0.lock_endpoints(account, false).await?;
         let ids: Vec<String> = (0..FAN_OUT_IN_ONE).map(|_| crate::ids::new_id()).collect();
-        let endpoints: Vec<String> = sqlx::query_scalar(
+        let hand_off = self.0.staged.hand_off.clone();
+        let fan_out_was = self
+            .0
+            .fan_outs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+            .copied()
+            .unwrap_or(1);
+        let (took, blocked, owner, lease_ms) = match &hand_off {
+            Some(h) => (
+                h.take_total(fan_out_was.min(FAN_OUT_IN_ONE as u32)),
+                h.queued_endpoints(),
+                Some(h.owner().to_owned()),
+                h.lease_ms(),
+            ),
+            None => (0, Vec::new(), None, 0),
+        };
+        let per_endpoint = hand_off.as_ref().map_or(0, |h| h.per_endpoint() as i32);
+        let now_ms = crate::ids::now_ms();
+        let lease_until_ms = now_ms + lease_ms;
+        let targets: StoreResult<Vec<Target>> = sqlx::query_as(
             "WITH event AS (
                 INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)),
              targets AS (
-                SELECT id, row_number() OVER (ORDER BY seq) AS n FROM (
-                    SELECT e.id, e.seq FROM endpoints e WHERE e.account_id = $1 AND e.enabled
+                SELECT id, failing, row_number() OVER (ORDER BY seq) AS n FROM (
+                    SELECT e.id, e.seq, e.failing_since IS NOT NULL AS failing FROM endpoints e
+                    WHERE e.account_id = $1 AND e.enabled
                       AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))) t),
+             slot AS (
+                SELECT t.id, t.n, s.n AS slot FROM targets t CROSS JOIN LATERAL (
+                    SELECT s.n FROM endpoint_slots s
+                    WHERE s.endpoint_id = t.id AND s.n < $9 AND (s.delivery_id IS NULL OR s.until_ms <= $7)
+                    ORDER BY s.n LIMIT 1
+                    FOR UPDATE SKIP LOCKED) s
+                WHERE t.n <= $10 AND NOT t.failing AND t.id <> ALL($11::text[])),
+             took AS (
+                UPDATE endpoint_slots s SET delivery_id = ($6::text[])[slot.n], owner = $8, until_ms = $12
+                FROM slot WHERE s.endpoint_id = slot.id AND s.n = slot.slot),
              made AS (
-                INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
-                SELECT ($6::text[])[n], $1, id, $2, $3, 'pending', $7, $5, $5 FROM targets WHERE n <= cardinality($6::text[]))
-             SELECT id FROM targets ORDER BY n",
+                INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms,
+                                        created_at, updated_at, lease_until_ms, lease_owner)
+                SELECT ($6::text[])[t.n], $1, t.id, $2, $3, 'pending', $7, $5, $5,
+                       CASE WHEN slot.id IS NOT NULL THEN $12::bigint END,
+                       CASE WHEN slot.id IS NOT NULL THEN $8 END
+                FROM targets t LEFT JOIN slot ON slot.id = t.id WHERE t.n <= cardinality($6::text[]))
+             SELECT t.id, t.n, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at
+             FROM targets t LEFT JOIN slot ON slot.id = t.id LEFT JOIN endpoints e ON e.id = slot.id
+             ORDER BY t.n",
         )
         .bind(account)
         .bind(&e.id)
@@ -1799,20 +2013,70 @@ impl WriteTx for Handle<PgTx> {
         .bind(&e.body)
         .bind(e.created_at)
         .bind(&ids)
-        .bind(crate::ids::now_ms())
+        .bind(now_ms)
+        .bind(&owner)
+        .bind(per_endpoint)
+        .bind(i64::from(took))
+        .bind(&blocked)
+        .bind(lease_until_ms)
         .fetch_all(&mut *self.0)
         .await
-        .map_err(backend)?;
-        if let Some(rest) = endpoints.get(FAN_OUT_IN_ONE..) {
-            fan_out(&mut self.0, account, e, rest).await?;
-        }
-        let n = endpoints.len() as u64;
-        for endpoint in endpoints {
-            if !self.0.delivered_to.contains(&endpoint) {
-                self.0.delivered_to.push(endpoint);
+        .map_err(backend);
+        let targets = match targets {
+            Ok(t) => t,
+            Err(err) => {
+                if let Some(h) = &hand_off {
+                    h.give_back(took);
+                }
+                return Err(err);
+            }
+        };
+        let body = axum::body::Bytes::from(e.body.clone());
+        let mut handed = 0;
+        let mut rest = Vec::new();
+        for t in &targets {
+            let leased = match (&hand_off, &t.url, &t.secret) {
+                (Some(h), Some(url), Some(secret)) => {
+                    h.took_slot(&t.id);
+                    handed += 1;
+                    let claimed = Claimed {
+                        delivery_id: ids[t.n as usize - 1].clone(),
+                        account_id: account.to_owned(),
+                        endpoint_id: t.id.clone(),
+                        event_id: e.id.clone(),
+                        event_type: e.event_type.clone(),
+                        attempt: 1,
+                        schedule_pos: 0,
+                        url: url.clone(),
+                        secret: secret.clone(),
+                        previous_secret: t.previous_secret.clone(),
+                        previous_secret_expires_at: t.previous_secret_expires_at,
+                        body: String::new(),
+                    };
+                    self.0.staged.ready.push((claimed, body.clone()));
+                    true
+                }
+                _ => false,
+            };
+            if t.n as usize > FAN_OUT_IN_ONE {
+                rest.push(t.id.clone());
+            }
+            if !leased {
+                self.0.queued(&t.id);
             }
         }
-        Ok(n)
+        if let Some(h) = &hand_off {
+            h.give_back(took - handed);
+            let n = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+            if n != fan_out_was {
+                let mut fan_outs = self.0.fan_outs.lock().unwrap_or_else(|e| e.into_inner());
+                fan_outs.insert(account.to_owned(), n.max(1));
+            }
+        }
+        if !rest.is_empty() {
+            fan_out(&mut self.0, account, e, &rest).await?;
+        }
+        Ok(targets.len() as u64)
     }
 
     async fn insert_event_for_endpoint(
@@ -1833,6 +2097,7 @@ impl WriteTx for Handle<PgTx> {
         .execute(&mut *self.0)
         .await
         .map_err(backend)?;
+        self.0.claimable = true;
         insert_delivery(&mut self.0, account, e, endpoint_id).await
     }
 
@@ -1858,6 +2123,17 @@ impl WriteTx for Handle<PgTx> {
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;
+        // Its slots, so that its first deliveries can be handed off.
+        if let Some(h) = &self.0.staged.hand_off {
+            sqlx::query(
+                "INSERT INTO endpoint_slots (endpoint_id, n) SELECT $1, g FROM generate_series(0, $2 - 1) g",
+            )
+            .bind(&ep.id)
+            .bind(h.per_endpoint() as i32)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        }
         set_subscription(&mut self.0, ep).await
     }
 
@@ -1888,6 +2164,8 @@ impl WriteTx for Handle<PgTx> {
         if updated.rows_affected() == 0 {
             return Ok(());
         }
+        // Enabled again, its pending deliveries are claimable.
+        self.0.claimable |= ep.enabled;
         set_subscription(&mut self.0, ep).await
     }
 
@@ -1927,6 +2205,7 @@ impl WriteTx for Handle<PgTx> {
         .execute(&mut *self.0)
         .await
         .map_err(backend)?;
+        self.0.claimable |= done.rows_affected() > 0;
         Ok(done.rows_affected() > 0)
     }
 
@@ -1950,6 +2229,7 @@ impl WriteTx for Handle<PgTx> {
         .execute(&mut *self.0)
         .await
         .map_err(backend)?;
+        self.0.claimable |= done.rows_affected() > 0;
         Ok(done.rows_affected())
     }
 
@@ -1982,12 +2262,45 @@ impl WriteTx for Handle<PgTx> {
         self.0.reads = RowLock::Update;
     }
 
+    fn claimable_work(&self) -> bool {
+        self.0.claimable || self.0.staged.hand_off.is_none()
+    }
+
     fn queued_to(&self) -> Vec<String> {
-        self.0.delivered_to.clone()
+        self.0.queued_to.clone()
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.0.tx.commit().await.map_err(backend)
+        let PgTx { tx, staged, .. } = self.0;
+        tx.commit().await.map_err(backend)?;
+        staged.committed();
+        Ok(())
+    }
+}
+
+/// An endpoint an event goes to (see `insert_event`): its place in the
+/// fan-out and, if the write leased its delivery, what sending it needs.
+#[derive(FromRow)]
+struct Target {
+    id: String,
+    n: i64,
+    url: Option<String>,
+    secret: Option<String>,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+}
+
+impl PgTx {
+    /// Notes a new delivery to `endpoint` that waits for a claim.
+    fn queued(&mut self, endpoint: &str) {
+        self.claimable = true;
+        if !self.queued_to.iter().any(|e| e == endpoint) {
+            self.queued_to.push(endpoint.to_owned());
+        }
+        if let Some(h) = &self.staged.hand_off {
+            h.queued(endpoint);
+            self.staged.queued.push(endpoint.to_owned());
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! every node also polls, so a lost one delays work, never loses it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -19,13 +20,18 @@ use crate::store::Store;
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 
 /// Announces this process's commits until `stop` is cancelled.
-pub async fn announce(store: Arc<dyn Store>, committed: Arc<Notify>, stop: CancellationToken) {
+pub async fn announce(
+    store: Arc<dyn Store>,
+    (committed, claimable): (Arc<Notify>, Arc<AtomicBool>),
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = committed.notified() => {}
             () = stop.cancelled() => return,
         }
-        if let Err(e) = store.announce().await {
+        let claimable = claimable.swap(false, Ordering::AcqRel);
+        if let Err(e) = store.announce(claimable).await {
             tracing::debug!(error = ?e, "announcing a commit to other nodes failed");
         }
         tokio::select! {
@@ -39,6 +45,9 @@ pub async fn announce(store: Arc<dyn Store>, committed: Arc<Notify>, stop: Cance
 /// announces commits, until `stop` is cancelled.
 pub async fn follow(store: Arc<dyn Store>, notifly: Notifly, stop: CancellationToken) {
     store
-        .follow(Box::new(move || notifly.peer_committed()), stop)
+        .follow(
+            Box::new(move |claimable| notifly.peer_committed(claimable)),
+            stop,
+        )
         .await;
 }

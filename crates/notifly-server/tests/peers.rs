@@ -1,6 +1,7 @@
 //! Nodes on one PostgreSQL database hear of each other's commits:
 //! `Store::announce` on one is heard through `Store::follow` on another
-//! (LISTEN/NOTIFY), and a node does not hear itself.
+//! (LISTEN/NOTIFY), with whether the writes left work for a claim, and a
+//! node does not hear itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -40,12 +41,15 @@ async fn a_node_hears_other_nodes_and_not_itself() {
     let one = notifly_server::open_store(&url).await.unwrap();
     let two = notifly_server::open_store(&url).await.unwrap();
     let heard = Arc::new(AtomicUsize::new(0));
+    let claimable = Arc::new(AtomicUsize::new(0));
     let stop = CancellationToken::new();
     let follower = {
-        let (two, heard, stop) = (two.clone(), heard.clone(), stop.clone());
+        let (two, heard, claimable, stop) =
+            (two.clone(), heard.clone(), claimable.clone(), stop.clone());
         tokio::spawn(async move {
             two.follow(
-                Box::new(move || {
+                Box::new(move |claim| {
+                    claimable.fetch_add(usize::from(claim), Ordering::SeqCst);
                     heard.fetch_add(1, Ordering::SeqCst);
                 }),
                 stop,
@@ -56,16 +60,20 @@ async fn a_node_hears_other_nodes_and_not_itself() {
     // Following starts, once LISTEN is in effect, with one call: whatever
     // was announced before it is looked for then.
     let started = heard_more_than(&heard, 0).await;
+    let claims_at_start = claimable.load(Ordering::SeqCst);
 
     // Its own announcements are not news to a node.
-    two.announce().await.unwrap();
+    two.announce(true).await.unwrap();
     // Another node's are, once each (the one after ours proves ours arrived
-    // first and was skipped: notifications come in order).
-    one.announce().await.unwrap();
+    // first and was skipped: notifications come in order), with whether
+    // they left work to claim.
+    one.announce(false).await.unwrap();
     let after = heard_more_than(&heard, started).await;
     assert_eq!(after, started + 1, "heard its own announcement");
-    one.announce().await.unwrap();
+    assert_eq!(claimable.load(Ordering::SeqCst), claims_at_start);
+    one.announce(true).await.unwrap();
     heard_more_than(&heard, after).await;
+    assert_eq!(claimable.load(Ordering::SeqCst), claims_at_start + 1);
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), follower)

@@ -221,6 +221,8 @@ async fn run(
     // Due work is waiting that the last claim could not take (its endpoints
     // were at their limits): a recorded result frees a slot for it. Without
     // a hand-off every new delivery waits for a claim, so it is always so.
+    // (Work another node leaves for a claim after this one's last look is
+    // announced, and wakes this dispatcher: see `Notifly::peer_committed`.)
     let blocked = Arc::new(AtomicBool::new(!handed_off));
     let (results_tx, results_rx) = mpsc::channel::<AttemptResult>(4096);
     let disable_after = config.disable_after.as_secs() as i64;
@@ -347,7 +349,7 @@ async fn run(
         Ok(n) => {
             tracing::info!(released = n, "handed back leases");
             // Tell the other nodes the work is theirs now.
-            if let Err(e) = store.announce().await {
+            if let Err(e) = store.announce(true).await {
                 tracing::debug!(error = ?e, "announcing the handed-back leases failed");
             }
         }

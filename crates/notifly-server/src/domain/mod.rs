@@ -86,6 +86,9 @@ pub struct Notifly {
     pub(crate) commits: Arc<tokio::sync::watch::Sender<u64>>,
     /// Signals that this process committed something other nodes should hear of.
     pub(crate) announce: Arc<tokio::sync::Notify>,
+    /// Set when one of those commits left work for a claim (see
+    /// [`Notifly::announce_signal`]).
+    pub(crate) announce_claimable: Arc<std::sync::atomic::AtomicBool>,
     /// The dispatcher's slots, by which writes are paced (backpressure).
     pub(crate) pacing: Option<Arc<HandOff>>,
 }
@@ -129,6 +132,7 @@ impl Notifly {
             wake: Arc::new(tokio::sync::Notify::new()),
             commits: Arc::new(tokio::sync::watch::channel(0).0),
             announce: Arc::new(tokio::sync::Notify::new()),
+            announce_claimable: Arc::default(),
             pacing: None,
         }
     }
@@ -162,6 +166,8 @@ impl Notifly {
         tx.commit().await?;
         if claimable {
             self.wake.notify_one();
+            self.announce_claimable
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
         self.announce.notify_one();
@@ -173,16 +179,23 @@ impl Notifly {
         Ok(())
     }
 
-    /// Another node committed writes: there may be new work and new events.
-    pub fn peer_committed(&self) {
-        self.wake.notify_one();
+    /// Another node committed writes: there are new events, and new work
+    /// for a claim if `claimable` (deliveries that node handed off to its
+    /// own dispatcher are none of ours).
+    pub fn peer_committed(&self, claimable: bool) {
+        if claimable {
+            self.wake.notify_one();
+        }
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Completes (one permit at a time) after this process committed writes
-    /// that other nodes should hear of.
-    pub fn announce_signal(&self) -> Arc<tokio::sync::Notify> {
-        self.announce.clone()
+    /// that other nodes should hear of; the flag is set (until taken) when
+    /// one of them left work for a claim.
+    pub fn announce_signal(
+        &self,
+    ) -> (Arc<tokio::sync::Notify>, Arc<std::sync::atomic::AtomicBool>) {
+        (self.announce.clone(), self.announce_claimable.clone())
     }
 
     /// The underlying store.

@@ -294,15 +294,18 @@ pub trait Store: Send + Sync + 'static {
         false
     }
     /// Tells the other nodes on this database that this node committed
-    /// writes (new deliveries, new events). With one process there is nobody
-    /// to tell.
-    async fn announce(&self) -> StoreResult<()> {
+    /// writes (new events), and whether they left work for a claim (new
+    /// deliveries it did not hand off, retries). With one process there is
+    /// nobody to tell.
+    async fn announce(&self, claimable: bool) -> StoreResult<()> {
+        let _ = claimable;
         Ok(())
     }
-    /// Calls `changed` whenever another node announces writes, and after a
-    /// lost connection (when announcements may have been missed), until
-    /// `stop` is cancelled. With one process there is nobody to hear.
-    async fn follow(&self, changed: Box<dyn Fn() + Send + Sync>, stop: CancellationToken) {
+    /// Calls `changed` whenever another node announces writes (with whether
+    /// they left work for a claim), and after a lost connection (when
+    /// announcements may have been missed: as if they had), until `stop` is
+    /// cancelled. With one process there is nobody to hear.
+    async fn follow(&self, changed: Box<dyn Fn(bool) + Send + Sync>, stop: CancellationToken) {
         let _ = changed;
         stop.cancelled().await;
     }

@@ -33,9 +33,12 @@
 //! slots in its event insert and leases those deliveries to its node, whose
 //! dispatcher gets them once the write commits (the hand-off, see
 //! [`HandOff`]); a claim takes free slots for the due deliveries it leases.
-//! Both lock slots and candidate rows `FOR UPDATE SKIP LOCKED`, so no claim
-//! or write waits for another's, two can never take the same slot, and no
-//! lock spans the claims of the nodes.
+//! Both lock slots (and claims their candidate rows) `FOR UPDATE SKIP
+//! LOCKED`, so a write never waits for a claim's slots nor a claim for a
+//! write's, and no two can take the same slot. Claims still run one at a
+//! time across the nodes (one advisory key; they are short and commit
+//! before anything is sent): two at once would each lock part of the
+//! candidates and part of the free slots, and leave work behind.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -58,6 +61,7 @@ const NS_IDEMPOTENCY: i32 = 0x4E46_0003;
 const NS_ENDPOINTS: i32 = 0x4E46_0004;
 /// Keys in [`NS_GLOBAL`].
 const KEY_ACCOUNTS: i32 = 1;
+const KEY_CLAIM: i32 = 2;
 
 /// The `NOTIFY` channel on which nodes announce their writes.
 const CHANGES_CHANNEL: &str = "notifly_changes";
@@ -183,22 +187,31 @@ impl PgStore {
     /// good (the listener itself reconnects once after a loss).
     async fn listen(
         &self,
-        changed: &(dyn Fn() + Send + Sync),
+        changed: &(dyn Fn(bool) + Send + Sync),
         backoff: &mut Duration,
     ) -> Result<std::convert::Infallible, sqlx::Error> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.work).await?;
         listener.listen(CHANGES_CHANNEL).await?;
         // What was announced before LISTEN took effect is found by looking
         // once now.
-        changed();
+        changed(true);
         *backoff = Duration::from_millis(100);
         loop {
             match listener.try_recv().await? {
-                Some(n) if n.payload() == self.node => {}
-                Some(_) => changed(),
+                Some(n) => {
+                    // `<node>`, or `<node> claim` for writes that left work
+                    // for a claim.
+                    let (from, claimable) = match n.payload().split_once(' ') {
+                        Some((from, _)) => (from, true),
+                        None => (n.payload(), false),
+                    };
+                    if from != self.node {
+                        changed(claimable);
+                    }
+                }
                 // The connection was lost and made again: anything announced
                 // meanwhile was missed.
-                None => changed(),
+                None => changed(true),
             }
         }
     }
@@ -310,6 +323,19 @@ impl Store for PgStore {
         }
         let r = &r;
         let mut tx = self.work.begin().await.map_err(backend)?;
+        // One claim at a time across the nodes. Claims that ran together
+        // would each lock part of the candidates and part of the free slots
+        // (`SKIP LOCKED`), and one could leave a delivery it locked for want
+        // of the slots the other locked, for want of work (on 3 nodes that
+        // cost both rate and latency: docs/benchmarks.md). Writes do not take
+        // this lock: their hand-offs take free slots beside it.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(NS_GLOBAL)
+            .bind(KEY_CLAIM)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        // The lease starts once this node holds the lock, not before it waited.
         let now_ms = crate::ids::now_ms();
         let lease_until_ms = now_ms + r.lease_ms;
         // Due, unleased deliveries of each enabled endpoint. Twice the
@@ -321,6 +347,13 @@ impl Store for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(backend)?;
+        if candidates.is_empty() {
+            if let Some(h) = hand_off {
+                h.left_waiting(HashMap::new());
+            }
+            tx.commit().await.map_err(backend)?;
+            return Ok(Vec::new());
+        }
         let mut endpoints: Vec<String> = candidates.iter().map(|c| c.1.clone()).collect();
         endpoints.sort_unstable();
         endpoints.dedup();
@@ -613,17 +646,22 @@ impl Store for PgStore {
         true
     }
 
-    async fn announce(&self) -> StoreResult<()> {
+    async fn announce(&self, claimable: bool) -> StoreResult<()> {
+        let payload = if claimable {
+            format!("{} claim", self.node)
+        } else {
+            self.node.clone()
+        };
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANGES_CHANNEL)
-            .bind(&self.node)
+            .bind(payload)
             .execute(&self.work)
             .await
             .map_err(backend)?;
         Ok(())
     }
 
-    async fn follow(&self, changed: Box<dyn Fn() + Send + Sync>, stop: CancellationToken) {
+    async fn follow(&self, changed: Box<dyn Fn(bool) + Send + Sync>, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             let failed = tokio::select! {

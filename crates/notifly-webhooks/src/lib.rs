@@ -86,6 +86,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod asymmetric;
 mod event;
 mod event_type;
 #[cfg(feature = "axum")]
@@ -104,7 +105,10 @@ pub use event_type::{Action, EventType, ParseEventTypeError, ResourceKind};
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::{VerifiedEvent, WebhookRejection};
 pub use resources::{Attachment, Contact, Conversation, Group, Message, Reaction};
-pub use sign::{SignatureHeaders, signature_headers};
+pub use sign::{
+    EndpointKeys, PublicKey, SignatureHeaders, SigningKey, endpoint_signature_headers,
+    signature_headers,
+};
 pub use signature::{
     HEADER_NOTIFLY_SIGNATURE, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE,
     HEADER_WEBHOOK_TIMESTAMP, InvalidSecret, StandardSecret, VerifyError, sign_hex, verify_hex,

@@ -5,6 +5,9 @@
 //! signs them, and check that your endpoint accepts them (and refuses them
 //! once tampered with).
 
+use std::fmt;
+
+pub use crate::asymmetric::{PublicKey, SigningKey};
 use crate::signature::{
     HEADER_NOTIFLY_SIGNATURE, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE,
     HEADER_WEBHOOK_TIMESTAMP, StandardSecret, sign_hex,
@@ -16,9 +19,10 @@ use crate::signature::{
 pub struct SignatureHeaders {
     /// The `x-notifly-signature` value: lowercase hex HMAC-SHA256 of the body.
     pub notifly: String,
-    /// The `webhook-signature` value: one `v1,<base64>` entry per secret,
-    /// space-separated; `None` if no secret is a `whsec_` secret, in which
-    /// case the header is left out.
+    /// The `webhook-signature` value: one entry per key, space-separated
+    /// (`v1,<base64>` for a `whsec_` secret, `v1a,<base64>` for a `whsk_`
+    /// Ed25519 key); `None` if there is none, in which case the header is
+    /// left out.
     pub standard: Option<String>,
 }
 
@@ -52,13 +56,88 @@ pub fn signature_headers(
     timestamp: i64,
     body: &[u8],
 ) -> SignatureHeaders {
-    let entries: Vec<String> = std::iter::once(secret)
+    endpoint_signature_headers(
+        EndpointKeys::new(secret),
+        previous.map(EndpointKeys::new),
+        webhook_id,
+        timestamp,
+        body,
+    )
+}
+
+/// What one endpoint signs with: its `whsec_` secret and, if its
+/// `signature_scheme` is `ed25519`, its `whsk_` private key.
+#[derive(Clone, Copy)]
+pub struct EndpointKeys<'a> {
+    /// The `whsec_` secret: `x-notifly-signature`, and the `v1` entry of
+    /// `webhook-signature` when there is no `signing_key`.
+    pub secret: &'a str,
+    /// The `whsk_` key: with it, the `webhook-signature` entry is `v1a`.
+    pub signing_key: Option<&'a str>,
+}
+
+impl fmt::Debug for EndpointKeys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EndpointKeys(<redacted>)")
+    }
+}
+
+impl<'a> EndpointKeys<'a> {
+    /// The keys of an `hmac-sha256` endpoint: its secret alone.
+    pub fn new(secret: &'a str) -> Self {
+        EndpointKeys {
+            secret,
+            signing_key: None,
+        }
+    }
+
+    /// The `webhook-signature` entry of these keys, if they make one.
+    fn entry(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+        match self.signing_key {
+            Some(key) => SigningKey::parse(key)
+                .ok()
+                .map(|key| key.sign(webhook_id, timestamp, body)),
+            None => StandardSecret::parse(self.secret)
+                .ok()
+                .map(|key| key.sign(webhook_id, timestamp, body)),
+        }
+    }
+}
+
+/// [`signature_headers`] for an endpoint with any signature scheme: the
+/// `webhook-signature` entry of each key set is `v1a` (Ed25519) if it has a
+/// signing key, `v1` (HMAC-SHA256) otherwise; `x-notifly-signature` is
+/// always the HMAC of the body with the `whsec_` secret (the previous one
+/// during a rotation's overlap window).
+///
+/// ```
+/// use notifly_webhooks::Webhook;
+/// use notifly_webhooks::sign::{EndpointKeys, SigningKey, endpoint_signature_headers};
+///
+/// let private = SigningKey::from_seed(&[42; 32]).encode();
+/// let keys = EndpointKeys {
+///     secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+///     signing_key: Some(&private),
+/// };
+/// let body = br#"{"id":"a056V7R7NmNRjl70","type":"contact.created","payload":{}}"#;
+/// let h = endpoint_signature_headers(keys, None, "a056V7R7NmNRjl70", 1_700_000_000, body);
+/// assert!(h.standard.as_deref().is_some_and(|s| s.starts_with("v1a,")));
+/// assert!(Webhook::new(keys.secret)?.verify_notifly_signature(body, Some(&h.notifly)).is_ok());
+/// # Ok::<(), notifly_webhooks::InvalidSecret>(())
+/// ```
+pub fn endpoint_signature_headers(
+    current: EndpointKeys<'_>,
+    previous: Option<EndpointKeys<'_>>,
+    webhook_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> SignatureHeaders {
+    let entries: Vec<String> = std::iter::once(current)
         .chain(previous)
-        .filter_map(|s| StandardSecret::parse(s).ok())
-        .map(|key| key.sign(webhook_id, timestamp, body))
+        .filter_map(|keys| keys.entry(webhook_id, timestamp, body))
         .collect();
     SignatureHeaders {
-        notifly: sign_hex(previous.unwrap_or(secret), body),
+        notifly: sign_hex(previous.unwrap_or(current).secret, body),
         standard: (!entries.is_empty()).then(|| entries.join(" ")),
     }
 }

@@ -10,6 +10,7 @@ use http::{HeaderMap, StatusCode};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::WebhookEvent;
+use crate::asymmetric::{PublicKey, V1A, is_public_key, is_signing_key};
 use crate::signature::{
     HEADER_NOTIFLY_SIGNATURE, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE,
     HEADER_WEBHOOK_TIMESTAMP, InvalidSecret, StandardSecret, hmac_sha256,
@@ -21,7 +22,8 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
 /// Verifies webhook requests with one endpoint's secret(s).
 ///
-/// Build it once, from the `whsec_…` secret exactly as the dashboard shows it,
+/// Build it once, from the `whsec_…` secret exactly as the dashboard shows it
+/// (or, for an endpoint that signs with Ed25519, its `whpk_…` public key),
 /// and share it: cloning is cheap. Its `Debug` output hides the secrets.
 ///
 /// ```
@@ -60,17 +62,30 @@ pub struct Webhook {
     require_standard: bool,
 }
 
-/// One secret in both of its uses.
-struct Secret {
-    /// The whole `whsec_…` string: the `x-notifly-signature` key.
-    text: Box<str>,
-    /// The decoded bytes after `whsec_`: the Standard Webhooks key.
-    standard: StandardSecret,
+/// One key the verifier accepts.
+enum Secret {
+    /// A `whsec_…` secret, in both of its uses.
+    Symmetric {
+        /// The whole `whsec_…` string: the `x-notifly-signature` key.
+        text: Box<str>,
+        /// The decoded bytes after `whsec_`: the Standard Webhooks key.
+        standard: StandardSecret,
+    },
+    /// A `whpk_…` public key: verifies `v1a` entries only.
+    Public(PublicKey),
 }
 
 impl Secret {
     fn parse(text: &str) -> Result<Self, InvalidSecret> {
-        Ok(Secret {
+        if is_public_key(text) {
+            return PublicKey::parse(text).map(Secret::Public);
+        }
+        if is_signing_key(text) {
+            // A private key in a verifier is a mistake worth naming: give
+            // receivers the public key.
+            return Err(InvalidSecret);
+        }
+        Ok(Secret::Symmetric {
             standard: StandardSecret::parse(text)?,
             text: text.into(),
         })
@@ -92,9 +107,35 @@ impl fmt::Debug for Webhook {
 
 impl Webhook {
     /// A verifier for one secret, given as the dashboard shows it
-    /// (`whsec_<base64>`).
+    /// (`whsec_<base64>`), or for one Ed25519 public key (`whpk_<base64>`).
     ///
-    /// Fails if `secret` is not in that form; it is taken exactly as given,
+    /// With a public key, only `v1a` entries of `webhook-signature` verify
+    /// (an `ed25519` endpoint sends them); `x-notifly-signature` needs the
+    /// `whsec_` secret.
+    ///
+    /// ```
+    /// use notifly_webhooks::{Webhook, sign::SigningKey};
+    ///
+    /// // Notifly keeps the private key; the dashboard shows the public one.
+    /// let private = SigningKey::from_seed(&[42; 32]);
+    /// let webhook = Webhook::new(&private.public_key().encode())?;
+    ///
+    /// let body = br#"{"id":"a056V7R7NmNRjl70","type":"contact.deleted","payload":{
+    ///     "id":"WAz8eIbvDR60rouK","username":"KevinMcCallister",
+    ///     "phone_number":"1-800-759-3000","created_at":692233200}}"#;
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("webhook-id", "a056V7R7NmNRjl70".parse()?);
+    /// headers.insert("webhook-timestamp", "1700000000".parse()?);
+    /// let signature = private.sign("a056V7R7NmNRjl70", 1_700_000_000, body);
+    /// headers.insert("webhook-signature", signature.parse()?);
+    ///
+    /// let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    /// assert!(webhook.verify_at(&headers, body, at).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Fails if `secret` is in neither form (a `whsk_` private key is
+    /// refused: verify with the public key); it is taken exactly as given,
     /// so trim a secret read from a file first.
     pub fn new(secret: &str) -> Result<Self, InvalidSecret> {
         Self::with_secrets([secret])
@@ -115,7 +156,8 @@ impl Webhook {
     /// # Ok::<(), notifly_webhooks::InvalidSecret>(())
     /// ```
     ///
-    /// Fails if `secrets` is empty or any of them is not a `whsec_` secret.
+    /// Fails if `secrets` is empty or any of them is neither a `whsec_`
+    /// secret nor a `whpk_` public key.
     pub fn with_secrets<I>(secrets: I) -> Result<Self, InvalidSecret>
     where
         I: IntoIterator,
@@ -178,7 +220,9 @@ impl Webhook {
         })?;
         let mut matched = Choice::from(0);
         for secret in self.secrets.iter() {
-            matched |= hmac_sha256(secret.text.as_bytes(), body).ct_eq(&given);
+            if let Secret::Symmetric { text, .. } = secret {
+                matched |= hmac_sha256(text.as_bytes(), body).ct_eq(&given);
+            }
         }
         if bool::from(matched) {
             Ok(())
@@ -191,10 +235,12 @@ impl Webhook {
 
     /// Checks the Standard Webhooks headers, given as their values (`None`
     /// for an absent header): `webhook-timestamp` must be within the
-    /// tolerance of `now`, and one of the space-separated `v1,<base64>`
-    /// entries of `webhook-signature` must be the signature of
-    /// `{webhook-id}.{webhook-timestamp}.{body}` with one of the secrets.
-    /// Entries of other versions are ignored; comparisons are constant-time.
+    /// tolerance of `now`, and one of the space-separated entries of
+    /// `webhook-signature` must be the signature of
+    /// `{webhook-id}.{webhook-timestamp}.{body}` with one of the secrets:
+    /// `v1,<base64>` (HMAC-SHA256) with a `whsec_` secret, `v1a,<base64>`
+    /// (Ed25519) with a `whpk_` public key. Entries of other versions are
+    /// ignored; HMAC comparisons are constant-time.
     pub fn verify_standard(
         &self,
         body: &[u8],
@@ -220,9 +266,20 @@ impl Webhook {
 
         let mut matched = Choice::from(0);
         for secret in self.secrets.iter() {
-            let expected = secret.standard.digest(webhook_id, timestamp, body);
-            for candidate in &candidates {
-                matched |= expected.ct_eq(candidate);
+            match secret {
+                Secret::Symmetric { standard, .. } => {
+                    let expected = standard.digest(webhook_id, timestamp, body);
+                    for candidate in &candidates.v1 {
+                        matched |= expected.ct_eq(candidate);
+                    }
+                }
+                Secret::Public(key) => {
+                    for candidate in &candidates.v1a {
+                        matched |= Choice::from(u8::from(
+                            key.verifies(webhook_id, timestamp, body, candidate),
+                        ));
+                    }
+                }
             }
         }
         if bool::from(matched) {
@@ -254,7 +311,12 @@ impl Webhook {
         now: SystemTime,
     ) -> Result<WebhookEvent, WebhookError> {
         let standard = header(headers, HEADER_WEBHOOK_SIGNATURE)?;
-        if standard.is_some() || self.require_standard {
+        // Public keys verify nothing but `webhook-signature`.
+        let symmetric = self
+            .secrets
+            .iter()
+            .any(|s| matches!(s, Secret::Symmetric { .. }));
+        if standard.is_some() || self.require_standard || !symmetric {
             self.verify_standard(
                 body,
                 header(headers, HEADER_WEBHOOK_ID)?,
@@ -298,28 +360,44 @@ fn parse_timestamp(value: &str) -> Result<i64, WebhookError> {
     value.parse().map_err(|_| malformed)
 }
 
-/// The decoded `v1` signatures of a `webhook-signature` header. Entries that
-/// are not 32 bytes of base64 cannot match and are left out.
-fn parse_signatures(value: &str) -> Result<Vec<[u8; 32]>, WebhookError> {
-    let mut any_v1 = false;
-    let mut candidates = Vec::new();
+/// The signatures of a `webhook-signature` header, by version.
+#[derive(Debug, Default, PartialEq)]
+struct Signatures {
+    /// `v1,` entries: HMAC-SHA256, 32 bytes.
+    v1: Vec<[u8; 32]>,
+    /// `v1a,` entries: Ed25519, 64 bytes.
+    v1a: Vec<[u8; 64]>,
+}
+
+/// The decoded `v1` and `v1a` signatures of a `webhook-signature` header.
+/// Entries that are not a signature's length of base64 cannot match and are
+/// left out; a header with no entry of either version is malformed.
+fn parse_signatures(value: &str) -> Result<Signatures, WebhookError> {
+    let mut any_known = false;
+    let mut found = Signatures::default();
     for entry in value.split_ascii_whitespace() {
-        let Some(b64) = entry.strip_prefix("v1,") else {
-            continue;
-        };
-        any_v1 = true;
-        if let Ok(bytes) = BASE64.decode(b64)
-            && let Ok(signature) = <[u8; 32]>::try_from(bytes)
-        {
-            candidates.push(signature);
+        if let Some(b64) = entry.strip_prefix(V1A) {
+            any_known = true;
+            if let Ok(bytes) = BASE64.decode(b64)
+                && let Ok(signature) = <[u8; 64]>::try_from(bytes)
+            {
+                found.v1a.push(signature);
+            }
+        } else if let Some(b64) = entry.strip_prefix("v1,") {
+            any_known = true;
+            if let Ok(bytes) = BASE64.decode(b64)
+                && let Ok(signature) = <[u8; 32]>::try_from(bytes)
+            {
+                found.v1.push(signature);
+            }
         }
     }
-    if any_v1 {
-        Ok(candidates)
+    if any_known {
+        Ok(found)
     } else {
         Err(WebhookError::MalformedHeader {
             header: HEADER_WEBHOOK_SIGNATURE,
-            reason: "no `v1,<base64>` entry",
+            reason: "no `v1,<base64>` or `v1a,<base64>` entry",
         })
     }
 }
@@ -455,14 +533,29 @@ mod tests {
 
     #[test]
     fn signature_entries_of_other_versions_are_ignored() {
-        assert!(parse_signatures("v1a,abc v2,xyz").is_err());
+        assert!(parse_signatures("v2,abc v1b,xyz").is_err());
         assert!(parse_signatures("").is_err());
-        // A v1 entry that cannot be a signature still makes the header
+        // An entry that cannot be a signature still makes the header
         // well-formed; it just cannot match.
         assert_eq!(
-            parse_signatures("v1,!!! v2,x").unwrap(),
-            Vec::<[u8; 32]>::new()
+            parse_signatures("v1,!!! v2,x v1a,AAAA").unwrap(),
+            Signatures::default()
         );
+        let parsed = parse_signatures(&format!(
+            "v1a,{} v1,{}",
+            BASE64.encode([1; 64]),
+            BASE64.encode([2; 32])
+        ))
+        .unwrap();
+        assert_eq!(parsed.v1a, vec![[1; 64]]);
+        assert_eq!(parsed.v1, vec![[2; 32]]);
+    }
+
+    #[test]
+    fn a_private_key_is_refused_as_a_verifier_key() {
+        let private = crate::sign::SigningKey::from_seed(&[3; 32]);
+        assert!(Webhook::new(&private.encode()).is_err());
+        assert!(Webhook::new(&private.public_key().encode()).is_ok());
     }
 
     #[test]

@@ -427,7 +427,7 @@ fn errors_say_precisely_what_was_wrong() {
         ),
         (
             bad_request,
-            "malformed `webhook-signature` header: no `v1,<base64>` entry".into()
+            "malformed `webhook-signature` header: no `v1,<base64>` or `v1a,<base64>` entry".into()
         )
     );
     assert_eq!(

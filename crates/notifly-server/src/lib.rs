@@ -13,6 +13,7 @@ pub mod ids;
 pub mod metrics;
 pub mod peers;
 pub mod retention;
+pub mod secrets;
 pub mod ssrf;
 pub mod store;
 

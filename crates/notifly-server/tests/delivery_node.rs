@@ -308,3 +308,135 @@ async fn a_secret_rotation_keeps_every_delivery_verifiable() {
         common::assert_invalid(&(status, body), 422);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_endpoints_sign_v1a_that_node_crypto_verifies_through_a_rotation() {
+    let mut node = NodeReceiver::start().await;
+    let server = helpers::server(|_| {}).await;
+    let c = server.account("acme").await;
+    let (status, created) = c
+        .post(
+            "/v1/webhooks",
+            json!({"name": "ed", "url": node.url(), "events": ["*"], "signature_scheme": "ed25519"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["signature_scheme"], "ed25519");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let public = created["public_key"].as_str().unwrap().to_owned();
+    assert!(public.starts_with("whpk_"), "{created}");
+    let shown = helpers::get_ok(&c, &format!("/v1/webhooks/{}/secret", id_of(&created))).await;
+    assert_eq!(shown["secret"], secret.as_str());
+    assert_eq!(shown["public_key"], public.as_str());
+    let listed = helpers::get_ok(&c, &format!("/v1/webhooks/{}", id_of(&created))).await;
+    assert_eq!(listed["signature_scheme"], "ed25519");
+    assert!(listed.get("public_key").is_none(), "{listed}");
+
+    // The guide's header still verifies with the secret; webhook-signature
+    // is v1a only, so the HMAC library finds nothing and Node's Ed25519
+    // check passes with the public key.
+    node.use_secrets(&[&secret, &public]);
+    c.contact("ed-one").await;
+    let v = node.next().await;
+    assert_eq!(v["guide"], json!([true, null]), "{v}");
+    assert_eq!(v["standard"], json!([false, true]), "{v}");
+    let id = test_event(&c, id_of(&created), "message.created").await;
+    node.next().await;
+    let d = helpers::wait_delivery(&c, &id, "succeeded").await;
+    let request = &d["attempt_log"][0]["request"];
+    let header = header_in(&request["headers"], "webhook-signature").unwrap();
+    assert!(
+        header.starts_with("v1a,") && !header.contains(' '),
+        "{header}"
+    );
+
+    // The Rust crate verifies the same request with the public key.
+    let verifier = notifly_webhooks::Webhook::new(&public).unwrap();
+    verifier
+        .verify_standard(
+            request["body"].as_str().unwrap().as_bytes(),
+            header_in(&request["headers"], "webhook-id"),
+            header_in(&request["headers"], "webhook-timestamp"),
+            Some(header),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+
+    // A rotation makes a new key pair; during the overlap window both keys sign.
+    let rotated = rotate(&c, id_of(&created), None).await;
+    let new_public = rotated["public_key"].as_str().unwrap().to_owned();
+    assert_ne!(new_public, public);
+    assert_eq!(rotated["previous_public_key"], public.as_str(), "{rotated}");
+    node.use_secrets(&[&public, &new_public]);
+    let id = test_event(&c, id_of(&created), "group.updated").await;
+    let v = node.next().await;
+    assert_eq!(v["standard"], json!([true, true]), "{v}");
+    assert_eq!(signature_entries(&c, &id).await, 2);
+
+    // Back to hmac-sha256: the key pair goes, the secret stays.
+    let (status, body) = c
+        .put(
+            &format!("/v1/webhooks/{}", id_of(&created)),
+            json!({"signature_scheme": "hmac-sha256"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["signature_scheme"], "hmac-sha256");
+    let shown = helpers::get_ok(&c, &format!("/v1/webhooks/{}/secret", id_of(&created))).await;
+    assert_eq!(shown["public_key"], Value::Null, "{shown}");
+    let current = shown["secret"].as_str().unwrap().to_owned();
+    node.use_secrets(&[&current]);
+    rotate(&c, id_of(&created), Some(json!({"overlap_seconds": 0}))).await;
+    let shown = helpers::get_ok(&c, &format!("/v1/webhooks/{}/secret", id_of(&created))).await;
+    node.use_secrets(&[shown["secret"].as_str().unwrap()]);
+    c.contact("hmac-again").await;
+    let v = node.next().await;
+    assert_eq!(
+        (&v["guide"], &v["standard"]),
+        (&json!([true]), &json!([true])),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_signature_scheme_is_refused_naming_the_field_and_changes_nothing() {
+    let server = helpers::server(|_| {}).await;
+    let c = server.account("acme").await;
+    for bad in [json!("rsa"), json!(""), json!(5), json!("ED25519")] {
+        let (status, body) = c
+            .post(
+                "/v1/webhooks",
+                json!({"name": "x", "url": "http://127.0.0.1:9/", "events": ["*"], "signature_scheme": bad}),
+            )
+            .await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("signature_scheme"),
+            "{bad}: {body}"
+        );
+    }
+    assert!(c.list_all("/v1/webhooks").await.is_empty());
+    let hook = webhook(&c, "y", "http://127.0.0.1:9/", &["*"]).await;
+    for bad in [json!(null), json!("rsa")] {
+        let (status, body) = c
+            .put(
+                &format!("/v1/webhooks/{}", hook.id),
+                json!({"signature_scheme": bad}),
+            )
+            .await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("signature_scheme"),
+            "{bad}: {body}"
+        );
+    }
+    let shown = helpers::get_ok(&c, &format!("/v1/webhooks/{}/secret", hook.id)).await;
+    assert_eq!(shown["secret"], hook.secret.as_str());
+    assert_eq!(shown["public_key"], Value::Null);
+}

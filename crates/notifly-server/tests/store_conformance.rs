@@ -236,6 +236,7 @@ fn endpoint(name: &str, events: &[&str]) -> EndpointRecord {
         failing_since: None,
         created_at: now,
         updated_at: now,
+        signature_scheme: "hmac-sha256".to_owned(),
     }
 }
 

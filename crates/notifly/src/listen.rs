@@ -207,8 +207,8 @@ async fn forward_one(client: &reqwest::Client, to: &reqwest::Url, secret: &str, 
             event_type,
             attempt: 1,
             delivery_id: "listen",
-            secret,
-            previous_secret: None,
+            keys: notifly_webhooks::EndpointKeys::new(secret),
+            previous: None,
         },
         event.data.as_bytes(),
         now,
@@ -287,7 +287,7 @@ fn remembered_secret(server: &ServerArgs, renew: bool) -> anyhow::Result<(String
     if !renew && let Some(secret) = secrets.get(&slot) {
         return Ok((secret.clone(), "remembered"));
     }
-    let secret = notifly_server::domain::webhooks::new_secret();
+    let secret = notifly_server::secrets::new_secret();
     secrets.insert(slot, secret.clone());
     write_private(&path, &serde_json::to_vec_pretty(&secrets)?)
         .with_context(|| format!("cannot remember the session secret in {}", path.display()))?;

@@ -110,18 +110,25 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(syntax)?;
         return Err(shape("the request body must be a JSON object".into()));
     }
-    let value = serde_json::from_slice(bytes).map_err(|e| {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         use serde_json::error::Category;
+        let field = e.path().to_string();
+        let e = e.into_inner();
         match e.classify() {
             // serde stops at the first problem; a wrong type early in a
             // document that is also malformed is still malformed.
             Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
                 Err(syntax_error) => syntax(syntax_error),
-                Ok(_) => shape(format!("invalid request body: {e}")),
+                // The path is `.` when the problem is the whole body
+                // (a missing or unknown field).
+                Ok(_) if field == "." => shape(format!("invalid request body: {e}")),
+                Ok(_) => shape(format!("invalid request body: `{field}`: {e}")),
             },
             Category::Syntax | Category::Eof | Category::Io => syntax(e),
         }
     })?;
+    deserializer.end().map_err(syntax)?;
     if has_nul_escape(bytes) {
         // Not storable as text by every database; no field has a use for it.
         return Err(shape(

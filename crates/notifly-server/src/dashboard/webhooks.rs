@@ -16,8 +16,8 @@ use super::{Dashboard, domain_error, render};
 use crate::domain::DomainError;
 use crate::domain::deliveries::{DeliveryDetail, Recover, STATUSES, WebhookHealth};
 use crate::domain::webhooks::{
-    CreateWebhook, DEFAULT_OVERLAP_SECS, RotateSecret, TestEvent, UpdateWebhook, Webhook,
-    WebhookSecret,
+    CreateWebhook, DEFAULT_OVERLAP_SECS, RotateSecret, SignatureScheme, TestEvent, UpdateWebhook,
+    Webhook, WebhookSecret,
 };
 use crate::ids;
 use crate::store::{Cursor, Page};
@@ -190,6 +190,7 @@ struct FormValues {
     description: String,
     all_events: bool,
     events: Vec<String>,
+    signature_scheme: String,
 }
 
 #[derive(Debug, Default)]
@@ -233,6 +234,10 @@ impl FormValues {
             description: form.get("description").unwrap_or("").to_owned(),
             all_events: events.iter().any(|e| e == "*"),
             events: events.into_iter().filter(|e| e != "*").collect(),
+            signature_scheme: form
+                .get("signature_scheme")
+                .unwrap_or(SignatureScheme::default().as_str())
+                .to_owned(),
         }
     }
 
@@ -243,6 +248,7 @@ impl FormValues {
             description: w.description.clone().unwrap_or_default(),
             all_events: w.events.iter().any(|e| e == "*"),
             events: w.events.iter().filter(|e| *e != "*").cloned().collect(),
+            signature_scheme: w.signature_scheme.as_str().to_owned(),
         }
     }
 
@@ -350,6 +356,7 @@ pub async fn create(State(state): State<Dashboard>, current: Current, form: Form
         url: v.url.clone(),
         events: v.event_list(),
         description: v.description(),
+        signature_scheme: Some(v.signature_scheme.clone()),
     };
     match state
         .app
@@ -419,6 +426,7 @@ pub async fn update(
         events: Some(Some(v.event_list())),
         description: Some(v.description()),
         enabled: None,
+        signature_scheme: Some(Some(v.signature_scheme.clone())),
     };
     match notifly
         .update_webhook(&current.account_id, &id, input)
@@ -460,6 +468,8 @@ struct SecretView {
     secret: String,
     previous: Option<String>,
     previous_until: Option<String>,
+    public_key: Option<String>,
+    previous_public_key: Option<String>,
 }
 
 #[derive(Template)]
@@ -570,6 +580,8 @@ pub async fn show(
             previous_until: s.previous_secret_expires_at.map(view::time),
             secret: s.secret,
             previous: s.previous_secret,
+            public_key: s.public_key,
+            previous_public_key: s.previous_public_key,
         }),
         deliveries: listed
             .items

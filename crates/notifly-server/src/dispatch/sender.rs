@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use notifly_webhooks::{
-    HEADER_NOTIFLY_SIGNATURE, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE,
-    HEADER_WEBHOOK_TIMESTAMP, signature_headers,
+    EndpointKeys, HEADER_NOTIFLY_SIGNATURE, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE,
+    HEADER_WEBHOOK_TIMESTAMP, endpoint_signature_headers,
 };
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 
 use crate::ids;
+use crate::secrets::KeySet;
 use crate::store::{AttemptRecord, Claimed};
 
 /// Most bytes of a response body read and kept.
@@ -38,10 +39,10 @@ pub struct Signing<'a> {
     /// 1 for the first attempt.
     pub attempt: i64,
     pub delivery_id: &'a str,
-    /// The endpoint's current secret.
-    pub secret: &'a str,
-    /// During a rotation's overlap window, the secret being replaced.
-    pub previous_secret: Option<&'a str>,
+    /// The endpoint's current keys.
+    pub keys: EndpointKeys<'a>,
+    /// During a rotation's overlap window, the keys being replaced.
+    pub previous: Option<EndpointKeys<'a>>,
 }
 
 impl std::fmt::Debug for Signing<'_> {
@@ -61,7 +62,7 @@ impl std::fmt::Debug for Signing<'_> {
 pub fn delivery_headers(s: &Signing<'_>, body: &[u8], now: i64) -> Vec<(&'static str, String)> {
     // The consumer crate owns the signing, so Notifly and its customers'
     // verifiers can never drift apart.
-    let sig = signature_headers(s.secret, s.previous_secret, s.event_id, now, body);
+    let sig = endpoint_signature_headers(s.keys, s.previous, s.event_id, now, body);
     let mut headers = vec![
         ("content-type", "application/json".to_owned()),
         ("user-agent", USER_AGENT_VALUE.to_owned()),
@@ -116,18 +117,20 @@ impl Sender {
     }
 
     fn headers(c: &Claimed, body: &[u8], now: i64) -> Vec<(&'static str, String)> {
+        let keys = KeySet::decode(&c.secret);
         let previous = c
             .previous_secret
             .as_deref()
-            .filter(|_| c.previous_secret_expires_at.is_some_and(|t| t > now));
+            .filter(|_| c.previous_secret_expires_at.is_some_and(|t| t > now))
+            .map(KeySet::decode);
         delivery_headers(
             &Signing {
                 event_id: &c.event_id,
                 event_type: &c.event_type,
                 attempt: c.attempt,
                 delivery_id: &c.delivery_id,
-                secret: &c.secret,
-                previous_secret: previous,
+                keys: keys.as_keys(),
+                previous: previous.as_ref().map(KeySet::as_keys),
             },
             body,
             now,

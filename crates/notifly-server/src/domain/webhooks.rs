@@ -1,7 +1,6 @@
 //! Webhook endpoints: where events go, which ones, and the secret they are signed with.
 
-use notifly_webhooks::{EventType, StandardSecret};
-use rand::RngCore;
+use notifly_webhooks::EventType;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,6 +10,7 @@ use super::{
     Begun, DomainError, DomainResult, Idempotency, Notifly, found, list_error, replay, samples,
 };
 use crate::ids;
+use crate::secrets::KeySet;
 use crate::store::{EndpointRecord, EventRecord, Listed, Page, StoreError};
 
 const KIND: &str = "webhook";
@@ -41,8 +41,57 @@ pub struct Webhook {
     /// `GET /v1/webhooks/{id}/secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// How `webhook-signature` is signed: `hmac-sha256` (`v1` entries, with
+    /// the secret) or `ed25519` (`v1a` entries, with the endpoint's own
+    /// private key; verify with its `public_key`).
+    pub signature_scheme: SignatureScheme,
+    /// Only in the response to `POST /v1/webhooks` of an `ed25519`
+    /// endpoint; later through `GET /v1/webhooks/{id}/secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// How an endpoint signs `webhook-signature` (`x-notifly-signature` is
+/// always HMAC-SHA256 with the `whsec_` secret, as the guide says).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum SignatureScheme {
+    /// `v1,<base64>`: HMAC-SHA256 with the `whsec_` secret.
+    #[default]
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// `v1a,<base64>`: Ed25519 with the endpoint's private key.
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl SignatureScheme {
+    /// The name the API and the database use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureScheme::HmacSha256 => "hmac-sha256",
+            SignatureScheme::Ed25519 => "ed25519",
+        }
+    }
+
+    /// Parses an API value, naming the field when it is none of the schemes.
+    pub fn parse(value: &str) -> DomainResult<Self> {
+        match value {
+            "hmac-sha256" => Ok(SignatureScheme::HmacSha256),
+            "ed25519" => Ok(SignatureScheme::Ed25519),
+            other => Err(DomainError::Invalid(format!(
+                "signature_scheme must be `hmac-sha256` or `ed25519`, not `{}`",
+                ids::printable(other)
+            ))),
+        }
+    }
+
+    /// The scheme a stored endpoint names (the default for anything else,
+    /// which only a hand-edited database could hold).
+    fn of(record: &EndpointRecord) -> Self {
+        Self::parse(&record.signature_scheme).unwrap_or_default()
+    }
 }
 
 impl std::fmt::Debug for Webhook {
@@ -58,6 +107,7 @@ impl std::fmt::Debug for Webhook {
 
 impl From<EndpointRecord> for Webhook {
     fn from(r: EndpointRecord) -> Self {
+        let signature_scheme = SignatureScheme::of(&r);
         Webhook {
             id: r.id,
             name: r.name,
@@ -65,8 +115,10 @@ impl From<EndpointRecord> for Webhook {
             description: r.description,
             events: r.events.0,
             enabled: r.enabled,
+            signature_scheme,
             disabled_reason: r.disabled_reason,
             secret: None,
+            public_key: None,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -82,8 +134,16 @@ pub struct WebhookSecret {
     /// During a rotation's overlap window: the secret being replaced, which
     /// still signs `x-notifly-signature` and a second `webhook-signature` entry.
     pub previous_secret: Option<String>,
-    /// When the previous secret stops being used (Unix seconds).
+    /// When the previous secret (and public key) stops being used (Unix seconds).
     pub previous_secret_expires_at: Option<i64>,
+    /// For an `ed25519` endpoint: the public key (`whpk_` + base64 of the
+    /// raw 32-byte key) that verifies its `v1a` signatures. `null` for
+    /// `hmac-sha256`.
+    #[schema(example = "whpk_2m+6e8j4FZYGM3sW17Ucv/IDiELCfhkTyPxA/ILm8zc=")]
+    pub public_key: Option<String>,
+    /// During a rotation's overlap window: the public key being replaced,
+    /// whose private key still signs a second `v1a` entry.
+    pub previous_public_key: Option<String>,
 }
 
 impl std::fmt::Debug for WebhookSecret {
@@ -101,6 +161,9 @@ pub struct CreateWebhook {
     /// Event types to receive, or `["*"]` for all.
     pub events: Vec<String>,
     pub description: Option<String>,
+    /// `hmac-sha256` (the default) or `ed25519`.
+    #[schema(value_type = Option<SignatureScheme>)]
+    pub signature_scheme: Option<String>,
 }
 
 /// Body of `PUT /v1/webhooks/{id}`: only the fields given change.
@@ -123,6 +186,12 @@ pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<bool>)]
     pub enabled: Option<Option<bool>>,
+    /// Changing it to `ed25519` gives the endpoint a new key pair (fetch its
+    /// public key with `GET /v1/webhooks/{id}/secret`); changing it back
+    /// drops the key pair. The `whsec_` secret stays either way.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<SignatureScheme>)]
+    pub signature_scheme: Option<Option<String>>,
 }
 
 /// Body of `POST /v1/webhooks/{id}/secret/rotate` (optional).
@@ -142,13 +211,6 @@ pub struct TestEvent {
     #[serde(rename = "type")]
     #[schema(example = "message.created")]
     pub event_type: String,
-}
-
-/// A new `whsec_` secret: 32 random bytes, base64.
-pub fn new_secret() -> String {
-    let mut key = [0u8; 32];
-    rand::rng().fill_bytes(&mut key);
-    StandardSecret::encode(&key)
 }
 
 fn name(value: &str) -> DomainResult<String> {
@@ -267,20 +329,27 @@ impl Notifly {
         idempotency: Option<&Idempotency>,
     ) -> DomainResult<Webhook> {
         let now = ids::now();
+        let scheme = match input.signature_scheme.as_deref() {
+            Some(s) => SignatureScheme::parse(s)?,
+            None => SignatureScheme::default(),
+        };
+        let id = ids::new_id();
+        let keys = KeySet::generate(scheme == SignatureScheme::Ed25519);
         let record = EndpointRecord {
-            id: ids::new_id(),
+            secret: self.seal_keys(&id, &keys)?,
+            id,
             name: name(&input.name)?,
             url: self.webhook_url(&input.url).await?,
             description: validate::description(input.description.as_deref())?,
             events: sqlx::types::Json(events(&input.events)?),
             enabled: true,
             disabled_reason: None,
-            secret: new_secret(),
             previous_secret: None,
             previous_secret_expires_at: None,
             failing_since: None,
             created_at: now,
             updated_at: now,
+            signature_scheme: scheme.as_str().to_owned(),
         };
         let mut tx = match self.begin(account, idempotency).await? {
             Begun::Replay(body) => return replay(&body),
@@ -289,13 +358,13 @@ impl Notifly {
         tx.insert_endpoint(account, &record)
             .await
             .map_err(conflict(&record.name))?;
-        let secret = record.secret.clone();
         let mut webhook = Webhook::from(record);
         // The remembered response omits the secret, which is not kept
         // anywhere but the endpoint: a replay answers without it (fetch it
         // with GET /v1/webhooks/{id}/secret).
         self.finish(tx, account, idempotency, &webhook).await?;
-        webhook.secret = Some(secret);
+        webhook.public_key = keys.public_key();
+        webhook.secret = Some(keys.secret);
         Ok(webhook)
     }
 
@@ -354,6 +423,15 @@ impl Notifly {
             }
             _ => {}
         }
+        if let Some(s) = not_null("signature_scheme", input.signature_scheme)? {
+            let scheme = SignatureScheme::parse(&s)?;
+            if scheme != SignatureScheme::of(&before) {
+                let keys = self.open_keys(&before.id, &before.secret)?;
+                let keys = keys.with_scheme(scheme == SignatureScheme::Ed25519);
+                after.secret = self.seal_keys(&before.id, &keys)?;
+                after.signature_scheme = scheme.as_str().to_owned();
+            }
+        }
         if after == before {
             // Nothing changed; still answer only from durable state.
             self.commit(tx).await?;
@@ -380,7 +458,7 @@ impl Notifly {
     pub async fn webhook_secret(&self, account: &str, id: &str) -> DomainResult<WebhookSecret> {
         let mut conn = self.store.read().await?;
         let record = found(conn.endpoint(account, id).await, KIND, id)?;
-        Ok(secrets_of(&record, ids::now()))
+        self.secrets_of(&record, ids::now())
     }
 
     /// Replaces an endpoint's secret. The old one keeps signing for the overlap
@@ -401,7 +479,8 @@ impl Notifly {
         let mut tx = self.store.write().await?;
         let mut record = found(tx.endpoint(account, id).await, KIND, id)?;
         let now = ids::now();
-        let old = std::mem::replace(&mut record.secret, new_secret());
+        let keys = KeySet::generate(SignatureScheme::of(&record) == SignatureScheme::Ed25519);
+        let old = std::mem::replace(&mut record.secret, self.seal_keys(id, &keys)?);
         (record.previous_secret, record.previous_secret_expires_at) = if overlap > 0 {
             (Some(old), Some(now + overlap))
         } else {
@@ -410,7 +489,7 @@ impl Notifly {
         record.updated_at = now;
         tx.update_endpoint(account, &record).await?;
         self.commit(tx).await?;
-        Ok(secrets_of(&record, now))
+        self.secrets_of(&record, now)
     }
 
     /// Sends a sample event of `input.event_type` to this endpoint only.
@@ -453,13 +532,33 @@ impl Notifly {
     }
 }
 
-/// The secrets an endpoint signs with at `now`.
-pub(crate) fn secrets_of(r: &EndpointRecord, now: i64) -> WebhookSecret {
-    let live = r.previous_secret_expires_at.is_some_and(|t| t > now);
-    WebhookSecret {
-        secret: r.secret.clone(),
-        previous_secret: r.previous_secret.clone().filter(|_| live),
-        previous_secret_expires_at: r.previous_secret_expires_at.filter(|_| live),
+impl Notifly {
+    /// The secrets an endpoint signs with at `now`.
+    fn secrets_of(&self, r: &EndpointRecord, now: i64) -> DomainResult<WebhookSecret> {
+        let current = self.open_keys(&r.id, &r.secret)?;
+        let previous = match &r.previous_secret {
+            Some(sealed) if r.previous_secret_expires_at.is_some_and(|t| t > now) => {
+                Some(self.open_keys(&r.id, sealed)?)
+            }
+            _ => None,
+        };
+        Ok(WebhookSecret {
+            public_key: current.public_key(),
+            previous_public_key: previous.as_ref().and_then(KeySet::public_key),
+            previous_secret_expires_at: previous.as_ref().and(r.previous_secret_expires_at),
+            previous_secret: previous.map(|k| k.secret),
+            secret: current.secret,
+        })
+    }
+
+    /// The text an endpoint's keys are stored as.
+    fn seal_keys(&self, _endpoint_id: &str, keys: &KeySet) -> DomainResult<String> {
+        Ok(keys.encode())
+    }
+
+    /// An endpoint's keys, from what [`Notifly::seal_keys`] stored.
+    fn open_keys(&self, _endpoint_id: &str, stored: &str) -> DomainResult<KeySet> {
+        Ok(KeySet::decode(stored))
     }
 }
 
@@ -486,13 +585,5 @@ mod tests {
             .unwrap(),
             list(&["message.created", "contact.deleted"])
         );
-    }
-
-    #[test]
-    fn secrets_have_the_standard_shape() {
-        let s = new_secret();
-        assert!(s.starts_with("whsec_"));
-        assert!(StandardSecret::parse(&s).is_ok());
-        assert_ne!(s, new_secret());
     }
 }

@@ -227,7 +227,7 @@ pub(crate) const GROUP_COLUMNS: &str =
 pub(crate) const ATTACHMENT_COLUMNS: &str =
     "id, message_id, filename, file_type, file_size, created_at";
 pub(crate) const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
-pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at, signature_scheme";
 pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
 /// A dashboard session's columns, from `dashboard_sessions s JOIN accounts a`.
 pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message";

@@ -2142,7 +2142,7 @@ impl WriteTx for Handle<PgTx> {
     async fn insert_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
         self.0.lock_endpoints(account, true).await?;
         sqlx::query(&format!(
-            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(account)
         .bind(&ep.id)
@@ -2158,6 +2158,7 @@ impl WriteTx for Handle<PgTx> {
         .bind(ep.failing_since)
         .bind(ep.created_at)
         .bind(ep.updated_at)
+        .bind(&ep.signature_scheme)
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;
@@ -2179,8 +2180,9 @@ impl WriteTx for Handle<PgTx> {
         self.0.lock_endpoints(account, true).await?;
         let updated = sqlx::query(
             "UPDATE endpoints SET name = $1, url = $2, description = $3, events = $4, enabled = $5, disabled_reason = $6,
-                secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11
-             WHERE account_id = $12 AND id = $13",
+                secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11,
+                signature_scheme = $12
+             WHERE account_id = $13 AND id = $14",
         )
         .bind(&ep.name)
         .bind(&ep.url)
@@ -2193,6 +2195,7 @@ impl WriteTx for Handle<PgTx> {
         .bind(ep.previous_secret_expires_at)
         .bind(ep.failing_since)
         .bind(ep.updated_at)
+        .bind(&ep.signature_scheme)
         .bind(account)
         .bind(&ep.id)
         .execute(&mut *self.0)

@@ -229,12 +229,17 @@ pub struct EndpointRecord {
     pub events: sqlx::types::Json<Vec<String>>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+    /// The endpoint's signing keys: its `whsec_` secret, and for an
+    /// `ed25519` endpoint its `whsk_` private key after a space.
     pub secret: String,
+    /// During a rotation's overlap window, the keys being replaced.
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<i64>,
     pub failing_since: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `hmac-sha256` or `ed25519`.
+    pub signature_scheme: String,
 }
 
 impl std::fmt::Debug for EndpointRecord {

@@ -1391,7 +1391,7 @@ impl WriteTx for Handle<WriterGuard> {
         exec(
             &self.0,
             &format!(
-                "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             params![
                 account,
@@ -1408,6 +1408,7 @@ impl WriteTx for Handle<WriterGuard> {
                 ep.failing_since,
                 ep.created_at,
                 ep.updated_at,
+                ep.signature_scheme,
             ],
         )
         .map_err(unique_sqlite("endpoint name"))?;
@@ -1418,7 +1419,8 @@ impl WriteTx for Handle<WriterGuard> {
         let updated = exec(
             &self.0,
             "UPDATE endpoints SET name = ?, url = ?, description = ?, events = ?, enabled = ?, disabled_reason = ?,
-                secret = ?, previous_secret = ?, previous_secret_expires_at = ?, failing_since = ?, updated_at = ?
+                secret = ?, previous_secret = ?, previous_secret_expires_at = ?, failing_since = ?, updated_at = ?,
+                signature_scheme = ?
              WHERE account_id = ? AND id = ?",
             params![
                 ep.name,
@@ -1432,6 +1434,7 @@ impl WriteTx for Handle<WriterGuard> {
                 ep.previous_secret_expires_at,
                 ep.failing_since,
                 ep.updated_at,
+                ep.signature_scheme,
                 account,
                 ep.id,
             ],

@@ -274,6 +274,7 @@ impl Decode for EndpointRecord {
             failing_since: row.get(10)?,
             created_at: row.get(11)?,
             updated_at: row.get(12)?,
+            signature_scheme: row.get(13)?,
         })
     }
 }

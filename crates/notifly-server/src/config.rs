@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::dispatch::{DispatchConfig, RetrySchedule, parse_duration};
+use crate::secrets::Keyring;
 
 /// Everything `notifly serve` can be told.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +52,44 @@ pub struct Config {
     pub retention: String,
     /// How often old data is purged, e.g. `10m`.
     pub purge_interval: String,
+    /// The keys webhook signing secrets are sealed under at rest: base64 of
+    /// 32 random bytes each, comma-separated; the first seals, all open.
+    /// Unset with SQLite: a key file in `data_dir` (made on first start).
+    /// Required with PostgreSQL, the same on every node. Env
+    /// `NOTIFLY_ENCRYPTION_KEY`.
+    pub encryption_key: Option<EncryptionKeys>,
+}
+
+/// The text of `encryption_key`; its `Debug` output hides it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct EncryptionKeys(pub String);
+
+impl std::fmt::Debug for EncryptionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncryptionKeys(<redacted>)")
+    }
+}
+
+/// The name of the key file in `data_dir`.
+pub const KEY_FILE: &str = "encryption.key";
+
+/// Writes a new key file, readable by its owner alone, failing if one exists.
+fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(format!("{key}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The default database: a SQLite file in the working directory.
@@ -75,6 +114,7 @@ impl Default for Config {
             poll_interval: "1s".to_owned(),
             retention: "30d".to_owned(),
             purge_interval: "10m".to_owned(),
+            encryption_key: None,
         }
     }
 }
@@ -161,6 +201,48 @@ impl Config {
             bail!("public_url must start with http:// or https://");
         }
         Ok(())
+    }
+
+    /// Whether the database is PostgreSQL (rather than the embedded SQLite).
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://")
+    }
+
+    /// The key file used when no `encryption_key` is configured (SQLite).
+    pub fn key_file(&self) -> PathBuf {
+        self.data_dir.join(KEY_FILE)
+    }
+
+    /// The keyring secrets are sealed with: `encryption_key` if set;
+    /// otherwise, for SQLite, the key file in `data_dir`, made (mode 0600)
+    /// on first start. PostgreSQL's nodes must share a key, so there it
+    /// must be configured.
+    pub fn keyring(&self) -> anyhow::Result<Keyring> {
+        if let Some(EncryptionKeys(list)) = &self.encryption_key {
+            return Keyring::parse(list);
+        }
+        if self.is_postgres() {
+            bail!(
+                "encryption_key is required with PostgreSQL: set NOTIFLY_ENCRYPTION_KEY (or encryption_key in notifly.toml) to the same key on every node; make one with `openssl rand -base64 32`, and keep it with the database's backups"
+            );
+        }
+        let path = self.key_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                Keyring::parse(text.trim()).with_context(|| format!("in {}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Keyring::generate_key();
+                write_key_file(&path, &key)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "made an encryption key for webhook secrets; back it up with the database: without it no webhook secret can be read"
+                );
+                Keyring::parse(&key)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
     }
 
     /// The base URL clients use, without a trailing slash.

@@ -71,6 +71,16 @@ pub async fn run(
             "took back the deliveries a stopped server had in flight; sending them again"
         );
     }
+    let keyring = Arc::new(config.keyring()?);
+    let sealed = secrets::seal_stored(store.as_ref(), &keyring, false)
+        .await
+        .context("cannot read the webhook signing secrets with the configured encryption keys")?;
+    if sealed.plaintext > 0 {
+        tracing::info!(
+            endpoints = sealed.plaintext,
+            "sealed plaintext webhook signing secrets under the encryption key"
+        );
+    }
     let bound = listener.local_addr()?;
     let public_url = config.public_url(bound);
     if let Some(account) = domain::accounts::bootstrap(store.as_ref()).await? {
@@ -89,6 +99,7 @@ pub async fn run(
         &public_url,
         config.data_dir.join("attachments"),
         config.allow_private_urls,
+        keyring.clone(),
     );
     let metrics = Arc::new(metrics::Metrics::default());
     // Long-lived responses (event streams) end when shutdown begins, so that
@@ -106,8 +117,12 @@ pub async fn run(
         dispatch_config,
         slots,
         metrics.clone(),
+        keyring.clone(),
         stop_dispatch.clone(),
     )?;
+    if sealed.older > 0 {
+        tokio::spawn(secrets::reseal_in_background(store.clone(), keyring));
+    }
     let (keep, purge_every) = config.retention()?;
     let purger = tokio::spawn(retention::run(
         store.clone(),

@@ -589,9 +589,19 @@ async fn private_addresses_are_refused_at_connect_time_too() {
     let rx = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    // Two servers, one database: they must share its encryption key.
+    let key_of = || {
+        Some(notifly_server::config::EncryptionKeys(
+            common::TEST_ENCRYPTION_KEY.to_owned(),
+        ))
+    };
 
     // Registered while private networks were allowed...
-    let dev = helpers::server(|c| c.database_url = database_url.clone()).await;
+    let dev = helpers::server(|c| {
+        c.database_url = database_url.clone();
+        c.encryption_key = key_of();
+    })
+    .await;
     let c = dev.account("acme").await;
     let by_ip = webhook(&c, "by-ip", &rx.url("/ip"), &["*"]).await;
     let by_name = webhook(
@@ -607,6 +617,7 @@ async fn private_addresses_are_refused_at_connect_time_too() {
     // ...then the operator turns that off: nothing may reach the network.
     let server = TestServer::start_with(|c| {
         c.database_url = database_url.clone();
+        c.encryption_key = key_of();
         c.retry_schedule = "0s".to_owned();
         c.delivery_timeout = "2s".to_owned();
         c.poll_interval = "50ms".to_owned();

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::Client;
-use helpers::{DEADLINE, webhook};
+use helpers::DEADLINE;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -31,9 +31,14 @@ struct Example {
 
 impl Example {
     async fn start(program: &str, script: &str, secret: &str) -> Example {
+        let variable = if secret.starts_with("whpk_") {
+            "NOTIFLY_WEBHOOK_PUBLIC_KEY"
+        } else {
+            "NOTIFLY_WEBHOOK_SECRET"
+        };
         let mut child = Command::new(program)
             .arg(examples().join(script))
-            .env("NOTIFLY_WEBHOOK_SECRET", secret)
+            .env(variable, secret)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -64,17 +69,30 @@ impl Example {
     }
 }
 
-/// Registers a webhook, starts the example with its secret, points the
-/// webhook at it, then makes three kinds of events happen and checks that the
-/// example verified each one and read its type.
-async fn check(program: &str, script: &str) {
+/// Registers a webhook (of `scheme`), starts the example with its secret (or
+/// public key), points the webhook at it, then makes three kinds of events
+/// happen and checks that the example verified each one and read its type.
+async fn check(program: &str, script: &str, scheme: &str) {
     let server = helpers::server(|_| {}).await;
     let c: Client = server.account("docs").await;
-    let hook = webhook(&c, "docs", "http://127.0.0.1:9/placeholder", &["*"]).await;
-    let mut example = Example::start(program, script, &hook.secret).await;
+    let (status, created) = c
+        .post(
+            "/v1/webhooks",
+            json!({"name": "docs", "url": "http://127.0.0.1:9/placeholder", "events": ["*"],
+                   "signature_scheme": scheme}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    // An ed25519 endpoint's receiver needs only its public key.
+    let verifier = created["public_key"]
+        .as_str()
+        .or(created["secret"].as_str())
+        .unwrap();
+    let mut example = Example::start(program, script, verifier).await;
+    let hook_id = created["id"].as_str().unwrap();
     let url = format!("http://127.0.0.1:{}/webhooks", example.port);
     let (status, _) = c
-        .put(&format!("/v1/webhooks/{}", hook.id), json!({"url": url}))
+        .put(&format!("/v1/webhooks/{hook_id}"), json!({"url": url}))
         .await;
     assert_eq!(status, 200);
 
@@ -131,10 +149,29 @@ async fn check(program: &str, script: &str) {
 
 #[tokio::test]
 async fn the_node_example_verifies_real_deliveries() {
-    check("node", "node/receiver.js").await;
+    check("node", "node/receiver.js", "hmac-sha256").await;
 }
 
 #[tokio::test]
 async fn the_python_example_verifies_real_deliveries() {
-    check("python3", "python/receiver.py").await;
+    check("python3", "python/receiver.py", "hmac-sha256").await;
+}
+
+#[tokio::test]
+async fn the_node_ed25519_example_verifies_real_deliveries() {
+    check("node", "node/receiver-ed25519.js", "ed25519").await;
+}
+
+/// Needs Python's `cryptography` package (`.ci/run` installs it if missing).
+#[tokio::test]
+async fn the_python_ed25519_example_verifies_real_deliveries() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "docs/examples/python/receiver_ed25519.py needs Python's `cryptography` package: pip install cryptography"
+    );
+    check("python3", "python/receiver_ed25519.py", "ed25519").await;
 }

@@ -24,7 +24,7 @@ use notifly_server::store::{
     Account, Attachment, AttemptRecord, AttemptResult, ClaimRequest, Claimed, Contact,
     Conversation, ConversationFilter, Cursor, DashboardSession, DeliveryRecord, EndpointRecord,
     EventRecord, GroupRecord, IdempotentResponse, Listed, MessageRecord, NextStep, Page, Reaction,
-    SessionFlash, Store, StoreError, StoreResult, WriteTx,
+    SessionFlash, Store, StoreError, StoreResult, StoredKeys, WriteTx,
 };
 use serde_json::json;
 use sqlx::types::Json;
@@ -118,6 +118,7 @@ conformance!(
     groups,
     attachments,
     endpoints,
+    endpoint_keys_are_read_in_pages_and_replaced_only_if_unchanged,
     pagination_of_every_list,
     filtered_lists,
     idempotency_keys,
@@ -1132,6 +1133,7 @@ async fn endpoints(store: Arc<dyn Store>) {
     ep.previous_secret = None;
     ep.previous_secret_expires_at = None;
     ep.failing_since = Some(ids::now() - 60);
+    ep.signature_scheme = "ed25519".to_owned();
     ep.updated_at = ids::now() + 1;
     let mut tx = begin(&store).await;
     tx.update_endpoint(&a, &ep).await.unwrap();
@@ -1150,6 +1152,70 @@ async fn endpoints(store: Arc<dyn Store>) {
     drop(conn);
     // The name is free again.
     add_endpoint(&store, &a, "all", &["*"], true).await;
+}
+
+async fn endpoint_keys_are_read_in_pages_and_replaced_only_if_unchanged(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let b = new_account(&store, "globex").await;
+    let account_of = |n: usize| if n.is_multiple_of(2) { &a } else { &b };
+    let mut made = Vec::new();
+    for n in 0..5 {
+        let account = account_of(n);
+        let mut ep = endpoint(&format!("e{n}"), &["*"]);
+        if n == 3 {
+            ep.previous_secret = Some("nfsealed1:previous".to_owned());
+        }
+        let mut tx = begin(&store).await;
+        tx.insert_endpoint(account, &ep).await.unwrap();
+        commit(tx).await;
+        made.push((account.clone(), ep));
+    }
+    made.sort_by(|x, y| x.1.id.cmp(&y.1.id));
+
+    // Every account's, in id order, in pages.
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = store.endpoint_keys(&after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = last.endpoint_id.clone();
+        seen.extend(page);
+    }
+    let want: Vec<StoredKeys> = made
+        .iter()
+        .map(|(_, e)| StoredKeys {
+            endpoint_id: e.id.clone(),
+            secret: e.secret.clone(),
+            previous_secret: e.previous_secret.clone(),
+        })
+        .collect();
+    assert_eq!(seen, want);
+
+    // Replaced only while unchanged, with or without a previous secret.
+    for before in &want {
+        let after = StoredKeys {
+            endpoint_id: before.endpoint_id.clone(),
+            secret: format!("nfsealed1:{}", ids::new_id()),
+            previous_secret: before
+                .previous_secret
+                .as_ref()
+                .map(|_| "nfsealed1:p".to_owned()),
+        };
+        assert!(store.replace_endpoint_keys(before, &after).await.unwrap());
+        assert!(!store.replace_endpoint_keys(before, &after).await.unwrap());
+        let mut stale = before.clone();
+        stale.previous_secret = Some("other".to_owned());
+        assert!(!store.replace_endpoint_keys(&stale, &after).await.unwrap());
+    }
+    let now = store.endpoint_keys("", 10).await.unwrap();
+    assert!(now.iter().all(|k| k.secret.starts_with("nfsealed1:")));
+    // The rest of each endpoint is untouched.
+    let mut conn = store.read().await.unwrap();
+    for (account, ep) in &made {
+        let found = conn.endpoint(account, &ep.id).await.unwrap().unwrap();
+        assert_eq!((&found.name, &found.url), (&ep.name, &ep.url));
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -20,7 +20,14 @@ async fn health_counts_an_endpoints_attempts_by_time_bucket() {
     let api = server.account("acme").await;
     let other = server.account("other").await;
     let receiver = Receiver::start().await;
-    let notifly = Notifly::new(server.store.clone(), &server.base, server.data_dir(), true);
+    let keyring = std::sync::Arc::new(server.config.keyring().unwrap());
+    let notifly = Notifly::new(
+        server.store.clone(),
+        &server.base,
+        server.data_dir(),
+        true,
+        keyring,
+    );
     let hook = webhook(&api, "h", &receiver.url("/ok"), &["*"]).await;
 
     // Nothing yet: no rate, never attempted, but every bucket is there.

@@ -202,6 +202,8 @@ impl Server {
         let api_key = api_keys[0].clone();
         let mut children = Vec::new();
         let mut urls = Vec::new();
+        // Every node must open the others' sealed secrets.
+        let encryption_key = notifly_server::secrets::Keyring::generate_key();
         for node in 0..nodes {
             let port = free_port()?;
             children.push(
@@ -217,6 +219,7 @@ impl Server {
                     .arg(dir.path().join(format!("data{node}")))
                     .args(extra)
                     .env("NOTIFLY_LOG", "warn")
+                    .env("NOTIFLY_ENCRYPTION_KEY", &encryption_key)
                     .stdout(Stdio::null())
                     .kill_on_drop(true)
                     .spawn()?,

@@ -198,6 +198,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(n) = args.endpoint_concurrency {
         config.endpoint_concurrency = n;
     }
+    // From the environment only: a flag would show the key in `ps`.
+    if let Ok(keys) = std::env::var("NOTIFLY_ENCRYPTION_KEY")
+        && !keys.is_empty()
+    {
+        config.encryption_key = Some(notifly_server::config::EncryptionKeys(keys));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

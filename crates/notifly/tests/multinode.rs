@@ -113,6 +113,9 @@ impl Drop for Node {
     }
 }
 
+/// The cluster's encryption key: base64 of `notifly-test-key-32-bytes-long!!`.
+const ENCRYPTION_KEY: &str = "bm90aWZseS10ZXN0LWtleS0zMi1ieXRlcy1sb25nISE=";
+
 fn start_node(db: &str, dir: &std::path::Path, n: usize) -> Node {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_notifly"))
@@ -128,6 +131,8 @@ fn start_node(db: &str, dir: &std::path::Path, n: usize) -> Node {
         .args(["--delivery-timeout", &format!("{TIMEOUT_MS}ms")])
         .args(["--endpoint-concurrency", &ENDPOINT_CONCURRENCY.to_string()])
         .env("NOTIFLY_LOG", "warn")
+        // The nodes share one key, as a real cluster's must.
+        .env("NOTIFLY_ENCRYPTION_KEY", ENCRYPTION_KEY)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

@@ -65,7 +65,9 @@ impl From<DomainError> for ApiError {
                     "the request contains the NUL character (\\u0000 or %00), which cannot be stored",
                 );
             }
-            DomainError::Store(_) | DomainError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            DomainError::Store(_) | DomainError::Io(_) | DomainError::Sealed(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(error = ?e, "request failed: the database is unavailable");

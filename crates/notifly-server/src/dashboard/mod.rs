@@ -222,7 +222,9 @@ pub(crate) fn domain_error(e: DomainError) -> Response {
         DomainError::Conflict(_) => StatusCode::CONFLICT,
         DomainError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         DomainError::Store(s) if s.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-        DomainError::Store(_) | DomainError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        DomainError::Store(_) | DomainError::Io(_) | DomainError::Sealed(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     if status.is_server_error() {
         tracing::error!(error = ?e, "dashboard request failed");

@@ -39,6 +39,7 @@ pub use sender::{MAX_RESPONSE_BODY, Sender, Signing, USER_AGENT_VALUE, delivery_
 
 use crate::ids;
 use crate::metrics::Metrics;
+use crate::secrets::Keyring;
 use crate::store::{AttemptResult, ClaimRequest, Claimed, HandOff, NextStep, Store};
 
 /// Most attempts in flight to an endpoint that is currently failing, so that
@@ -101,7 +102,10 @@ impl Dispatcher {
     ///
     /// `node` names this process; each claim's lease token is `<node>:<n>`,
     /// and at shutdown the leases under `node` are handed back. `slots`
-    /// (from [`slots`]) counts the attempts in flight.
+    /// (from [`slots`]) counts the attempts in flight; `keyring` opens the
+    /// endpoints' sealed signing keys.
+    // Each argument is a handle `crate::run` shares with other parts.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         node: String,
         store: Arc<dyn Store>,
@@ -109,9 +113,10 @@ impl Dispatcher {
         config: DispatchConfig,
         slots: Arc<HandOff>,
         metrics: Arc<Metrics>,
+        keyring: Arc<Keyring>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let sender = Sender::new(config.timeout, config.allow_private_urls)?;
+        let sender = Sender::new(config.timeout, config.allow_private_urls, keyring)?;
         let task = tokio::spawn(run(
             store, wake, config, slots, metrics, shutdown, sender, node,
         ));

@@ -2,6 +2,7 @@
 //! pooled keep-alive client, and read a bounded amount of the answer.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -12,7 +13,7 @@ use notifly_webhooks::{
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 
 use crate::ids;
-use crate::secrets::KeySet;
+use crate::secrets::{KeySet, Keyring, SealError};
 use crate::store::{AttemptRecord, Claimed};
 
 /// Most bytes of a response body read and kept.
@@ -29,6 +30,8 @@ pub struct Sender {
     client: reqwest::Client,
     timeout: Duration,
     allow_private: bool,
+    /// Opens the endpoints' sealed keys, just before signing.
+    keyring: Arc<Keyring>,
 }
 
 /// What a delivery's headers are made of.
@@ -94,7 +97,11 @@ pub struct Sent {
 impl Sender {
     /// A sender with a per-attempt `timeout`. Unless `allow_private`, names
     /// resolve only to public addresses (see [`crate::ssrf`]).
-    pub fn new(timeout: Duration, allow_private: bool) -> reqwest::Result<Self> {
+    pub fn new(
+        timeout: Duration,
+        allow_private: bool,
+        keyring: Arc<Keyring>,
+    ) -> reqwest::Result<Self> {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
@@ -113,17 +120,26 @@ impl Sender {
             client: builder.build()?,
             timeout,
             allow_private,
+            keyring,
         })
     }
 
-    fn headers(c: &Claimed, body: &[u8], now: i64) -> Vec<(&'static str, String)> {
-        let keys = KeySet::decode(&c.secret);
+    /// The signed headers of an attempt, or why the endpoint's keys could
+    /// not be opened (nothing is sent then).
+    fn headers(
+        &self,
+        c: &Claimed,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Vec<(&'static str, String)>, SealError> {
+        let keys = self.keyring.open_keys(&c.endpoint_id, &c.secret)?;
         let previous = c
             .previous_secret
             .as_deref()
             .filter(|_| c.previous_secret_expires_at.is_some_and(|t| t > now))
-            .map(KeySet::decode);
-        delivery_headers(
+            .map(|sealed| self.keyring.open_keys(&c.endpoint_id, sealed))
+            .transpose()?;
+        Ok(delivery_headers(
             &Signing {
                 event_id: &c.event_id,
                 event_type: &c.event_type,
@@ -134,14 +150,27 @@ impl Sender {
             },
             body,
             now,
-        )
+        ))
     }
 
     /// Makes one attempt. Never fails: every outcome is an attempt record.
     pub async fn send(&self, c: &Claimed, body: Bytes) -> Sent {
         let started_ms = ids::now_ms();
         let started = Instant::now();
-        let headers = Self::headers(c, &body, started_ms / 1000);
+        let (headers, unsigned) = match self.headers(c, &body, started_ms / 1000) {
+            Ok(headers) => (headers, None),
+            Err(e) => {
+                // A node without the key that sealed this endpoint's keys
+                // (a misconfigured cluster): the attempt fails, visibly.
+                tracing::error!(endpoint = %c.endpoint_id, error = %e, "cannot sign a delivery");
+                (
+                    Vec::new(),
+                    Some(format!(
+                        "not sent: this server cannot open the endpoint's signing keys ({e})"
+                    )),
+                )
+            }
+        };
         let mut record = AttemptRecord {
             id: ids::new_id(),
             delivery_id: c.delivery_id.clone(),
@@ -161,7 +190,11 @@ impl Sender {
             succeeded: false,
         };
         let mut retry_after = None;
-        match self.exchange(c, headers, body).await {
+        let exchanged = match unsigned {
+            Some(reason) => Err(reason),
+            None => self.exchange(c, headers, body).await,
+        };
+        match exchanged {
             Ok((status, response_headers, response_body)) => {
                 record.response_status = Some(i64::from(status));
                 record.succeeded = (200..300).contains(&status);

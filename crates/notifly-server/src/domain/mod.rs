@@ -18,6 +18,7 @@ pub mod sessions;
 mod validate;
 pub mod webhooks;
 
+use crate::secrets::Keyring;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -55,6 +56,10 @@ pub enum DomainError {
     /// Attachment files could not be read or written.
     #[error("file storage failure")]
     Io(#[from] std::io::Error),
+    /// A webhook's signing keys could not be opened (a misconfigured
+    /// encryption key, or an altered row).
+    #[error("cannot open a webhook's signing keys: {0}")]
+    Sealed(#[from] crate::secrets::SealError),
 }
 
 /// Result alias for domain operations.
@@ -91,6 +96,8 @@ pub struct Notifly {
     pub(crate) announce_claimable: Arc<std::sync::atomic::AtomicBool>,
     /// The dispatcher's slots, by which writes are paced (backpressure).
     pub(crate) pacing: Option<Arc<HandOff>>,
+    /// Seals and opens endpoints' signing keys.
+    pub(crate) keyring: Arc<Keyring>,
 }
 
 impl std::fmt::Debug for Notifly {
@@ -123,6 +130,7 @@ impl Notifly {
         public_url: &str,
         attachment_dir: PathBuf,
         allow_private_urls: bool,
+        keyring: Arc<Keyring>,
     ) -> Self {
         Notifly {
             store,
@@ -134,6 +142,7 @@ impl Notifly {
             announce: Arc::new(tokio::sync::Notify::new()),
             announce_claimable: Arc::default(),
             pacing: None,
+            keyring,
         }
     }
 

@@ -551,14 +551,14 @@ impl Notifly {
         })
     }
 
-    /// The text an endpoint's keys are stored as.
-    fn seal_keys(&self, _endpoint_id: &str, keys: &KeySet) -> DomainResult<String> {
-        Ok(keys.encode())
+    /// The text an endpoint's keys are stored as: sealed.
+    fn seal_keys(&self, endpoint_id: &str, keys: &KeySet) -> DomainResult<String> {
+        Ok(self.keyring.seal_keys(endpoint_id, keys))
     }
 
     /// An endpoint's keys, from what [`Notifly::seal_keys`] stored.
-    fn open_keys(&self, _endpoint_id: &str, stored: &str) -> DomainResult<KeySet> {
-        Ok(KeySet::decode(stored))
+    fn open_keys(&self, endpoint_id: &str, stored: &str) -> DomainResult<KeySet> {
+        Ok(self.keyring.open_keys(endpoint_id, stored)?)
     }
 }
 

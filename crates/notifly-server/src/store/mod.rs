@@ -311,6 +311,19 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Queue figures for metrics.
     async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats>;
+
+    /// Every account's endpoints' stored keys with ids after `after`, in id
+    /// order, at most `limit`: for sealing them at start-up and sealing
+    /// them again under a new key.
+    async fn endpoint_keys(&self, after: &str, limit: u32) -> StoreResult<Vec<StoredKeys>>;
+
+    /// Replaces an endpoint's stored keys with `after`'s if they are still
+    /// `before`'s (a rotation in between wins); whether they were.
+    async fn replace_endpoint_keys(
+        &self,
+        before: &StoredKeys,
+        after: &StoredKeys,
+    ) -> StoreResult<bool>;
     /// Deletes one small batch (at most `batch` rows per table) of what is
     /// past retention: attempts and finished deliveries created before
     /// `before`, events before it that no delivery still needs, idempotency

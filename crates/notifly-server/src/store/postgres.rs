@@ -630,6 +630,38 @@ impl Store for PgStore {
         tx.commit().await.map_err(backend)
     }
 
+    async fn endpoint_keys(&self, after: &str, limit: u32) -> StoreResult<Vec<StoredKeys>> {
+        sqlx::query_as(
+            "SELECT id AS endpoint_id, secret, previous_secret FROM endpoints
+             WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.work)
+        .await
+        .map_err(backend)
+    }
+
+    async fn replace_endpoint_keys(
+        &self,
+        before: &StoredKeys,
+        after: &StoredKeys,
+    ) -> StoreResult<bool> {
+        let replaced = sqlx::query(
+            "UPDATE endpoints SET secret = $1, previous_secret = $2
+             WHERE id = $3 AND secret = $4 AND previous_secret IS NOT DISTINCT FROM $5",
+        )
+        .bind(&after.secret)
+        .bind(&after.previous_secret)
+        .bind(&before.endpoint_id)
+        .bind(&before.secret)
+        .bind(&before.previous_secret)
+        .execute(&self.work)
+        .await
+        .map_err(backend)?;
+        Ok(replaced.rows_affected() == 1)
+    }
+
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         sqlx::query_scalar(NEXT_DUE_SQL)
             .fetch_one(&self.work)

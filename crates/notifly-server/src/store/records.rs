@@ -242,6 +242,24 @@ pub struct EndpointRecord {
     pub signature_scheme: String,
 }
 
+/// An endpoint's stored signing keys as the database holds them: sealed
+/// (see [`crate::secrets::Keyring`]), or plaintext from before sealing. Its
+/// `Debug` output shows only the id.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredKeys {
+    pub endpoint_id: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+}
+
+impl std::fmt::Debug for StoredKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKeys")
+            .field("endpoint_id", &self.endpoint_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for EndpointRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EndpointRecord")

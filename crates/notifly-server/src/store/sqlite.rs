@@ -204,6 +204,45 @@ impl Store for SqliteStore {
         tx.commit().await
     }
 
+    async fn endpoint_keys(&self, after: &str, limit: u32) -> StoreResult<Vec<StoredKeys>> {
+        let conn = self.readers.get().await?;
+        all(
+            &conn,
+            "SELECT id, secret, previous_secret FROM endpoints WHERE id > ? ORDER BY id LIMIT ?",
+            params![after, limit],
+            |row| {
+                Ok(StoredKeys {
+                    endpoint_id: row.get(0)?,
+                    secret: row.get(1)?,
+                    previous_secret: row.get(2)?,
+                })
+            },
+        )
+    }
+
+    async fn replace_endpoint_keys(
+        &self,
+        before: &StoredKeys,
+        after: &StoredKeys,
+    ) -> StoreResult<bool> {
+        let tx = self.writer.begin().await?;
+        let replaced = exec(
+            &tx,
+            "UPDATE endpoints SET secret = ?, previous_secret = ?
+             WHERE id = ? AND secret = ? AND previous_secret IS ?",
+            params![
+                after.secret,
+                after.previous_secret,
+                before.endpoint_id,
+                before.secret,
+                before.previous_secret,
+            ],
+        )
+        .map_err(sqlite)?;
+        tx.commit().await?;
+        Ok(replaced == 1)
+    }
+
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         let conn = self.readers.get().await?;
         // Per enabled endpoint, the head of its queue and its earliest

@@ -32,6 +32,10 @@ const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// The PostgreSQL server to test against instead of SQLite, if any.
 pub const POSTGRES_ENV: &str = "NOTIFLY_TEST_POSTGRES_URL";
 
+/// The encryption key of test servers on PostgreSQL (which has no key file):
+/// base64 of `notifly-test-key-32-bytes-long!!`.
+pub const TEST_ENCRYPTION_KEY: &str = "bm90aWZseS10ZXN0LWtleS0zMi1ieXRlcy1sb25nISE=";
+
 /// A read pool on the server's database, for counting rows.
 #[derive(Debug, Clone)]
 pub enum CountPool {
@@ -215,10 +219,14 @@ impl TestServer {
             }
             _ => (None, format!("sqlite://{}", db_path.display())),
         };
+        let encryption_key = pg_db
+            .is_some()
+            .then(|| notifly_server::config::EncryptionKeys(TEST_ENCRYPTION_KEY.to_owned()));
         let mut config = Config {
             database_url,
             data_dir: dir.path().join("data"),
             max_attachment_bytes: 64 * 1024,
+            encryption_key,
             ..Config::default()
         };
         adjust(&mut config);
@@ -289,10 +297,10 @@ impl TestServer {
         }
     }
 
-    /// Stops the server gracefully and starts it again on the same database
-    /// and data directory (on a new port), with `adjust` applied to its
-    /// config. The test's own store and pools stay open across it.
-    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+    /// Stops the server gracefully, keeping its database and data
+    /// directory (for [`TestServer::restart_with`], or for starting one by
+    /// hand that is expected to fail).
+    pub async fn halt(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -303,6 +311,13 @@ impl TestServer {
                 .expect("the server task panicked")
                 .expect("run() returned an error");
         }
+    }
+
+    /// Stops the server gracefully and starts it again on the same database
+    /// and data directory (on a new port), with `adjust` applied to its
+    /// config. The test's own store and pools stay open across it.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        self.halt().await;
         adjust(&mut self.config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
@@ -398,7 +413,8 @@ impl TestServer {
                 })
                 .sum()
         }
-        walk(&self.config.data_dir)
+        // Attachments live under `attachments/` (beside the key file).
+        walk(&self.config.data_dir.join("attachments"))
     }
 }
 

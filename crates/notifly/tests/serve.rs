@@ -243,3 +243,127 @@ async fn a_second_server_on_the_same_sqlite_database_is_refused() {
     again.kill().unwrap();
     again.wait().unwrap();
 }
+
+/// Webhook secrets and private keys appear in no log line (at `debug`, with
+/// deliveries, a rotation and a secret shown) and in no metric; the first
+/// start says where it made the encryption key.
+#[tokio::test]
+async fn no_secret_reaches_the_log_or_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut server = serve_in(dir.path(), port, &["--dev"])
+        .env("NOTIFLY_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let key = printed_key(&mut server);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+    let api = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&key)
+    };
+
+    // Two webhooks (one per scheme) at a port nothing listens on, so every
+    // delivery is signed, attempted and fails with a logged error.
+    let mut secrets = Vec::new();
+    for scheme in ["hmac-sha256", "ed25519"] {
+        let created: Value = api(reqwest::Method::POST, "/v1/webhooks")
+            .json(
+                &serde_json::json!({"name": scheme, "url": "http://127.0.0.1:9/", "events": ["*"],
+                                      "signature_scheme": scheme}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        secrets.push(created["secret"].as_str().unwrap().to_owned());
+        let rotated: Value = api(
+            reqwest::Method::POST,
+            &format!("/v1/webhooks/{id}/secret/rotate"),
+        )
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        secrets.push(rotated["secret"].as_str().unwrap().to_owned());
+    }
+    let created = api(reqwest::Method::POST, "/v1/contacts")
+        .json(&serde_json::json!({"username": "kevin", "phone_number": "1-800-759-3000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // Wait until both first attempts are recorded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let attempts: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("notifly_delivery_attempts_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if attempts >= 2.0 {
+            for s in &secrets {
+                assert!(!metrics.contains(s.as_str()), "a secret in /metrics");
+            }
+            assert!(!metrics.contains("whsec_") && !metrics.contains("whsk_"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no attempts were recorded:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    server.wait().unwrap();
+
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("encryption.key"),
+        "the log says where the key is:\n{log}"
+    );
+    assert!(log.contains("delivery"),);
+    let encryption_key =
+        std::fs::read_to_string(dir.path().join("notifly-data/encryption.key")).unwrap();
+    for needle in secrets
+        .iter()
+        .map(String::as_str)
+        .chain([encryption_key.trim()])
+    {
+        assert!(!log.contains(needle), "the log holds {needle}:\n{log}");
+    }
+    // Nor any other secret or private key (the schema's comments name the
+    // prefixes, followed by no key).
+    for prefix in ["whsec_", "whsk_"] {
+        for (at, _) in log.match_indices(prefix) {
+            let next = log[at + prefix.len()..].chars().next();
+            assert!(
+                !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'),
+                "the log holds a key: {}",
+                &log[at..(at + 60).min(log.len())]
+            );
+        }
+    }
+}

@@ -166,8 +166,12 @@ pub async fn run(
         app: state.clone(),
         sessions: dashboard::Sessions::new(state.notifly.clone()),
         secure_cookies: public_url.starts_with("https://"),
+        logins: Arc::default(),
     });
-    let served = axum::serve(listener, api::router(state, dashboard))
+    // The peer's address reaches handlers (the dashboard's login throttle).
+    let app =
+        api::router(state, dashboard).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await
         .context("server failed");

@@ -1017,3 +1017,139 @@ async fn every_node_on_the_database_serves_every_session() {
     assert_eq!(b.get("/dashboard/webhooks").await.status, 303);
     node_b.stop().await;
 }
+
+#[tokio::test]
+async fn api_keys_are_created_shown_once_and_revoked_from_the_dashboard() {
+    let (_server, api, mut b) = setup().await;
+    let page = b.get("/dashboard/api-keys").await;
+    assert_eq!(page.status, 200);
+    page.assert_has("first key");
+    page.assert_has("this session");
+    page.assert_has("the account's last key");
+
+    // Created: the key is on the answer itself (not a redirect, not a
+    // stored message), once.
+    let created = b
+        .post(
+            "/dashboard/api-keys",
+            "/dashboard/api-keys",
+            &[("name", "CI deploys")],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    created.assert_has("New key “CI deploys”");
+    let start = created.body.find("nfly_sk_").unwrap();
+    let key: String = created.body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    assert!(key.len() > 40, "{key}");
+    let again = b.get("/dashboard/api-keys").await;
+    again.assert_lacks(&key);
+    again.assert_has(&format!("{}…", &key[..12]));
+    let (status, _) = api.get("/v1/contacts").await;
+    assert_eq!(status, 200);
+
+    // A bad name is refused on the form.
+    let refused = b
+        .post(
+            "/dashboard/api-keys",
+            "/dashboard/api-keys",
+            &[("name", "")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    refused.assert_has("name");
+
+    // Revoke the new key from the page: it stops working.
+    let listed = api.get("/v1/api-keys").await.1;
+    let new_id = listed["data"][1]["id"].as_str().unwrap().to_owned();
+    let revoked = b
+        .post(
+            "/dashboard/api-keys",
+            &format!("/dashboard/api-keys/{new_id}/revoke"),
+            &[],
+        )
+        .await;
+    let page = b.follow(&revoked).await;
+    page.assert_has("revoked");
+    assert_eq!(
+        api.get("/v1/api-keys").await.1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_key_ends_the_dashboard_sessions_opened_with_it() {
+    let server = helpers::server(|_| {}).await;
+    let api = server.account("dash").await;
+    let (_, second) = api.post("/v1/api-keys", json!({"name": "laptop"})).await;
+    let second_key = second["key"].as_str().unwrap();
+    let mut with_first = Browser::new(&server);
+    assert_eq!(with_first.login(key(&api)).await.status, 303);
+    let mut with_second = Browser::new(&server);
+    assert_eq!(with_second.login(second_key).await.status, 303);
+    assert_eq!(with_second.get("/dashboard/webhooks").await.status, 200);
+
+    let (status, body) = api
+        .delete(&format!("/v1/api-keys/{}", second["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // At once: sessions are rows, deleted with the key.
+    let page = with_second.get("/dashboard/webhooks").await;
+    assert_eq!(page.status, 303);
+    assert!(page.location().starts_with("/dashboard/login"));
+    // The other key's session goes on.
+    assert_eq!(with_first.get("/dashboard/webhooks").await.status, 200);
+
+    // Revoking the session's own key from the page logs it out.
+    let (_, third) = api.post("/v1/api-keys", json!({"name": "phone"})).await;
+    let mut with_third = Browser::new(&server);
+    assert_eq!(
+        with_third
+            .login(third["key"].as_str().unwrap())
+            .await
+            .status,
+        303
+    );
+    let out = with_third
+        .post(
+            "/dashboard/api-keys",
+            &format!(
+                "/dashboard/api-keys/{}/revoke",
+                third["id"].as_str().unwrap()
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(out.location(), "/dashboard/login");
+    assert_eq!(with_third.get("/dashboard/webhooks").await.status, 303);
+}
+
+#[tokio::test]
+async fn a_client_that_fails_to_log_in_too_often_is_refused_for_a_while() {
+    let server = TestServer::start().await;
+    let api = server.account("acme").await;
+    let mut b = Browser::new(&server);
+    for n in 0..10 {
+        let page = b.login("nfly_sk_guess").await;
+        assert_eq!(page.status, 401, "attempt {n}");
+    }
+    // The eleventh is refused, even with the right key, and told when to
+    // come back.
+    for attempt in ["nfly_sk_guess", key(&api)] {
+        let page = b.login(attempt).await;
+        assert_eq!(page.status, 429, "{}", page.body);
+        let wait: u64 = page.header("retry-after").parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        page.assert_has("Too many failed logins");
+        assert!(b.cookie.is_none());
+    }
+    // The API is not the login form: the key still works there.
+    let (status, _) = api.get("/v1/contacts").await;
+    assert_eq!(status, 200);
+}

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use notifly_server::ids;
 use notifly_server::store::{
-    Account, Attachment, AttemptRecord, AttemptResult, ClaimRequest, Claimed, Contact,
-    Conversation, ConversationFilter, Cursor, DashboardSession, DeliveryRecord, EndpointRecord,
-    EventRecord, GroupRecord, IdempotentResponse, Listed, MessageRecord, NextStep, Page, Reaction,
-    SessionFlash, Store, StoreError, StoreResult, StoredKeys, WriteTx,
+    Account, ApiKeyRecord, Attachment, AttemptRecord, AttemptResult, ClaimRequest, Claimed,
+    Contact, Conversation, ConversationFilter, Cursor, DashboardSession, DeliveryRecord,
+    EndpointRecord, EventRecord, GroupRecord, IdempotentResponse, KeyRevocation, Listed,
+    MessageRecord, NextStep, Page, Reaction, SessionFlash, Store, StoreError, StoreResult,
+    StoredKeys, WriteTx,
 };
 use serde_json::json;
 use sqlx::types::Json;
@@ -112,6 +113,7 @@ macro_rules! conformance {
 
 conformance!(
     accounts,
+    api_keys_are_added_capped_touched_and_revoked_but_never_the_last,
     contacts,
     conversations,
     messages,
@@ -351,11 +353,27 @@ async fn new_account(store: &Arc<dyn Store>, name: &str) -> String {
         created_at: ids::now(),
     };
     let mut tx = store.write().await.unwrap();
-    tx.insert_account(&account, &ids::hash_api_key(&ids::new_api_key()))
-        .await
-        .unwrap();
+    tx.insert_account(
+        &account,
+        &key_row(&account.id, "first key"),
+        &ids::hash_api_key(&ids::new_api_key()),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     account.id
+}
+
+/// An API key record of `account`, as the domain makes one.
+fn key_row(account: &str, name: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: ids::new_id(),
+        account_id: account.to_owned(),
+        name: name.to_owned(),
+        prefix: "nfly_sk_abcd".to_owned(),
+        created_at: ids::now(),
+        last_used_at: None,
+    }
 }
 
 async fn begin(store: &Arc<dyn Store>) -> Box<dyn WriteTx> {
@@ -602,9 +620,10 @@ async fn accounts(store: Arc<dyn Store>) {
         created_at: ids::now(),
     };
     let key = ids::new_api_key();
+    let acme_key = key_row(&acme.id, "first key");
     let mut tx = begin(&store).await;
     assert_eq!(tx.account_count().await.unwrap(), 0);
-    tx.insert_account(&acme, &ids::hash_api_key(&key))
+    tx.insert_account(&acme, &acme_key, &ids::hash_api_key(&key))
         .await
         .unwrap();
     assert_eq!(
@@ -617,8 +636,8 @@ async fn accounts(store: Arc<dyn Store>) {
 
     let mut conn = store.read().await.unwrap();
     assert_eq!(conn.account_count().await.unwrap(), 2);
-    let found = conn
-        .account_by_key_hash(&ids::hash_api_key(&key))
+    let (found, found_key) = conn
+        .api_key_by_hash(&ids::hash_api_key(&key))
         .await
         .unwrap()
         .expect("the account of its key");
@@ -626,14 +645,15 @@ async fn accounts(store: Arc<dyn Store>) {
         (found.id, found.name, found.created_at),
         (acme.id.clone(), acme.name.clone(), acme.created_at)
     );
+    assert_eq!(found_key, acme_key);
     assert!(
-        conn.account_by_key_hash(&ids::hash_api_key(&ids::new_api_key()))
+        conn.api_key_by_hash(&ids::hash_api_key(&ids::new_api_key()))
             .await
             .unwrap()
             .is_none()
     );
     // The key itself is not its hash.
-    assert!(conn.account_by_key_hash(&key).await.unwrap().is_none());
+    assert!(conn.api_key_by_hash(&key).await.unwrap().is_none());
     drop(conn);
 
     // A key hash names one account.
@@ -644,7 +664,7 @@ async fn accounts(store: Arc<dyn Store>) {
         created_at: ids::now(),
     };
     assert!(
-        tx.insert_account(&other, &ids::hash_api_key(&key))
+        tx.insert_account(&other, &key_row(&other.id, "k"), &ids::hash_api_key(&key))
             .await
             .is_err(),
         "a second account with the same key hash"
@@ -656,6 +676,98 @@ async fn accounts(store: Arc<dyn Store>) {
         2,
         "nothing of the failed insert"
     );
+}
+
+async fn api_keys_are_added_capped_touched_and_revoked_but_never_the_last(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let b = new_account(&store, "globex").await;
+    let mut conn = store.read().await.unwrap();
+    let first = conn.api_keys(&a).await.unwrap();
+    assert_eq!(first.len(), 1);
+    drop(conn);
+
+    // Added up to the cap, listed oldest first.
+    let mut second = key_row(&a, "second");
+    second.created_at = first[0].created_at + 1;
+    let second_hash = ids::hash_api_key(&ids::new_api_key());
+    let mut tx = begin(&store).await;
+    tx.insert_api_key(&second, &second_hash, 2).await.unwrap();
+    commit(tx).await;
+    let mut tx = begin(&store).await;
+    let third = key_row(&a, "third");
+    assert!(matches!(
+        tx.insert_api_key(&third, &ids::hash_api_key(&ids::new_api_key()), 2)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    drop(tx);
+    let mut conn = store.read().await.unwrap();
+    let listed = conn.api_keys(&a).await.unwrap();
+    assert_eq!(
+        ids_of(&listed, |k| &k.id),
+        [first[0].id.clone(), second.id.clone()]
+    );
+    assert_eq!(conn.api_keys(&b).await.unwrap().len(), 1);
+    drop(conn);
+
+    // A use is recorded.
+    let mut tx = begin(&store).await;
+    tx.touch_api_key(&second.id, 1_795_700_000).await.unwrap();
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    let (_, touched) = conn.api_key_by_hash(&second_hash).await.unwrap().unwrap();
+    assert_eq!(touched.last_used_at, Some(1_795_700_000));
+    drop(conn);
+
+    // Sessions opened with each key.
+    let now = ids::now();
+    let mut with_second = session_row(&a, "s-second", now, now + 3600);
+    with_second.key_id = Some(second.id.clone());
+    let mut with_first = session_row(&a, "s-first", now, now + 3600);
+    with_first.key_id = Some(first[0].id.clone());
+    add_session(&store, &with_second).await;
+    add_session(&store, &with_first).await;
+    assert_eq!(
+        read_session(&store, "s-second", now).await.unwrap().key_id,
+        Some(second.id.clone())
+    );
+
+    // Another account's key, or an unknown one: not found.
+    let theirs = conn_keys(&store, &b).await[0].id.clone();
+    let mut tx = begin(&store).await;
+    assert_eq!(
+        tx.revoke_api_key(&a, &theirs).await.unwrap(),
+        KeyRevocation::NotFound
+    );
+    assert_eq!(
+        tx.revoke_api_key(&a, "ZZZZZZZZZZZZZZZZ").await.unwrap(),
+        KeyRevocation::NotFound
+    );
+    // Revoked: gone with its sessions, the other's kept.
+    assert_eq!(
+        tx.revoke_api_key(&a, &second.id).await.unwrap(),
+        KeyRevocation::Revoked
+    );
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    assert!(conn.api_key_by_hash(&second_hash).await.unwrap().is_none());
+    drop(conn);
+    assert_eq!(read_session(&store, "s-second", now).await, None);
+    assert!(read_session(&store, "s-first", now).await.is_some());
+    // The last one stays.
+    let mut tx = begin(&store).await;
+    assert_eq!(
+        tx.revoke_api_key(&a, &first[0].id).await.unwrap(),
+        KeyRevocation::Last
+    );
+    drop(tx);
+    assert_eq!(conn_keys(&store, &a).await.len(), 1);
+    assert_eq!(conn_keys(&store, &b).await.len(), 1);
+}
+
+async fn conn_keys(store: &Arc<dyn Store>, account: &str) -> Vec<ApiKeyRecord> {
+    let mut conn = store.read().await.unwrap();
+    conn.api_keys(account).await.unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -3365,6 +3477,7 @@ fn session_row(account: &str, token_hash: &str, seen: i64, expires_at: i64) -> D
         created_at: seen,
         last_seen_at: seen,
         expires_at,
+        key_id: None,
         flash_kind: None,
         flash_message: None,
     }

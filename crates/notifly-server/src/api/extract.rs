@@ -33,13 +33,13 @@ impl FromRequestParts<AppState> for Auth {
             })
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        let account = state
+        let owner = state
             .keys
-            .authenticate(state.notifly.store().as_ref(), key)
+            .authenticate(state.notifly.store(), key)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         Ok(Auth {
-            account_id: account.id,
+            account_id: owner.account.id,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! Only this module knows HTTP status codes. Handlers parse, call one
 //! [`Notifly`] method, and serialize.
 
+mod api_keys;
 mod attachments;
 mod contacts;
 mod conversations;
@@ -87,6 +88,7 @@ impl<T> From<Listed<T>> for List<T> {
         (name = "groups"), (name = "attachments"), (name = "events", description = "The account's event log"),
         (name = "webhooks", description = "Endpoints that receive events"),
         (name = "deliveries", description = "Each event's way to each endpoint, attempt by attempt"),
+        (name = "api-keys", description = "The account's API keys"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -120,6 +122,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(webhooks::router())
         .merge(deliveries::router())
+        .merge(api_keys::router())
         .merge(health::router())
 }
 

@@ -11,6 +11,7 @@
 //! binary and served from `/dashboard/assets/`, and every response carries a
 //! strict Content-Security-Policy. Every action works without JavaScript.
 
+mod api_keys;
 mod auth;
 mod events;
 mod form;
@@ -41,6 +42,8 @@ pub struct Dashboard {
     /// is `https://`. A request forwarded as https by a proxy
     /// (`X-Forwarded-Proto: https`) gets it too.
     pub secure_cookies: bool,
+    /// Failed logins by client address, to refuse guessing.
+    pub logins: std::sync::Arc<auth::LoginThrottle>,
 }
 
 /// The policy every dashboard response carries: only this origin's
@@ -76,6 +79,8 @@ pub fn router(state: Dashboard) -> Router {
         .route("/deliveries/{id}", get(webhooks::delivery))
         .route("/deliveries/{id}/retry", post(webhooks::retry))
         .route("/events", get(events::list))
+        .route("/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/api-keys/{id}/revoke", post(api_keys::revoke))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .route("/assets/favicon.svg", get(favicon))

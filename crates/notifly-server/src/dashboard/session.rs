@@ -68,8 +68,8 @@ impl Sessions {
     }
 
     /// Starts a session for an account; returns the cookie token.
-    pub async fn create(&self, account_id: &str) -> DomainResult<String> {
-        self.notifly.start_session(account_id).await
+    pub async fn create(&self, account_id: &str, key_id: &str) -> DomainResult<String> {
+        self.notifly.start_session(account_id, key_id).await
     }
 
     /// The session of a cookie token, if it is live; takes its flash.
@@ -79,6 +79,7 @@ impl Sessions {
             account_id: s.account_id,
             account_name: s.account_name,
             csrf: s.csrf,
+            key_id: s.key_id,
             flash: s.flash.map(Flash::from_stored),
         }))
     }
@@ -127,6 +128,8 @@ pub struct Current {
     pub account_id: String,
     pub account_name: String,
     pub csrf: String,
+    /// The API key the session was opened with, if known.
+    pub key_id: Option<String>,
     /// The message left by the previous request, shown once.
     pub flash: Option<Flash>,
 }
@@ -220,6 +223,7 @@ mod tests {
             account_id: "acct".into(),
             account_name: "default".into(),
             csrf: "token".into(),
+            key_id: None,
             flash: None,
         };
         assert!(current.csrf_ok(Some("token")));

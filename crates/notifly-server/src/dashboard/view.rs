@@ -15,7 +15,7 @@ pub struct Chrome {
     /// The session's CSRF token, for the logout form.
     pub csrf: String,
     pub flash: Option<Flash>,
-    /// Which navigation entry is current: `webhooks` or `events`.
+    /// Which navigation entry is current: `webhooks`, `events` or `api-keys`.
     pub section: &'static str,
 }
 

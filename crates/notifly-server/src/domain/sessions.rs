@@ -46,6 +46,8 @@ pub struct Session {
     pub token_hash: String,
     pub account_id: String,
     pub account_name: String,
+    /// The API key the session was opened with, if known.
+    pub key_id: Option<String>,
     /// The token every form of the session must carry.
     pub csrf: String,
     /// The message left for this page view, now taken: shown once.
@@ -84,7 +86,8 @@ fn expiry(created_at: i64, last_seen_at: i64) -> i64 {
 impl Notifly {
     /// Starts a dashboard session for an account (whose API key was just
     /// checked); returns the token for the cookie. It is not stored.
-    pub async fn start_session(&self, account_id: &str) -> DomainResult<String> {
+    /// `key_id` names the key it was opened with: revoking it ends the session.
+    pub async fn start_session(&self, account_id: &str, key_id: &str) -> DomainResult<String> {
         let token = random_token();
         let now = ids::now();
         let session = DashboardSession {
@@ -95,6 +98,7 @@ impl Notifly {
             created_at: now,
             last_seen_at: now,
             expires_at: expiry(now, now),
+            key_id: Some(key_id.to_owned()),
             flash_kind: None,
             flash_message: None,
         };
@@ -143,6 +147,7 @@ impl Notifly {
             account_id: s.account_id,
             account_name: s.account_name,
             csrf: s.csrf,
+            key_id: s.key_id,
             flash,
         }))
     }

@@ -230,7 +230,7 @@ pub(crate) const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at, signature_scheme";
 pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
 /// A dashboard session's columns, from `dashboard_sessions s JOIN accounts a`.
-pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message";
+pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message, s.key_id";
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, started_at_ms, duration_ms, request_headers, response_status, response_headers, response_body, error, succeeded";
 
 /// A list filter on one column.
@@ -342,7 +342,13 @@ pub trait Store: Send + Sync + 'static {
 /// Reads. Every resource read is scoped to an account.
 #[async_trait]
 pub trait Conn: Send {
-    async fn account_by_key_hash(&mut self, key_hash: &str) -> StoreResult<Option<Account>>;
+    /// The key with this hash and its account.
+    async fn api_key_by_hash(
+        &mut self,
+        key_hash: &str,
+    ) -> StoreResult<Option<(Account, ApiKeyRecord)>>;
+    /// An account's keys, oldest first.
+    async fn api_keys(&mut self, account: &str) -> StoreResult<Vec<ApiKeyRecord>>;
     async fn account_count(&mut self) -> StoreResult<i64>;
     /// The dashboard session whose token hashes to `token_hash`, with its
     /// account's name, unless it has expired at `now` (Unix seconds). Looked
@@ -479,7 +485,29 @@ pub trait Conn: Send {
 /// A write transaction. It can also read, seeing its own writes.
 #[async_trait]
 pub trait WriteTx: Conn {
-    async fn insert_account(&mut self, account: &Account, key_hash: &str) -> StoreResult<()>;
+    /// A new account with its first key.
+    async fn insert_account(
+        &mut self,
+        account: &Account,
+        key: &ApiKeyRecord,
+        key_hash: &str,
+    ) -> StoreResult<()>;
+    /// A new key of `account` (the record's); `Conflict` if the account
+    /// already has `max` keys. Serialized with the account's other key
+    /// changes.
+    async fn insert_api_key(
+        &mut self,
+        key: &ApiKeyRecord,
+        key_hash: &str,
+        max: u32,
+    ) -> StoreResult<()>;
+    /// Revokes a key of `account`, and ends the dashboard sessions opened
+    /// with it, unless it is the account's last key. Serialized with the
+    /// account's other key changes, so two revocations cannot remove the
+    /// last two keys.
+    async fn revoke_api_key(&mut self, account: &str, id: &str) -> StoreResult<KeyRevocation>;
+    /// Records that a key was used at `now`.
+    async fn touch_api_key(&mut self, id: &str, now: i64) -> StoreResult<()>;
 
     /// Starts a dashboard session of `account` (`session.account_name` is
     /// not stored).

@@ -1176,12 +1176,45 @@ impl<C> Conn for Handle<C>
 where
     C: Scope,
 {
-    async fn account_by_key_hash(&mut self, key_hash: &str) -> StoreResult<Option<Account>> {
-        sqlx::query_as(
+    async fn api_key_by_hash(
+        &mut self,
+        key_hash: &str,
+    ) -> StoreResult<Option<(Account, ApiKeyRecord)>> {
+        let found: Option<(String, String, i64)> = sqlx::query_as(
             "SELECT a.id, a.name, a.created_at FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1",
         )
         .bind(key_hash)
         .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        let Some((id, name, created_at)) = found else {
+            return Ok(None);
+        };
+        let key: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
+        ))
+        .bind(key_hash)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(key.map(|key| {
+            (
+                Account {
+                    id,
+                    name,
+                    created_at,
+                },
+                key,
+            )
+        }))
+    }
+
+    async fn api_keys(&mut self, account: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+        sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(account)
+        .fetch_all(&mut *self.0)
         .await
         .map_err(backend)
     }
@@ -1647,7 +1680,12 @@ where
 
 #[async_trait]
 impl WriteTx for Handle<PgTx> {
-    async fn insert_account(&mut self, account: &Account, key_hash: &str) -> StoreResult<()> {
+    async fn insert_account(
+        &mut self,
+        account: &Account,
+        key: &ApiKeyRecord,
+        key_hash: &str,
+    ) -> StoreResult<()> {
         self.0.scope_accounts().await?;
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&account.id)
@@ -1656,10 +1694,57 @@ impl WriteTx for Handle<PgTx> {
             .execute(&mut *self.0)
             .await
             .map_err(backend)?;
-        sqlx::query("INSERT INTO api_keys (key_hash, account_id, created_at) VALUES ($1, $2, $3)")
-            .bind(key_hash)
-            .bind(&account.id)
-            .bind(account.created_at)
+        insert_key(&mut self.0, key, key_hash).await
+    }
+
+    async fn insert_api_key(
+        &mut self,
+        key: &ApiKeyRecord,
+        key_hash: &str,
+        max: u32,
+    ) -> StoreResult<()> {
+        let count = lock_account_keys(&mut self.0, &key.account_id).await?;
+        if count >= i64::from(max) {
+            return Err(StoreError::Conflict("api key limit"));
+        }
+        insert_key(&mut self.0, key, key_hash).await
+    }
+
+    async fn revoke_api_key(&mut self, account: &str, id: &str) -> StoreResult<KeyRevocation> {
+        let keys = lock_account_keys(&mut self.0, account).await?;
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM api_keys WHERE account_id = $1 AND id = $2)",
+        )
+        .bind(account)
+        .bind(id)
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        if !exists {
+            return Ok(KeyRevocation::NotFound);
+        }
+        if keys <= 1 {
+            return Ok(KeyRevocation::Last);
+        }
+        sqlx::query("DELETE FROM api_keys WHERE account_id = $1 AND id = $2")
+            .bind(account)
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM dashboard_sessions WHERE account_id = $1 AND key_id = $2")
+            .bind(account)
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        Ok(KeyRevocation::Revoked)
+    }
+
+    async fn touch_api_key(&mut self, id: &str, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
             .execute(&mut *self.0)
             .await
             .map_err(backend)?;
@@ -1672,8 +1757,8 @@ impl WriteTx for Handle<PgTx> {
         session: &DashboardSession,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO dashboard_sessions (token_hash, account_id, csrf, created_at, last_seen_at, expires_at, flash_kind, flash_message)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO dashboard_sessions (token_hash, account_id, csrf, created_at, last_seen_at, expires_at, flash_kind, flash_message, key_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&session.token_hash)
         .bind(account)
@@ -1683,6 +1768,7 @@ impl WriteTx for Handle<PgTx> {
         .bind(session.expires_at)
         .bind(&session.flash_kind)
         .bind(&session.flash_message)
+        .bind(&session.key_id)
         .execute(&mut *self.0)
         .await
         .map_err(unique("dashboard session"))?;
@@ -2454,6 +2540,42 @@ async fn set_subscription(conn: &mut PgConnection, ep: &EndpointRecord) -> Store
             .map_err(backend)?;
     }
     Ok(())
+}
+
+/// The columns of an API key row, as `ApiKeyRecord` reads them.
+const API_KEY_COLUMNS: &str = "id, account_id, name, prefix, created_at, last_used_at";
+
+async fn insert_key(tx: &mut PgTx, key: &ApiKeyRecord, key_hash: &str) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (key_hash, id, account_id, name, prefix, created_at, last_used_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(key_hash)
+    .bind(&key.id)
+    .bind(&key.account_id)
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(key.created_at)
+    .bind(key.last_used_at)
+    .execute(&mut *tx.tx)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Locks the account's row, which orders its key changes (two revocations
+/// of its last two keys: the second sees one left), and counts its keys.
+async fn lock_account_keys(tx: &mut PgTx, account: &str) -> StoreResult<i64> {
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(account)
+        .execute(&mut *tx.tx)
+        .await
+        .map_err(backend)?;
+    sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1")
+        .bind(account)
+        .fetch_one(&mut *tx.tx)
+        .await
+        .map_err(backend)
 }
 
 #[cfg(test)]

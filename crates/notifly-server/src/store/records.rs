@@ -12,6 +12,31 @@ pub struct Account {
     pub created_at: i64,
 }
 
+/// An API key as stored: never the key, only its hash (the row's key) and
+/// its first characters.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    /// The key's first characters (`nfly_sk_` and four more).
+    pub prefix: String,
+    pub created_at: i64,
+    /// Unix seconds, recorded at most once a minute.
+    pub last_used_at: Option<i64>,
+}
+
+/// What revoking an API key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRevocation {
+    /// The key is gone, and the dashboard sessions opened with it.
+    Revoked,
+    /// The account has no key with that id.
+    NotFound,
+    /// It is the account's last key: kept.
+    Last,
+}
+
 /// A contact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Contact {
@@ -148,6 +173,9 @@ pub struct DashboardSession {
     pub last_seen_at: i64,
     /// The session is dead from this time on.
     pub expires_at: i64,
+    /// The API key the session was opened with (`None` for sessions from
+    /// before keys were tracked).
+    pub key_id: Option<String>,
     /// The one-shot message for the next page: both set or both `None`.
     pub flash_kind: Option<String>,
     pub flash_message: Option<String>,

@@ -254,6 +254,7 @@ impl Decode for DashboardSession {
             expires_at: row.get(6)?,
             flash_kind: row.get(7)?,
             flash_message: row.get(8)?,
+            key_id: row.get(9)?,
         })
     }
 }

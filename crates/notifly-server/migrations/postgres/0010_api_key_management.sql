@@ -1,0 +1,16 @@
+-- API keys become things an account manages: a public id, a name, the first
+-- characters of the key (to tell keys apart; the rest is never stored) and
+-- when each was last used. Keys from before get an id and the name
+-- 'first key'; their prefix is unknown, so it is the common one.
+ALTER TABLE api_keys ADD COLUMN id TEXT;
+ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT 'first key';
+ALTER TABLE api_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT 'nfly_sk_';
+ALTER TABLE api_keys ADD COLUMN last_used_at BIGINT;
+UPDATE api_keys SET id = substr(md5(random()::text || key_hash), 1, 16) WHERE id IS NULL;
+CREATE UNIQUE INDEX api_keys_id ON api_keys(id);
+CREATE INDEX api_keys_account ON api_keys(account_id, created_at);
+
+-- The key a dashboard session was opened with: revoking the key ends it.
+-- (Sessions from before are tied to no key.)
+ALTER TABLE dashboard_sessions ADD COLUMN key_id TEXT;
+CREATE INDEX dashboard_sessions_key ON dashboard_sessions(key_id);

@@ -365,6 +365,7 @@ pub async fn seal_stored(
                 previous_secret: row.previous_secret.as_deref().map(reseal_one).transpose()?,
             };
             if store.replace_endpoint_keys(&row, &sealed).await? {
+                retries = 0;
                 if plain {
                     done.plaintext += 1;
                 } else {
@@ -376,7 +377,7 @@ pub async fn seal_stored(
                 retries += 1;
                 anyhow::ensure!(
                     retries < 100,
-                    "webhook endpoint keys kept changing while they were being sealed"
+                    "the keys of webhook endpoint {id} kept changing while they were being sealed"
                 );
                 continue 'pages;
             }

@@ -754,6 +754,12 @@ async fn api_keys_are_added_capped_touched_and_revoked_but_never_the_last(store:
     drop(conn);
     assert_eq!(read_session(&store, "s-second", now).await, None);
     assert!(read_session(&store, "s-first", now).await.is_some());
+    // A session written for the revoked key afterwards (a login that
+    // checked the key just before) is not live either.
+    let mut late = session_row(&a, "s-late", now, now + 3600);
+    late.key_id = Some(second.id.clone());
+    add_session(&store, &late).await;
+    assert_eq!(read_session(&store, "s-late", now).await, None);
     // The last one stays.
     let mut tx = begin(&store).await;
     assert_eq!(

@@ -110,8 +110,10 @@ impl Webhook {
     /// (`whsec_<base64>`), or for one Ed25519 public key (`whpk_<base64>`).
     ///
     /// With a public key, only `v1a` entries of `webhook-signature` verify
-    /// (an `ed25519` endpoint sends them); `x-notifly-signature` needs the
-    /// `whsec_` secret.
+    /// (an `ed25519` endpoint sends them), and [`verify`](Self::verify)
+    /// requires that header even if `whsec_` secrets are given too. Give a
+    /// verifier the public key alone to accept nothing a holder of the
+    /// secret could sign.
     ///
     /// ```
     /// use notifly_webhooks::{Webhook, sign::SigningKey};
@@ -311,12 +313,11 @@ impl Webhook {
         now: SystemTime,
     ) -> Result<WebhookEvent, WebhookError> {
         let standard = header(headers, HEADER_WEBHOOK_SIGNATURE)?;
-        // Public keys verify nothing but `webhook-signature`.
-        let symmetric = self
-            .secrets
-            .iter()
-            .any(|s| matches!(s, Secret::Symmetric { .. }));
-        if standard.is_some() || self.require_standard || !symmetric {
+        // With a public key, `webhook-signature` is required: falling back
+        // to `x-notifly-signature` would let anyone holding the `whsec_`
+        // secret pass, which is what the public key is meant to prevent.
+        let public = self.secrets.iter().any(|s| matches!(s, Secret::Public(_)));
+        if standard.is_some() || self.require_standard || public {
             self.verify_standard(
                 body,
                 header(headers, HEADER_WEBHOOK_ID)?,

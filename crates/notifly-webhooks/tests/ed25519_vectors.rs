@@ -154,3 +154,21 @@ fn a_public_key_verifier_needs_the_standard_headers() {
         Err(WebhookError::NoMatch { .. })
     ));
 }
+
+#[test]
+fn a_verifier_with_a_public_key_cannot_be_downgraded_to_the_hmac_header() {
+    let v = &vectors()[0];
+    let body = BASE64.decode(&v.body_base64).unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let both = Webhook::with_secrets([v.public_key.as_str(), secret]).unwrap();
+    // A request signed with the secret alone, without `webhook-signature`.
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-notifly-signature",
+        notifly_webhooks::sign_hex(secret, &body).parse().unwrap(),
+    );
+    assert!(matches!(
+        both.verify(&headers, &body),
+        Err(WebhookError::MissingHeader("webhook-signature"))
+    ));
+}

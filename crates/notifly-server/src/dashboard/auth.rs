@@ -71,44 +71,62 @@ pub async fn login_page(
 pub const LOGIN_FAILURES_ALLOWED: u32 = 10;
 /// The window failed logins are counted in.
 pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
-/// Most clients tracked; past it, windows that ended are dropped, and if
-/// none has, the older half goes (an attacker with that many addresses is
-/// not slowed by a per-address count anyway).
+/// Most clients tracked. Past it, windows that ended are dropped first,
+/// then clients that are not refused; refused ones stay until their
+/// window ends.
 const LOGIN_TRACKED_MAX: usize = 10_000;
 
-/// Counts failed logins per client address (this node's; each node counts
-/// its own) in fixed windows. A client past [`LOGIN_FAILURES_ALLOWED`] is
-/// refused, right key or not, until its window ends.
+/// Counts login attempts per client (this node's; each node counts its
+/// own) in fixed windows. An attempt is counted before the key is checked
+/// and taken back if it succeeds, so parallel attempts cannot slip past
+/// the count; a client with [`LOGIN_FAILURES_ALLOWED`] failures is refused,
+/// right key or not, until its window ends. IPv6 clients are counted by
+/// their /64, which one host usually holds whole.
 #[derive(Debug, Default)]
 pub struct LoginThrottle {
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
-impl LoginThrottle {
-    /// How long `client` must wait, if it is refused now.
-    fn refused(&self, client: IpAddr) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let (since, count) = failures.get(&client)?;
-        let left = LOGIN_WINDOW.checked_sub(since.elapsed())?;
-        (*count >= LOGIN_FAILURES_ALLOWED).then_some(left)
+/// The address a client is counted under.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
+}
 
-    fn failed(&self, client: IpAddr) {
+impl LoginThrottle {
+    /// Counts an attempt of `client`, or says how long it must wait.
+    fn attempt(&self, client: IpAddr) -> Result<(), Duration> {
+        let client = client_of(client);
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= LOGIN_TRACKED_MAX && !failures.contains_key(&client) {
             failures.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
             if failures.len() >= LOGIN_TRACKED_MAX {
-                let mut starts: Vec<Instant> = failures.values().map(|(s, _)| *s).collect();
-                starts.sort_unstable();
-                let cut = starts[starts.len() / 2];
-                failures.retain(|_, (since, _)| *since > cut);
+                failures.retain(|_, (_, count)| *count >= LOGIN_FAILURES_ALLOWED);
             }
         }
         let entry = failures.entry(client).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= LOGIN_WINDOW {
             *entry = (Instant::now(), 0);
         }
+        if entry.1 >= LOGIN_FAILURES_ALLOWED {
+            return Err(LOGIN_WINDOW.saturating_sub(entry.0.elapsed()));
+        }
         entry.1 += 1;
+        Ok(())
+    }
+
+    /// Takes back the attempt of a client that logged in.
+    fn take_back(&self, client: IpAddr) {
+        let client = client_of(client);
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = failures.get_mut(&client) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
     }
 }
 
@@ -120,7 +138,7 @@ pub async fn login(
 ) -> Response {
     let next = safe_next(form.get("next"));
     let client = peer.ip();
-    if let Some(wait) = state.logins.refused(client) {
+    if let Err(wait) = state.logins.attempt(client) {
         let seconds = (wait.as_secs_f64().ceil() as u64).max(1);
         let mut page = render(
             StatusCode::TOO_MANY_REQUESTS,
@@ -145,10 +163,13 @@ pub async fn login(
         .await
     {
         Ok(account) => account,
-        Err(e) => return domain_error(e),
+        Err(e) => {
+            // Not the client's failure: the attempt does not count.
+            state.logins.take_back(client);
+            return domain_error(e);
+        }
     };
     let Some(owner) = account else {
-        state.logins.failed(client);
         let error = if key.is_empty() {
             "Enter an API key."
         } else {
@@ -163,6 +184,7 @@ pub async fn login(
             },
         );
     };
+    state.logins.take_back(client);
     let token = match state
         .sessions
         .create(&owner.account.id, &owner.key_id)
@@ -205,6 +227,31 @@ pub async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_throttle_counts_failures_per_client_and_ipv6_per_slash_64() {
+        let throttle = LoginThrottle::default();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        // Successes are taken back.
+        for _ in 0..20 {
+            throttle.attempt(a).unwrap();
+            throttle.take_back(a);
+        }
+        for _ in 0..LOGIN_FAILURES_ALLOWED {
+            throttle.attempt(same_64).unwrap();
+        }
+        let wait = throttle.attempt(a).unwrap_err();
+        assert!(wait <= LOGIN_WINDOW && wait > Duration::ZERO);
+        assert!(throttle.attempt(other_64).is_ok());
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        for _ in 0..LOGIN_FAILURES_ALLOWED {
+            throttle.attempt(v4).unwrap();
+        }
+        assert!(throttle.attempt(mapped).is_err());
+    }
 
     #[test]
     fn only_dashboard_pages_are_followed_after_login() {

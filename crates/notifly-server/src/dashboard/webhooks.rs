@@ -426,7 +426,9 @@ pub async fn update(
         events: Some(Some(v.event_list())),
         description: Some(v.description()),
         enabled: None,
-        signature_scheme: Some(Some(v.signature_scheme.clone())),
+        // A form without the field (rendered before it existed) changes
+        // nothing: a missing field must not drop a key pair.
+        signature_scheme: form.get("signature_scheme").map(|s| Some(s.to_owned())),
     };
     match notifly
         .update_webhook(&current.account_id, &id, input)

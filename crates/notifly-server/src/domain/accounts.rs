@@ -215,6 +215,8 @@ pub struct KeyOwner {
 #[derive(Debug, Default)]
 pub struct KeyCache {
     entries: std::sync::RwLock<std::collections::HashMap<String, (KeyOwner, Instant)>>,
+    /// Keys whose use is being recorded, so a burst records it once.
+    touching: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// How long a known key is trusted without asking the database again: a
@@ -255,9 +257,16 @@ impl KeyCache {
             return Ok(None);
         };
         let now = ids::now();
-        if key.last_used_at.is_none_or(|t| now - t >= TOUCH_AFTER_SECS) {
+        let stale = key.last_used_at.is_none_or(|t| now - t >= TOUCH_AFTER_SECS);
+        let first = stale
+            && self
+                .touching
+                .lock()
+                .is_ok_and(|mut touching| touching.insert(key.id.clone()));
+        if first {
             let store = store.clone();
             let id = key.id.clone();
+            let touching = self.touching.clone();
             tokio::spawn(async move {
                 let touched = async {
                     let mut tx = store.write().await?;
@@ -266,6 +275,9 @@ impl KeyCache {
                 };
                 if let Err(e) = touched.await {
                     tracing::debug!(error = %e, "could not record an API key's use");
+                }
+                if let Ok(mut touching) = touching.lock() {
+                    touching.remove(&id);
                 }
             });
         }

@@ -1234,7 +1234,8 @@ where
     ) -> StoreResult<Option<DashboardSession>> {
         sqlx::query_as(&format!(
             "SELECT {DASHBOARD_SESSION_COLUMNS} FROM dashboard_sessions s JOIN accounts a ON a.id = s.account_id
-             WHERE s.token_hash = $1 AND s.expires_at > $2"
+             WHERE s.token_hash = $1 AND s.expires_at > $2
+               AND (s.key_id IS NULL OR EXISTS (SELECT 1 FROM api_keys k WHERE k.id = s.key_id))"
         ))
         .bind(token_hash)
         .bind(now)
@@ -2566,7 +2567,9 @@ async fn insert_key(tx: &mut PgTx, key: &ApiKeyRecord, key_hash: &str) -> StoreR
 /// Locks the account's row, which orders its key changes (two revocations
 /// of its last two keys: the second sees one left), and counts its keys.
 async fn lock_account_keys(tx: &mut PgTx, account: &str) -> StoreResult<i64> {
-    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+    // NO KEY: concurrent inserts that refer to the account (its sessions,
+    // its resources) need not wait.
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
         .bind(account)
         .execute(&mut *tx.tx)
         .await

@@ -691,7 +691,8 @@ where
             &self.0,
             &format!(
                 "SELECT {DASHBOARD_SESSION_COLUMNS} FROM dashboard_sessions s JOIN accounts a ON a.id = s.account_id
-                 WHERE s.token_hash = ? AND s.expires_at > ?"
+                 WHERE s.token_hash = ?1 AND s.expires_at > ?2
+                   AND (s.key_id IS NULL OR EXISTS (SELECT 1 FROM api_keys k WHERE k.id = s.key_id))"
             ),
             params![token_hash, now],
             DashboardSession::decode,

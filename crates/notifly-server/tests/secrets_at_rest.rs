@@ -297,3 +297,62 @@ async fn keys_rotate_by_listing_the_new_one_first() {
         verified(&receiver, &format!("/h{n}"), 1, &hook.secret).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_open_the_keys_sends_nothing_and_spends_no_retry() {
+    let receiver = Receiver::start().await;
+    let server = helpers::server(|c| c.retry_schedule = "0s,100ms".to_owned()).await;
+    let c = server.account("acme").await;
+    let hook = webhook(&c, "h", &receiver.url("/h"), &["*"]).await;
+
+    // As if another node, with a key this one lacks, had sealed them again.
+    let row = stored(&server).await.remove(0);
+    let foreign = Keyring::parse(&Keyring::generate_key()).unwrap();
+    let resealed = StoredKeys {
+        endpoint_id: row.endpoint_id.clone(),
+        secret: foreign.seal_keys(
+            &row.endpoint_id,
+            &KeySet {
+                secret: hook.secret.clone(),
+                signing_key: None,
+            },
+        ),
+        previous_secret: None,
+    };
+    assert!(
+        server
+            .store
+            .replace_endpoint_keys(&row, &resealed)
+            .await
+            .unwrap()
+    );
+
+    c.contact("unsigned").await;
+    let d = helpers::wait_deliveries(&c, &hook.id, 1, "pending").await;
+    let id = d[0]["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let d = loop {
+        let d = helpers::delivery(&c, &id).await;
+        if d["attempts"].as_i64() == Some(1) {
+            break d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no attempt: {d}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Recorded, with why; not sent; still pending, a minute on, with the
+    // whole retry schedule left (a 100 ms retry would have come by now).
+    let error = d["attempt_log"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot open the endpoint's signing keys"),
+        "{d}"
+    );
+    assert!(error.contains(foreign.ids()[0]), "names the key: {d}");
+    assert_eq!(d["status"], "pending", "{d}");
+    assert!(
+        d["next_attempt_at"].as_i64().unwrap() >= helpers::now() + 50,
+        "{d}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.count(), 0);
+    assert_eq!(helpers::delivery(&c, &id).await["attempts"], 1);
+}

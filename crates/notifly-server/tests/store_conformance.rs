@@ -314,6 +314,7 @@ fn result_of(c: &Claimed, owner: &str, status: Option<i64>, next: NextStep) -> A
         owner: owner.to_owned(),
         next,
         disable: None,
+        unsent: false,
     }
 }
 

@@ -164,7 +164,15 @@ impl Sending {
             this.metrics
                 .observe_attempt(sent.record.succeeded, sent.elapsed);
             let status = sent.record.response_status;
-            let (next, disable) = if sent.record.succeeded {
+            let (next, disable) = if sent.unsent {
+                // Another node (one with the key) may send it; this one
+                // tries again later. Its retry schedule is not used up.
+                let next = NextStep::Retry {
+                    at_ms: ids::now_ms() + UNSENT_RETRY.as_millis() as i64,
+                    schedule_pos: c.schedule_pos,
+                };
+                (next, None)
+            } else if sent.record.succeeded {
                 (NextStep::Succeeded, None)
             } else if status == Some(410) {
                 (
@@ -183,11 +191,16 @@ impl Sending {
                 owner,
                 next,
                 disable,
+                unsent: sent.unsent,
             };
             let _ = this.results.send(result).await;
         });
     }
 }
+
+/// When a delivery this node could not sign (it lacks the key that sealed
+/// its endpoint's keys) is due again.
+const UNSENT_RETRY: Duration = Duration::from_secs(60);
 
 /// An attempt's slot, freed when the attempt ends, however it ends (an
 /// aborted or panicked task too).

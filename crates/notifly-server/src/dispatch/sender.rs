@@ -92,6 +92,8 @@ pub struct Sent {
     pub elapsed: Duration,
     /// The receiver's `Retry-After` on a 429 or 503.
     pub retry_after: Option<Duration>,
+    /// Nothing was sent: this node could not open the endpoint's keys.
+    pub unsent: bool,
 }
 
 impl Sender {
@@ -190,6 +192,7 @@ impl Sender {
             succeeded: false,
         };
         let mut retry_after = None;
+        let unsent = unsigned.is_some();
         let exchanged = match unsigned {
             Some(reason) => Err(reason),
             None => self.exchange(c, headers, body).await,
@@ -234,6 +237,7 @@ impl Sender {
             record,
             elapsed,
             retry_after,
+            unsent,
         }
     }
 

@@ -176,7 +176,7 @@ pub(crate) enum Health {
 pub(crate) fn endpoint_health(results: &[AttemptResult]) -> Vec<(&str, Health)> {
     let mut out: Vec<(&str, Health)> = Vec::new();
     let mut succeeded: Vec<bool> = Vec::new();
-    for r in results {
+    for r in results.iter().filter(|r| !r.unsent) {
         let endpoint = r.endpoint_id.as_str();
         let at = match out.iter().position(|(id, _)| *id == endpoint) {
             Some(at) => at,
@@ -725,6 +725,7 @@ mod tests {
             owner: String::new(),
             next: NextStep::Failed,
             disable: None,
+            unsent: false,
         }
     }
 
@@ -751,5 +752,9 @@ mod tests {
             ]
         );
         assert!(endpoint_health(&[]).is_empty());
+        // A request never sent says nothing of the endpoint.
+        let mut unsent = result("e", false);
+        unsent.unsent = true;
+        assert!(endpoint_health(&[unsent]).is_empty());
     }
 }

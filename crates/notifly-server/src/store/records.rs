@@ -412,6 +412,9 @@ pub struct AttemptResult {
     pub next: NextStep,
     /// Disable the endpoint at once with this reason (e.g. it answered 410).
     pub disable: Option<String>,
+    /// No request was sent (this node could not open the endpoint's signing
+    /// keys): the result says nothing of the endpoint's health.
+    pub unsent: bool,
 }
 
 /// Queue figures for metrics.

@@ -45,6 +45,8 @@ pub struct Config {
     pub endpoint_concurrency: u32,
     /// Disable an endpoint that has failed continuously this long, e.g. `5d`.
     pub disable_after: String,
+    /// Failed attempts in a row that open an endpoint's circuit (default 5).
+    pub circuit_failures: u32,
     /// Longest pause between looks for due retries, e.g. `1s`.
     pub poll_interval: String,
     /// How long events, finished deliveries and their attempts are kept,
@@ -111,6 +113,7 @@ impl Default for Config {
             delivery_concurrency: 256,
             endpoint_concurrency: 16,
             disable_after: "5d".to_owned(),
+            circuit_failures: 5,
             poll_interval: "1s".to_owned(),
             retention: "30d".to_owned(),
             purge_interval: "10m".to_owned(),
@@ -153,6 +156,9 @@ impl Config {
         if disable_after < std::time::Duration::from_secs(1) {
             bail!("disable_after must be at least 1s");
         }
+        if self.circuit_failures == 0 {
+            bail!("circuit_failures must be at least 1");
+        }
         Ok(DispatchConfig {
             schedule: self
                 .retry_schedule
@@ -162,6 +168,7 @@ impl Config {
             max_in_flight: self.delivery_concurrency,
             per_endpoint_in_flight: self.endpoint_concurrency,
             disable_after,
+            circuit_failures: self.circuit_failures,
             poll_interval: duration("poll_interval", &self.poll_interval)?
                 .max(std::time::Duration::from_millis(10)),
             allow_private_urls: self.allow_private_urls,

@@ -177,10 +177,26 @@ impl Metrics {
                     "Webhook endpoints currently disabled.",
                     q.disabled_endpoints,
                 ),
+                (
+                    "notifly_deliveries_held_by_open_circuits",
+                    "Due deliveries not attempted because their endpoint's circuit is open: the attempts it saves.",
+                    q.held_by_circuits,
+                ),
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}");
                 let _ = writeln!(out, "# TYPE {name} gauge");
                 let _ = writeln!(out, "{name} {value}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP notifly_endpoint_circuit Endpoints whose circuit is not closed (1 per endpoint, by state)."
+            );
+            let _ = writeln!(out, "# TYPE notifly_endpoint_circuit gauge");
+            for (endpoint, state) in &q.circuits {
+                let _ = writeln!(
+                    out,
+                    "notifly_endpoint_circuit{{endpoint=\"{endpoint}\",state=\"{state}\"}} 1"
+                );
             }
         }
         out

@@ -23,8 +23,8 @@ use notifly_server::ids;
 use notifly_server::store::{
     Account, ApiKeyRecord, Attachment, AttemptRecord, AttemptResult, ClaimRequest, Claimed,
     Contact, Conversation, ConversationFilter, Cursor, DashboardSession, DeliveryRecord,
-    EndpointRecord, EventRecord, GroupRecord, IdempotentResponse, KeyRevocation, Listed,
-    MessageRecord, NextStep, Page, Reaction, SessionFlash, Store, StoreError, StoreResult,
+    EndpointPolicy, EndpointRecord, EventRecord, GroupRecord, IdempotentResponse, KeyRevocation,
+    Listed, MessageRecord, NextStep, Page, Reaction, SessionFlash, Store, StoreError, StoreResult,
     StoredKeys, WriteTx,
 };
 use serde_json::json;
@@ -135,6 +135,7 @@ conformance!(
     expired_leases_are_claimed_again,
     attempts_move_deliveries_on,
     endpoint_health,
+    circuit_breaker,
     release_leases_of_one_node,
     retry_and_recover,
     deleting_an_endpoint_cancels_its_work,
@@ -240,6 +241,20 @@ fn endpoint(name: &str, events: &[&str]) -> EndpointRecord {
         created_at: now,
         updated_at: now,
         signature_scheme: "hmac-sha256".to_owned(),
+        circuit: "closed".to_owned(),
+        circuit_since: None,
+    }
+}
+
+/// The write-back's policy in most checks: circuits that never open.
+const POLICY: EndpointPolicy = policy(86_400);
+
+/// A write-back policy that disables after `disable_after_secs`, with
+/// circuits that never open.
+const fn policy(disable_after_secs: i64) -> EndpointPolicy {
+    EndpointPolicy {
+        disable_after_secs,
+        circuit_failures: 1_000_000,
     }
 }
 
@@ -1709,7 +1724,7 @@ async fn filtered_lists(store: Arc<dyn Store>) {
         result_of(by_event[1], "node-a:1", Some(500), NextStep::Failed),
         result_of(by_event[2], "node-a:1", Some(200), NextStep::Succeeded),
     ];
-    store.record_attempts(&results, 86_400).await.unwrap();
+    store.record_attempts(&results, &POLICY).await.unwrap();
     let ep_id = ep.id.as_str();
     for (status, expected) in [
         (
@@ -1850,7 +1865,7 @@ async fn isolation_between_accounts(store: Arc<dyn Store>) {
                 Some(500),
                 NextStep::Failed,
             )],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -2589,7 +2604,7 @@ async fn claims_lease_due_work(store: Arc<dyn Store>) {
                     schedule_pos: 1,
                 },
             )],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -2681,7 +2696,7 @@ async fn expired_leases_are_claimed_again(store: Arc<dyn Store>) {
     // The first holder's late result is not applied; the current holder's is.
     let late = result_of(&first[0], "node-a:1", Some(200), NextStep::Succeeded);
     store
-        .record_attempts(std::slice::from_ref(&late), 86_400)
+        .record_attempts(std::slice::from_ref(&late), &POLICY)
         .await
         .unwrap();
     let d = delivery(&store, &a, &first[0].delivery_id).await;
@@ -2707,7 +2722,7 @@ async fn expired_leases_are_claimed_again(store: Arc<dyn Store>) {
                 Some(200),
                 NextStep::Succeeded,
             )],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -2738,7 +2753,7 @@ async fn attempts_move_deliveries_on(store: Arc<dyn Store>) {
         ),
         result_of(failed, "node-a:1", Some(500), NextStep::Failed),
     ];
-    store.record_attempts(&results, 86_400).await.unwrap();
+    store.record_attempts(&results, &POLICY).await.unwrap();
 
     let expect = [
         (ok, "succeeded", None, Some(200)),
@@ -2777,7 +2792,7 @@ async fn attempts_move_deliveries_on(store: Arc<dyn Store>) {
     assert_eq!((again[0].attempt, again[0].schedule_pos), (2, 1));
     let second = result_of(&again[0], "node-a:2", Some(204), NextStep::Succeeded);
     store
-        .record_attempts(std::slice::from_ref(&second), 86_400)
+        .record_attempts(std::slice::from_ref(&second), &POLICY)
         .await
         .unwrap();
     let d = delivery(&store, &a, &retry.delivery_id).await;
@@ -2798,7 +2813,7 @@ async fn attempts_move_deliveries_on(store: Arc<dyn Store>) {
     store
         .record_attempts(
             &[result_of(ok, "node-a:1", Some(500), NextStep::Failed)],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -2831,6 +2846,103 @@ fn rfc3339(unix: i64) -> String {
     )
 }
 
+async fn circuit_breaker(store: Arc<dyn Store>) {
+    let policy = EndpointPolicy {
+        disable_after_secs: 86_400,
+        circuit_failures: 3,
+    };
+    let a = new_account(&store, "acme").await;
+    let down = add_endpoint(&store, &a, "down", &["contact.created"], true).await;
+    emit_events(&store, &a, "contact.created", 2).await;
+    let retry_now = || NextStep::Retry {
+        at_ms: ids::now_ms() - 1,
+        schedule_pos: 1,
+    };
+
+    // Failures in a row, below the threshold: closed, still claimed.
+    let claimed = claim(&store, &claim_all("node-a:0")).await;
+    assert_eq!(claimed.len(), 2);
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .map(|c| result_of(c, "node-a:0", Some(500), retry_now()))
+        .collect();
+    store.record_attempts(&results, &policy).await.unwrap();
+    let ep = read_endpoint(&store, &a, &down.id).await.unwrap();
+    assert_eq!((ep.circuit.as_str(), ep.circuit_since), ("closed", None));
+    // The third failure in a row opens it: its deliveries are not claimed
+    // (the first probe is 5 s off).
+    let claimed = claim(&store, &claim_all("node-a:3")).await;
+    let before = ids::now();
+    store
+        .record_attempts(
+            &[result_of(&claimed[0], "node-a:3", Some(500), retry_now())],
+            &policy,
+        )
+        .await
+        .unwrap();
+    store.release_leases("node-a").await.unwrap();
+    let ep = read_endpoint(&store, &a, &down.id).await.unwrap();
+    assert_eq!(ep.circuit, "open");
+    assert!(ep.circuit_since.is_some_and(|t| t >= before), "{ep:?}");
+    assert!(claim(&store, &claim_all("node-a:4")).await.is_empty());
+    let stats = store.queue_stats(ids::now_ms()).await.unwrap();
+    assert_eq!(stats.circuits, [(down.id.clone(), "open".to_owned())]);
+    assert_eq!(stats.held_by_circuits, 2);
+
+    // A result never sent says nothing; a success (an attempt that was in
+    // flight when it opened) closes it.
+    let mut unsent = result_of(&claimed[1], "node-a:3", None, retry_now());
+    unsent.unsent = true;
+    store.record_attempts(&[unsent], &policy).await.unwrap();
+    assert_eq!(
+        read_endpoint(&store, &a, &down.id).await.unwrap().circuit,
+        "open"
+    );
+    // An update that closes it (a new URL) does so at once, and starts the
+    // count over: one more failure does not open it again.
+    let mut closed = read_endpoint(&store, &a, &down.id).await.unwrap();
+    closed.circuit = "closed".to_owned();
+    closed.circuit_since = Some(ids::now());
+    let mut tx = begin(&store).await;
+    tx.update_endpoint(&a, &closed).await.unwrap();
+    commit(tx).await;
+    let claimed = claim(&store, &claim_all("node-a:5")).await;
+    assert_eq!(claimed.len(), 2);
+    store
+        .record_attempts(
+            &[result_of(&claimed[0], "node-a:5", Some(500), retry_now())],
+            &policy,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read_endpoint(&store, &a, &down.id).await.unwrap().circuit,
+        "closed"
+    );
+    store
+        .record_attempts(
+            &[result_of(
+                &claimed[1],
+                "node-a:5",
+                Some(200),
+                NextStep::Succeeded,
+            )],
+            &policy,
+        )
+        .await
+        .unwrap();
+    let ep = read_endpoint(&store, &a, &down.id).await.unwrap();
+    assert_eq!(ep.circuit, "closed");
+    assert!(
+        store
+            .queue_stats(ids::now_ms())
+            .await
+            .unwrap()
+            .circuits
+            .is_empty()
+    );
+}
+
 async fn endpoint_health(store: Arc<dyn Store>) {
     assert_eq!(rfc3339(LONG_AGO), "2023-11-14T22:13:20Z");
     let a = new_account(&store, "acme").await;
@@ -2860,7 +2972,7 @@ async fn endpoint_health(store: Arc<dyn Store>) {
                 Some(500),
                 NextStep::Failed,
             )],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -2880,7 +2992,7 @@ async fn endpoint_health(store: Arc<dyn Store>) {
                 Some(200),
                 NextStep::Succeeded,
             )],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -2895,7 +3007,10 @@ async fn endpoint_health(store: Arc<dyn Store>) {
     // `disable` disables at once with its reason (a 410).
     let mut gone_result = result_of(of(&gone)[0], "node-a:1", Some(410), NextStep::Failed);
     gone_result.disable = Some("the endpoint answered 410 Gone".to_owned());
-    store.record_attempts(&[gone_result], 86_400).await.unwrap();
+    store
+        .record_attempts(&[gone_result], &POLICY)
+        .await
+        .unwrap();
     let ep = read_endpoint(&store, &a, &gone.id).await.unwrap();
     assert!(!ep.enabled);
     assert_eq!(
@@ -2915,7 +3030,7 @@ async fn endpoint_health(store: Arc<dyn Store>) {
                     schedule_pos: 1,
                 },
             )],
-            3600,
+            &policy(3600),
         )
         .await
         .unwrap();
@@ -2958,7 +3073,7 @@ async fn endpoint_health(store: Arc<dyn Store>) {
     ];
     // Ten years: the long-failing endpoint is not disabled by this batch.
     store
-        .record_attempts(&batch, 10 * 365 * 86_400)
+        .record_attempts(&batch, &policy(10 * 365 * 86_400))
         .await
         .unwrap();
     let ep = read_endpoint(&store, &a, &flaky.id).await.unwrap();
@@ -3033,7 +3148,7 @@ async fn release_leases_of_one_node(store: Arc<dyn Store>) {
                 Some(200),
                 NextStep::Succeeded,
             )],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -3078,7 +3193,7 @@ async fn retry_and_recover(store: Arc<dyn Store>) {
         }
     }
     let succeeded = succeeded.unwrap();
-    store.record_attempts(&results, 86_400).await.unwrap();
+    store.record_attempts(&results, &POLICY).await.unwrap();
 
     // A manual retry: pending, due now, schedule restarted; attempts count on.
     let failed_one = claimed
@@ -3126,7 +3241,7 @@ async fn retry_and_recover(store: Arc<dyn Store>) {
     store
         .record_attempts(
             &[result_of(&got[0], "node-a:2", Some(500), NextStep::Failed)],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -3192,7 +3307,7 @@ async fn deleting_an_endpoint_cancels_its_work(store: Arc<dyn Store>) {
     store
         .record_attempts(
             &[result_of(done, "node-a:1", Some(200), NextStep::Succeeded)],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -3230,7 +3345,7 @@ async fn deleting_an_endpoint_cancels_its_work(store: Arc<dyn Store>) {
                         schedule_pos: 1,
                     },
                 )],
-                86_400,
+                &POLICY,
             )
             .await
             .unwrap();
@@ -3329,7 +3444,7 @@ async fn next_due_and_queue_stats(store: Arc<dyn Store>) {
         Some(200),
         NextStep::Succeeded,
     ));
-    store.record_attempts(&results, 86_400).await.unwrap();
+    store.record_attempts(&results, &POLICY).await.unwrap();
     assert_eq!(store.next_due_ms().await.unwrap(), Some(soon));
     let stats = store.queue_stats(ids::now_ms()).await.unwrap();
     assert_eq!((stats.pending, stats.due, stats.in_flight), (2, 0, 0));
@@ -3376,7 +3491,7 @@ async fn purge_in_batches(store: Arc<dyn Store>) {
             result_of(c, "node-a:1", Some(status), next)
         })
         .collect();
-    store.record_attempts(&results, 86_400).await.unwrap();
+    store.record_attempts(&results, &POLICY).await.unwrap();
     // Old but still pending: kept with its event.
     let old_pending = event_at("contact.updated", old);
     emit_event(&store, &a, &old_pending).await;
@@ -3396,7 +3511,7 @@ async fn purge_in_batches(store: Arc<dyn Store>) {
                 Some(200),
                 NextStep::Succeeded,
             )],
-            86_400,
+            &POLICY,
         )
         .await
         .unwrap();
@@ -3853,7 +3968,7 @@ async fn sqlite_hand_off_sends_new_deliveries_without_a_claim_and_loses_none() {
     store
         .record_attempts(
             &[result_of(c, "node-a:h", Some(200), NextStep::Succeeded)],
-            3600,
+            &policy(3600),
         )
         .await
         .unwrap();
@@ -3974,7 +4089,7 @@ async fn postgres_hand_off_keeps_an_endpoints_limit_across_nodes() {
     // delivery that waited.
     a.record_attempts(
         &[result_of(on_a, "node-a:h", Some(200), NextStep::Succeeded)],
-        3600,
+        &policy(3600),
     )
     .await
     .unwrap();

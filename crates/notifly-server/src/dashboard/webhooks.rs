@@ -488,6 +488,8 @@ struct WebhookPage {
     health: &'static str,
     last_delivery: Option<(String, String)>,
     chart: Chart,
+    /// When the circuit last changed, if it is not closed.
+    circuit_since: Option<String>,
     secret: Option<SecretView>,
     deliveries: Vec<DeliveryRow>,
     status_filter: String,
@@ -578,6 +580,7 @@ pub async fn show(
             .last_attempt_at
             .map(|t| (view::ago(t, now), view::time(t))),
         chart: Chart::new(&health),
+        circuit_since: w.circuit_since.map(view::time),
         secret: secrets.map(|s| SecretView {
             previous_until: s.previous_secret_expires_at.map(view::time),
             secret: s.secret,

@@ -40,7 +40,9 @@ pub use sender::{MAX_RESPONSE_BODY, Sender, Signing, USER_AGENT_VALUE, delivery_
 use crate::ids;
 use crate::metrics::Metrics;
 use crate::secrets::Keyring;
-use crate::store::{AttemptResult, ClaimRequest, Claimed, HandOff, NextStep, Store};
+use crate::store::{
+    AttemptResult, ClaimRequest, Claimed, EndpointPolicy, HandOff, NextStep, Store,
+};
 
 /// Most attempts in flight to an endpoint that is currently failing, so that
 /// retries to dead endpoints cannot crowd out healthy ones.
@@ -65,6 +67,8 @@ pub struct DispatchConfig {
     pub per_endpoint_in_flight: u32,
     /// An endpoint failing without a success for this long is disabled.
     pub disable_after: Duration,
+    /// This many failed attempts in a row open an endpoint's circuit.
+    pub circuit_failures: u32,
     /// Longest sleep between looks for due retries.
     pub poll_interval: Duration,
     pub allow_private_urls: bool,
@@ -243,7 +247,10 @@ async fn run(
     // announced, and wakes this dispatcher: see `Notifly::peer_committed`.)
     let blocked = Arc::new(AtomicBool::new(!handed_off));
     let (results_tx, results_rx) = mpsc::channel::<AttemptResult>(4096);
-    let disable_after = config.disable_after.as_secs() as i64;
+    let policy = EndpointPolicy {
+        disable_after_secs: config.disable_after.as_secs() as i64,
+        circuit_failures: config.circuit_failures,
+    };
     let writer = tokio::spawn(write_back(
         store.clone(),
         results_rx,
@@ -251,7 +258,7 @@ async fn run(
             wake: wake.clone(),
             blocked: blocked.clone(),
         },
-        disable_after,
+        policy,
         metrics.clone(),
     ));
     let sending = Arc::new(Sending {
@@ -444,14 +451,14 @@ async fn write_back(
     store: Arc<dyn Store>,
     mut results: mpsc::Receiver<AttemptResult>,
     wake: WakeAfterWrite,
-    disable_after_secs: i64,
+    policy: EndpointPolicy,
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(512);
     while results.recv_many(&mut batch, 512).await > 0 {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match store.record_attempts(&batch, disable_after_secs).await {
+            match store.record_attempts(&batch, &policy).await {
                 Ok(()) => break,
                 Err(e) => {
                     // Not lost either way: unrecorded leases expire and the

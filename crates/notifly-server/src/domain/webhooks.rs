@@ -49,8 +49,45 @@ pub struct Webhook {
     /// endpoint; later through `GET /v1/webhooks/{id}/secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// The circuit breaker: `closed` (deliveries flow), `open` (after a run
+    /// of failed attempts nothing is sent but a probe, at growing
+    /// intervals; deliveries wait, keeping their retries) or `half_open`
+    /// (a probe is in flight).
+    pub circuit: Circuit,
+    /// When the circuit last changed (Unix seconds); `null` if it never
+    /// opened.
+    pub circuit_since: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// An endpoint's circuit breaker state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Circuit {
+    #[default]
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl Circuit {
+    /// The name the API and the database use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
+
+    fn of(stored: &str) -> Self {
+        match stored {
+            "open" => Circuit::Open,
+            "half_open" => Circuit::HalfOpen,
+            _ => Circuit::Closed,
+        }
+    }
 }
 
 /// How an endpoint signs `webhook-signature` (`x-notifly-signature` is
@@ -116,6 +153,8 @@ impl From<EndpointRecord> for Webhook {
             events: r.events.0,
             enabled: r.enabled,
             signature_scheme,
+            circuit: Circuit::of(&r.circuit),
+            circuit_since: r.circuit_since,
             disabled_reason: r.disabled_reason,
             secret: None,
             public_key: None,
@@ -350,6 +389,8 @@ impl Notifly {
             created_at: now,
             updated_at: now,
             signature_scheme: scheme.as_str().to_owned(),
+            circuit: Circuit::Closed.as_str().to_owned(),
+            circuit_since: None,
         };
         let mut tx = match self.begin(account, idempotency).await? {
             Begun::Replay(body) => return replay(&body),
@@ -402,8 +443,12 @@ impl Notifly {
         if let Some(n) = not_null("name", input.name)? {
             after.name = name(&n)?;
         }
-        if let Some(u) = url {
+        if let Some(u) = url
+            && u != before.url
+        {
+            // A new URL gets a fresh start: its circuit closes at once.
             after.url = u;
+            after.circuit = Circuit::Closed.as_str().to_owned();
         }
         if let Some(e) = not_null("events", input.events)? {
             after.events = sqlx::types::Json(events(&e)?);
@@ -416,6 +461,7 @@ impl Notifly {
                 after.enabled = true;
                 after.disabled_reason = None;
                 after.failing_since = None;
+                after.circuit = Circuit::Closed.as_str().to_owned();
             }
             Some(false) if before.enabled => {
                 after.enabled = false;
@@ -438,6 +484,9 @@ impl Notifly {
             return Ok(before.into());
         }
         after.updated_at = ids::now();
+        if after.circuit != before.circuit {
+            after.circuit_since = Some(after.updated_at);
+        }
         tx.update_endpoint(account, &after)
             .await
             .map_err(conflict(&after.name))?;

@@ -126,23 +126,31 @@ fn unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// The claim policy, shared by every backend: from `candidates` (delivery id,
-/// endpoint id, whether the endpoint is failing), ordered by due time, and the
-/// deliveries already in flight per endpoint, the ids to lease. Healthy
-/// endpoints come first, so that failing ones (mostly old retries) cannot take
-/// the global slots from them; each endpoint stays within its limit.
+/// A delivery a claim may lease: its id, its endpoint's, whether the
+/// endpoint is failing, and whether its circuit is open (due for a probe:
+/// the candidate queries return no other deliveries of an open circuit).
+pub(crate) type Candidate = (String, String, bool, bool);
+
+/// The claim policy, shared by every backend: from `candidates`, ordered by
+/// due time, and the deliveries already in flight per endpoint, the ids to
+/// lease. Healthy endpoints come first, so that failing ones (mostly old
+/// retries) cannot take the global slots from them; each endpoint stays
+/// within its limit, and an endpoint whose circuit is open gets one
+/// delivery (its probe), and only when nothing of it is in flight.
 pub(crate) fn choose_claims(
-    candidates: Vec<(String, String, bool)>,
+    candidates: Vec<Candidate>,
     mut in_flight: std::collections::HashMap<String, i64>,
     r: &ClaimRequest,
 ) -> Vec<String> {
     let (healthy, failing): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| !c.2);
     let mut chosen = Vec::new();
-    for (id, endpoint, is_failing) in healthy.into_iter().chain(failing) {
+    for (id, endpoint, is_failing, probe) in healthy.into_iter().chain(failing) {
         if chosen.len() >= r.max as usize {
             break;
         }
-        let limit = if is_failing {
+        let limit = if probe {
+            1
+        } else if is_failing {
             r.per_failing_endpoint.min(r.per_endpoint)
         } else {
             r.per_endpoint
@@ -198,6 +206,59 @@ pub(crate) fn endpoint_health(results: &[AttemptResult]) -> Vec<(&str, Health)> 
     out
 }
 
+/// The first probe of an open circuit goes this long after it opened.
+pub(crate) const FIRST_PROBE_MS: i64 = 5_000;
+/// Probes of a circuit that stays open are at most this far apart.
+pub(crate) const MAX_PROBE_INTERVAL_MS: i64 = 5 * 60 * 1000;
+
+/// What a batch of attempt results does to one endpoint's circuit breaker
+/// (see [`circuit_steps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CircuitStep {
+    /// Its last result succeeded: the circuit closes, the count restarts.
+    Closed,
+    /// Its last result failed: `failures` more in a row, counted from zero
+    /// if `restart` (an earlier result of the batch succeeded). A closed
+    /// circuit opens once the count reaches the threshold; a half-open one
+    /// (its probe failed) opens again, its next probe twice as far off.
+    Failed { restart: bool, failures: i64 },
+}
+
+/// The circuit policy of a write-back, shared by every backend: each
+/// endpoint of `results` (requests actually sent) once, with what its
+/// results, in order, do to its circuit.
+pub(crate) fn circuit_steps(results: &[AttemptResult]) -> Vec<(&str, CircuitStep)> {
+    let mut out: Vec<(&str, CircuitStep)> = Vec::new();
+    for r in results.iter().filter(|r| !r.unsent) {
+        let endpoint = r.endpoint_id.as_str();
+        let at = match out.iter().position(|(id, _)| *id == endpoint) {
+            Some(at) => at,
+            None => {
+                out.push((
+                    endpoint,
+                    CircuitStep::Failed {
+                        restart: false,
+                        failures: 0,
+                    },
+                ));
+                out.len() - 1
+            }
+        };
+        out[at].1 = match (out[at].1, r.attempt.succeeded) {
+            (_, true) => CircuitStep::Closed,
+            (CircuitStep::Closed, false) => CircuitStep::Failed {
+                restart: true,
+                failures: 1,
+            },
+            (CircuitStep::Failed { restart, failures }, false) => CircuitStep::Failed {
+                restart,
+                failures: failures + 1,
+            },
+        };
+    }
+    out
+}
+
 /// Rows per multi-row statement (fan-out, write-back): at most 11 columns
 /// each, well under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
@@ -227,7 +288,7 @@ pub(crate) const GROUP_COLUMNS: &str =
 pub(crate) const ATTACHMENT_COLUMNS: &str =
     "id, message_id, filename, file_type, file_size, created_at";
 pub(crate) const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
-pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at, signature_scheme";
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at, signature_scheme, circuit, circuit_since";
 pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
 /// A dashboard session's columns, from `dashboard_sessions s JOIN accounts a`.
 pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message, s.key_id";
@@ -260,11 +321,13 @@ pub trait Store: Send + Sync + 'static {
     /// across all nodes, and returns them ready to send.
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>>;
     /// Records attempts and moves their deliveries on, in one transaction.
-    /// An endpoint failing without a success for `disable_after_secs` is disabled.
+    /// An endpoint failing without a success for `policy.disable_after_secs`
+    /// is disabled; `policy.circuit_failures` failures in a row open its
+    /// circuit (see [`circuit_steps`]).
     async fn record_attempts(
         &self,
         results: &[AttemptResult],
-        disable_after_secs: i64,
+        policy: &EndpointPolicy,
     ) -> StoreResult<()>;
     /// When the next pending delivery is due (Unix ms), if any.
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
@@ -685,8 +748,8 @@ mod tests {
         }
     }
 
-    fn candidate(id: &str, endpoint: &str, failing: bool) -> (String, String, bool) {
-        (id.into(), endpoint.into(), failing)
+    fn candidate(id: &str, endpoint: &str, failing: bool) -> Candidate {
+        (id.into(), endpoint.into(), failing, false)
     }
 
     #[test]
@@ -704,6 +767,15 @@ mod tests {
         assert_eq!(chosen, ["h1", "h2", "f1", "f2"]);
         let chosen = choose_claims(candidates, Default::default(), &request(3, 2, 2));
         assert_eq!(chosen, ["h1", "h2"]);
+        // An open circuit: one probe, and none while something is in flight.
+        let probes = vec![
+            ("p1".into(), "open".into(), true, true),
+            ("p2".into(), "open".into(), true, true),
+        ];
+        let chosen = choose_claims(probes.clone(), Default::default(), &request(3, 2, 10));
+        assert_eq!(chosen, ["p1"]);
+        let busy = [("open".to_owned(), 1)].into_iter().collect();
+        assert!(choose_claims(probes, busy, &request(3, 2, 10)).is_empty());
     }
 
     fn result(endpoint: &str, succeeded: bool) -> AttemptResult {
@@ -727,6 +799,42 @@ mod tests {
             disable: None,
             unsent: false,
         }
+    }
+
+    #[test]
+    fn circuit_steps_count_failures_since_the_last_success() {
+        let mut unsent = result("d", false);
+        unsent.unsent = true;
+        let results = [
+            result("a", false),
+            result("a", false),
+            result("b", false),
+            result("b", true),
+            result("c", true),
+            result("c", false),
+            result("c", false),
+            unsent,
+        ];
+        assert_eq!(
+            circuit_steps(&results),
+            [
+                (
+                    "a",
+                    CircuitStep::Failed {
+                        restart: false,
+                        failures: 2
+                    }
+                ),
+                ("b", CircuitStep::Closed),
+                (
+                    "c",
+                    CircuitStep::Failed {
+                        restart: true,
+                        failures: 2
+                    }
+                ),
+            ]
+        );
     }
 
     #[test]

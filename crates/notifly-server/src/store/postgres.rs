@@ -112,14 +112,15 @@ pub mod dispatcher_sql {
     /// now, ms): one index range per endpoint (LATERAL), so a backlog on one
     /// endpoint never hides another's work. Rows another transaction holds
     /// are skipped, not waited for.
+    /// An open circuit's deliveries wait until its next probe is due.
     pub const CANDIDATES: &str =
-        "SELECT q.id, e.id, e.failing_since IS NOT NULL FROM endpoints e CROSS JOIN LATERAL (
+        "SELECT q.id, e.id, e.failing_since IS NOT NULL, e.circuit <> 'closed' FROM endpoints e CROSS JOIN LATERAL (
             SELECT d.id, d.next_attempt_ms FROM deliveries d
             WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= $1
               AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)
             ORDER BY d.next_attempt_ms LIMIT $2
             FOR UPDATE SKIP LOCKED) q
-         WHERE e.enabled
+         WHERE e.enabled AND (e.circuit = 'closed' OR e.probe_at_ms <= $1)
          ORDER BY q.next_attempt_ms";
 }
 use dispatcher_sql::NEXT_DUE as NEXT_DUE_SQL;
@@ -341,7 +342,7 @@ impl Store for PgStore {
         // Due, unleased deliveries of each enabled endpoint. Twice the
         // limit, so that what the claim leaves tells a queue of a full
         // slot's worth (pacing) from a few stragglers.
-        let candidates: Vec<(String, String, bool)> = sqlx::query_as(dispatcher_sql::CANDIDATES)
+        let candidates: Vec<Candidate> = sqlx::query_as(dispatcher_sql::CANDIDATES)
             .bind(now_ms)
             .bind(2 * i64::from(r.per_endpoint))
             .fetch_all(&mut *tx)
@@ -403,11 +404,34 @@ impl Store for PgStore {
         // What the claim leaves waiting per endpoint, for pacing writes.
         let mut waiting: HashMap<String, u32> = HashMap::new();
         let mut endpoint_of: HashMap<String, String> = HashMap::new();
-        for (id, endpoint, _) in &candidates {
+        let mut probing: Vec<&str> = Vec::new();
+        for (id, endpoint, _, probe) in &candidates {
             *waiting.entry(endpoint.clone()).or_insert(0) += 1;
             endpoint_of.insert(id.clone(), endpoint.clone());
+            if *probe {
+                probing.push(id);
+            }
         }
+        let probing: Vec<String> = probing.into_iter().map(str::to_owned).collect();
         let chosen = choose_claims(candidates, in_flight, r);
+        // A probe half-opens its circuit; if its result never comes (the
+        // node died), another may go once its lease has run out.
+        let probes: Vec<&str> = chosen
+            .iter()
+            .filter(|id| probing.contains(id))
+            .map(|id| endpoint_of[id].as_str())
+            .collect();
+        if !probes.is_empty() {
+            sqlx::query(
+                "UPDATE endpoints SET circuit = 'half_open', circuit_since = $1, probe_at_ms = $2 WHERE id = ANY($3)",
+            )
+            .bind(now_ms / 1000)
+            .bind(lease_until_ms)
+            .bind(&probes)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
         // Each chosen delivery takes one of its endpoint's free slots.
         let (mut slot_endpoints, mut slot_numbers) = (Vec::new(), Vec::new());
         for id in &chosen {
@@ -483,10 +507,13 @@ impl Store for PgStore {
     async fn record_attempts(
         &self,
         results: &[AttemptResult],
-        disable_after_secs: i64,
+        policy: &EndpointPolicy,
     ) -> StoreResult<()> {
         let mut tx = self.work.begin().await.map_err(backend)?;
         let now = crate::ids::now();
+        let now_ms = crate::ids::now_ms();
+        let disable_after_secs = policy.disable_after_secs;
+        let circuits: HashMap<&str, CircuitStep> = circuit_steps(results).into_iter().collect();
         // Rows are locked in one order by every write-back (deliveries by
         // id, then endpoints by id), so that two nodes' batches cannot
         // deadlock each other. A handful of statements per batch, not
@@ -582,11 +609,19 @@ impl Store for PgStore {
         for (endpoint_id, health) in health {
             match health {
                 Health::Recovered => {
-                    sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
-                        .bind(endpoint_id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(backend)?;
+                    // Healthy again, and its circuit closed (both follow
+                    // the last result).
+                    sqlx::query(
+                        "UPDATE endpoints SET failing_since = NULL, consecutive_failures = 0,
+                            circuit_since = CASE WHEN circuit <> 'closed' THEN $1 ELSE circuit_since END,
+                            circuit = 'closed', probe_at_ms = NULL, probe_interval_ms = NULL
+                         WHERE id = $2 AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR circuit <> 'closed')",
+                    )
+                    .bind(now)
+                    .bind(endpoint_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
                 }
                 Health::Failing { since_now } => {
                     let sql = if since_now {
@@ -600,6 +635,43 @@ impl Store for PgStore {
                         .execute(&mut *tx)
                         .await
                         .map_err(backend)?;
+                    if let Some(CircuitStep::Failed { restart, failures }) =
+                        circuits.get(endpoint_id)
+                    {
+                        // A closed circuit opens at the threshold; a
+                        // half-open one (its probe failed) opens again, its
+                        // next probe twice as far off.
+                        sqlx::query(
+                            "UPDATE endpoints SET consecutive_failures =
+                                CASE WHEN $1 THEN 0 ELSE consecutive_failures END + $2
+                             WHERE id = $3",
+                        )
+                        .bind(restart)
+                        .bind(failures)
+                        .bind(endpoint_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                        sqlx::query(
+                            "UPDATE endpoints SET
+                                probe_interval_ms = CASE WHEN circuit = 'half_open'
+                                    THEN LEAST(COALESCE(probe_interval_ms, $1) * 2, $2) ELSE $1 END,
+                                probe_at_ms = $3 + CASE WHEN circuit = 'half_open'
+                                    THEN LEAST(COALESCE(probe_interval_ms, $1) * 2, $2) ELSE $1 END,
+                                circuit_since = $4, circuit = 'open'
+                             WHERE id = $5 AND (circuit = 'half_open'
+                                OR (circuit = 'closed' AND consecutive_failures >= $6))",
+                        )
+                        .bind(FIRST_PROBE_MS)
+                        .bind(MAX_PROBE_INTERVAL_MS)
+                        .bind(now_ms)
+                        .bind(now)
+                        .bind(endpoint_id)
+                        .bind(i64::from(policy.circuit_failures))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    }
                     sqlx::query(
                         "UPDATE endpoints SET enabled = FALSE, updated_at = $1,
                             disabled_reason = 'failing continuously since '
@@ -796,11 +868,28 @@ impl Store for PgStore {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(backend)?;
+        let circuits: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, circuit FROM endpoints WHERE circuit <> 'closed' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let held_by_circuits: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM endpoints e JOIN deliveries d ON d.endpoint_id = e.id
+             WHERE e.circuit <> 'closed' AND d.status = 'pending' AND d.next_attempt_ms <= $1
+               AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
         Ok(QueueStats {
             pending,
             due,
             in_flight,
             disabled_endpoints,
+            held_by_circuits,
+            circuits,
         })
     }
 }
@@ -2140,7 +2229,7 @@ impl WriteTx for Handle<PgTx> {
                 INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)),
              targets AS (
                 SELECT id, failing, row_number() OVER (ORDER BY seq) AS n FROM (
-                    SELECT e.id, e.seq, e.failing_since IS NOT NULL AS failing FROM endpoints e
+                    SELECT e.id, e.seq, (e.failing_since IS NOT NULL OR e.circuit <> 'closed') AS failing FROM endpoints e
                     WHERE e.account_id = $1 AND e.enabled
                       AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))) t),
              slot AS (
@@ -2261,7 +2350,7 @@ impl WriteTx for Handle<PgTx> {
     async fn insert_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
         self.0.lock_endpoints(account, true).await?;
         sqlx::query(&format!(
-            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         ))
         .bind(account)
         .bind(&ep.id)
@@ -2278,6 +2367,8 @@ impl WriteTx for Handle<PgTx> {
         .bind(ep.created_at)
         .bind(ep.updated_at)
         .bind(&ep.signature_scheme)
+        .bind(&ep.circuit)
+        .bind(ep.circuit_since)
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;
@@ -2300,7 +2391,14 @@ impl WriteTx for Handle<PgTx> {
         let updated = sqlx::query(
             "UPDATE endpoints SET name = $1, url = $2, description = $3, events = $4, enabled = $5, disabled_reason = $6,
                 secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11,
-                signature_scheme = $12
+                signature_scheme = $12,
+                -- An update only closes the circuit (URL changed, enabled
+                -- again), and closing it starts its count over.
+                consecutive_failures = CASE WHEN $15 = 'closed' AND circuit <> 'closed' THEN 0 ELSE consecutive_failures END,
+                probe_at_ms = CASE WHEN $15 = 'closed' AND circuit <> 'closed' THEN NULL ELSE probe_at_ms END,
+                probe_interval_ms = CASE WHEN $15 = 'closed' AND circuit <> 'closed' THEN NULL ELSE probe_interval_ms END,
+                circuit_since = CASE WHEN $15 = 'closed' AND circuit <> 'closed' THEN $16 ELSE circuit_since END,
+                circuit = CASE WHEN $15 = 'closed' THEN 'closed' ELSE circuit END
              WHERE account_id = $13 AND id = $14",
         )
         .bind(&ep.name)
@@ -2317,6 +2415,8 @@ impl WriteTx for Handle<PgTx> {
         .bind(&ep.signature_scheme)
         .bind(account)
         .bind(&ep.id)
+        .bind(&ep.circuit)
+        .bind(ep.circuit_since)
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;

@@ -268,6 +268,11 @@ pub struct EndpointRecord {
     pub updated_at: i64,
     /// `hmac-sha256` or `ed25519`.
     pub signature_scheme: String,
+    /// The circuit breaker: `closed`, `open` or `half_open`. Written by an
+    /// update only to close it (the write-back opens it).
+    pub circuit: String,
+    /// When the circuit last changed (Unix seconds); `None` if never.
+    pub circuit_since: Option<i64>,
 }
 
 /// An endpoint's stored signing keys as the database holds them: sealed
@@ -417,11 +422,24 @@ pub struct AttemptResult {
     pub unsent: bool,
 }
 
+/// What the write-back does to an endpoint that keeps failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    /// An endpoint failing without a success this long is disabled.
+    pub disable_after_secs: i64,
+    /// This many failed attempts in a row open its circuit.
+    pub circuit_failures: u32,
+}
+
 /// Queue figures for metrics.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct QueueStats {
     pub pending: i64,
     pub due: i64,
     pub in_flight: i64,
     pub disabled_endpoints: i64,
+    /// Due deliveries an open circuit holds back: the attempts it saves.
+    pub held_by_circuits: i64,
+    /// The endpoints whose circuit is not closed, with its state.
+    pub circuits: Vec<(String, String)>,
 }

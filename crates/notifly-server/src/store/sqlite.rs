@@ -197,10 +197,10 @@ impl Store for SqliteStore {
     async fn record_attempts(
         &self,
         results: &[AttemptResult],
-        disable_after_secs: i64,
+        policy: &EndpointPolicy,
     ) -> StoreResult<()> {
         let tx = self.writer.begin().await?;
-        record_attempts(&tx, results, disable_after_secs)?;
+        record_attempts(&tx, results, policy)?;
         tx.commit().await
     }
 
@@ -334,11 +334,26 @@ impl Store for SqliteStore {
             "SELECT COUNT(*) FROM endpoints WHERE enabled = 0",
             [],
         )?;
+        let circuits: Vec<(String, String)> = all(
+            &conn,
+            "SELECT id, circuit FROM endpoints WHERE circuit <> 'closed' ORDER BY id",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let held_by_circuits: i64 = scalar(
+            &conn,
+            "SELECT COUNT(*) FROM endpoints e JOIN deliveries d ON d.endpoint_id = e.id
+             WHERE e.circuit <> 'closed' AND d.status = 'pending' AND d.next_attempt_ms <= ?1
+               AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= ?1)",
+            [now_ms],
+        )?;
         Ok(QueueStats {
             pending,
             due,
             in_flight,
             disabled_endpoints,
+            held_by_circuits,
+            circuits,
         })
     }
 }
@@ -373,22 +388,39 @@ fn claim(tx: &WriterGuard, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
     // Up to `per_endpoint` due, unleased deliveries of each enabled
     // endpoint: one index range per endpoint, so a backlog on one
     // endpoint never hides another's work.
-    let candidates: Vec<(String, String, bool)> = all(
+    let candidates: Vec<Candidate> = all(
         tx,
         // CROSS JOIN makes endpoints the outer loop (SQLite keeps the
         // written order), so each endpoint costs one range of
-        // `deliveries_queue` instead of a scan of every delivery.
-        "SELECT d.id, d.endpoint_id, e.failing_since IS NOT NULL FROM endpoints e CROSS JOIN deliveries d
-         WHERE e.enabled = 1 AND d.id IN (
+        // `deliveries_queue` instead of a scan of every delivery. An open
+        // circuit's deliveries wait until its next probe is due.
+        "SELECT d.id, d.endpoint_id, e.failing_since IS NOT NULL, e.circuit <> 'closed'
+         FROM endpoints e CROSS JOIN deliveries d
+         WHERE e.enabled = 1 AND (e.circuit = 'closed' OR e.probe_at_ms <= ?1) AND d.id IN (
             SELECT q.id FROM deliveries q
             WHERE q.endpoint_id = e.id AND q.status = 'pending' AND q.next_attempt_ms <= ?1
               AND (q.lease_until_ms IS NULL OR q.lease_until_ms <= ?1)
             ORDER BY q.next_attempt_ms LIMIT ?2)
          ORDER BY d.next_attempt_ms",
         params![now_ms, i64::from(r.per_endpoint)],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
     )?;
+    let probing: std::collections::HashMap<String, String> = candidates
+        .iter()
+        .filter(|c| c.3)
+        .map(|c| (c.0.clone(), c.1.clone()))
+        .collect();
     let chosen = choose_claims(candidates, used, r);
+    // A probe half-opens its circuit; if its result never comes (the node
+    // died), another may go once its lease has run out.
+    for endpoint in chosen.iter().filter_map(|id| probing.get(id)) {
+        exec(
+            tx,
+            "UPDATE endpoints SET circuit = 'half_open', circuit_since = ?, probe_at_ms = ? WHERE id = ?",
+            params![now_ms / 1000, lease_until_ms, endpoint],
+        )
+        .map_err(sqlite)?;
+    }
     let mut claimed: Vec<Claimed> = Vec::with_capacity(chosen.len());
     for ids in chosen.chunks(ROWS_PER_STATEMENT) {
         let list = placeholders(ids.len());
@@ -421,9 +453,13 @@ fn claim(tx: &WriterGuard, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
 fn record_attempts(
     tx: &Connection,
     results: &[AttemptResult],
-    disable_after_secs: i64,
+    policy: &EndpointPolicy,
 ) -> StoreResult<()> {
     let now = crate::ids::now();
+    let now_ms = crate::ids::now_ms();
+    let disable_after_secs = policy.disable_after_secs;
+    let circuits: std::collections::HashMap<&str, CircuitStep> =
+        circuit_steps(results).into_iter().collect();
     // A handful of statements for the whole batch, not three per result.
     for chunk in results.chunks(ROWS_PER_STATEMENT) {
         let mut headers = Vec::with_capacity(chunk.len());
@@ -513,10 +549,15 @@ fn record_attempts(
     for (endpoint_id, health) in endpoint_health(results) {
         match health {
             Health::Recovered => {
+                // Healthy again, and its circuit closed (both follow the
+                // last result).
                 exec(
                     tx,
-                    "UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
-                    [endpoint_id],
+                    "UPDATE endpoints SET failing_since = NULL, consecutive_failures = 0,
+                        circuit_since = CASE WHEN circuit <> 'closed' THEN ?1 ELSE circuit_since END,
+                        circuit = 'closed', probe_at_ms = NULL, probe_interval_ms = NULL
+                     WHERE id = ?2 AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR circuit <> 'closed')",
+                    params![now, endpoint_id],
                 )
                 .map_err(sqlite)?;
             }
@@ -527,6 +568,37 @@ fn record_attempts(
                     "UPDATE endpoints SET failing_since = COALESCE(failing_since, ?) WHERE id = ?"
                 };
                 exec(tx, sql, params![now, endpoint_id]).map_err(sqlite)?;
+                if let Some(CircuitStep::Failed { restart, failures }) = circuits.get(endpoint_id) {
+                    exec(
+                        tx,
+                        "UPDATE endpoints SET consecutive_failures = CASE WHEN ?1 THEN 0 ELSE consecutive_failures END + ?2
+                         WHERE id = ?3",
+                        params![restart, failures, endpoint_id],
+                    )
+                    .map_err(sqlite)?;
+                    // A closed circuit opens at the threshold; a half-open
+                    // one (its probe failed) opens again, its next probe
+                    // twice as far off.
+                    exec(
+                        tx,
+                        "UPDATE endpoints SET
+                            probe_interval_ms = CASE WHEN circuit = 'half_open'
+                                THEN MIN(COALESCE(probe_interval_ms, ?1) * 2, ?2) ELSE ?1 END,
+                            probe_at_ms = ?3 + CASE WHEN circuit = 'half_open'
+                                THEN MIN(COALESCE(probe_interval_ms, ?1) * 2, ?2) ELSE ?1 END,
+                            circuit_since = ?4, circuit = 'open'
+                         WHERE id = ?5 AND (circuit = 'half_open' OR (circuit = 'closed' AND consecutive_failures >= ?6))",
+                        params![
+                            FIRST_PROBE_MS,
+                            MAX_PROBE_INTERVAL_MS,
+                            now_ms,
+                            now,
+                            endpoint_id,
+                            policy.circuit_failures
+                        ],
+                    )
+                    .map_err(sqlite)?;
+                }
                 exec(
                     tx,
                     "UPDATE endpoints SET enabled = 0, updated_at = ?,
@@ -1479,7 +1551,7 @@ impl WriteTx for Handle<WriterGuard> {
         let endpoints: Vec<Target> = all(
             &self.0,
             "SELECT e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
-                    e.failing_since IS NOT NULL
+                    e.failing_since IS NOT NULL, e.circuit <> 'closed'
              FROM endpoints e WHERE e.account_id = ? AND e.enabled = 1
                AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN (?, '*'))",
             [account, &e.event_type],
@@ -1491,6 +1563,7 @@ impl WriteTx for Handle<WriterGuard> {
                     previous_secret: row.get(3)?,
                     previous_secret_expires_at: row.get(4)?,
                     failing: row.get(5)?,
+                    held: row.get(6)?,
                 })
             },
         )?;
@@ -1518,7 +1591,7 @@ impl WriteTx for Handle<WriterGuard> {
         exec(
             &self.0,
             &format!(
-                "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             params![
                 account,
@@ -1536,6 +1609,8 @@ impl WriteTx for Handle<WriterGuard> {
                 ep.created_at,
                 ep.updated_at,
                 ep.signature_scheme,
+                ep.circuit,
+                ep.circuit_since,
             ],
         )
         .map_err(unique_sqlite("endpoint name"))?;
@@ -1545,10 +1620,17 @@ impl WriteTx for Handle<WriterGuard> {
     async fn update_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
         let updated = exec(
             &self.0,
-            "UPDATE endpoints SET name = ?, url = ?, description = ?, events = ?, enabled = ?, disabled_reason = ?,
-                secret = ?, previous_secret = ?, previous_secret_expires_at = ?, failing_since = ?, updated_at = ?,
-                signature_scheme = ?
-             WHERE account_id = ? AND id = ?",
+            "UPDATE endpoints SET name = ?1, url = ?2, description = ?3, events = ?4, enabled = ?5, disabled_reason = ?6,
+                secret = ?7, previous_secret = ?8, previous_secret_expires_at = ?9, failing_since = ?10, updated_at = ?11,
+                signature_scheme = ?12,
+                -- An update only closes the circuit (URL changed, enabled
+                -- again), and closing it starts its count over.
+                consecutive_failures = CASE WHEN ?15 = 'closed' AND circuit <> 'closed' THEN 0 ELSE consecutive_failures END,
+                probe_at_ms = CASE WHEN ?15 = 'closed' AND circuit <> 'closed' THEN NULL ELSE probe_at_ms END,
+                probe_interval_ms = CASE WHEN ?15 = 'closed' AND circuit <> 'closed' THEN NULL ELSE probe_interval_ms END,
+                circuit_since = CASE WHEN ?15 = 'closed' AND circuit <> 'closed' THEN ?16 ELSE circuit_since END,
+                circuit = CASE WHEN ?15 = 'closed' THEN 'closed' ELSE circuit END
+             WHERE account_id = ?13 AND id = ?14",
             params![
                 ep.name,
                 ep.url,
@@ -1564,6 +1646,8 @@ impl WriteTx for Handle<WriterGuard> {
                 ep.signature_scheme,
                 account,
                 ep.id,
+                ep.circuit,
+                ep.circuit_since,
             ],
         )
         .map_err(unique_sqlite("endpoint name"))?;
@@ -1688,6 +1772,8 @@ struct Target {
     previous_secret: Option<String>,
     previous_secret_expires_at: Option<i64>,
     failing: bool,
+    /// Its circuit is not closed: its deliveries wait for a claim.
+    held: bool,
 }
 
 /// Inserts one pending delivery of `e` per endpoint in `endpoints` (the
@@ -1715,7 +1801,7 @@ fn fan_out(
             .map(|t| {
                 let leased = hand_off
                     .as_ref()
-                    .is_some_and(|h| h.reserve(&t.id, t.failing));
+                    .is_some_and(|h| !t.held && h.reserve(&t.id, t.failing));
                 (crate::ids::new_id(), leased)
             })
             .collect();

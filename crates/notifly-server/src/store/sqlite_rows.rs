@@ -276,6 +276,8 @@ impl Decode for EndpointRecord {
             created_at: row.get(11)?,
             updated_at: row.get(12)?,
             signature_scheme: row.get(13)?,
+            circuit: row.get(14)?,
+            circuit_since: row.get(15)?,
         })
     }
 }

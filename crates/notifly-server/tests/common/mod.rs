@@ -227,6 +227,10 @@ impl TestServer {
             data_dir: dir.path().join("data"),
             max_attachment_bytes: 64 * 1024,
             encryption_key,
+            // Circuits that open only in the tests about them
+            // (`delivery_circuit.rs`): elsewhere a run of failures is the
+            // retry schedule's to handle.
+            circuit_failures: 1_000,
             ..Config::default()
         };
         adjust(&mut config);

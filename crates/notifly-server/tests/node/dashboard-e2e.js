@@ -241,6 +241,18 @@ async function run(page, context) {
   check((await page.textContent(".events-list pre")).includes("kevin"), "the payload");
   await shot(page, "09-events");
 
+  step("the API keys page creates a key, shown once");
+  await page.click("nav >> text=API keys");
+  await page.waitForURL(`${base}/dashboard/api-keys`);
+  check((await page.textContent("table.api-keys")).includes("this session"), "the session's key is marked");
+  await page.fill("#name", "CI deploys");
+  await page.click("button:has-text('Create key')");
+  await page.waitForSelector("#new-key-value");
+  const newKey = (await page.textContent("#new-key-value")).trim();
+  check(newKey.startsWith("nfly_sk_") && newKey.length > 40, `a new key: ${newKey.slice(0, 12)}…`);
+  check((await page.textContent("table.api-keys")).includes(newKey.slice(0, 12)), "listed by its prefix");
+  await shot(page, "09b-api-keys");
+
   step("the list shows health");
   await page.click("nav >> text=Webhooks");
   await page.waitForSelector("table.webhooks");

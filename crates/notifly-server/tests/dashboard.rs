@@ -15,7 +15,7 @@ use common::{Client, TestServer, id_of};
 use helpers::{DEADLINE, get_ok, wait_deliveries, wait_delivery, webhook};
 use receiver::{Behavior, Receiver};
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A browser session on the dashboard: follows no redirects by itself, keeps
 /// the session cookie, and sends each form's CSRF token.
@@ -1152,4 +1152,81 @@ async fn a_client_that_fails_to_log_in_too_often_is_refused_for_a_while() {
     // The API is not the login form: the key still works there.
     let (status, _) = api.get("/v1/contacts").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn rate_limit_and_ordering_are_set_shown_and_checked_through_the_forms() {
+    let receiver = Receiver::start().await;
+    let (_server, api, mut b) = setup().await;
+    create_through_form(&mut b, &receiver, "Paced").await;
+    let id = id_of(&api.list_all("/v1/webhooks").await[0]).to_owned();
+    let page_path = format!("/dashboard/webhooks/{id}");
+    let edit = b.get(&format!("{page_path}/edit")).await;
+    edit.assert_has(r#"name="rate_limit""#);
+    edit.assert_has(r#"value="none" checked"#);
+
+    let fields = |rate: &'static str| {
+        vec![
+            ("name", "Paced".to_owned()),
+            ("url", receiver.url("/hook")),
+            ("events", "*".to_owned()),
+            ("rate_limit", rate.to_owned()),
+            ("ordering", "per_resource".to_owned()),
+        ]
+    };
+    // A rate that is not a whole number from 1 to 10000: refused next to
+    // its field, with what was typed kept, and nothing changed.
+    for bad in ["0", "2.5", "lots", "10001"] {
+        let form = fields(bad);
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let page = b
+            .post(
+                &format!("{page_path}/edit"),
+                &format!("{page_path}/edit"),
+                &form,
+            )
+            .await;
+        assert_eq!(page.status, 422, "{bad}: {}", page.body);
+        page.assert_has(r#"id="rate_limit-error""#);
+        page.assert_has(&format!(r#"value="{bad}""#));
+    }
+    let w = get_ok(&api, &format!("/v1/webhooks/{id}")).await;
+    assert_eq!(
+        (&w["rate_limit"], &w["ordering"]),
+        (&Value::Null, &json!("none"))
+    );
+
+    let form = fields("25");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = b
+        .post(
+            &format!("{page_path}/edit"),
+            &format!("{page_path}/edit"),
+            &form,
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let w = get_ok(&api, &format!("/v1/webhooks/{id}")).await;
+    assert_eq!(
+        (&w["rate_limit"], &w["ordering"]),
+        (&json!(25), &json!("per_resource"))
+    );
+    let shown = b.get(&page_path).await;
+    shown.assert_has("25 per second");
+    shown.assert_has("<code>per_resource</code>");
+    // Emptied, the limit goes.
+    let form = fields("");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = b
+        .post(
+            &format!("{page_path}/edit"),
+            &format!("{page_path}/edit"),
+            &form,
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(
+        get_ok(&api, &format!("/v1/webhooks/{id}")).await["rate_limit"],
+        Value::Null
+    );
 }

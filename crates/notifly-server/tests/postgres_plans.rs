@@ -24,7 +24,7 @@ const PER_ENDPOINT: i64 = 1000;
 
 /// 100 endpoints, 1,000 events, one pending delivery of each event to each
 /// endpoint (the first 16 of each endpoint leased, holding its 16 slots),
-/// and as many succeeded.
+/// each event about its own resource, and as many succeeded.
 const SEED: &str = "
 INSERT INTO accounts (id, name, created_at) VALUES ('acct', 'acme', 0);
 INSERT INTO endpoints (id, account_id, name, url, events, enabled, secret, created_at, updated_at)
@@ -32,8 +32,8 @@ INSERT INTO endpoints (id, account_id, name, url, events, enabled, secret, creat
   FROM generate_series(1, 100) i;
 INSERT INTO events (id, account_id, event_type, body, created_at)
   SELECT 'ev' || i, 'acct', 'contact.created', '{}', 0 FROM generate_series(1, 1000) i;
-INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
-  SELECT 'p' || e || '_' || v, 'acct', 'ep' || e, 'ev' || v, 'contact.created', 'pending', 1000000 + v, 0, 0
+INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, resource_id)
+  SELECT 'p' || e || '_' || v, 'acct', 'ep' || e, 'ev' || v, 'contact.created', 'pending', 1000000 + v, 0, 0, 'r' || v
   FROM generate_series(1, 100) e, generate_series(1, 1000) v;
 UPDATE deliveries SET lease_until_ms = 9000000000000, lease_owner = 'node-x:1'
   WHERE status = 'pending' AND next_attempt_ms <= 1000016;
@@ -175,10 +175,27 @@ async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
     check(&format!("free slots ({when})"), &plan, &[], 2_000);
     let plan = explain(&mut tx, dispatcher_sql::CANDIDATES, &[now_ms, 16]).await;
     tx.rollback().await.unwrap();
+    // (The ordering probe is in the plan; with no ordered endpoint it never
+    // runs.)
     check(
         &format!("claim candidates ({when})"),
         &plan,
-        &["deliveries_queue"],
+        &["deliveries_queue", "deliveries_resource"],
         10_000,
+    );
+    // With per-resource ordering (each event about its own resource), each
+    // candidate also costs one probe of `deliveries_resource`.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("UPDATE endpoints SET ordering = 'per_resource'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan = explain(&mut tx, dispatcher_sql::CANDIDATES, &[now_ms, 16]).await;
+    tx.rollback().await.unwrap();
+    check(
+        &format!("ordered claim candidates ({when})"),
+        &plan,
+        &["deliveries_queue", "deliveries_resource"],
+        20_000,
     );
 }

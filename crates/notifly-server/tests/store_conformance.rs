@@ -136,6 +136,9 @@ conformance!(
     attempts_move_deliveries_on,
     endpoint_health,
     circuit_breaker,
+    rate_limits_pace_claims,
+    throttled_endpoints_wait,
+    per_resource_ordering,
     release_leases_of_one_node,
     retry_and_recover,
     deleting_an_endpoint_cancels_its_work,
@@ -243,6 +246,8 @@ fn endpoint(name: &str, events: &[&str]) -> EndpointRecord {
         signature_scheme: "hmac-sha256".to_owned(),
         circuit: "closed".to_owned(),
         circuit_since: None,
+        rate_limit: None,
+        ordering: "none".to_owned(),
     }
 }
 
@@ -260,13 +265,23 @@ const fn policy(disable_after_secs: i64) -> EndpointPolicy {
 
 /// An event as `outbox::emit` writes it, created at `created_at` (Unix seconds).
 fn event_at(event_type: &str, created_at: i64) -> EventRecord {
+    // Read back, an event has no resource id (only its deliveries keep it).
+    EventRecord {
+        resource_id: None,
+        ..about(event_type, created_at, &ids::new_id())
+    }
+}
+
+/// An event about the resource `resource_id`.
+fn about(event_type: &str, created_at: i64, resource_id: &str) -> EventRecord {
     let id = ids::new_id();
-    let body = json!({"id": id, "type": event_type, "payload": {"id": ids::new_id()}});
+    let body = json!({"id": id, "type": event_type, "payload": {"id": resource_id}});
     EventRecord {
         id,
         event_type: event_type.to_owned(),
         body: body.to_string(),
         created_at,
+        resource_id: Some(resource_id.to_owned()),
     }
 }
 
@@ -330,6 +345,7 @@ fn result_of(c: &Claimed, owner: &str, status: Option<i64>, next: NextStep) -> A
         next,
         disable: None,
         unsent: false,
+        throttle_until_ms: None,
     }
 }
 
@@ -4116,4 +4132,212 @@ async fn postgres_hand_off_keeps_an_endpoints_limit_across_nodes() {
     );
     b.close().await;
     a.close().await;
+}
+
+/// An endpoint changed by `change`, written through `update_endpoint`.
+async fn change_endpoint(
+    store: &Arc<dyn Store>,
+    account: &str,
+    ep: &EndpointRecord,
+    change: impl FnOnce(&mut EndpointRecord),
+) -> EndpointRecord {
+    let mut after = ep.clone();
+    change(&mut after);
+    let mut tx = begin(store).await;
+    tx.update_endpoint(account, &after).await.unwrap();
+    commit(tx).await;
+    after
+}
+
+async fn rate_limits_pace_claims(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let slow = add_endpoint(&store, &a, "slow", &["contact.created"], true).await;
+    let slow = change_endpoint(&store, &a, &slow, |e| e.rate_limit = Some(5)).await;
+    let fast = add_endpoint(&store, &a, "fast", &["contact.created"], true).await;
+    assert_eq!(
+        read_endpoint(&store, &a, &slow.id)
+            .await
+            .unwrap()
+            .rate_limit,
+        Some(5)
+    );
+    emit_events(&store, &a, "contact.created", 6).await;
+    // 5 a second: one at a time, 200 ms apart; the other endpoint is not
+    // held back.
+    let claimed = claim(&store, &claim_all("node-a:0")).await;
+    let to = |endpoint: &str| claimed.iter().filter(|c| c.endpoint_id == endpoint).count();
+    assert_eq!((to(&slow.id), to(&fast.id)), (1, 6));
+    let started = Instant::now();
+    // Claims in the same interval get nothing more, whichever node asks.
+    assert!(claim(&store, &claim_all("node-b:0")).await.is_empty());
+    // Over the limit, deliveries wait: still pending, no attempt used.
+    let waiting = deliveries(&store, &a, &slow.id).await;
+    assert_eq!(waiting.len(), 6);
+    assert!(
+        waiting
+            .iter()
+            .all(|d| d.status == "pending" && d.attempts == 0)
+    );
+    // Across two seconds: at most 1 + 2 × 5, and (claimed every 50 ms) the
+    // rest of them, never two within one interval.
+    let mut times = vec![Duration::ZERO];
+    while times.len() < 6 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let n = claim(&store, &claim_all("node-a:1")).await.len();
+        assert!(n <= 1, "{n} claimed at once at 5 a second");
+        if n == 1 {
+            times.push(started.elapsed());
+        }
+    }
+    assert_eq!(times.len(), 6, "every delivery is claimed in the end");
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(190), "{times:?}");
+    }
+    // Without the limit, what waits goes at once.
+    emit_events(&store, &a, "contact.created", 3).await;
+    change_endpoint(&store, &a, &slow, |e| e.rate_limit = None).await;
+    let claimed = claim(&store, &claim_all("node-a:2")).await;
+    assert_eq!(
+        claimed.iter().filter(|c| c.endpoint_id == slow.id).count(),
+        3
+    );
+}
+
+async fn throttled_endpoints_wait(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let busy = add_endpoint(&store, &a, "busy", &["contact.created"], true).await;
+    let calm = add_endpoint(&store, &a, "calm", &["contact.created"], true).await;
+    emit_events(&store, &a, "contact.created", 1).await;
+    let claimed = claim(&store, &claim_all("node-a:0")).await;
+    assert_eq!(claimed.len(), 2);
+    emit_events(&store, &a, "contact.created", 1).await;
+    // The busy endpoint answers 429 with `Retry-After: 60`.
+    let first = claimed.iter().find(|c| c.endpoint_id == busy.id).unwrap();
+    let until = ids::now_ms() + 60_000;
+    let mut throttled = result_of(
+        first,
+        "node-a:0",
+        Some(429),
+        NextStep::Retry {
+            at_ms: until,
+            schedule_pos: 1,
+        },
+    );
+    throttled.throttle_until_ms = Some(until);
+    let other = claimed.iter().find(|c| c.endpoint_id == calm.id).unwrap();
+    let done = result_of(other, "node-a:0", Some(200), NextStep::Succeeded);
+    store
+        .record_attempts(&[throttled, done], &POLICY)
+        .await
+        .unwrap();
+    // Its new delivery, due now, waits for the pause; the other endpoint's
+    // goes.
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].endpoint_id, calm.id);
+    let due = store.next_due_ms().await.unwrap();
+    // The only work left is the busy endpoint's, due when its pause ends
+    // (the calm endpoint's lease ends later).
+    assert!(due.is_some_and(|d| d >= until - 1), "{due:?} < {until}");
+    let new = deliveries(&store, &a, &busy.id).await;
+    assert!(new.iter().any(|d| d.attempts == 0 && d.status == "pending"));
+    // A shorter pause from a later answer does not cut it short.
+    let mut earlier = result_of(&claimed[0], "node-a:1", Some(502), NextStep::Succeeded);
+    earlier.endpoint_id = busy.id.clone();
+    earlier.throttle_until_ms = Some(ids::now_ms() + 1_000);
+    store.record_attempts(&[earlier], &POLICY).await.unwrap();
+    assert!(claim(&store, &claim_all("node-a:2")).await.is_empty());
+}
+
+async fn per_resource_ordering(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let ordered = add_endpoint(&store, &a, "ordered", &["contact.updated"], true).await;
+    let ordered = change_endpoint(&store, &a, &ordered, |e| {
+        e.ordering = "per_resource".to_owned();
+    })
+    .await;
+    assert_eq!(
+        read_endpoint(&store, &a, &ordered.id)
+            .await
+            .unwrap()
+            .ordering,
+        "per_resource"
+    );
+    let free = add_endpoint(&store, &a, "free", &["contact.updated"], true).await;
+    let now = ids::now();
+    let (r1, r2) = (ids::new_id(), ids::new_id());
+    let mut events = Vec::new();
+    for resource in [&r1, &r1, &r2, &r1] {
+        let e = about("contact.updated", now, resource);
+        emit_event(&store, &a, &e).await;
+        events.push(e);
+    }
+    let of = |claimed: &[Claimed], endpoint: &str| -> Vec<String> {
+        let mut ids: Vec<String> = claimed
+            .iter()
+            .filter(|c| c.endpoint_id == endpoint)
+            .map(|c| c.event_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let ids = |list: &[&EventRecord]| -> Vec<String> {
+        let mut ids: Vec<String> = list.iter().map(|e| e.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    // The unordered endpoint gets all four at once; the ordered one the
+    // first event of each resource.
+    let claimed = claim(&store, &claim_all("node-a:0")).await;
+    assert_eq!(of(&claimed, &free.id).len(), 4);
+    assert_eq!(of(&claimed, &ordered.id), ids(&[&events[0], &events[2]]));
+    let first = claimed
+        .iter()
+        .find(|c| c.event_id == events[0].id && c.endpoint_id == ordered.id)
+        .unwrap();
+    // While r1's first is in flight, or waits for a retry, r1's second waits.
+    assert!(of(&claim(&store, &claim_all("node-a:1")).await, &ordered.id).is_empty());
+    let retry = NextStep::Retry {
+        at_ms: ids::now_ms() - 1,
+        schedule_pos: 1,
+    };
+    store
+        .record_attempts(&[result_of(first, "node-a:0", Some(500), retry)], &POLICY)
+        .await
+        .unwrap();
+    let claimed = claim(&store, &claim_all("node-a:2")).await;
+    assert_eq!(of(&claimed, &ordered.id), ids(&[&events[0]]));
+    // Once it succeeds, the second goes; once that finally fails, the third.
+    let retried = claimed
+        .iter()
+        .find(|c| c.endpoint_id == ordered.id)
+        .unwrap();
+    store
+        .record_attempts(
+            &[result_of(
+                retried,
+                "node-a:2",
+                Some(200),
+                NextStep::Succeeded,
+            )],
+            &POLICY,
+        )
+        .await
+        .unwrap();
+    let claimed = claim(&store, &claim_all("node-a:3")).await;
+    assert_eq!(of(&claimed, &ordered.id), ids(&[&events[1]]));
+    store
+        .record_attempts(
+            &[result_of(
+                &claimed[0],
+                "node-a:3",
+                Some(500),
+                NextStep::Failed,
+            )],
+            &POLICY,
+        )
+        .await
+        .unwrap();
+    let claimed = claim(&store, &claim_all("node-a:4")).await;
+    assert_eq!(of(&claimed, &ordered.id), ids(&[&events[3]]));
 }

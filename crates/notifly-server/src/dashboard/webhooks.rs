@@ -16,8 +16,8 @@ use super::{Dashboard, domain_error, render};
 use crate::domain::DomainError;
 use crate::domain::deliveries::{DeliveryDetail, Recover, STATUSES, WebhookHealth};
 use crate::domain::webhooks::{
-    CreateWebhook, DEFAULT_OVERLAP_SECS, RotateSecret, SignatureScheme, TestEvent, UpdateWebhook,
-    Webhook, WebhookSecret,
+    self, CreateWebhook, DEFAULT_OVERLAP_SECS, MAX_RATE_LIMIT, Ordering, RotateSecret,
+    SignatureScheme, TestEvent, UpdateWebhook, Webhook, WebhookSecret,
 };
 use crate::ids;
 use crate::store::{Cursor, Page};
@@ -191,6 +191,9 @@ struct FormValues {
     all_events: bool,
     events: Vec<String>,
     signature_scheme: String,
+    /// As typed: empty for no limit.
+    rate_limit: String,
+    ordering: String,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +202,7 @@ struct FieldErrors {
     url: Option<String>,
     events: Option<String>,
     description: Option<String>,
+    rate_limit: Option<String>,
     general: Option<String>,
 }
 
@@ -208,6 +212,7 @@ impl FieldErrors {
             || self.url.is_some()
             || self.events.is_some()
             || self.description.is_some()
+            || self.rate_limit.is_some()
             || self.general.is_some()
     }
 }
@@ -238,6 +243,11 @@ impl FormValues {
                 .get("signature_scheme")
                 .unwrap_or(SignatureScheme::default().as_str())
                 .to_owned(),
+            rate_limit: form.get("rate_limit").unwrap_or("").trim().to_owned(),
+            ordering: form
+                .get("ordering")
+                .unwrap_or(Ordering::default().as_str())
+                .to_owned(),
         }
     }
 
@@ -249,7 +259,25 @@ impl FormValues {
             all_events: w.events.iter().any(|e| e == "*"),
             events: w.events.iter().filter(|e| *e != "*").cloned().collect(),
             signature_scheme: w.signature_scheme.as_str().to_owned(),
+            rate_limit: w.rate_limit.map(|r| r.to_string()).unwrap_or_default(),
+            ordering: w.ordering.as_str().to_owned(),
         }
+    }
+
+    /// The rate limit the form asks for (`None`: no limit), checked by the
+    /// domain's rule.
+    fn rate_limit(&self) -> Result<Option<i64>, String> {
+        if self.rate_limit.is_empty() {
+            return Ok(None);
+        }
+        let value: i64 = self.rate_limit.parse().map_err(|_| {
+            format!(
+                "rate_limit must be a whole number of deliveries per second from 1 to {MAX_RATE_LIMIT}, or empty for no limit"
+            )
+        })?;
+        webhooks::rate_limit(value)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     /// The subscription the form asks for: "all events" wins over single types.
@@ -328,6 +356,9 @@ async fn field_errors(
         };
         slot.get_or_insert(m);
     }
+    if let Err(m) = v.rate_limit() {
+        errors.rate_limit = Some(m);
+    }
     if !errors.any() {
         errors.general = Some(message);
     }
@@ -357,6 +388,24 @@ pub async fn create(State(state): State<Dashboard>, current: Current, form: Form
         events: v.event_list(),
         description: v.description(),
         signature_scheme: Some(v.signature_scheme.clone()),
+        rate_limit: None,
+        ordering: Some(v.ordering.clone()),
+    };
+    let input = match v.rate_limit() {
+        Ok(rate_limit) => CreateWebhook {
+            rate_limit,
+            ..input
+        },
+        Err(m) => {
+            let errors = FieldErrors {
+                rate_limit: Some(m),
+                ..FieldErrors::default()
+            };
+            return render(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form_page(&current, None, v, errors),
+            );
+        }
     };
     match state
         .app
@@ -429,6 +478,26 @@ pub async fn update(
         // A form without the field (rendered before it existed) changes
         // nothing: a missing field must not drop a key pair.
         signature_scheme: form.get("signature_scheme").map(|s| Some(s.to_owned())),
+        rate_limit: None,
+        ordering: form.get("ordering").map(|s| Some(s.to_owned())),
+    };
+    // Likewise the delivery controls.
+    let input = match (form.get("rate_limit"), v.rate_limit()) {
+        (None, _) => input,
+        (Some(_), Ok(rate_limit)) => UpdateWebhook {
+            rate_limit: Some(rate_limit),
+            ..input
+        },
+        (Some(_), Err(m)) => {
+            let errors = FieldErrors {
+                rate_limit: Some(m),
+                ..FieldErrors::default()
+            };
+            return render(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form_page(&current, Some(&existing), v, errors),
+            );
+        }
     };
     match notifly
         .update_webhook(&current.account_id, &id, input)

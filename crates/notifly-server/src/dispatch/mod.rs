@@ -163,6 +163,9 @@ impl Sending {
         };
         sends.spawn(async move {
             let sent = this.sender.send(&c, body).await;
+            if let Some(pause) = sent.throttle {
+                this.slots.pause(&c.endpoint_id, pause);
+            }
             slot.outcome = Some((sent.record.succeeded, sent.elapsed));
             drop(slot);
             this.metrics
@@ -196,6 +199,7 @@ impl Sending {
                 next,
                 disable,
                 unsent: sent.unsent,
+                throttle_until_ms: sent.throttle.map(|t| ids::now_ms() + t.as_millis() as i64),
             };
             let _ = this.results.send(result).await;
         });

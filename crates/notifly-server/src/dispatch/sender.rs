@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use notifly_webhooks::{
@@ -12,6 +12,7 @@ use notifly_webhooks::{
 };
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 
+use super::schedule::MAX_RETRY_AFTER;
 use crate::ids;
 use crate::secrets::{KeySet, Keyring, SealError};
 use crate::store::{AttemptRecord, Claimed};
@@ -84,14 +85,32 @@ pub fn delivery_headers(s: &Signing<'_>, body: &[u8], now: i64) -> Vec<(&'static
     headers
 }
 
+/// How long an endpoint that asks to be slowed down without saying for how
+/// long (a 429, 502 or 504 without `Retry-After`) gets nothing.
+pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(5);
+
+/// A `Retry-After` value, in seconds or as an HTTP date, as a wait from
+/// `now` (none if the date is past or the value is neither).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// What one attempt produced.
 #[derive(Debug)]
 pub struct Sent {
     pub record: AttemptRecord,
     /// How long the attempt took, more precisely than `record.duration_ms`.
     pub elapsed: Duration,
-    /// The receiver's `Retry-After` on a 429 or 503.
+    /// The receiver's `Retry-After` on a 429, 502, 503 or 504.
     pub retry_after: Option<Duration>,
+    /// The receiver asked to be slowed down (429, 502 or 504, or 503 with a
+    /// `Retry-After`): send it nothing more for this long.
+    pub throttle: Option<Duration>,
     /// Nothing was sent: this node could not open the endpoint's keys.
     pub unsent: bool,
 }
@@ -192,6 +211,7 @@ impl Sender {
             succeeded: false,
         };
         let mut retry_after = None;
+        let mut throttle = None;
         let unsent = unsigned.is_some();
         let exchanged = match unsigned {
             Some(reason) => Err(reason),
@@ -208,12 +228,15 @@ impl Sender {
                 } else if !record.succeeded {
                     record.error = Some(format!("the endpoint answered HTTP {status}"));
                 }
-                if status == 429 || status == 503 {
+                if matches!(status, 429 | 502..=504) {
                     retry_after = response_headers
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    if status != 503 || retry_after.is_some() {
+                        throttle =
+                            Some(retry_after.unwrap_or(DEFAULT_THROTTLE).min(MAX_RETRY_AFTER));
+                    }
                 }
                 record.response_headers = Some(sqlx::types::Json(
                     response_headers
@@ -237,6 +260,7 @@ impl Sender {
             record,
             elapsed,
             retry_after,
+            throttle,
             unsent,
         }
     }
@@ -320,4 +344,27 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
 }

@@ -57,6 +57,15 @@ pub struct Webhook {
     /// When the circuit last changed (Unix seconds); `null` if it never
     /// opened.
     pub circuit_since: Option<i64>,
+    /// Most deliveries started per second to this endpoint, across every
+    /// node; `null` for no limit. Deliveries over it wait, keeping their
+    /// retries.
+    #[schema(minimum = 1, maximum = 10000, example = 50)]
+    pub rate_limit: Option<i64>,
+    /// `none`, or `per_resource`: events about one resource (the payload's
+    /// `id`) arrive in the order they were written, each once the one
+    /// before it succeeded or finally failed.
+    pub ordering: Ordering,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -87,6 +96,60 @@ impl Circuit {
             "half_open" => Circuit::HalfOpen,
             _ => Circuit::Closed,
         }
+    }
+}
+
+/// Most deliveries per second a rate limit may allow.
+pub const MAX_RATE_LIMIT: i64 = 10_000;
+
+/// In what order an endpoint receives events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// As fast as possible, several at once: events may arrive out of order.
+    #[default]
+    None,
+    /// Events about one resource arrive in the order they were written:
+    /// the next is sent once the one before it succeeded or finally failed.
+    /// Events about other resources go on in parallel.
+    PerResource,
+}
+
+impl Ordering {
+    /// The name the API and the database use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ordering::None => "none",
+            Ordering::PerResource => "per_resource",
+        }
+    }
+
+    /// Parses an API value, naming the field when it is neither.
+    pub fn parse(value: &str) -> DomainResult<Self> {
+        match value {
+            "none" => Ok(Ordering::None),
+            "per_resource" => Ok(Ordering::PerResource),
+            other => Err(DomainError::Invalid(format!(
+                "ordering must be `none` or `per_resource`, not `{}`",
+                ids::printable(other)
+            ))),
+        }
+    }
+
+    fn of(stored: &str) -> Self {
+        Self::parse(stored).unwrap_or_default()
+    }
+}
+
+/// Checks a rate limit: a whole number of deliveries per second, 1 to
+/// [`MAX_RATE_LIMIT`].
+pub fn rate_limit(value: i64) -> DomainResult<i64> {
+    if (1..=MAX_RATE_LIMIT).contains(&value) {
+        Ok(value)
+    } else {
+        Err(DomainError::Invalid(format!(
+            "rate_limit must be a whole number of deliveries per second from 1 to {MAX_RATE_LIMIT}, or null for no limit; got {value}"
+        )))
     }
 }
 
@@ -155,6 +218,8 @@ impl From<EndpointRecord> for Webhook {
             signature_scheme,
             circuit: Circuit::of(&r.circuit),
             circuit_since: r.circuit_since,
+            rate_limit: r.rate_limit,
+            ordering: Ordering::of(&r.ordering),
             disabled_reason: r.disabled_reason,
             secret: None,
             public_key: None,
@@ -203,6 +268,12 @@ pub struct CreateWebhook {
     /// `hmac-sha256` (the default) or `ed25519`.
     #[schema(value_type = Option<SignatureScheme>)]
     pub signature_scheme: Option<String>,
+    /// Most deliveries started per second (1 to 10000); none by default.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub rate_limit: Option<i64>,
+    /// `none` (the default) or `per_resource`.
+    #[schema(value_type = Option<Ordering>)]
+    pub ordering: Option<String>,
 }
 
 /// Body of `PUT /v1/webhooks/{id}`: only the fields given change.
@@ -231,6 +302,15 @@ pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<SignatureScheme>)]
     pub signature_scheme: Option<Option<String>>,
+    /// Most deliveries started per second (1 to 10000), or `null` to remove
+    /// the limit.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 10000, nullable)]
+    pub rate_limit: Option<Option<i64>>,
+    /// `none` or `per_resource`. Deliveries already sent are not affected.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Ordering>)]
+    pub ordering: Option<Option<String>>,
 }
 
 /// Body of `POST /v1/webhooks/{id}/secret/rotate` (optional).
@@ -372,6 +452,11 @@ impl Notifly {
             Some(s) => SignatureScheme::parse(s)?,
             None => SignatureScheme::default(),
         };
+        let ordering = match input.ordering.as_deref() {
+            Some(o) => Ordering::parse(o)?,
+            None => Ordering::default(),
+        };
+        let rate = input.rate_limit.map(rate_limit).transpose()?;
         let id = ids::new_id();
         let keys = KeySet::generate(scheme == SignatureScheme::Ed25519);
         let record = EndpointRecord {
@@ -391,6 +476,8 @@ impl Notifly {
             signature_scheme: scheme.as_str().to_owned(),
             circuit: Circuit::Closed.as_str().to_owned(),
             circuit_since: None,
+            rate_limit: rate,
+            ordering: ordering.as_str().to_owned(),
         };
         let mut tx = match self.begin(account, idempotency).await? {
             Begun::Replay(body) => return replay(&body),
@@ -437,6 +524,14 @@ impl Notifly {
             Some(u) => Some(self.webhook_url(&u).await?),
             None => None,
         };
+        let rate = match input.rate_limit {
+            Some(Some(r)) => Some(Some(rate_limit(r)?)),
+            other => other,
+        };
+        let ordering = match not_null("ordering", input.ordering)? {
+            Some(o) => Some(Ordering::parse(&o)?),
+            None => None,
+        };
         let mut tx = self.store.write().await?;
         let before = found(tx.endpoint(account, id).await, KIND, id)?;
         let mut after = before.clone();
@@ -477,6 +572,12 @@ impl Notifly {
                 after.secret = self.seal_keys(&before.id, &keys)?;
                 after.signature_scheme = scheme.as_str().to_owned();
             }
+        }
+        if let Some(r) = rate {
+            after.rate_limit = r;
+        }
+        if let Some(o) = ordering {
+            after.ordering = o.as_str().to_owned();
         }
         if after == before {
             // Nothing changed; still answer only from durable state.
@@ -572,8 +673,9 @@ impl Notifly {
         let event = EventRecord {
             id: envelope.id,
             event_type: event_type.as_str().to_owned(),
-            body,
             created_at: ids::now(),
+            resource_id: envelope.payload["id"].as_str().map(str::to_owned),
+            body,
         };
         let delivery = tx.insert_event_for_endpoint(account, &event, id).await?;
         self.commit(tx).await?;

@@ -77,6 +77,10 @@ struct Flow {
     mean_us: f64,
     /// When an attempt to it last succeeded.
     last_success: Option<Instant>,
+    /// It asked to be slowed down (429, 502, 504): nothing is handed off
+    /// to it before this. The store keeps the pause for every node; this
+    /// copy closes the gap until the attempt's result is written.
+    paused_until: Option<Instant>,
 }
 
 /// An endpoint keeps up if an attempt succeeded this recently…
@@ -87,6 +91,10 @@ const KEEPING_UP_MEAN: Duration = Duration::from_millis(200);
 pub const MAX_PACE: Duration = Duration::from_secs(5);
 
 impl Flow {
+    fn paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|until| until > now)
+    }
+
     fn keeping_up(&self, now: Instant) -> bool {
         self.last_success
             .is_some_and(|at| now.duration_since(at) < KEEPING_UP_WITHIN)
@@ -150,7 +158,12 @@ impl HandOff {
         if slots.total >= self.max {
             return false;
         }
-        if slots.flows.get(endpoint).is_some_and(|f| f.queued > 0) {
+        let now = Instant::now();
+        if slots
+            .flows
+            .get(endpoint)
+            .is_some_and(|f| f.queued > 0 || f.paused(now))
+        {
             return false;
         }
         let n = slots.by_endpoint.get(endpoint).copied().unwrap_or(0);
@@ -204,15 +217,27 @@ impl HandOff {
         slots.total = slots.total.saturating_sub(n);
     }
 
-    /// The endpoints with deliveries waiting in their queue: a new delivery
-    /// to one of them is not handed off (it would overtake them).
+    /// The endpoints with deliveries waiting in their queue, or paused: a
+    /// new delivery to one of them is not handed off (it would overtake
+    /// them, or go before the pause ends).
     pub(crate) fn queued_endpoints(&self) -> Vec<String> {
+        let now = Instant::now();
         self.slots()
             .flows
             .iter()
-            .filter(|(_, f)| f.queued > 0)
+            .filter(|(_, f)| f.queued > 0 || f.paused(now))
             .map(|(e, _)| e.clone())
             .collect()
+    }
+
+    /// The endpoint asked to be slowed down: hand nothing off to it for
+    /// `pause` (claims keep to the pause the attempt's result records).
+    /// Called before the attempt's slot is freed.
+    pub fn pause(&self, endpoint: &str, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut slots = self.slots();
+        let flow = slots.flows.entry(endpoint.to_owned()).or_default();
+        flow.paused_until = Some(flow.paused_until.map_or(until, |u| u.max(until)));
     }
 
     /// Undoes [`HandOff::occupy`]: the claim was rolled back, so the

@@ -126,42 +126,130 @@ fn unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// A delivery a claim may lease: its id, its endpoint's, whether the
-/// endpoint is failing, and whether its circuit is open (due for a probe:
-/// the candidate queries return no other deliveries of an open circuit).
-pub(crate) type Candidate = (String, String, bool, bool);
+/// A delivery a claim may lease, with what the claim policy needs to know
+/// of its endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct Candidate {
+    pub id: String,
+    pub endpoint: String,
+    /// The endpoint is failing.
+    pub failing: bool,
+    /// The endpoint's circuit is open and due for a probe (the candidate
+    /// queries return no other deliveries of an open circuit).
+    pub probe: bool,
+    /// The endpoint's rate limit (deliveries per second), if it has one.
+    pub rate_limit: Option<i64>,
+    /// The endpoint's rate limiter state (see [`rate_allowance`]).
+    pub rate_tat_us: Option<i64>,
+}
+
+/// What a claim leases: the deliveries, and the rate limiter state each
+/// rate-limited endpoint it leased for is left at.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Chosen {
+    pub ids: Vec<String>,
+    /// `(endpoint, rate_tat_us)`, to write back in the claim's transaction.
+    pub rates: Vec<(String, i64)>,
+}
 
 /// The claim policy, shared by every backend: from `candidates`, ordered by
 /// due time, and the deliveries already in flight per endpoint, the ids to
-/// lease. Healthy endpoints come first, so that failing ones (mostly old
-/// retries) cannot take the global slots from them; each endpoint stays
-/// within its limit, and an endpoint whose circuit is open gets one
-/// delivery (its probe), and only when nothing of it is in flight.
+/// lease at `now_us` (Unix microseconds). Healthy endpoints come first, so
+/// that failing ones (mostly old retries) cannot take the global slots from
+/// them; each endpoint stays within its limit in flight and its rate limit,
+/// and an endpoint whose circuit is open gets one delivery (its probe), and
+/// only when nothing of it is in flight.
 pub(crate) fn choose_claims(
     candidates: Vec<Candidate>,
     mut in_flight: std::collections::HashMap<String, i64>,
     r: &ClaimRequest,
-) -> Vec<String> {
-    let (healthy, failing): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| !c.2);
-    let mut chosen = Vec::new();
-    for (id, endpoint, is_failing, probe) in healthy.into_iter().chain(failing) {
-        if chosen.len() >= r.max as usize {
+    now_us: i64,
+) -> Chosen {
+    let (healthy, failing): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| !c.failing);
+    // Per rate-limited endpoint: (its rate, its state, how many it may
+    // still start now, how many this claim leased).
+    let mut rates: std::collections::HashMap<String, (i64, Option<i64>, u32, u32)> =
+        std::collections::HashMap::new();
+    let mut chosen = Chosen::default();
+    for c in healthy.into_iter().chain(failing) {
+        if chosen.ids.len() >= r.max as usize {
             break;
         }
-        let limit = if probe {
+        let limit = if c.probe {
             1
-        } else if is_failing {
+        } else if c.failing {
             r.per_failing_endpoint.min(r.per_endpoint)
         } else {
             r.per_endpoint
         };
-        let n = in_flight.entry(endpoint).or_insert(0);
-        if *n < i64::from(limit) {
-            *n += 1;
-            chosen.push(id);
+        let n = in_flight.entry(c.endpoint.clone()).or_insert(0);
+        if *n >= i64::from(limit) {
+            continue;
         }
+        if let Some(rate) = c.rate_limit {
+            let (_, _, left, used) = rates.entry(c.endpoint.clone()).or_insert_with(|| {
+                let left = rate_allowance(rate, c.rate_tat_us, now_us);
+                (rate, c.rate_tat_us, left, 0)
+            });
+            if *left == 0 {
+                continue;
+            }
+            *left -= 1;
+            *used += 1;
+        }
+        *n += 1;
+        chosen.ids.push(c.id);
     }
+    let mut rates: Vec<(String, i64)> = rates
+        .into_iter()
+        .filter(|(_, (_, _, _, used))| *used > 0)
+        .map(|(endpoint, (rate, tat, _, used))| (endpoint, rate_after(rate, tat, now_us, used)))
+        .collect();
+    rates.sort_unstable();
+    chosen.rates = rates;
     chosen
+}
+
+/// The rate limiter of an endpoint limited to `rate` deliveries a second is
+/// a generic cell rate algorithm (virtual scheduling): its state is the
+/// theoretical arrival time `tat` of its next delivery, one emission
+/// interval (1/rate s) after the last one leased; a delivery may start at
+/// `now` if `now >= tat - tolerance`. The tolerance lets a claim lease
+/// [`RATE_BURST_MS`]' worth at once (at least one): claims come about every
+/// 100 ms while work waits, and without it one delivery a claim would be
+/// the most any limit allows. So in any one second an endpoint sees at
+/// most `rate` deliveries and that burst (a fifth more). The state lives in the endpoint's row, and
+/// claims (one at a time across the nodes) read and advance it, which is
+/// what makes the limit hold for the whole cluster.
+pub(crate) const RATE_BURST_MS: i64 = 200;
+
+/// The emission interval and tolerance of a limit of `rate` per second, in
+/// microseconds.
+fn rate_terms(rate: i64) -> (i64, i64) {
+    let rate = rate.max(1);
+    // Rounded up: never faster than the limit.
+    let interval = (1_000_000 + rate - 1) / rate;
+    let burst = ((rate * RATE_BURST_MS + 999) / 1000).max(1);
+    (interval, (burst - 1) * interval)
+}
+
+/// How many deliveries an endpoint limited to `rate` per second, its
+/// limiter at `tat_us`, may start at `now_us` (see [`RATE_BURST_MS`]).
+pub(crate) fn rate_allowance(rate: i64, tat_us: Option<i64>, now_us: i64) -> u32 {
+    let (interval, tolerance) = rate_terms(rate);
+    let tat = tat_us.unwrap_or(i64::MIN).max(now_us);
+    let room = now_us + tolerance - tat;
+    if room < 0 {
+        0
+    } else {
+        u32::try_from(room / interval + 1).unwrap_or(u32::MAX)
+    }
+}
+
+/// The limiter state after `n` deliveries start at `now_us`.
+pub(crate) fn rate_after(rate: i64, tat_us: Option<i64>, now_us: i64, n: u32) -> i64 {
+    let (interval, _) = rate_terms(rate);
+    tat_us.unwrap_or(i64::MIN).max(now_us) + i64::from(n) * interval
 }
 
 /// What a batch of attempt results does to one endpoint's health (see
@@ -203,6 +291,23 @@ pub(crate) fn endpoint_health(results: &[AttemptResult]) -> Vec<(&str, Health)> 
             };
         }
     }
+    out
+}
+
+/// Each endpoint of `results` that asked to be slowed down (429, 502, 504),
+/// once, in id order, with the latest time its results pause it until.
+pub(crate) fn endpoint_throttles(results: &[AttemptResult]) -> Vec<(&str, i64)> {
+    let mut out: Vec<(&str, i64)> = Vec::new();
+    for r in results {
+        let Some(until) = r.throttle_until_ms else {
+            continue;
+        };
+        match out.iter_mut().find(|(id, _)| *id == r.endpoint_id) {
+            Some((_, at)) => *at = (*at).max(until),
+            None => out.push((&r.endpoint_id, until)),
+        }
+    }
+    out.sort_unstable();
     out
 }
 
@@ -259,7 +364,7 @@ pub(crate) fn circuit_steps(results: &[AttemptResult]) -> Vec<(&str, CircuitStep
     out
 }
 
-/// Rows per multi-row statement (fan-out, write-back): at most 11 columns
+/// Rows per multi-row statement (fan-out, write-back): at most 12 columns
 /// each, well under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
@@ -288,7 +393,7 @@ pub(crate) const GROUP_COLUMNS: &str =
 pub(crate) const ATTACHMENT_COLUMNS: &str =
     "id, message_id, filename, file_type, file_size, created_at";
 pub(crate) const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
-pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at, signature_scheme, circuit, circuit_since";
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at, signature_scheme, circuit, circuit_since, rate_limit, ordering";
 pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
 /// A dashboard session's columns, from `dashboard_sessions s JOIN accounts a`.
 pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message, s.key_id";
@@ -749,7 +854,18 @@ mod tests {
     }
 
     fn candidate(id: &str, endpoint: &str, failing: bool) -> Candidate {
-        (id.into(), endpoint.into(), failing, false)
+        Candidate {
+            id: id.into(),
+            endpoint: endpoint.into(),
+            failing,
+            probe: false,
+            rate_limit: None,
+            rate_tat_us: None,
+        }
+    }
+
+    fn ids(chosen: &Chosen) -> Vec<&str> {
+        chosen.ids.iter().map(String::as_str).collect()
     }
 
     #[test]
@@ -763,19 +879,96 @@ mod tests {
             candidate("h3", "up", false),
         ];
         let in_flight = [("up".to_owned(), 1)].into_iter().collect();
-        let chosen = choose_claims(candidates.clone(), in_flight, &request(3, 2, 10));
-        assert_eq!(chosen, ["h1", "h2", "f1", "f2"]);
-        let chosen = choose_claims(candidates, Default::default(), &request(3, 2, 2));
-        assert_eq!(chosen, ["h1", "h2"]);
+        let chosen = choose_claims(candidates.clone(), in_flight, &request(3, 2, 10), 0);
+        assert_eq!(ids(&chosen), ["h1", "h2", "f1", "f2"]);
+        assert!(chosen.rates.is_empty());
+        let chosen = choose_claims(candidates, Default::default(), &request(3, 2, 2), 0);
+        assert_eq!(ids(&chosen), ["h1", "h2"]);
         // An open circuit: one probe, and none while something is in flight.
-        let probes = vec![
-            ("p1".into(), "open".into(), true, true),
-            ("p2".into(), "open".into(), true, true),
-        ];
-        let chosen = choose_claims(probes.clone(), Default::default(), &request(3, 2, 10));
-        assert_eq!(chosen, ["p1"]);
+        let probe = |id: &str| Candidate {
+            probe: true,
+            ..candidate(id, "open", true)
+        };
+        let probes = vec![probe("p1"), probe("p2")];
+        let chosen = choose_claims(probes.clone(), Default::default(), &request(3, 2, 10), 0);
+        assert_eq!(ids(&chosen), ["p1"]);
         let busy = [("open".to_owned(), 1)].into_iter().collect();
-        assert!(choose_claims(probes, busy, &request(3, 2, 10)).is_empty());
+        assert!(
+            choose_claims(probes, busy, &request(3, 2, 10), 0)
+                .ids
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn claims_keep_to_rate_limits_and_advance_the_limiter() {
+        let limited = |id: &str, tat: Option<i64>| Candidate {
+            rate_limit: Some(20),
+            rate_tat_us: tat,
+            ..candidate(id, "slow", false)
+        };
+        let now = 10_000_000;
+        // 20 a second: 50 ms apart, four at once (200 ms' worth).
+        let candidates: Vec<Candidate> = (0..9).map(|i| limited(&format!("s{i}"), None)).collect();
+        let chosen = choose_claims(candidates, Default::default(), &request(10, 2, 10), now);
+        assert_eq!(ids(&chosen), ["s0", "s1", "s2", "s3"]);
+        assert_eq!(chosen.rates, [("slow".to_owned(), now + 200_000)]);
+        // 60 ms later, one more interval has passed.
+        let later: Vec<Candidate> = (0..5)
+            .map(|i| limited(&format!("s{i}"), Some(now + 200_000)))
+            .collect();
+        let chosen = choose_claims(
+            later.clone(),
+            Default::default(),
+            &request(10, 2, 10),
+            now + 60_000,
+        );
+        assert_eq!(ids(&chosen), ["s0"]);
+        assert_eq!(chosen.rates, [("slow".to_owned(), now + 250_000)]);
+        // Other endpoints are not held back by it.
+        let mut mixed = later;
+        mixed.push(candidate("f0", "fast", false));
+        let chosen = choose_claims(mixed, Default::default(), &request(10, 2, 10), now + 10_000);
+        assert_eq!(ids(&chosen), ["f0"]);
+        assert!(chosen.rates.is_empty());
+    }
+
+    #[test]
+    fn a_rate_limit_holds_over_time_whatever_the_claim_cadence() {
+        for rate in [1, 3, 20, 250, 1000] {
+            for cadence_us in [7_000, 50_000, 100_000, 190_000, 330_000] {
+                let (mut tat, mut now, mut started) = (None, 0_i64, Vec::new());
+                while now < 10_000_000 {
+                    let n = rate_allowance(rate, tat, now);
+                    if n > 0 {
+                        started.extend(std::iter::repeat_n(now, n as usize));
+                        tat = Some(rate_after(rate, tat, now, n));
+                    }
+                    now += cadence_us;
+                }
+                let burst = ((rate * RATE_BURST_MS + 999) / 1000).max(1) as usize;
+                // In any one second: at most the rate and one burst.
+                for (i, t) in started.iter().enumerate() {
+                    let within = started[i..]
+                        .iter()
+                        .take_while(|u| **u < t + 1_000_000)
+                        .count();
+                    assert!(
+                        within <= rate as usize + burst,
+                        "{rate}/s every {cadence_us} us: {within}"
+                    );
+                }
+                // And, claimed at least every 200 ms, no slower than the
+                // rate, less what the cadence rounds off.
+                if cadence_us <= 200_000 && rate >= 20 {
+                    assert!(
+                        started.len() as i64 >= rate * 9,
+                        "{rate}/s every {cadence_us} us: {}",
+                        started.len()
+                    );
+                }
+            }
+        }
     }
 
     fn result(endpoint: &str, succeeded: bool) -> AttemptResult {
@@ -798,6 +991,7 @@ mod tests {
             next: NextStep::Failed,
             disable: None,
             unsent: false,
+            throttle_until_ms: None,
         }
     }
 

@@ -87,9 +87,12 @@ pub mod dispatcher_sql {
     /// so the lease half does not say `status = 'pending'`: that keeps
     /// `deliveries_queue`, whose predicate it is, out of the planner's
     /// choices, which on stale statistics it took and read every pending
-    /// row of the endpoint.
+    /// row of the endpoint. An endpoint's head is not due before its
+    /// throttle (429, 502, 504) or its open circuit lets it go.
     pub const NEXT_DUE: &str = "SELECT LEAST(
-            MIN((SELECT d.next_attempt_ms FROM deliveries d
+            MIN((SELECT GREATEST(d.next_attempt_ms, e.throttled_until_ms,
+                        CASE WHEN e.circuit = 'open' THEN e.probe_at_ms END)
+                 FROM deliveries d
                  WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.lease_until_ms IS NULL
                  ORDER BY d.next_attempt_ms LIMIT 1)),
             MIN((SELECT d.lease_until_ms FROM deliveries d
@@ -112,15 +115,25 @@ pub mod dispatcher_sql {
     /// now, ms): one index range per endpoint (LATERAL), so a backlog on one
     /// endpoint never hides another's work. Rows another transaction holds
     /// are skipped, not waited for.
-    /// An open circuit's deliveries wait until its next probe is due.
+    /// An open circuit's deliveries wait until its next probe is due, a
+    /// throttled endpoint's until its pause ends, and with `per_resource`
+    /// ordering a delivery waits while an earlier one about the same
+    /// resource is pending (`deliveries_resource`).
     pub const CANDIDATES: &str =
-        "SELECT q.id, e.id, e.failing_since IS NOT NULL, e.circuit <> 'closed' FROM endpoints e CROSS JOIN LATERAL (
+        "SELECT q.id, e.id AS endpoint, e.failing_since IS NOT NULL AS failing,
+            e.circuit <> 'closed' AS probe, e.rate_limit, e.rate_tat_us
+         FROM endpoints e CROSS JOIN LATERAL (
             SELECT d.id, d.next_attempt_ms FROM deliveries d
             WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= $1
               AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)
+              AND (e.ordering = 'none' OR d.resource_id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries p
+                WHERE p.endpoint_id = d.endpoint_id AND p.resource_id = d.resource_id
+                  AND p.status = 'pending' AND p.seq < d.seq))
             ORDER BY d.next_attempt_ms LIMIT $2
             FOR UPDATE SKIP LOCKED) q
          WHERE e.enabled AND (e.circuit = 'closed' OR e.probe_at_ms <= $1)
+           AND (e.throttled_until_ms IS NULL OR e.throttled_until_ms <= $1)
          ORDER BY q.next_attempt_ms";
 }
 use dispatcher_sql::NEXT_DUE as NEXT_DUE_SQL;
@@ -355,7 +368,7 @@ impl Store for PgStore {
             tx.commit().await.map_err(backend)?;
             return Ok(Vec::new());
         }
-        let mut endpoints: Vec<String> = candidates.iter().map(|c| c.1.clone()).collect();
+        let mut endpoints: Vec<String> = candidates.iter().map(|c| c.endpoint.clone()).collect();
         endpoints.sort_unstable();
         endpoints.dedup();
         let limit = r.per_endpoint as i32;
@@ -405,15 +418,15 @@ impl Store for PgStore {
         let mut waiting: HashMap<String, u32> = HashMap::new();
         let mut endpoint_of: HashMap<String, String> = HashMap::new();
         let mut probing: Vec<&str> = Vec::new();
-        for (id, endpoint, _, probe) in &candidates {
-            *waiting.entry(endpoint.clone()).or_insert(0) += 1;
-            endpoint_of.insert(id.clone(), endpoint.clone());
-            if *probe {
-                probing.push(id);
+        for c in &candidates {
+            *waiting.entry(c.endpoint.clone()).or_insert(0) += 1;
+            endpoint_of.insert(c.id.clone(), c.endpoint.clone());
+            if c.probe {
+                probing.push(&c.id);
             }
         }
         let probing: Vec<String> = probing.into_iter().map(str::to_owned).collect();
-        let chosen = choose_claims(candidates, in_flight, r);
+        let Chosen { ids: chosen, rates } = choose_claims(candidates, in_flight, r, now_ms * 1000);
         // A probe half-opens its circuit; if its result never comes (the
         // node died), another may go once its lease has run out.
         let probes: Vec<&str> = chosen
@@ -428,6 +441,21 @@ impl Store for PgStore {
             .bind(now_ms / 1000)
             .bind(lease_until_ms)
             .bind(&probes)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        // Rate-limited endpoints' limiters advance by what this claim leased
+        // (claims run one at a time, so the limit holds across nodes).
+        if !rates.is_empty() {
+            let (endpoints, tats): (Vec<&str>, Vec<i64>) =
+                rates.iter().map(|(e, t)| (e.as_str(), *t)).unzip();
+            sqlx::query(
+                "UPDATE endpoints e SET rate_tat_us = r.t
+                 FROM unnest($1::text[], $2::bigint[]) AS r(id, t) WHERE e.id = r.id",
+            )
+            .bind(&endpoints)
+            .bind(&tats)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
@@ -686,6 +714,22 @@ impl Store for PgStore {
                     .map_err(backend)?;
                 }
             }
+        }
+        // A receiver that asked to be slowed down gets nothing until its
+        // pause ends, on any node (a later answer never shortens it).
+        let (throttled, until): (Vec<&str>, Vec<i64>) =
+            endpoint_throttles(results).into_iter().unzip();
+        if !throttled.is_empty() {
+            sqlx::query(
+                "UPDATE endpoints e SET throttled_until_ms = GREATEST(e.throttled_until_ms, t.until_ms)
+                 FROM (SELECT * FROM unnest($1::text[], $2::bigint[]) AS t(id, until_ms) ORDER BY id) t
+                 WHERE e.id = t.id",
+            )
+            .bind(&throttled)
+            .bind(&until)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
         let mut disabled: Vec<&AttemptResult> =
             results.iter().filter(|r| r.disable.is_some()).collect();
@@ -2197,7 +2241,10 @@ impl WriteTx for Handle<PgTx> {
         // before it (and gets none).
         //
         // With a hand-off, each of those deliveries whose endpoint is
-        // healthy, has a free slot and no deliveries waiting before it
+        // healthy and not held for claims (circuit not closed, rate-limited,
+        // throttled, or an earlier delivery about the same resource pending
+        // with per-resource ordering), has a free slot and no deliveries
+        // waiting before it
         // takes the slot and is leased to this node in the same statement
         // (as many as the node has slots free in all): its dispatcher
         // sends it once this transaction commits, with no claim.
@@ -2228,8 +2275,14 @@ impl WriteTx for Handle<PgTx> {
             "WITH event AS (
                 INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)),
              targets AS (
-                SELECT id, failing, row_number() OVER (ORDER BY seq) AS n FROM (
-                    SELECT e.id, e.seq, (e.failing_since IS NOT NULL OR e.circuit <> 'closed') AS failing FROM endpoints e
+                SELECT id, held, row_number() OVER (ORDER BY seq) AS n FROM (
+                    SELECT e.id, e.seq,
+                        (e.failing_since IS NOT NULL OR e.circuit <> 'closed' OR e.rate_limit IS NOT NULL
+                         OR COALESCE(e.throttled_until_ms, 0) > $7
+                         OR (e.ordering <> 'none' AND EXISTS (
+                            SELECT 1 FROM deliveries p
+                            WHERE p.endpoint_id = e.id AND p.resource_id = $13 AND p.status = 'pending'))) AS held
+                    FROM endpoints e
                     WHERE e.account_id = $1 AND e.enabled
                       AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))) t),
              slot AS (
@@ -2238,16 +2291,16 @@ impl WriteTx for Handle<PgTx> {
                     WHERE s.endpoint_id = t.id AND s.n < $9 AND (s.delivery_id IS NULL OR s.until_ms <= $7)
                     ORDER BY s.n LIMIT 1
                     FOR UPDATE SKIP LOCKED) s
-                WHERE t.n <= $10 AND NOT t.failing AND t.id <> ALL($11::text[])),
+                WHERE t.n <= $10 AND NOT t.held AND t.id <> ALL($11::text[])),
              took AS (
                 UPDATE endpoint_slots s SET delivery_id = ($6::text[])[slot.n], owner = $8, until_ms = $12
                 FROM slot WHERE s.endpoint_id = slot.id AND s.n = slot.slot),
              made AS (
                 INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms,
-                                        created_at, updated_at, lease_until_ms, lease_owner)
+                                        created_at, updated_at, lease_until_ms, lease_owner, resource_id)
                 SELECT ($6::text[])[t.n], $1, t.id, $2, $3, 'pending', $7, $5, $5,
                        CASE WHEN slot.id IS NOT NULL THEN $12::bigint END,
-                       CASE WHEN slot.id IS NOT NULL THEN $8 END
+                       CASE WHEN slot.id IS NOT NULL THEN $8 END, $13
                 FROM targets t LEFT JOIN slot ON slot.id = t.id WHERE t.n <= cardinality($6::text[]))
              SELECT t.id, t.n, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at
              FROM targets t LEFT JOIN slot ON slot.id = t.id LEFT JOIN endpoints e ON e.id = slot.id
@@ -2265,6 +2318,7 @@ impl WriteTx for Handle<PgTx> {
         .bind(i64::from(took))
         .bind(&blocked)
         .bind(lease_until_ms)
+        .bind(&e.resource_id)
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend);
@@ -2350,7 +2404,7 @@ impl WriteTx for Handle<PgTx> {
     async fn insert_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
         self.0.lock_endpoints(account, true).await?;
         sqlx::query(&format!(
-            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
         .bind(account)
         .bind(&ep.id)
@@ -2369,6 +2423,8 @@ impl WriteTx for Handle<PgTx> {
         .bind(&ep.signature_scheme)
         .bind(&ep.circuit)
         .bind(ep.circuit_since)
+        .bind(ep.rate_limit)
+        .bind(&ep.ordering)
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;
@@ -2391,7 +2447,7 @@ impl WriteTx for Handle<PgTx> {
         let updated = sqlx::query(
             "UPDATE endpoints SET name = $1, url = $2, description = $3, events = $4, enabled = $5, disabled_reason = $6,
                 secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11,
-                signature_scheme = $12,
+                signature_scheme = $12, rate_limit = $17, ordering = $18,
                 -- An update only closes the circuit (URL changed, enabled
                 -- again), and closing it starts its count over.
                 consecutive_failures = CASE WHEN $15 = 'closed' AND circuit <> 'closed' THEN 0 ELSE consecutive_failures END,
@@ -2417,6 +2473,8 @@ impl WriteTx for Handle<PgTx> {
         .bind(&ep.id)
         .bind(&ep.circuit)
         .bind(ep.circuit_since)
+        .bind(ep.rate_limit)
+        .bind(&ep.ordering)
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;
@@ -2575,8 +2633,8 @@ async fn insert_delivery(
 ) -> StoreResult<String> {
     let id = crate::ids::new_id();
     let done = sqlx::query(
-        "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
-         SELECT $1, account_id, id, $2, $3, 'pending', $4, $5, $6 FROM endpoints WHERE id = $7 AND account_id = $8",
+        "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, resource_id)
+         SELECT $1, account_id, id, $2, $3, 'pending', $4, $5, $6, $9 FROM endpoints WHERE id = $7 AND account_id = $8",
     )
     .bind(&id)
     .bind(&e.id)
@@ -2586,6 +2644,7 @@ async fn insert_delivery(
     .bind(e.created_at)
     .bind(endpoint_id)
     .bind(account)
+    .bind(&e.resource_id)
     .execute(conn)
     .await
     .map_err(backend)?;
@@ -2607,7 +2666,7 @@ async fn fan_out(
     let now_ms = crate::ids::now_ms();
     for chunk in endpoints.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Postgres>::new(
-            "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at) ",
+            "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, resource_id) ",
         );
         q.push_values(chunk, |mut row, endpoint| {
             row.push_bind(crate::ids::new_id())
@@ -2618,7 +2677,8 @@ async fn fan_out(
                 .push_bind("pending")
                 .push_bind(now_ms)
                 .push_bind(e.created_at)
-                .push_bind(e.created_at);
+                .push_bind(e.created_at)
+                .push_bind(&e.resource_id);
         });
         q.build().execute(&mut *conn).await.map_err(backend)?;
     }

@@ -144,6 +144,11 @@ pub struct EventRecord {
     pub event_type: String,
     pub body: String,
     pub created_at: i64,
+    /// The payload's `id`: the resource the event is about (what
+    /// `per_resource` ordering keys on). Written with the deliveries, not
+    /// read back with the event.
+    #[sqlx(skip)]
+    pub resource_id: Option<String>,
 }
 
 /// The remembered response to a request sent with an `Idempotency-Key`.
@@ -273,6 +278,10 @@ pub struct EndpointRecord {
     pub circuit: String,
     /// When the circuit last changed (Unix seconds); `None` if never.
     pub circuit_since: Option<i64>,
+    /// Most deliveries started per second, across nodes; `None`: no limit.
+    pub rate_limit: Option<i64>,
+    /// `none` or `per_resource`.
+    pub ordering: String,
 }
 
 /// An endpoint's stored signing keys as the database holds them: sealed
@@ -420,6 +429,9 @@ pub struct AttemptResult {
     /// No request was sent (this node could not open the endpoint's signing
     /// keys): the result says nothing of the endpoint's health.
     pub unsent: bool,
+    /// The endpoint asked to be slowed down (429, 502 or 504): nothing more
+    /// is sent to it before this time (Unix ms).
+    pub throttle_until_ms: Option<i64>,
 }
 
 /// What the write-back does to an endpoint that keeps failing.

@@ -245,14 +245,17 @@ impl Store for SqliteStore {
 
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         let conn = self.readers.get().await?;
-        // Per enabled endpoint, the head of its queue and its earliest
-        // lease: one short index range each, whatever the backlog.
+        // Per enabled endpoint, the head of its queue (not before its
+        // throttle or open circuit lets it go) and its earliest lease: one
+        // short index range each, whatever the backlog.
         let (due, lease): (Option<i64>, Option<i64>) = one(
             &conn,
             "SELECT
-                MIN((SELECT d.next_attempt_ms FROM deliveries d INDEXED BY deliveries_queue
+                MIN(MAX((SELECT d.next_attempt_ms FROM deliveries d INDEXED BY deliveries_queue
                      WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.lease_until_ms IS NULL
-                     ORDER BY d.next_attempt_ms LIMIT 1)),
+                     ORDER BY d.next_attempt_ms LIMIT 1),
+                    COALESCE(e.throttled_until_ms, 0),
+                    CASE WHEN e.circuit = 'open' THEN COALESCE(e.probe_at_ms, 0) ELSE 0 END)),
                 MIN((SELECT d.lease_until_ms FROM deliveries d INDEXED BY deliveries_leased
                      WHERE d.endpoint_id = e.id AND d.lease_until_ms IS NOT NULL AND d.status = 'pending'
                      ORDER BY d.lease_until_ms LIMIT 1))
@@ -393,24 +396,41 @@ fn claim(tx: &WriterGuard, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
         // CROSS JOIN makes endpoints the outer loop (SQLite keeps the
         // written order), so each endpoint costs one range of
         // `deliveries_queue` instead of a scan of every delivery. An open
-        // circuit's deliveries wait until its next probe is due.
-        "SELECT d.id, d.endpoint_id, e.failing_since IS NOT NULL, e.circuit <> 'closed'
+        // circuit's deliveries wait until its next probe is due, a
+        // throttled endpoint's until its pause ends, and with
+        // `per_resource` ordering a delivery waits while an earlier one
+        // about the same resource is pending (`deliveries_resource`).
+        "SELECT d.id, d.endpoint_id, e.failing_since IS NOT NULL, e.circuit <> 'closed', e.rate_limit, e.rate_tat_us
          FROM endpoints e CROSS JOIN deliveries d
-         WHERE e.enabled = 1 AND (e.circuit = 'closed' OR e.probe_at_ms <= ?1) AND d.id IN (
+         WHERE e.enabled = 1 AND (e.circuit = 'closed' OR e.probe_at_ms <= ?1)
+           AND (e.throttled_until_ms IS NULL OR e.throttled_until_ms <= ?1) AND d.id IN (
             SELECT q.id FROM deliveries q
             WHERE q.endpoint_id = e.id AND q.status = 'pending' AND q.next_attempt_ms <= ?1
               AND (q.lease_until_ms IS NULL OR q.lease_until_ms <= ?1)
+              AND (e.ordering = 'none' OR q.resource_id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries p INDEXED BY deliveries_resource
+                WHERE p.endpoint_id = q.endpoint_id AND p.resource_id = q.resource_id
+                  AND p.status = 'pending' AND p.seq < q.seq))
             ORDER BY q.next_attempt_ms LIMIT ?2)
          ORDER BY d.next_attempt_ms",
         params![now_ms, i64::from(r.per_endpoint)],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        |row| {
+            Ok(Candidate {
+                id: row.get(0)?,
+                endpoint: row.get(1)?,
+                failing: row.get(2)?,
+                probe: row.get(3)?,
+                rate_limit: row.get(4)?,
+                rate_tat_us: row.get(5)?,
+            })
+        },
     )?;
     let probing: std::collections::HashMap<String, String> = candidates
         .iter()
-        .filter(|c| c.3)
-        .map(|c| (c.0.clone(), c.1.clone()))
+        .filter(|c| c.probe)
+        .map(|c| (c.id.clone(), c.endpoint.clone()))
         .collect();
-    let chosen = choose_claims(candidates, used, r);
+    let Chosen { ids: chosen, rates } = choose_claims(candidates, used, r, now_ms * 1000);
     // A probe half-opens its circuit; if its result never comes (the node
     // died), another may go once its lease has run out.
     for endpoint in chosen.iter().filter_map(|id| probing.get(id)) {
@@ -418,6 +438,14 @@ fn claim(tx: &WriterGuard, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
             tx,
             "UPDATE endpoints SET circuit = 'half_open', circuit_since = ?, probe_at_ms = ? WHERE id = ?",
             params![now_ms / 1000, lease_until_ms, endpoint],
+        )
+        .map_err(sqlite)?;
+    }
+    for (endpoint, tat_us) in &rates {
+        exec(
+            tx,
+            "UPDATE endpoints SET rate_tat_us = ? WHERE id = ?",
+            params![tat_us, endpoint],
         )
         .map_err(sqlite)?;
     }
@@ -609,6 +637,16 @@ fn record_attempts(
                 .map_err(sqlite)?;
             }
         }
+    }
+    // A receiver that asked to be slowed down gets nothing until its pause
+    // ends, on any node (a later answer never shortens it).
+    for (endpoint_id, until_ms) in endpoint_throttles(results) {
+        exec(
+            tx,
+            "UPDATE endpoints SET throttled_until_ms = MAX(COALESCE(throttled_until_ms, 0), ?) WHERE id = ?",
+            params![until_ms, endpoint_id],
+        )
+        .map_err(sqlite)?;
     }
     for r in results {
         if let Some(reason) = &r.disable {
@@ -1550,11 +1588,18 @@ impl WriteTx for Handle<WriterGuard> {
         .map_err(sqlite)?;
         let endpoints: Vec<Target> = all(
             &self.0,
+            // Held for a claim: an endpoint whose circuit is not closed,
+            // that is rate-limited or throttled (claims keep count), or
+            // ordered with a delivery about the same resource pending.
             "SELECT e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
-                    e.failing_since IS NOT NULL, e.circuit <> 'closed'
-             FROM endpoints e WHERE e.account_id = ? AND e.enabled = 1
-               AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN (?, '*'))",
-            [account, &e.event_type],
+                    e.failing_since IS NOT NULL,
+                    e.circuit <> 'closed' OR e.rate_limit IS NOT NULL OR COALESCE(e.throttled_until_ms, 0) > ?3
+                    OR (e.ordering <> 'none' AND EXISTS (
+                        SELECT 1 FROM deliveries p INDEXED BY deliveries_resource
+                        WHERE p.endpoint_id = e.id AND p.resource_id = ?4 AND p.status = 'pending'))
+             FROM endpoints e WHERE e.account_id = ?1 AND e.enabled = 1
+               AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN (?2, '*'))",
+            params![account, &e.event_type, crate::ids::now_ms(), e.resource_id],
             |row| {
                 Ok(Target {
                     id: row.get(0)?,
@@ -1591,7 +1636,7 @@ impl WriteTx for Handle<WriterGuard> {
         exec(
             &self.0,
             &format!(
-                "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             params![
                 account,
@@ -1611,6 +1656,8 @@ impl WriteTx for Handle<WriterGuard> {
                 ep.signature_scheme,
                 ep.circuit,
                 ep.circuit_since,
+                ep.rate_limit,
+                ep.ordering,
             ],
         )
         .map_err(unique_sqlite("endpoint name"))?;
@@ -1622,7 +1669,7 @@ impl WriteTx for Handle<WriterGuard> {
             &self.0,
             "UPDATE endpoints SET name = ?1, url = ?2, description = ?3, events = ?4, enabled = ?5, disabled_reason = ?6,
                 secret = ?7, previous_secret = ?8, previous_secret_expires_at = ?9, failing_since = ?10, updated_at = ?11,
-                signature_scheme = ?12,
+                signature_scheme = ?12, rate_limit = ?17, ordering = ?18,
                 -- An update only closes the circuit (URL changed, enabled
                 -- again), and closing it starts its count over.
                 consecutive_failures = CASE WHEN ?15 = 'closed' AND circuit <> 'closed' THEN 0 ELSE consecutive_failures END,
@@ -1648,6 +1695,8 @@ impl WriteTx for Handle<WriterGuard> {
                 ep.id,
                 ep.circuit,
                 ep.circuit_since,
+                ep.rate_limit,
+                ep.ordering,
             ],
         )
         .map_err(unique_sqlite("endpoint name"))?;
@@ -1744,8 +1793,8 @@ fn insert_delivery(
     let id = crate::ids::new_id();
     let done = exec(
         c,
-        "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at)
-         SELECT ?, account_id, id, ?, ?, 'pending', ?, ?, ? FROM endpoints WHERE id = ? AND account_id = ?",
+        "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, resource_id)
+         SELECT ?, account_id, id, ?, ?, 'pending', ?, ?, ?, ? FROM endpoints WHERE id = ? AND account_id = ?",
         params![
             id,
             e.id,
@@ -1753,6 +1802,7 @@ fn insert_delivery(
             crate::ids::now_ms(),
             e.created_at,
             e.created_at,
+            e.resource_id,
             endpoint_id,
             account,
         ],
@@ -1772,7 +1822,9 @@ struct Target {
     previous_secret: Option<String>,
     previous_secret_expires_at: Option<i64>,
     failing: bool,
-    /// Its circuit is not closed: its deliveries wait for a claim.
+    /// Its deliveries wait for a claim: its circuit is not closed, it is
+    /// rate-limited or throttled, or an earlier delivery it must follow is
+    /// pending.
     held: bool,
 }
 
@@ -1805,7 +1857,7 @@ fn fan_out(
                 (crate::ids::new_id(), leased)
             })
             .collect();
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 11);
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 12);
         for ((id, leased), t) in rows.iter().zip(chunk) {
             let (lease_until_ms, owner): (&dyn ToSql, &dyn ToSql) = if *leased {
                 (&lease_until_ms, &owner)
@@ -1824,13 +1876,14 @@ fn fan_out(
                 &e.created_at,
                 lease_until_ms,
                 owner,
+                &e.resource_id,
             ]);
         }
         let done = exec(
             tx,
             &format!(
-                "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, lease_until_ms, lease_owner) VALUES {}",
-                value_rows(chunk.len(), 11)
+                "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, lease_until_ms, lease_owner, resource_id) VALUES {}",
+                value_rows(chunk.len(), 12)
             ),
             params_from_iter(values),
         );

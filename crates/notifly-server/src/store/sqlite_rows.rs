@@ -227,6 +227,7 @@ impl Decode for EventRecord {
             event_type: row.get(1)?,
             body: row.get(2)?,
             created_at: row.get(3)?,
+            resource_id: None,
         })
     }
 }
@@ -278,6 +279,8 @@ impl Decode for EndpointRecord {
             signature_scheme: row.get(13)?,
             circuit: row.get(14)?,
             circuit_since: row.get(15)?,
+            rate_limit: row.get(16)?,
+            ordering: row.get(17)?,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Several `notifly serve` nodes on one PostgreSQL database, driven as real
 //! processes: any node takes writes, every node delivers, a node killed with
 //! SIGKILL loses nothing (its leases expire and the others retry its work),
-//! per-endpoint in-flight limits hold across nodes, and a PostgreSQL restart
+//! per-endpoint in-flight limits and rate limits hold across nodes, and a PostgreSQL restart
 //! under load costs 503s (never a hang, a 500 or a lost acknowledged event).
 //!
 //! These need PostgreSQL, so they are `#[ignore]`d by default: `.ci/run`
@@ -553,4 +553,63 @@ async fn one_account_written_on_three_nodes_streams_every_event_once_in_order() 
         );
     }
     kill_all(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set NOTIFLY_TEST_POSTGRES_URL and run with --include-ignored"]
+async fn a_rate_limit_holds_across_three_nodes() {
+    let _serial = SERIAL.lock().await;
+    let db = ScratchDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, auth) = cluster(&db, dir.path()).await;
+    let (receiver_url, seen) = receiver(Duration::from_millis(5)).await;
+    const RATE: usize = 5;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks", nodes[1].base))
+        .header("authorization", &auth)
+        .json(&json!({"name": "paced", "url": receiver_url, "events": ["contact.created"], "rate_limit": RATE}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Writes on every node; their deliveries wait for whichever node's
+    // claim the limiter lets through.
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&nodes, &auth, 3, &outcomes, &stop);
+    wait_acked(&outcomes, 30).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    assert!(outcomes.other.is_empty(), "{:?}", outcomes.other);
+    let missing = wait_delivered(&seen, &outcomes.acked, Duration::from_secs(60)).await;
+    kill_all(nodes);
+    assert!(missing.is_empty(), "{} never delivered", missing.len());
+    let seen = seen.lock().unwrap();
+    let at = &seen.arrivals;
+    // Every attempt (a third of first attempts fail and are retried) counts:
+    // in any one second at most the rate and its burst (a fifth, at least one).
+    let burst = (RATE / 5).max(1);
+    let mut most = 0;
+    for (i, t) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        most = most.max(within);
+    }
+    assert!(
+        most <= RATE + burst,
+        "{most} requests within one second to an endpoint limited to {RATE}/s"
+    );
+    let span = at[at.len() - 1].duration_since(at[0]);
+    let floor = Duration::from_secs_f64((at.len() - 1 - burst) as f64 / RATE as f64);
+    assert!(span >= floor, "{} requests in {span:?}", at.len());
+    println!(
+        "3 nodes, rate limit {RATE}/s: {} requests in {span:?}, at most {most} in one second",
+        at.len()
+    );
 }

@@ -44,6 +44,8 @@ pub struct Seen {
     /// Requests being handled right now, and the most there ever were.
     in_flight: usize,
     pub max_in_flight: usize,
+    /// When each request (any attempt) arrived.
+    pub arrivals: Vec<std::time::Instant>,
 }
 
 impl Seen {
@@ -93,6 +95,10 @@ async fn receive(
     body: Bytes,
 ) -> StatusCode {
     let _in_flight = InFlight::enter(&seen);
+    seen.lock()
+        .unwrap()
+        .arrivals
+        .push(std::time::Instant::now());
     let event: Value = serde_json::from_slice(&body).unwrap();
     let attempt: u32 = headers["x-notifly-attempt"]
         .to_str()

@@ -144,7 +144,11 @@ async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
     check(
         &format!("next due ({when})"),
         &plan,
-        &["deliveries_queue", "deliveries_leased"],
+        &[
+            "deliveries_queue",
+            "deliveries_leased",
+            "deliveries_resource",
+        ],
         2_000,
     );
     // The claim locks what it reads: explain it in a transaction that is

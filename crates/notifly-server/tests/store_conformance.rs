@@ -346,6 +346,7 @@ fn result_of(c: &Claimed, owner: &str, status: Option<i64>, next: NextStep) -> A
         disable: None,
         unsent: false,
         throttle_until_ms: None,
+        ordered: c.ordered,
     }
 }
 
@@ -4164,10 +4165,10 @@ async fn rate_limits_pace_claims(store: Arc<dyn Store>) {
     emit_events(&store, &a, "contact.created", 6).await;
     // 5 a second: one at a time, 200 ms apart; the other endpoint is not
     // held back.
+    let started = Instant::now();
     let claimed = claim(&store, &claim_all("node-a:0")).await;
     let to = |endpoint: &str| claimed.iter().filter(|c| c.endpoint_id == endpoint).count();
     assert_eq!((to(&slow.id), to(&fast.id)), (1, 6));
-    let started = Instant::now();
     // Claims in the same interval get nothing more, whichever node asks.
     assert!(claim(&store, &claim_all("node-b:0")).await.is_empty());
     // Over the limit, deliveries wait: still pending, no attempt used.
@@ -4178,20 +4179,29 @@ async fn rate_limits_pace_claims(store: Arc<dyn Store>) {
             .iter()
             .all(|d| d.status == "pending" && d.attempts == 0)
     );
-    // Across two seconds: at most 1 + 2 × 5, and (claimed every 50 ms) the
-    // rest of them, never two within one interval.
-    let mut times = vec![Duration::ZERO];
-    while times.len() < 6 && started.elapsed() < Duration::from_secs(10) {
+    // Claimed every 50 ms, the rest go one at a time: the k-th no sooner
+    // than k intervals after the first, less the limiter's 100 ms of slack
+    // (each measured from before its claim started to after it returned,
+    // which brackets the claim's own clock).
+    let mut spans = vec![(started, Instant::now())];
+    while spans.len() < 6 && started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = Instant::now();
         let n = claim(&store, &claim_all("node-a:1")).await.len();
         assert!(n <= 1, "{n} claimed at once at 5 a second");
         if n == 1 {
-            times.push(started.elapsed());
+            spans.push((before, Instant::now()));
         }
     }
-    assert_eq!(times.len(), 6, "every delivery is claimed in the end");
-    for pair in times.windows(2) {
-        assert!(pair[1] - pair[0] >= Duration::from_millis(190), "{times:?}");
+    assert_eq!(spans.len(), 6, "every delivery is claimed in the end");
+    let first = spans[0].0;
+    for (k, (_, after)) in spans.iter().enumerate().skip(1) {
+        let least = Duration::from_millis(200 * k as u64 - 100);
+        assert!(
+            after.duration_since(first) >= least,
+            "the {k}th after {:?}",
+            after.duration_since(first)
+        );
     }
     // Without the limit, what waits goes at once.
     emit_events(&store, &a, "contact.created", 3).await;
@@ -4247,6 +4257,8 @@ async fn throttled_endpoints_wait(store: Arc<dyn Store>) {
     earlier.throttle_until_ms = Some(ids::now_ms() + 1_000);
     store.record_attempts(&[earlier], &POLICY).await.unwrap();
     assert!(claim(&store, &claim_all("node-a:2")).await.is_empty());
+    let due = store.next_due_ms().await.unwrap();
+    assert!(due.is_some_and(|d| d >= until - 1), "{due:?} < {until}");
 }
 
 async fn per_resource_ordering(store: Arc<dyn Store>) {

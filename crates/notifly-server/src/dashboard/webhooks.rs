@@ -396,15 +396,15 @@ pub async fn create(State(state): State<Dashboard>, current: Current, form: Form
             rate_limit,
             ..input
         },
+        // Every field's error at once, this one among them.
         Err(m) => {
-            let errors = FieldErrors {
-                rate_limit: Some(m),
-                ..FieldErrors::default()
+            return match field_errors(&state, &v, DomainError::Invalid(m)).await {
+                Ok(errors) => render(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &form_page(&current, None, v, errors),
+                ),
+                Err(e) => domain_error(e),
             };
-            return render(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &form_page(&current, None, v, errors),
-            );
         }
     };
     match state
@@ -488,15 +488,15 @@ pub async fn update(
             rate_limit: Some(rate_limit),
             ..input
         },
+        // Every field's error at once, this one among them.
         (Some(_), Err(m)) => {
-            let errors = FieldErrors {
-                rate_limit: Some(m),
-                ..FieldErrors::default()
+            return match field_errors(&state, &v, DomainError::Invalid(m)).await {
+                Ok(errors) => render(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &form_page(&current, Some(&existing), v, errors),
+                ),
+                Err(e) => domain_error(e),
             };
-            return render(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &form_page(&current, Some(&existing), v, errors),
-            );
         }
     };
     match notifly

@@ -200,6 +200,7 @@ impl Sending {
                 disable,
                 unsent: sent.unsent,
                 throttle_until_ms: sent.throttle.map(|t| ids::now_ms() + t.as_millis() as i64),
+                ordered: c.ordered,
             };
             let _ = this.results.send(result).await;
         });
@@ -438,12 +439,14 @@ struct WakeAfterWrite {
 
 impl WakeAfterWrite {
     /// After `batch` is recorded: if work waits for the slots it freed, or
-    /// a retry is now scheduled (perhaps before the dispatcher's next look).
+    /// a retry is now scheduled (perhaps before the dispatcher's next look),
+    /// or a delivery of an endpoint with per-resource ordering ended (the
+    /// next about its resource may go now).
     fn after(&self, batch: &[AttemptResult]) {
-        let retries = batch
+        let wake = batch
             .iter()
-            .any(|r| matches!(r.next, NextStep::Retry { .. }));
-        if retries || self.blocked.load(Ordering::Relaxed) {
+            .any(|r| matches!(r.next, NextStep::Retry { .. }) || (r.ordered && !r.unsent));
+        if wake || self.blocked.load(Ordering::Relaxed) {
             self.wake.notify_one();
         }
     }

@@ -230,8 +230,14 @@ fn rate_terms(rate: i64) -> (i64, i64) {
     // Rounded up: never faster than the limit.
     let interval = (1_000_000 + rate - 1) / rate;
     let burst = ((rate * RATE_BURST_MS + 999) / 1000).max(1);
-    (interval, (burst - 1) * interval)
+    // At least a claim interval's slack (under one emission interval, so
+    // the burst stays one), so that claims a little late do not leave a
+    // low limit short.
+    (interval, ((burst - 1) * interval).max(RATE_SLACK_US))
 }
+
+/// The least tolerance: the dispatcher's recheck interval while work waits.
+const RATE_SLACK_US: i64 = 100_000;
 
 /// How many deliveries an endpoint limited to `rate` per second, its
 /// limiter at `tat_us`, may start at `now_us` (see [`RATE_BURST_MS`]).
@@ -992,6 +998,7 @@ mod tests {
             disable: None,
             unsent: false,
             throttle_until_ms: None,
+            ordered: false,
         }
     }
 

@@ -88,12 +88,18 @@ pub mod dispatcher_sql {
     /// `deliveries_queue`, whose predicate it is, out of the planner's
     /// choices, which on stale statistics it took and read every pending
     /// row of the endpoint. An endpoint's head is not due before its
-    /// throttle (429, 502, 504) or its open circuit lets it go.
+    /// throttle (429, 502, 504) or its open circuit lets it go; with
+    /// per-resource ordering it is the first delivery not waiting for an
+    /// earlier one (whose end wakes the dispatcher).
     pub const NEXT_DUE: &str = "SELECT LEAST(
             MIN((SELECT GREATEST(d.next_attempt_ms, e.throttled_until_ms,
                         CASE WHEN e.circuit = 'open' THEN e.probe_at_ms END)
                  FROM deliveries d
                  WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.lease_until_ms IS NULL
+                   AND (e.ordering = 'none' OR d.resource_id IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM deliveries p
+                     WHERE p.resource_id = d.resource_id AND p.endpoint_id = d.endpoint_id
+                       AND p.status = 'pending' AND p.seq < d.seq))
                  ORDER BY d.next_attempt_ms LIMIT 1)),
             MIN((SELECT d.lease_until_ms FROM deliveries d
                  WHERE d.endpoint_id = e.id AND d.lease_until_ms IS NOT NULL
@@ -419,7 +425,11 @@ impl Store for PgStore {
         let mut endpoint_of: HashMap<String, String> = HashMap::new();
         let mut probing: Vec<&str> = Vec::new();
         for c in &candidates {
-            *waiting.entry(c.endpoint.clone()).or_insert(0) += 1;
+            // What a rate limit holds back waits for time, not for slots:
+            // it does not pace writers.
+            if c.rate_limit.is_none() {
+                *waiting.entry(c.endpoint.clone()).or_insert(0) += 1;
+            }
             endpoint_of.insert(c.id.clone(), c.endpoint.clone());
             if c.probe {
                 probing.push(&c.id);
@@ -499,7 +509,7 @@ impl Store for PgStore {
         let claimed: Vec<Claimed> = sqlx::query_as(
             "SELECT d.id AS delivery_id, d.account_id, d.endpoint_id, d.event_id, d.event_type,
                     d.attempts + 1 AS attempt, d.schedule_pos, e.url, e.secret, e.previous_secret,
-                    e.previous_secret_expires_at, ev.body
+                    e.previous_secret_expires_at, ev.body, e.ordering <> 'none' AS ordered
              FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id
              WHERE d.id = ANY($1)
              ORDER BY d.next_attempt_ms",
@@ -2302,7 +2312,8 @@ impl WriteTx for Handle<PgTx> {
                        CASE WHEN slot.id IS NOT NULL THEN $12::bigint END,
                        CASE WHEN slot.id IS NOT NULL THEN $8 END, $13
                 FROM targets t LEFT JOIN slot ON slot.id = t.id WHERE t.n <= cardinality($6::text[]))
-             SELECT t.id, t.n, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at
+             SELECT t.id, t.n, t.held, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
+                    COALESCE(e.ordering <> 'none', FALSE) AS ordered
              FROM targets t LEFT JOIN slot ON slot.id = t.id LEFT JOIN endpoints e ON e.id = slot.id
              ORDER BY t.n",
         )
@@ -2352,6 +2363,7 @@ impl WriteTx for Handle<PgTx> {
                         previous_secret: t.previous_secret.clone(),
                         previous_secret_expires_at: t.previous_secret_expires_at,
                         body: String::new(),
+                        ordered: t.ordered,
                     };
                     self.0.staged.ready.push((claimed, body.clone()));
                     true
@@ -2362,7 +2374,13 @@ impl WriteTx for Handle<PgTx> {
                 rest.push(t.id.clone());
             }
             if !leased {
-                self.0.queued(&t.id);
+                // One held for a claim (rate limit, throttle, order) is
+                // not waiting for a slot: it does not pace the writer.
+                if t.held {
+                    self.0.claimable = true;
+                } else {
+                    self.0.queued(&t.id);
+                }
             }
         }
         if let Some(h) = &hand_off {
@@ -2448,6 +2466,9 @@ impl WriteTx for Handle<PgTx> {
             "UPDATE endpoints SET name = $1, url = $2, description = $3, events = $4, enabled = $5, disabled_reason = $6,
                 secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11,
                 signature_scheme = $12, rate_limit = $17, ordering = $18,
+                -- A new URL, or enabling it again, ends a pause its old
+                -- answers asked for.
+                throttled_until_ms = CASE WHEN url <> $2 OR (NOT enabled AND $5) THEN NULL ELSE throttled_until_ms END,
                 -- An update only closes the circuit (URL changed, enabled
                 -- again), and closing it starts its count over.
                 consecutive_failures = CASE WHEN $15 = 'closed' AND circuit <> 'closed' THEN 0 ELSE consecutive_failures END,
@@ -2602,6 +2623,10 @@ impl WriteTx for Handle<PgTx> {
 struct Target {
     id: String,
     n: i64,
+    /// Held for a claim (see `insert_event`).
+    held: bool,
+    /// Its endpoint orders deliveries per resource (only read if leased).
+    ordered: bool,
     url: Option<String>,
     secret: Option<String>,
     previous_secret: Option<String>,

@@ -392,6 +392,9 @@ pub struct Claimed {
     pub previous_secret_expires_at: Option<i64>,
     /// The exact request body.
     pub body: String,
+    /// Its endpoint orders deliveries per resource: when this one ends,
+    /// the next about the same resource may go.
+    pub ordered: bool,
 }
 
 impl std::fmt::Debug for Claimed {
@@ -432,6 +435,8 @@ pub struct AttemptResult {
     /// The endpoint asked to be slowed down (429, 502 or 504): nothing more
     /// is sent to it before this time (Unix ms).
     pub throttle_until_ms: Option<i64>,
+    /// Its endpoint orders deliveries per resource (see [`Claimed::ordered`]).
+    pub ordered: bool,
 }
 
 /// What the write-back does to an endpoint that keeps failing.

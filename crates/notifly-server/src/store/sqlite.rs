@@ -128,7 +128,7 @@ impl SqliteStore {
 /// What a claim returns per delivery, in [`Claimed`]'s order.
 const CLAIMED_SELECT: &str = "SELECT d.id, d.account_id, d.endpoint_id, d.event_id, d.event_type,
         d.attempts + 1, d.schedule_pos, e.url, e.secret, e.previous_secret,
-        e.previous_secret_expires_at, ev.body
+        e.previous_secret_expires_at, ev.body, e.ordering <> 'none'
      FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id";
 
 #[async_trait]
@@ -246,13 +246,19 @@ impl Store for SqliteStore {
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         let conn = self.readers.get().await?;
         // Per enabled endpoint, the head of its queue (not before its
-        // throttle or open circuit lets it go) and its earliest lease: one
-        // short index range each, whatever the backlog.
+        // throttle or open circuit lets it go; with per-resource ordering,
+        // the first delivery not waiting for an earlier one, which wakes
+        // the dispatcher when it ends) and its earliest lease: one short
+        // index range each, whatever the backlog.
         let (due, lease): (Option<i64>, Option<i64>) = one(
             &conn,
             "SELECT
                 MIN(MAX((SELECT d.next_attempt_ms FROM deliveries d INDEXED BY deliveries_queue
                      WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.lease_until_ms IS NULL
+                       AND (e.ordering = 'none' OR d.resource_id IS NULL OR NOT EXISTS (
+                         SELECT 1 FROM deliveries p INDEXED BY deliveries_resource
+                         WHERE p.resource_id = d.resource_id AND p.endpoint_id = d.endpoint_id
+                           AND p.status = 'pending' AND p.seq < d.seq))
                      ORDER BY d.next_attempt_ms LIMIT 1),
                     COALESCE(e.throttled_until_ms, 0),
                     CASE WHEN e.circuit = 'open' THEN COALESCE(e.probe_at_ms, 0) ELSE 0 END)),
@@ -1592,7 +1598,7 @@ impl WriteTx for Handle<WriterGuard> {
             // that is rate-limited or throttled (claims keep count), or
             // ordered with a delivery about the same resource pending.
             "SELECT e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
-                    e.failing_since IS NOT NULL,
+                    e.ordering <> 'none', e.failing_since IS NOT NULL,
                     e.circuit <> 'closed' OR e.rate_limit IS NOT NULL OR COALESCE(e.throttled_until_ms, 0) > ?3
                     OR (e.ordering <> 'none' AND EXISTS (
                         SELECT 1 FROM deliveries p INDEXED BY deliveries_resource
@@ -1607,8 +1613,9 @@ impl WriteTx for Handle<WriterGuard> {
                     secret: row.get(2)?,
                     previous_secret: row.get(3)?,
                     previous_secret_expires_at: row.get(4)?,
-                    failing: row.get(5)?,
-                    held: row.get(6)?,
+                    ordered: row.get(5)?,
+                    failing: row.get(6)?,
+                    held: row.get(7)?,
                 })
             },
         )?;
@@ -1670,6 +1677,9 @@ impl WriteTx for Handle<WriterGuard> {
             "UPDATE endpoints SET name = ?1, url = ?2, description = ?3, events = ?4, enabled = ?5, disabled_reason = ?6,
                 secret = ?7, previous_secret = ?8, previous_secret_expires_at = ?9, failing_since = ?10, updated_at = ?11,
                 signature_scheme = ?12, rate_limit = ?17, ordering = ?18,
+                -- A new URL, or enabling it again, ends a pause its old
+                -- answers asked for.
+                throttled_until_ms = CASE WHEN url <> ?2 OR (NOT enabled AND ?5) THEN NULL ELSE throttled_until_ms END,
                 -- An update only closes the circuit (URL changed, enabled
                 -- again), and closing it starts its count over.
                 consecutive_failures = CASE WHEN ?15 = 'closed' AND circuit <> 'closed' THEN 0 ELSE consecutive_failures END,
@@ -1821,6 +1831,7 @@ struct Target {
     secret: String,
     previous_secret: Option<String>,
     previous_secret_expires_at: Option<i64>,
+    ordered: bool,
     failing: bool,
     /// Its deliveries wait for a claim: its circuit is not closed, it is
     /// rate-limited or throttled, or an earlier delivery it must follow is
@@ -1889,7 +1900,10 @@ fn fan_out(
         );
         for ((id, leased), t) in rows.into_iter().zip(chunk) {
             if !leased {
-                if hand_off.is_some() {
+                // One held for a claim (rate limit, throttle, order) is
+                // not waiting for a slot: it leaves work for a claim but
+                // does not count towards pacing the writer.
+                if hand_off.is_some() && !t.held {
                     tx.stage_queued(&t.id);
                 } else {
                     tx.claimable = true;
@@ -1909,6 +1923,7 @@ fn fan_out(
                 previous_secret: t.previous_secret.clone(),
                 previous_secret_expires_at: t.previous_secret_expires_at,
                 body: String::new(),
+                ordered: t.ordered,
             };
             ready.push((claimed, body.clone()));
         }

@@ -349,6 +349,7 @@ impl Decode for Claimed {
             previous_secret: row.get(9)?,
             previous_secret_expires_at: row.get(10)?,
             body: row.get(11)?,
+            ordered: row.get(12)?,
         })
     }
 }

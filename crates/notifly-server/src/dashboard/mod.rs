@@ -10,11 +10,14 @@
 //! everything they print; the CSS and the small script are compiled into the
 //! binary and served from `/dashboard/assets/`, and every response carries a
 //! strict Content-Security-Policy. Every action works without JavaScript.
+//!
+//! Beside it, and public, the API reference at `/docs` ([`reference`]).
 
 mod api_keys;
 mod auth;
 mod events;
 mod form;
+pub mod reference;
 mod session;
 mod view;
 mod webhooks;
@@ -22,7 +25,7 @@ mod webhooks;
 use askama::Template;
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -54,7 +57,8 @@ const APP_CSS: &str = include_str!("assets/app.css");
 const APP_JS: &str = include_str!("assets/app.js");
 const FAVICON: &str = include_str!("assets/favicon.svg");
 
-/// The dashboard's routes, under `/dashboard`.
+/// The dashboard's routes, under `/dashboard`, and the API reference's,
+/// under `/docs`.
 pub fn router(state: Dashboard) -> Router {
     let limit = axum::extract::DefaultBodyLimit::max(state.app.limits.max_body_bytes);
     let pages = Router::new()
@@ -94,7 +98,9 @@ pub fn router(state: Dashboard) -> Router {
         .layer(limit)
         .layer(axum::middleware::from_fn(protect))
         .with_state(state);
-    Router::new().nest("/dashboard", pages)
+    Router::new()
+        .nest("/dashboard", pages)
+        .merge(reference::router())
 }
 
 /// Headers on every dashboard response, and a same-origin check on every
@@ -108,10 +114,17 @@ async fn protect(req: Request, next: Next) -> Response {
         );
     }
     let mut res = next.run(req).await;
-    let h = res.headers_mut();
+    security_headers(res.headers_mut(), CONTENT_SECURITY_POLICY);
+    res
+}
+
+/// The headers every page of this server carries, with `csp` as its
+/// Content-Security-Policy; `Cache-Control: no-store` unless the handler
+/// chose otherwise.
+pub(crate) fn security_headers(h: &mut HeaderMap, csp: &'static str) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(csp),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -124,7 +137,6 @@ async fn protect(req: Request, next: Next) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    res
 }
 
 /// Whether a request comes from a page of this server. Browsers say where

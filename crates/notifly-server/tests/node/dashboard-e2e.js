@@ -9,8 +9,7 @@
 "use strict";
 
 const fs = require("fs");
-const path = require("path");
-const { chromium } = require("playwright-core");
+const { launch, step, check, shot: shotIn } = require("./browser");
 
 const [base, apiKey, receiverUrl, shots] = process.argv.slice(2);
 if (!base || !apiKey || !receiverUrl || !shots) {
@@ -21,20 +20,8 @@ fs.mkdirSync(shots, { recursive: true });
 
 const TIMEOUT = 15000;
 
-function step(name) {
-  console.log(`step: ${name}`);
-}
-
-function check(condition, message) {
-  if (!condition) {
-    throw new Error(`check failed: ${message}`);
-  }
-}
-
-async function shot(page, name) {
-  const file = path.join(shots, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  console.log(`screenshot: ${file}`);
+function shot(page, name) {
+  return shotIn(page, shots, name);
 }
 
 async function api(method, route, body) {
@@ -51,20 +38,7 @@ async function api(method, route, body) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.NOTIFLY_CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  const browser = await launch();
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   context.setDefaultTimeout(TIMEOUT);
   const page = await context.newPage();

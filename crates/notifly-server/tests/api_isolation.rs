@@ -203,7 +203,8 @@ async fn lists_and_the_event_log_show_only_the_accounts_own_data() {
         ] {
             assert_eq!(me.list_all(&path).await, Vec::<Value>::new(), "{path}");
         }
-        // Cursors naming the other account's objects are unknown cursors.
+        // Cursors naming the other account's objects are unknown cursors: a
+        // reference to an id that does not exist here (422).
         for path in [
             format!("/v1/contacts?starting_after={}", theirs.contact),
             format!("/v1/contacts?ending_before={}", theirs.loner),
@@ -212,13 +213,13 @@ async fn lists_and_the_event_log_show_only_the_accounts_own_data() {
             format!("/v1/groups?starting_after={}", theirs.group),
             format!("/v1/attachments?starting_after={}", theirs.attachment),
         ] {
-            assert_invalid(&me.get(&path).await, 400);
+            assert_invalid(&me.get(&path).await, 422);
         }
         let their_event = ids(&them.events().await)[0].clone();
         assert_invalid(
             &me.get(&format!("/v1/events?starting_after={their_event}"))
                 .await,
-            400,
+            422,
         );
     }
 }

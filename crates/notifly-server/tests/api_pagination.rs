@@ -237,7 +237,7 @@ async fn every_list_walks_both_ways_without_duplicates_or_gaps() {
 }
 
 #[tokio::test]
-async fn bad_pagination_parameters_are_400() {
+async fn bad_pagination_parameters_are_refused() {
     let server = TestServer::start().await;
     let c = server.account("acme").await;
     let g1 = c.group("one", &[]).await;
@@ -273,9 +273,11 @@ async fn bad_pagination_parameters_are_400() {
             .await;
         assert_invalid(&got, 400);
         for cursor in ["starting_after", "ending_before"] {
-            for bad in ["abc", "not-an-id-at-all!", UNKNOWN_ID] {
+            for (bad, status) in [("abc", 400), ("not-an-id-at-all!", 400), (UNKNOWN_ID, 422)] {
+                // A malformed id is a bad parameter; a well-formed one that
+                // names nothing is a reference to a missing id.
                 let got = c.get(&format!("{path}?{cursor}={bad}")).await;
-                assert_invalid(&got, 400);
+                assert_invalid(&got, status);
                 assert!(
                     message_of(&got.1).contains(cursor),
                     "{path}?{cursor}={bad}: the message names the cursor: {}",
@@ -288,12 +290,12 @@ async fn bad_pagination_parameters_are_400() {
     // A cursor must be an item of the list itself.
     assert_invalid(
         &c.get(&format!("/v1/contacts?starting_after={a}")).await,
-        400,
+        422,
     );
     assert_invalid(
         &c.get(&format!("/v1/groups?ending_before={}", id_of(&contact)))
             .await,
-        400,
+        422,
     );
     // Valid cursors work.
     let (status, body) = c.get(&format!("/v1/groups?starting_after={b}")).await;

@@ -178,3 +178,157 @@ async fn health_probes_answer_200() {
         assert_eq!(body["status"], "ok", "{path}: {body}");
     }
 }
+
+/// `docs/openapi.json` is the document as served. Regenerate it after an
+/// intended change with
+/// `NOTIFLY_UPDATE_DOCS=1 cargo test -p notifly-server --test openapi`.
+#[tokio::test]
+async fn the_document_does_not_drift() {
+    let server = TestServer::start().await;
+    let served = document(&server).await;
+    let text = serde_json::to_string_pretty(&served).unwrap() + "\n";
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    if std::env::var_os("NOTIFLY_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == text,
+        "docs/openapi.json differs from the served document; if the change is intended, run NOTIFLY_UPDATE_DOCS=1 cargo test -p notifly-server --test openapi"
+    );
+    // Two servers describe the API alike: nothing in it depends on the run.
+    let again = TestServer::start().await;
+    assert_eq!(document(&again).await, served);
+}
+
+/// Every operation of a path, with its method.
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                out.push((method.clone(), path.clone(), op.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_error_status_is_documented_with_the_error_body() {
+    let server = TestServer::start().await;
+    let doc = document(&server).await;
+    for (method, path, op) in operations(&doc) {
+        let responses = op["responses"].as_object().unwrap();
+        let has = |status: &str| responses.contains_key(status);
+        assert!(has("400"), "{method} {path}: 400");
+        if path.starts_with("/v1/") {
+            for status in ["401", "500", "503"] {
+                assert!(has(status), "{method} {path}: {status}");
+            }
+        }
+        if path.contains("{id}") {
+            assert!(has("404"), "{method} {path}: 404");
+        }
+        if op.get("requestBody").is_some() {
+            assert!(has("422"), "{method} {path}: 422");
+        }
+        for (status, response) in responses {
+            // `/readyz` answers 503 with its own readiness body.
+            if path.starts_with("/v1/") && (status.starts_with('4') || status.starts_with('5')) {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_create_links_to_the_operations_on_what_it_created() {
+    let server = TestServer::start().await;
+    let doc = document(&server).await;
+    let ids: std::collections::HashSet<String> = operations(&doc)
+        .iter()
+        .filter_map(|(_, _, op)| op["operationId"].as_str().map(str::to_owned))
+        .collect();
+    let mut creates = 0;
+    for (method, path, op) in operations(&doc) {
+        let Some(created) = op["responses"].get("201") else {
+            continue;
+        };
+        assert_eq!(method, "post");
+        creates += 1;
+        let links = created["links"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{path}: no links"));
+        let item = &doc["paths"][format!("{path}/{{id}}")];
+        for m in ["get", "put", "delete"] {
+            if let Some(target) = item[m]["operationId"].as_str() {
+                let link = &links[target];
+                assert_eq!(link["operationId"], target, "{path} → {target}");
+                assert_eq!(link["parameters"]["id"], "$response.body#/id");
+            }
+        }
+        for link in links.values() {
+            let target = link["operationId"].as_str().unwrap();
+            assert!(ids.contains(target), "{path} links to unknown {target}");
+        }
+    }
+    assert!(
+        creates >= 6,
+        "contacts, conversations, messages, groups, attachments, webhooks"
+    );
+    let webhook = &doc["paths"]["/v1/webhooks"]["post"]["responses"]["201"]["links"];
+    assert!(
+        webhook.get("list_deliveries").is_some(),
+        "a webhook links to its deliveries: {webhook}"
+    );
+}
+
+#[tokio::test]
+async fn the_rules_the_server_checks_are_in_the_schemas() {
+    let server = TestServer::start().await;
+    let doc = document(&server).await;
+    let schemas = &doc["components"]["schemas"];
+    let contact = &schemas["CreateContact"];
+    assert_eq!(contact["additionalProperties"], false);
+    assert_eq!(contact["properties"]["username"]["maxLength"], 64);
+    assert!(contact["properties"]["username"]["pattern"].is_string());
+    assert!(contact["properties"]["phone_number"]["pattern"].is_string());
+    assert!(contact["properties"]["avatar_url"]["pattern"].is_string());
+    assert_eq!(contact["properties"]["last_active_at"]["minimum"], 0);
+    let required: Vec<&str> = contact["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(required, ["username", "phone_number"]);
+    // An update may leave `username` out, but not clear it.
+    let username = &schemas["UpdateContact"]["properties"]["username"];
+    assert_eq!(username["type"], "string", "{username}");
+    // A conversation is with a contact or a group, not both.
+    let shapes = schemas["CreateConversation"]["oneOf"].as_array().unwrap();
+    assert_eq!(shapes.len(), 2);
+    for shape in shapes {
+        assert_eq!(shape["additionalProperties"], false);
+        assert_eq!(shape["required"].as_array().unwrap().len(), 1);
+    }
+    let limit = doc["paths"]["/v1/contacts"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()
+        .clone();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 100);
+    let id = doc["paths"]["/v1/contacts/{id}"]["get"]["parameters"][0].clone();
+    assert_eq!(id["schema"]["pattern"], "^[A-Za-z0-9]{16}$");
+    let webhook = &schemas["CreateWebhook"]["properties"];
+    assert_eq!(webhook["rate_limit"]["maximum"], 10000);
+    assert!(webhook["events"]["oneOf"].is_array());
+}

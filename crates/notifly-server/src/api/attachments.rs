@@ -48,11 +48,15 @@ pub struct ListAttachments {
     message_id: Option<String>,
 }
 
-/// The multipart form of `POST /v1/attachments`.
-#[derive(Debug, ToSchema)]
+/// The multipart form of `POST /v1/attachments`: exactly these two parts
+/// (`Deserialize` only carries `deny_unknown_fields` into the schema, as
+/// `additionalProperties: false`; the handler reads the parts itself).
+#[derive(Debug, ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct AttachmentUpload {
     /// The message the file belongs to.
+    #[schema(schema_with = crate::domain::validate::schema::id)]
     message_id: String,
     /// The file, with its file name and content type.
     #[schema(value_type = String, format = Binary)]

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::Idempotency;
+use crate::domain::{Idempotency, validate};
 use crate::ids;
 use crate::store::{Cursor, Page};
 
@@ -172,11 +172,12 @@ pub fn idempotency(
     let key = value
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|k| validate::IDEMPOTENCY_KEY.accepts(k))
         .ok_or_else(|| {
-            ApiError::bad_request(
-                "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
-            )
+            ApiError::bad_request(format!(
+                "Idempotency-Key must be {}",
+                validate::IDEMPOTENCY_KEY.rule
+            ))
         })?;
     let mut hash = Sha256::new();
     hash.update(method.as_str());
@@ -213,17 +214,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// The pagination parameters every list takes.
+/// How many items a page may hold.
+pub static PAGE_LIMIT: validate::Int = validate::Int {
+    min: 1,
+    max: Some(100),
+};
+
+/// How many items a page holds when `limit` is not given.
+pub const DEFAULT_PAGE_LIMIT: u32 = 10;
+
+/// The pagination parameters every list takes (the document describes them
+/// from the same rules: see [`super::contract`]).
 pub fn page(
     kind: &str,
     limit: Option<u32>,
     starting_after: Option<String>,
     ending_before: Option<String>,
 ) -> Result<Page, ApiError> {
-    let limit = limit.unwrap_or(10);
-    if !(1..=100).contains(&limit) {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if PAGE_LIMIT.check("limit", limit.into()).is_err() {
         return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and 100, not {limit}"
+            "limit must be between {} and {}, not {limit}",
+            PAGE_LIMIT.min,
+            PAGE_LIMIT.max.unwrap_or(i64::MAX)
         )));
     }
     let cursor = match (starting_after, ending_before) {
@@ -237,7 +250,7 @@ pub fn page(
         (None, None) => None,
     };
     if let Some((field, Cursor::After(id) | Cursor::Before(id))) = &cursor
-        && !ids::is_id(id)
+        && !validate::ID.accepts(id)
     {
         return Err(ApiError::bad_request(format!(
             "{field}: no {kind} with id `{}`",

@@ -140,19 +140,14 @@ async fn rotate_secret(
     Path(id): Path<String>,
     req: axum::extract::Request,
 ) -> Result<Json<WebhookSecret>, ApiError> {
-    // The body is optional: an empty POST rotates with the default window.
-    let has_body = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v != "0")
-        || req
-            .headers()
-            .contains_key(axum::http::header::TRANSFER_ENCODING);
-    let input = if has_body {
-        use axum::extract::FromRequest;
-        JsonBody::<RotateSecret>::from_request(req, &s).await?.value
-    } else {
+    // The body is optional: an empty POST (or a JSON `null`) rotates with
+    // the default window.
+    let bytes = super::extract::read_body(req, &s).await?;
+    let text = std::str::from_utf8(&bytes).unwrap_or("-").trim();
+    let input = if text.is_empty() || text == "null" {
         RotateSecret::default()
+    } else {
+        super::extract::parse_json::<RotateSecret>(&bytes)?
     };
     Ok(Json(
         s.notifly

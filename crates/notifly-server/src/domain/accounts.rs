@@ -65,7 +65,8 @@ impl From<ApiKeyRecord> for ApiKey {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// What the key is for (1 to 128 characters).
+    /// What the key is for.
+    #[schema(schema_with = validate::schema::name)]
     pub name: String,
 }
 
@@ -91,7 +92,7 @@ impl Notifly {
         input: CreateApiKey,
         idempotency: Option<&Idempotency>,
     ) -> DomainResult<ApiKey> {
-        let name = validate::text("name", &input.name, 128)?;
+        let name = validate::NAME.check("name", &input.name)?;
         let mut tx = match self.begin(account, idempotency).await? {
             Begun::Replay(body) => return replay(&body),
             Begun::Fresh(tx) => tx,
@@ -166,7 +167,7 @@ impl std::fmt::Debug for NewAccount {
 
 /// Creates an account and its first API key. Only the key's hash is stored.
 pub async fn create(store: &dyn Store, name: &str) -> DomainResult<NewAccount> {
-    let name = validate::text("name", name, 128)?;
+    let name = validate::NAME.check("name", name)?;
     let mut tx = store.write().await?;
     let account = insert(tx.as_mut(), name).await?;
     tx.commit().await?;

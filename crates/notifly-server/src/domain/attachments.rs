@@ -10,10 +10,7 @@ use utoipa::ToSchema;
 
 use super::contacts::not_null;
 use super::validate::{self, double_option};
-use super::{
-    Begun, DomainError, DomainResult, Idempotency, Notifly, emit, found, list_error, messages,
-    replay,
-};
+use super::{Begun, DomainResult, Idempotency, Notifly, emit, found, list_error, messages, replay};
 use crate::ids;
 use crate::store::{Attachment, Listed, Page, WriteTx};
 
@@ -34,7 +31,7 @@ pub struct NewAttachment {
 #[serde(deny_unknown_fields)]
 pub struct UpdateAttachment {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::filename)]
     pub filename: Option<Option<String>>,
 }
 
@@ -43,14 +40,11 @@ pub(crate) fn fill_url(a: &mut Attachment, public_url: &str) {
     a.file_url = format!("{public_url}/v1/attachments/{}/content", a.id);
 }
 
-/// A file name: its last path segment, 1 to 255 characters.
-fn filename(value: &str) -> DomainResult<String> {
+/// An uploaded file's name: the last path segment of what the client sent
+/// (some send a whole path), then [`validate::FILENAME`].
+fn upload_filename(value: &str) -> DomainResult<String> {
     let base = value.rsplit(['/', '\\']).next().unwrap_or(value);
-    let name = validate::text("filename", base, 255)?;
-    if name == "." || name == ".." {
-        return Err(DomainError::Invalid("filename must name a file".into()));
-    }
-    Ok(name)
+    validate::FILENAME.check("filename", base)
 }
 
 /// A media type `type/subtype` made of token characters (parameters dropped);
@@ -87,7 +81,7 @@ impl Notifly {
         let mut attachment = Attachment {
             id: ids::new_id(),
             message_id: validate::reference("message_id", "message", &input.message_id)?,
-            filename: filename(&input.filename)?,
+            filename: upload_filename(&input.filename)?,
             file_url: String::new(),
             file_type: media_type(input.file_type.as_deref()),
             file_size: input.bytes.len() as i64,
@@ -187,7 +181,7 @@ impl Notifly {
         fill_url(&mut before, &self.public_url);
         let mut after = before.clone();
         if let Some(name) = not_null("filename", input.filename)? {
-            after.filename = filename(&name)?;
+            after.filename = validate::FILENAME.check("filename", &name)?;
         }
         if after == before {
             // Nothing changed; still answer only from durable state.
@@ -303,9 +297,12 @@ mod tests {
 
     #[test]
     fn filenames_keep_only_their_last_segment() {
-        assert_eq!(filename("../../etc/passwd").unwrap(), "passwd");
-        assert_eq!(filename("C:\\x\\report.pdf").unwrap(), "report.pdf");
-        assert!(filename("dir/").is_err());
-        assert!(filename("..").is_err());
+        assert_eq!(upload_filename("../../etc/passwd").unwrap(), "passwd");
+        assert_eq!(upload_filename("C:\\x\\report.pdf").unwrap(), "report.pdf");
+        assert!(upload_filename("dir/").is_err());
+        assert!(upload_filename("..").is_err());
+        // A rename takes a name, not a path.
+        assert!(!validate::FILENAME.accepts("dir/report.pdf"));
+        assert!(validate::FILENAME.accepts("report.pdf"));
     }
 }

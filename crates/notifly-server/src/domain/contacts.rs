@@ -17,14 +17,18 @@ const KIND: &str = "contact";
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateContact {
-    /// Unique within the account: letters, digits, `_`, `.`, `-`.
-    #[schema(example = "KevinMcCallister")]
+    /// Unique within the account.
+    #[schema(schema_with = validate::schema::username)]
     pub username: String,
-    #[schema(schema_with = validate::phone_number_schema)]
+    #[schema(schema_with = validate::schema::phone_number)]
     pub phone_number: String,
+    #[schema(schema_with = validate::schema::url_nullable)]
     pub avatar_url: Option<String>,
+    #[schema(schema_with = validate::schema::display_name)]
     pub display_name: Option<String>,
     /// Unix seconds.
+    #[schema(schema_with = validate::schema::timestamp)]
+    #[serde(default, deserialize_with = "validate::whole_option")]
     pub last_active_at: Option<i64>,
 }
 
@@ -34,19 +38,19 @@ pub struct CreateContact {
 #[serde(deny_unknown_fields)]
 pub struct UpdateContact {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::username)]
     pub username: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(schema_with = validate::phone_number_schema)]
+    #[schema(schema_with = validate::schema::phone_number)]
     pub phone_number: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::url_nullable)]
     pub avatar_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::display_name)]
     pub display_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "validate::whole_double_option")]
+    #[schema(schema_with = validate::schema::timestamp)]
     pub last_active_at: Option<Option<i64>>,
 }
 
@@ -56,7 +60,7 @@ fn avatar(value: Option<&str>) -> DomainResult<Option<String>> {
 
 fn display_name(value: Option<&str>) -> DomainResult<Option<String>> {
     value
-        .map(|v| validate::optional_text("display_name", v, 128))
+        .map(|v| validate::DISPLAY_NAME.check("display_name", v))
         .transpose()
 }
 

@@ -16,7 +16,7 @@ use crate::store::{Conversation, ConversationFilter, Listed, Page, StoreError, W
 const KIND: &str = "conversation";
 
 /// Body of `POST /v1/conversations`: exactly one of `contact_id` and `group_id`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversation {
     pub contact_id: Option<String>,
@@ -27,29 +27,55 @@ pub struct CreateConversation {
     pub is_muted: bool,
 }
 
+impl utoipa::PartialSchema for CreateConversation {
+    /// Two shapes, one per participant kind: the other id absent (or `null`).
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let shape = |with: &str, without: &str, kind: &str| {
+            ObjectBuilder::new()
+                .title(Some(format!("With a {kind}")))
+                .property(with, validate::schema::id())
+                .required(with)
+                .property(without, ObjectBuilder::new().schema_type(Type::Null))
+                .property("is_pinned", ObjectBuilder::new().schema_type(Type::Boolean))
+                .property("is_muted", ObjectBuilder::new().schema_type(Type::Boolean))
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "A conversation with one contact (`contact_id`) or with a group (`group_id`): exactly one of them.",
+            ))
+            .item(shape("contact_id", "group_id", "contact"))
+            .item(shape("group_id", "contact_id", "group"))
+            .into()
+    }
+}
+
+impl ToSchema for CreateConversation {}
+
 /// Body of `PUT /v1/conversations/{id}`: only the fields given change.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateConversation {
     /// A message of this conversation, or `null` to unpin.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::id_nullable)]
     pub pinned_message_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<bool>)]
+    #[schema(schema_with = validate::schema::boolean)]
     pub is_pinned: Option<Option<bool>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<bool>)]
+    #[schema(schema_with = validate::schema::boolean)]
     pub is_muted: Option<Option<bool>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "validate::whole_double_option")]
+    #[schema(schema_with = validate::schema::timestamp)]
     pub last_active_at: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "validate::whole_double_option")]
+    #[schema(schema_with = validate::schema::timestamp)]
     pub last_opened_at: Option<Option<i64>>,
     /// `true` archives the conversation (sets `archived_at`), `false` unarchives it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<bool>)]
+    #[schema(schema_with = validate::schema::boolean)]
     pub archived: Option<Option<bool>>,
 }
 

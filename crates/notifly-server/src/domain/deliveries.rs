@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{DomainError, DomainResult, Notifly, found, list_error};
+use super::{DomainError, DomainResult, Notifly, found, list_error, validate};
 use crate::ids;
 use crate::store::{AttemptBucket, AttemptRecord, DeliveryRecord, Listed, Page};
 
@@ -104,6 +104,8 @@ pub struct DeliveryDetail {
 #[serde(deny_unknown_fields)]
 pub struct Recover {
     /// Resend the failed deliveries created at or after this time (Unix seconds).
+    #[serde(deserialize_with = "validate::whole")]
+    #[schema(schema_with = validate::schema::timestamp_required)]
     pub since: i64,
 }
 

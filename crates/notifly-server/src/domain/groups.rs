@@ -39,11 +39,15 @@ pub struct Group {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
+    #[schema(schema_with = validate::schema::name)]
     pub name: String,
+    #[schema(schema_with = validate::schema::description)]
     pub description: Option<String>,
+    #[schema(schema_with = validate::schema::url_nullable)]
     pub avatar_url: Option<String>,
     /// Ids of the member contacts.
     #[serde(default)]
+    #[schema(schema_with = members_schema, required = false)]
     pub contacts: Vec<String>,
 }
 
@@ -52,26 +56,31 @@ pub struct CreateGroup {
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroup {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::name)]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::description)]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::url_nullable)]
     pub avatar_url: Option<Option<String>>,
     /// Replaces the member list.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = members_schema)]
     pub contacts: Option<Option<Vec<String>>>,
     /// `true` archives the group (sets `archived_at`), `false` unarchives it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<bool>)]
+    #[schema(schema_with = validate::schema::boolean)]
     pub archived: Option<Option<bool>>,
 }
 
+/// Distinct contact ids, at most [`MAX_MEMBERS`].
+fn members_schema() -> utoipa::openapi::schema::Array {
+    validate::schema::ids(MAX_MEMBERS)
+}
+
 fn name(value: &str) -> DomainResult<String> {
-    validate::text("name", value, 128)
+    validate::NAME.check("name", value)
 }
 
 fn avatar(value: Option<&str>) -> DomainResult<Option<String>> {

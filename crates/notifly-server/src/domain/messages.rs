@@ -45,10 +45,15 @@ pub struct Message {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMessage {
+    #[schema(schema_with = validate::schema::id)]
     pub conversation_id: String,
+    #[schema(schema_with = validate::schema::message)]
     pub message: String,
     /// The sender, a participant of the conversation. Absent: the account itself.
+    #[schema(schema_with = validate::schema::id_nullable)]
     pub contact_id: Option<String>,
+    #[schema(schema_with = validate::schema::timestamp)]
+    #[serde(default, deserialize_with = "validate::whole_option")]
     pub read_at: Option<i64>,
 }
 
@@ -56,8 +61,9 @@ pub struct CreateMessage {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReactionInput {
+    #[schema(schema_with = validate::schema::id)]
     pub contact_id: String,
-    #[schema(example = "👍")]
+    #[schema(schema_with = validate::schema::emoji)]
     pub emoji: String,
 }
 
@@ -66,19 +72,32 @@ pub struct ReactionInput {
 #[serde(deny_unknown_fields)]
 pub struct UpdateMessage {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::message)]
     pub message: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "validate::whole_double_option")]
+    #[schema(schema_with = validate::schema::timestamp)]
     pub read_at: Option<Option<i64>>,
-    /// Replaces the reactions; a reaction that was already there keeps its `created_at`.
+    /// Replaces the reactions (`null` removes them all); a reaction that was
+    /// already there keeps its `created_at`.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<ReactionInput>>)]
+    #[schema(schema_with = reactions_schema)]
     pub reactions: Option<Option<Vec<ReactionInput>>>,
 }
 
+/// At most [`MAX_REACTIONS`] distinct reactions, or `null`.
+fn reactions_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::PartialSchema;
+    use utoipa::openapi::schema::{ArrayBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(ReactionInput::schema())
+        .max_items(Some(MAX_REACTIONS))
+        .unique_items(true)
+        .build()
+}
+
 fn text(value: &str) -> DomainResult<String> {
-    validate::text("message", value, MAX_TEXT)
+    validate::MESSAGE.check("message", value)
 }
 
 fn read_at(value: Option<i64>) -> DomainResult<Option<i64>> {
@@ -268,7 +287,7 @@ impl Notifly {
             let mut next = Vec::with_capacity(reactions.len());
             for r in reactions {
                 validate::reference("reactions[].contact_id", "contact", &r.contact_id)?;
-                validate::text("reactions[].emoji", &r.emoji, 16)?;
+                validate::EMOJI.check("reactions[].emoji", &r.emoji)?;
                 if !seen.insert((r.contact_id.clone(), r.emoji.clone())) {
                     return Err(DomainError::Invalid(format!(
                         "reactions lists `{}` by `{}` more than once",

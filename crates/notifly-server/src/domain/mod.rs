@@ -15,7 +15,7 @@ pub mod messages;
 mod outbox;
 pub mod samples;
 pub mod sessions;
-mod validate;
+pub(crate) mod validate;
 pub mod webhooks;
 
 use crate::secrets::Keyring;
@@ -273,11 +273,11 @@ pub(crate) fn list_error(
 ) -> impl FnOnce(StoreError) -> DomainError {
     let cursor = page.cursor.clone();
     move |e| match (e, cursor) {
-        (StoreError::UnknownCursor, Some(Cursor::After(id))) => DomainError::BadRequest(format!(
+        (StoreError::UnknownCursor, Some(Cursor::After(id))) => DomainError::Invalid(format!(
             "starting_after: no {kind} with id `{}`",
             ids::printable(&id)
         )),
-        (StoreError::UnknownCursor, Some(Cursor::Before(id))) => DomainError::BadRequest(format!(
+        (StoreError::UnknownCursor, Some(Cursor::Before(id))) => DomainError::Invalid(format!(
             "ending_before: no {kind} with id `{}`",
             ids::printable(&id)
         )),

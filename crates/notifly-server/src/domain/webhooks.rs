@@ -144,7 +144,7 @@ impl Ordering {
 /// Checks a rate limit: a whole number of deliveries per second, 1 to
 /// [`MAX_RATE_LIMIT`].
 pub fn rate_limit(value: i64) -> DomainResult<i64> {
-    if (1..=MAX_RATE_LIMIT).contains(&value) {
+    if RATE_LIMIT.check("rate_limit", value).is_ok() {
         Ok(value)
     } else {
         Err(DomainError::Invalid(format!(
@@ -260,16 +260,22 @@ impl std::fmt::Debug for WebhookSecret {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
+    #[schema(schema_with = validate::schema::name)]
     pub name: String,
+    /// Where deliveries are POSTed.
+    #[schema(schema_with = validate::schema::url)]
     pub url: String,
     /// Event types to receive, or `["*"]` for all.
+    #[schema(schema_with = events_schema)]
     pub events: Vec<String>,
+    #[schema(schema_with = validate::schema::description)]
     pub description: Option<String>,
     /// `hmac-sha256` (the default) or `ed25519`.
     #[schema(value_type = Option<SignatureScheme>)]
     pub signature_scheme: Option<String>,
-    /// Most deliveries started per second (1 to 10000); none by default.
-    #[schema(minimum = 1, maximum = 10000)]
+    /// Most deliveries started per second; none by default.
+    #[schema(schema_with = rate_limit_schema)]
+    #[serde(default, deserialize_with = "validate::whole_option")]
     pub rate_limit: Option<i64>,
     /// `none` (the default) or `per_resource`.
     #[schema(value_type = Option<Ordering>)]
@@ -281,35 +287,34 @@ pub struct CreateWebhook {
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::name)]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::url)]
     pub url: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = events_schema)]
     pub events: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::schema::description)]
     pub description: Option<Option<String>>,
     /// `false` stops deliveries (they wait); `true` resumes them.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<bool>)]
+    #[schema(schema_with = validate::schema::boolean)]
     pub enabled: Option<Option<bool>>,
     /// Changing it to `ed25519` gives the endpoint a new key pair (fetch its
     /// public key with `GET /v1/webhooks/{id}/secret`); changing it back
     /// drops the key pair. The `whsec_` secret stays either way.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<SignatureScheme>)]
+    #[schema(value_type = SignatureScheme, required = false)]
     pub signature_scheme: Option<Option<String>>,
-    /// Most deliveries started per second (1 to 10000), or `null` to remove
-    /// the limit.
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>, minimum = 1, maximum = 10000, nullable)]
+    /// Most deliveries started per second, or `null` to remove the limit.
+    #[serde(default, deserialize_with = "validate::whole_double_option")]
+    #[schema(schema_with = rate_limit_schema)]
     pub rate_limit: Option<Option<i64>>,
     /// `none` or `per_resource`. Deliveries already sent are not affected.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Ordering>)]
+    #[schema(value_type = Ordering, required = false)]
     pub ordering: Option<Option<String>>,
 }
 
@@ -317,8 +322,9 @@ pub struct UpdateWebhook {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    /// How long the old secret keeps signing, in seconds (0 to 604800,
-    /// default 86400).
+    /// How long the old secret keeps signing, in seconds (default 86400).
+    #[schema(schema_with = overlap_schema)]
+    #[serde(default, deserialize_with = "validate::whole_option")]
     pub overlap_seconds: Option<i64>,
 }
 
@@ -328,12 +334,57 @@ pub struct RotateSecret {
 pub struct TestEvent {
     /// The event type to send a sample of.
     #[serde(rename = "type")]
-    #[schema(example = "message.created")]
+    #[schema(schema_with = validate::schema::event_type)]
     pub event_type: String,
 }
 
+/// A rate limit, in deliveries started per second.
+pub static RATE_LIMIT: validate::Int = validate::Int {
+    min: 1,
+    max: Some(MAX_RATE_LIMIT),
+};
+
+/// A rotation's overlap window, in seconds.
+static OVERLAP: validate::Int = validate::Int {
+    min: 0,
+    max: Some(MAX_OVERLAP_SECS),
+};
+
+fn rate_limit_schema() -> utoipa::openapi::Object {
+    RATE_LIMIT.nullable_schema()
+}
+
+fn overlap_schema() -> utoipa::openapi::Object {
+    OVERLAP.nullable_schema()
+}
+
+/// What [`events`] accepts: event types (repeats are dropped), or `"*"` alone.
+fn events_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(
+            ArrayBuilder::new()
+                .title(Some("Event types"))
+                .items(validate::schema::event_type())
+                .min_items(Some(1)),
+        )
+        .item(
+            ArrayBuilder::new()
+                .title(Some("Every event type"))
+                .items(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["*"])),
+                )
+                .min_items(Some(1)),
+        )
+        .examples([serde_json::json!(["message.created", "message.updated"])])
+        .build();
+    Schema::OneOf(one_of)
+}
+
 fn name(value: &str) -> DomainResult<String> {
-    validate::text("name", value, 128)
+    validate::NAME.check("name", value)
 }
 
 /// Event types: at least one, each one of the 15, or exactly `["*"]`.
@@ -382,7 +433,8 @@ impl Notifly {
     /// Checks a webhook URL: absolute `http(s)`, no credentials, at most 2048
     /// characters, and (unless private networks are allowed) a public host.
     pub(crate) async fn webhook_url(&self, value: &str) -> DomainResult<String> {
-        validate::text("url", value, 2048)?;
+        // The specific refusals first, for their messages; then the rule
+        // the document states, which also bounds what the parser took.
         let url = reqwest::Url::parse(value).map_err(|e| {
             DomainError::Invalid(format!(
                 "url is not a valid URL ({e}); use an absolute https:// URL"
@@ -402,6 +454,7 @@ impl Notifly {
         let Some(host) = url.host_str() else {
             return Err(DomainError::Invalid("url must name a host".into()));
         };
+        validate::URL.check("url", value)?;
         if !self.allow_private_urls {
             let port = url.port_or_known_default().unwrap_or(443);
             if let Some(reason) = crate::ssrf::check_host(host, port).await {
@@ -620,12 +673,10 @@ impl Notifly {
         id: &str,
         input: RotateSecret,
     ) -> DomainResult<WebhookSecret> {
-        let overlap = input.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECS);
-        if !(0..=MAX_OVERLAP_SECS).contains(&overlap) {
-            return Err(DomainError::Invalid(format!(
-                "overlap_seconds must be between 0 and {MAX_OVERLAP_SECS}"
-            )));
-        }
+        let overlap = OVERLAP.check(
+            "overlap_seconds",
+            input.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECS),
+        )?;
         let mut tx = self.store.write().await?;
         let mut record = found(tx.endpoint(account, id).await, KIND, id)?;
         let now = ids::now();

@@ -1,0 +1,49 @@
+"""Schemathesis hooks for contract/run.sh (loaded through SCHEMATHESIS_HOOKS).
+
+`positive_data_accepted` replaces Schemathesis' own `positive_data_acceptance`
+check with a stricter reading of the contract: a request the document calls
+valid must be accepted, and the only refusals allowed are the ones that
+depend on the account's data or join two parameters, which no schema can
+state. Each is recognised by the server's message, so a refusal for any
+other reason (a rule the document fails to state) still fails the run.
+"""
+
+import json
+import re
+
+import schemathesis
+
+# Refusals no schema can foresee, by the server's own wording.
+SEMANTIC_REFUSALS = [
+    # A well-formed id that names nothing in this account (422, or 404 in a path).
+    re.compile(r"no [a-z ]+ with id `[^`]*`"),
+    # A message's sender or a pinned message that is not part of the conversation.
+    re.compile(r"is not (a participant|part) of"),
+    # The two cursors exclude each other (query parameters cannot say so).
+    re.compile(r"^give starting_after or ending_before, not both$"),
+    # An idempotency key reused with another body: state, not shape.
+    re.compile(r"^Idempotency-Key `.*` was already used with a different request"),
+]
+
+# Statuses that are never a shape refusal: conflicts with existing data,
+# not found, throttling. 5xx are failed by `not_a_server_error`.
+NOT_SHAPE_REFUSALS = {401, 403, 404, 409, 429}
+
+
+@schemathesis.check
+def positive_data_accepted(ctx, response, case):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    status = response.status_code
+    if status < 400 or status >= 500 or status in NOT_SHAPE_REFUSALS:
+        return None
+    try:
+        message = json.loads(response.content)["message"]
+    except (ValueError, KeyError, TypeError):
+        message = ""
+    if any(p.search(message) for p in SEMANTIC_REFUSALS):
+        return None
+    raise AssertionError(
+        f"a request the document calls valid was refused with {status}: {message}"
+    )

@@ -29,21 +29,26 @@ use store::Store;
 
 /// Opens the store a database URL names, running its migrations: PostgreSQL
 /// for `postgres://` and `postgresql://` URLs (with the default pool size),
-/// SQLite otherwise.
+/// SQLite otherwise. Its database metrics go nowhere.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    open_store_with(url, store::postgres::DEFAULT_POOL_SIZE).await
+    open_store_with(url, store::postgres::DEFAULT_POOL_SIZE, Arc::default()).await
 }
 
 /// [`open_store`], with at most `pool_size` PostgreSQL connections (SQLite
-/// ignores it: it has one writer and a fixed pool of readers).
-pub async fn open_store_with(url: &str, pool_size: u32) -> anyhow::Result<Arc<dyn Store>> {
+/// ignores it: it has one writer and a fixed pool of readers), observing its
+/// transactions and waits for connections into `metrics`.
+pub async fn open_store_with(
+    url: &str,
+    pool_size: u32,
+    metrics: Arc<store::StoreMetrics>,
+) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = store::postgres::PgStore::open(url, pool_size)
+        let store = store::postgres::PgStore::open(url, pool_size, metrics)
             .await
             .with_context(|| format!("cannot open the database at {}", redact_url(url)))?;
         return Ok(Arc::new(store));
     }
-    let store = store::sqlite::SqliteStore::open(url)
+    let store = store::sqlite::SqliteStore::open(url, metrics)
         .await
         .with_context(|| format!("cannot open the database at {url}"))?;
     Ok(Arc::new(store))
@@ -60,7 +65,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let store = open_store_with(&config.database_url, config.database_pool_size).await?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let store = open_store_with(
+        &config.database_url,
+        config.database_pool_size,
+        metrics.store(),
+    )
+    .await?;
     let released = store
         .start_serving()
         .await
@@ -101,7 +112,6 @@ pub async fn run(
         config.allow_private_urls,
         keyring.clone(),
     );
-    let metrics = Arc::new(metrics::Metrics::default());
     // Long-lived responses (event streams) end when shutdown begins, so that
     // the graceful shutdown does not wait for them forever.
     let stopping = tokio_util::sync::CancellationToken::new();

@@ -1,36 +1,153 @@
-//! Prometheus metrics for deliveries, in the text exposition format.
+//! Prometheus metrics, encoded by `prometheus-client` in the Prometheus text
+//! format (version 0.0.4).
 //!
-//! Counters and the latency histogram live in this process; queue figures are
-//! read from the store at scrape time, so every node reports the shared queue.
+//! The process keeps counters and histograms of its deliveries, its HTTP
+//! requests and its database writes ([`StoreMetrics`], observed by the
+//! store). Queue figures are read from the store at scrape time, so every
+//! node reports the shared queue.
+//!
+//! Label sets are bounded: HTTP requests are labelled by route template
+//! (`unmatched` when no route matched, never the raw path), method (the
+//! standard ones, or `other`) and status class.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use crate::store::{AttemptResult, NextStep, QueueStats};
+use axum::extract::MatchedPath;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::store::{AttemptResult, NextStep, QueueStats, StoreMetrics};
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the attempt-latency histogram buckets, in seconds.
-const BUCKETS: [f64; 12] = [
+const ATTEMPT_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// The process's delivery counters.
-#[derive(Debug, Default)]
+/// Upper bounds of the HTTP request duration buckets, in seconds.
+const REQUEST_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The route label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// One label with a fixed value.
+type StaticLabel = [(&'static str, &'static str); 1];
+
+/// The process's metrics, with the registry that encodes them.
+#[derive(Debug)]
 pub struct Metrics {
-    attempts_ok: AtomicU64,
-    attempts_failed: AtomicU64,
-    succeeded: AtomicU64,
-    retried: AtomicU64,
-    failed: AtomicU64,
-    handed_off: AtomicU64,
-    claimed: AtomicU64,
-    buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
+    registry: Registry,
+    attempts_ok: Counter,
+    attempts_failed: Counter,
+    succeeded: Counter,
+    retried: Counter,
+    failed: Counter,
+    handed_off: Counter,
+    claimed: Counter,
+    attempt_duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram>,
+    requests_in_flight: Gauge,
+    store: Arc<StoreMetrics>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+
+        let attempts = Family::<StaticLabel, Counter>::default();
+        registry.register(
+            "notifly_delivery_attempts",
+            "HTTP attempts made, by result",
+            attempts.clone(),
+        );
+        let starts = Family::<StaticLabel, Counter>::default();
+        registry.register(
+            "notifly_delivery_starts",
+            "Attempts started, by how the dispatcher got them: handed off by the write that created the delivery, or claimed from the queue (retries, deliveries that waited for a slot, work of a process that stopped)",
+            starts.clone(),
+        );
+        let outcomes = Family::<StaticLabel, Counter>::default();
+        registry.register(
+            "notifly_deliveries",
+            "Deliveries by outcome of their latest attempt: succeeded, retry scheduled, or failed for good",
+            outcomes.clone(),
+        );
+        let attempt_duration = Histogram::new(ATTEMPT_BUCKETS);
+        registry.register(
+            "notifly_delivery_attempt_duration_seconds",
+            "Time from sending a webhook to its response (or error)",
+            attempt_duration.clone(),
+        );
+
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "notifly_http_requests",
+            "HTTP requests answered (API, dashboard and operations), by route template (`unmatched` for none), method and status class",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(request_histogram);
+        registry.register(
+            "notifly_http_request_duration_seconds",
+            "Time from receiving an HTTP request to its response's start (an event stream's body is not included), by route template and method",
+            request_duration.clone(),
+        );
+        let requests_in_flight = Gauge::default();
+        registry.register(
+            "notifly_http_requests_in_flight",
+            "HTTP requests received whose response has not started yet",
+            requests_in_flight.clone(),
+        );
+
+        let store = Arc::new(StoreMetrics::default());
+        store.register(&mut registry);
+
+        // Every series of a fixed label set exists from the start (at 0),
+        // and the hot paths increment them without a look-up.
+        let label = |family: &Family<StaticLabel, Counter>, name, value| {
+            family.get_or_create_owned(&[(name, value)])
+        };
+        Metrics {
+            attempts_ok: label(&attempts, "result", "success"),
+            attempts_failed: label(&attempts, "result", "failure"),
+            handed_off: label(&starts, "path", "hand_off"),
+            claimed: label(&starts, "path", "claim"),
+            succeeded: label(&outcomes, "outcome", "succeeded"),
+            retried: label(&outcomes, "outcome", "retrying"),
+            failed: label(&outcomes, "outcome", "failed"),
+            attempt_duration,
+            requests,
+            request_duration,
+            requests_in_flight,
+            store,
+            registry,
+        }
+    }
+}
+
+/// A histogram of request durations (a [`Family`]'s constructor).
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
 }
 
 impl Metrics {
+    /// The store's metrics, to hand to the store when it is opened.
+    pub fn store(&self) -> Arc<StoreMetrics> {
+        self.store.clone()
+    }
+
     /// Counts one attempt and its latency.
     pub fn observe_attempt(&self, succeeded: bool, elapsed: Duration) {
         let counter = if succeeded {
@@ -38,16 +155,8 @@ impl Metrics {
         } else {
             &self.attempts_failed
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        counter.inc();
+        self.attempt_duration.observe(elapsed.as_secs_f64());
     }
 
     /// Counts an attempt started, by how the dispatcher got it.
@@ -57,7 +166,7 @@ impl Metrics {
         } else {
             &self.claimed
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
     }
 
     /// Counts where written-back deliveries went.
@@ -68,137 +177,171 @@ impl Metrics {
                 NextStep::Retry { .. } => &self.retried,
                 NextStep::Failed => &self.failed,
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.inc();
         }
     }
 
-    /// The exposition text, with the queue figures read from the store.
-    pub fn render(&self, queue: Option<QueueStats>) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::with_capacity(2048);
-        let _ = writeln!(
-            out,
-            "# HELP notifly_delivery_attempts_total HTTP attempts made, by result."
-        );
-        let _ = writeln!(out, "# TYPE notifly_delivery_attempts_total counter");
-        let _ = writeln!(
-            out,
-            "notifly_delivery_attempts_total{{result=\"success\"}} {}",
-            get(&self.attempts_ok)
-        );
-        let _ = writeln!(
-            out,
-            "notifly_delivery_attempts_total{{result=\"failure\"}} {}",
-            get(&self.attempts_failed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP notifly_delivery_starts_total Attempts started, by how the dispatcher got them: handed off by the write that created the delivery, or claimed from the queue (retries, deliveries that waited for a slot, work of a process that stopped)."
-        );
-        let _ = writeln!(out, "# TYPE notifly_delivery_starts_total counter");
-        let _ = writeln!(
-            out,
-            "notifly_delivery_starts_total{{path=\"hand_off\"}} {}",
-            get(&self.handed_off)
-        );
-        let _ = writeln!(
-            out,
-            "notifly_delivery_starts_total{{path=\"claim\"}} {}",
-            get(&self.claimed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP notifly_deliveries_total Deliveries by outcome of their latest attempt: succeeded, retry scheduled, or failed for good."
-        );
-        let _ = writeln!(out, "# TYPE notifly_deliveries_total counter");
-        let _ = writeln!(
-            out,
-            "notifly_deliveries_total{{outcome=\"succeeded\"}} {}",
-            get(&self.succeeded)
-        );
-        let _ = writeln!(
-            out,
-            "notifly_deliveries_total{{outcome=\"retrying\"}} {}",
-            get(&self.retried)
-        );
-        let _ = writeln!(
-            out,
-            "notifly_deliveries_total{{outcome=\"failed\"}} {}",
-            get(&self.failed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP notifly_delivery_attempt_duration_seconds Time from sending a webhook to its response (or error)."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE notifly_delivery_attempt_duration_seconds histogram"
-        );
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "notifly_delivery_attempt_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                get(&self.buckets[i])
-            );
-        }
-        let count = get(&self.latency_count);
-        let _ = writeln!(
-            out,
-            "notifly_delivery_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "notifly_delivery_attempt_duration_seconds_sum {}",
-            get(&self.latency_sum_us) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "notifly_delivery_attempt_duration_seconds_count {count}"
-        );
+    /// Counts a request in flight until the returned guard is dropped
+    /// (however the request ends).
+    pub fn request_started(&self) -> InFlight<'_> {
+        self.requests_in_flight.inc();
+        InFlight(&self.requests_in_flight)
+    }
+
+    /// Counts a request answered `took` after it arrived. The HTTP edge
+    /// names its method (a standard one, or `other`) and status class.
+    pub fn observe_request(
+        &self,
+        route: Route,
+        method: &'static str,
+        status_class: &'static str,
+        took: Duration,
+    ) {
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+                method,
+            })
+            .observe(took.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status_class,
+            })
+            .inc();
+    }
+
+    /// The exposition text: this process's metrics and, if the store
+    /// answered, the queue figures it read at `now_ms`, with the delivery
+    /// lag labelled with this `node`.
+    pub fn render(&self, queue: Option<&QueueStats>, node: &str, now_ms: i64) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a `String` cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         if let Some(q) = queue {
-            for (name, help, value) in [
-                (
-                    "notifly_delivery_queue_depth",
-                    "Deliveries pending (waiting, due or in flight).",
-                    q.pending,
-                ),
-                (
-                    "notifly_delivery_queue_due",
-                    "Pending deliveries whose attempt is due now, including due retries.",
-                    q.due,
-                ),
-                (
-                    "notifly_delivery_in_flight",
-                    "Deliveries leased by a node and being attempted.",
-                    q.in_flight,
-                ),
-                (
-                    "notifly_endpoints_disabled",
-                    "Webhook endpoints currently disabled.",
-                    q.disabled_endpoints,
-                ),
-                (
-                    "notifly_deliveries_held_by_open_circuits",
-                    "Due deliveries not attempted because their endpoint's circuit is open: the attempts it saves.",
-                    q.held_by_circuits,
-                ),
-            ] {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} gauge");
-                let _ = writeln!(out, "{name} {value}");
-            }
-            let _ = writeln!(
-                out,
-                "# HELP notifly_endpoint_circuit Endpoints whose circuit is not closed (1 per endpoint, by state)."
+            let _ = prometheus_client::encoding::prometheus_text::encode(
+                &mut out,
+                &queue_registry(q, node, now_ms),
             );
-            let _ = writeln!(out, "# TYPE notifly_endpoint_circuit gauge");
-            for (endpoint, state) in &q.circuits {
-                let _ = writeln!(
-                    out,
-                    "notifly_endpoint_circuit{{endpoint=\"{endpoint}\",state=\"{state}\"}} 1"
-                );
-            }
         }
         out
     }
+}
+
+/// The queue figures of one scrape, as a registry of their own.
+fn queue_registry(q: &QueueStats, node: &str, now_ms: i64) -> Registry {
+    let mut registry = Registry::default();
+    for (name, help, value) in [
+        (
+            "notifly_delivery_queue_depth",
+            "Deliveries pending (waiting, due or in flight)",
+            q.pending,
+        ),
+        (
+            "notifly_delivery_queue_due",
+            "Pending deliveries whose attempt is due now, including due retries",
+            q.due,
+        ),
+        (
+            "notifly_delivery_in_flight",
+            "Deliveries leased by a node and being attempted",
+            q.in_flight,
+        ),
+        (
+            "notifly_endpoints_disabled",
+            "Webhook endpoints currently disabled",
+            q.disabled_endpoints,
+        ),
+        (
+            "notifly_deliveries_held_by_open_circuits",
+            "Due deliveries not attempted because their endpoint's circuit is open: the attempts it saves",
+            q.held_by_circuits,
+        ),
+    ] {
+        registry.register(name, help, ConstGauge::new(value));
+    }
+    let circuits = Family::<[(&'static str, String); 2], Gauge>::default();
+    for (endpoint, state) in &q.circuits {
+        circuits
+            .get_or_create(&[("endpoint", endpoint.clone()), ("state", state.clone())])
+            .set(1);
+    }
+    registry.register(
+        "notifly_endpoint_circuit",
+        "Endpoints whose circuit is not closed (1 per endpoint, by state)",
+        circuits,
+    );
+    let lag = Family::<[(&'static str, String); 1], Gauge<f64, AtomicU64>>::default();
+    let behind_ms = q.oldest_due_ms.map_or(0, |due| (now_ms - due).max(0));
+    lag.get_or_create(&[("node", node.to_owned())])
+        .set(behind_ms as f64 / 1000.0);
+    registry.register(
+        "notifly_delivery_lag_seconds",
+        "How long the longest-waiting due delivery of an enabled endpoint has been due (leased ones aside; 0 when none is), as read by this node",
+        lag,
+    );
+    registry
+}
+
+/// Decrements the in-flight gauge when dropped.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A request's route label: the template it matched (`/v1/contacts/{id}`),
+/// or `unmatched`. It holds the router's own template, so labelling a
+/// request allocates nothing.
+#[derive(Debug, Clone)]
+pub struct Route(Option<MatchedPath>);
+
+impl Route {
+    /// The route of a request that matched `matched` (`None`: no route).
+    pub fn new(matched: Option<MatchedPath>) -> Route {
+        Route(matched)
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Route) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl Hash for Route {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the request counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: Route,
+    method: &'static str,
+    status_class: &'static str,
+}
+
+/// Labels of the request duration histogram.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: Route,
+    method: &'static str,
 }

@@ -3408,6 +3408,7 @@ async fn next_due_and_queue_stats(store: Arc<dyn Store>) {
         ),
         (0, 0, 0, 0)
     );
+    assert_eq!(stats.oldest_due_ms, None, "nothing is due");
 
     let ep = add_endpoint(&store, &a, "all", &["*"], true).await;
     let start = ids::now_ms();
@@ -3419,9 +3420,15 @@ async fn next_due_and_queue_stats(store: Arc<dyn Store>) {
     );
     let stats = store.queue_stats(ids::now_ms()).await.unwrap();
     assert_eq!((stats.pending, stats.due, stats.in_flight), (3, 3, 0));
+    let oldest = stats.oldest_due_ms.expect("due work");
+    assert!(
+        oldest >= start && oldest <= due,
+        "the oldest due {oldest} is the first due {due} or earlier"
+    );
     // Not yet due at an earlier time.
     let stats = store.queue_stats(start - 1).await.unwrap();
     assert_eq!((stats.pending, stats.due, stats.in_flight), (3, 0, 0));
+    assert_eq!(stats.oldest_due_ms, None);
 
     // Leased: in flight, and next due when the lease runs out.
     let before_claim = ids::now_ms();
@@ -3429,6 +3436,8 @@ async fn next_due_and_queue_stats(store: Arc<dyn Store>) {
     assert_eq!(claimed.len(), 2);
     let stats = store.queue_stats(ids::now_ms()).await.unwrap();
     assert_eq!((stats.pending, stats.due, stats.in_flight), (3, 1, 2));
+    // The leased ones aside, the one left is the oldest due.
+    assert!(stats.oldest_due_ms.is_some_and(|at| at >= oldest));
     // After the leases would have run out they count as due again.
     let stats = store.queue_stats(ids::now_ms() + 120_000).await.unwrap();
     assert_eq!((stats.pending, stats.due, stats.in_flight), (3, 3, 0));
@@ -3465,8 +3474,10 @@ async fn next_due_and_queue_stats(store: Arc<dyn Store>) {
     assert_eq!(store.next_due_ms().await.unwrap(), Some(soon));
     let stats = store.queue_stats(ids::now_ms()).await.unwrap();
     assert_eq!((stats.pending, stats.due, stats.in_flight), (2, 0, 0));
+    assert_eq!(stats.oldest_due_ms, None, "retries not due yet");
     let stats = store.queue_stats(soon).await.unwrap();
     assert_eq!(stats.due, 1);
+    assert_eq!(stats.oldest_due_ms, Some(soon));
 
     // A disabled endpoint's work is not due; the endpoint is counted.
     let mut off = read_endpoint(&store, &a, &ep.id).await.unwrap();
@@ -3478,6 +3489,11 @@ async fn next_due_and_queue_stats(store: Arc<dyn Store>) {
     assert_eq!(store.next_due_ms().await.unwrap(), None);
     let stats = store.queue_stats(ids::now_ms()).await.unwrap();
     assert_eq!((stats.pending, stats.disabled_endpoints), (2, 1));
+    let stats = store.queue_stats(later).await.unwrap();
+    assert_eq!(
+        stats.oldest_due_ms, None,
+        "a disabled endpoint's work is not behind"
+    );
 }
 
 async fn purge_in_batches(store: Arc<dyn Store>) {

@@ -19,12 +19,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
 }
 
-/// Prometheus metrics: delivery outcomes, attempt latency, queue depth, due
-/// retries, disabled endpoints.
+/// Prometheus metrics: delivery attempts, outcomes and latency; queue depth,
+/// due retries, delivery lag, disabled endpoints and open circuits; HTTP
+/// requests by route template, method and status class, their duration and
+/// those in flight; database write and commit durations, commit group sizes
+/// and waits for a connection.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text exposition format, version 0.0.4", content_type = "text/plain; version=0.0.4; charset=utf-8")))]
 async fn metrics(State(s): State<AppState>) -> impl axum::response::IntoResponse {
-    let queue = match s.notifly.store().queue_stats(crate::ids::now_ms()).await {
+    let now_ms = crate::ids::now_ms();
+    let queue = match s.notifly.store().queue_stats(now_ms).await {
         Ok(q) => Some(q),
         Err(e) => {
             tracing::warn!(error = ?e, "reading queue figures for metrics failed");
@@ -32,8 +36,8 @@ async fn metrics(State(s): State<AppState>) -> impl axum::response::IntoResponse
         }
     };
     (
-        [("content-type", "text/plain; version=0.0.4")],
-        s.metrics.render(queue),
+        [("content-type", crate::metrics::CONTENT_TYPE)],
+        s.metrics.render(queue.as_ref(), &s.node, now_ms),
     )
 }
 

@@ -14,6 +14,7 @@ mod events;
 mod extract;
 mod groups;
 mod health;
+mod http_metrics;
 mod messages;
 mod webhooks;
 
@@ -142,8 +143,9 @@ impl MakeRequestId for NewRequestId {
 }
 
 /// The whole HTTP application: the API, and `pages` (the dashboard) beside it
-/// under the same request ids and tracing.
+/// under the same request ids, tracing and request metrics.
 pub fn router(state: AppState, pages: Router) -> Router {
+    let metrics = state.metrics.clone();
     let (routes, doc) = api_routes().split_for_parts();
     let doc = Arc::new(contract::complete(doc).to_string());
     let request_id = HeaderName::from_static("x-request-id");
@@ -189,6 +191,12 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .with_state(state)
         .merge(pages)
         .layer(axum::middleware::from_fn(refuse_nul_in_url))
+        // `layer` (not `route_layer`): it wraps each route after routing,
+        // where the matched template is known, and the fallback too.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            http_metrics::track,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, NewRequestId))

@@ -12,6 +12,7 @@
 //! assumes a single process: uniqueness and ordering come from the database.
 
 mod hand_off;
+mod metrics;
 pub mod postgres;
 mod records;
 pub mod sqlite;
@@ -22,6 +23,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 pub use hand_off::{HandOff, Ready};
+pub(crate) use metrics::Pool;
+pub use metrics::StoreMetrics;
 pub use records::*;
 
 /// What can go wrong in the store. The domain maps these to user-facing errors.

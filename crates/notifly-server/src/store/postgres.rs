@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -185,6 +185,8 @@ pub struct PgStore {
     /// all it may hand off, which would leave claims none while many
     /// writes run).
     fan_outs: Arc<std::sync::Mutex<HashMap<String, u32>>>,
+    /// Where its transactions and waits for connections are observed.
+    metrics: Arc<StoreMetrics>,
 }
 
 /// `url` naming the database `name` instead of its own (query kept): for
@@ -239,8 +241,9 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://…`) with at most
     /// `pool_size` connections and runs the migrations. Several nodes may
     /// start at once: sqlx's migrator holds a PostgreSQL advisory lock while
-    /// it migrates.
-    pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
+    /// it migrates. Its transactions and waits for a connection are
+    /// observed into `metrics`.
+    pub async fn open(url: &str, pool_size: u32, metrics: Arc<StoreMetrics>) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url).map_err(StoreError::Backend)?;
         // An API request waits a bounded time for everything: a connection,
         // a row's lock, each statement. Past that it fails as
@@ -287,18 +290,76 @@ impl PgStore {
             hand_off: Arc::default(),
             slots_made: Arc::default(),
             fan_outs: Arc::default(),
+            metrics,
         })
     }
 
-    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(backend)
+    /// A transaction on the API's pool.
+    async fn begin(&self) -> StoreResult<TimedTx> {
+        self.begin_on(&self.pool, Pool::Api).await
+    }
+
+    /// A transaction on the background pool.
+    async fn begin_work(&self) -> StoreResult<TimedTx> {
+        self.begin_on(&self.work, Pool::Background).await
+    }
+
+    /// A transaction on `pool`, observing the wait for its connection (and
+    /// the `BEGIN`, which sqlx sends as it hands the connection over).
+    async fn begin_on(&self, pool: &PgPool, which: Pool) -> StoreResult<TimedTx> {
+        let asked = Instant::now();
+        let tx = pool.begin().await.map_err(backend)?;
+        let began = Instant::now();
+        self.metrics.waited(which, began - asked);
+        Ok(TimedTx {
+            tx,
+            began,
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+/// A transaction that, when it commits, observes how long it ran and how
+/// long its `COMMIT` took (a group of one: PostgreSQL has no group commit
+/// here). Reads and writes go through it as through the connection.
+struct TimedTx {
+    tx: Transaction<'static, Postgres>,
+    /// When it began (once it had its connection).
+    began: Instant,
+    metrics: Arc<StoreMetrics>,
+}
+
+impl TimedTx {
+    /// Commits, observing the transaction and its commit if it succeeds.
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        let committing = Instant::now();
+        self.tx.commit().await?;
+        let done = Instant::now();
+        self.metrics.committed(done - committing, 1);
+        self.metrics.wrote(done - self.began);
+        Ok(())
+    }
+}
+
+impl Deref for TimedTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for TimedTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
     }
 }
 
 #[async_trait]
 impl Store for PgStore {
     async fn read(&self) -> StoreResult<Box<dyn Conn>> {
+        let asked = Instant::now();
         let conn = self.pool.acquire().await.map_err(StoreError::Backend)?;
+        self.metrics.waited(Pool::Api, asked.elapsed());
         Ok(Box::new(Handle(conn)))
     }
 
@@ -342,7 +403,7 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let r = &r;
-        let mut tx = self.work.begin().await.map_err(backend)?;
+        let mut tx = self.begin_work().await?;
         // One claim at a time across the nodes. Claims that ran together
         // would each lock part of the candidates and part of the free slots
         // (`SKIP LOCKED`), and one could leave a delivery it locked for want
@@ -547,7 +608,7 @@ impl Store for PgStore {
         results: &[AttemptResult],
         policy: &EndpointPolicy,
     ) -> StoreResult<()> {
-        let mut tx = self.work.begin().await.map_err(backend)?;
+        let mut tx = self.begin_work().await?;
         let now = crate::ids::now();
         let now_ms = crate::ids::now_ms();
         let disable_after_secs = policy.disable_after_secs;
@@ -842,7 +903,7 @@ impl Store for PgStore {
     }
 
     async fn release_leases(&self, node: &str) -> StoreResult<u64> {
-        let mut tx = self.work.begin().await.map_err(backend)?;
+        let mut tx = self.begin_work().await?;
         sqlx::query(
             "UPDATE endpoint_slots SET delivery_id = NULL, owner = NULL, until_ms = NULL
              WHERE starts_with(owner, $1 || ':')",
@@ -891,7 +952,7 @@ impl Store for PgStore {
                 SELECT token_hash FROM dashboard_sessions WHERE expires_at <= $1
                 ORDER BY expires_at LIMIT $2)", sessions_at),
         ];
-        let mut tx = self.work.begin().await.map_err(backend)?;
+        let mut tx = self.begin_work().await?;
         let mut deleted = 0;
         for (sql, cutoff) in statements {
             deleted += sqlx::query(sql)
@@ -937,6 +998,19 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(backend)?;
+        // The head of each enabled endpoint's queue (`deliveries_queue`,
+        // skipping the few it has in flight): one short index range each.
+        let oldest_due_ms: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN((SELECT d.next_attempt_ms FROM deliveries d
+                         WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= $1
+                           AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)
+                         ORDER BY d.next_attempt_ms LIMIT 1))
+             FROM endpoints e WHERE e.enabled",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
         Ok(QueueStats {
             pending,
             due,
@@ -944,13 +1018,14 @@ impl Store for PgStore {
             disabled_endpoints,
             held_by_circuits,
             circuits,
+            oldest_due_ms,
         })
     }
 }
 
 /// A write transaction.
 struct PgTx {
-    tx: Transaction<'static, Postgres>,
+    tx: TimedTx,
     /// How its reads of single rows lock them.
     reads: RowLock,
     accounts_locked: bool,

@@ -459,4 +459,8 @@ pub struct QueueStats {
     pub held_by_circuits: i64,
     /// The endpoints whose circuit is not closed, with its state.
     pub circuits: Vec<(String, String)>,
+    /// When the longest-waiting due delivery of an enabled endpoint became
+    /// due (Unix ms), leased ones aside: how far the queue is behind is now
+    /// minus this. `None` when nothing is due.
+    pub oldest_due_ms: Option<i64>,
 }

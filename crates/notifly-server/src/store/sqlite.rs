@@ -48,8 +48,9 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or a
-    /// plain path) and runs the migrations.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    /// plain path) and runs the migrations. Its writes, commits and waits for
+    /// a connection are observed into `metrics`.
+    pub async fn open(url: &str, metrics: Arc<StoreMetrics>) -> StoreResult<Self> {
         let url = if url.starts_with("sqlite:") {
             url.to_owned()
         } else {
@@ -75,8 +76,8 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(e.into()))?;
         migrations.close().await;
         let path = options.get_filename().to_owned();
-        let writer = Writer::start(&path)?;
-        let readers = Readers::new(&path, READERS);
+        let writer = Writer::start(&path, metrics.clone())?;
+        let readers = Readers::new(&path, READERS, metrics);
         Ok(SqliteStore {
             writer,
             readers,
@@ -356,6 +357,17 @@ impl Store for SqliteStore {
                AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= ?1)",
             [now_ms],
         )?;
+        // The head of each enabled endpoint's queue (skipping the few it
+        // has in flight): one short index range per endpoint.
+        let oldest_due_ms: Option<i64> = scalar(
+            &conn,
+            "SELECT MIN((SELECT d.next_attempt_ms FROM deliveries d INDEXED BY deliveries_queue
+                         WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= ?1
+                           AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= ?1)
+                         ORDER BY d.next_attempt_ms LIMIT 1))
+             FROM endpoints e WHERE e.enabled = 1",
+            [now_ms],
+        )?;
         Ok(QueueStats {
             pending,
             due,
@@ -363,6 +375,7 @@ impl Store for SqliteStore {
             disabled_endpoints,
             held_by_circuits,
             circuits,
+            oldest_due_ms,
         })
     }
 }

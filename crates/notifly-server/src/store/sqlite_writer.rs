@@ -25,14 +25,14 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, watch};
 
 use super::hand_off::{HandOff, Ready};
 use super::sqlite_rows::{exec, sqlite};
-use super::{StoreError, StoreResult};
+use super::{Pool, StoreError, StoreMetrics, StoreResult};
 
 /// The outcome of one group's `COMMIT`: `None` while the group is open.
 type GroupOutcome = Option<Result<(), Arc<rusqlite::Error>>>;
@@ -61,11 +61,14 @@ struct State {
     group_ready: Vec<Ready>,
     /// Endpoints of their deliveries that found no slot.
     group_queued: Vec<String>,
+    /// Writes released into the open group: its `COMMIT` makes them durable.
+    group_writes: u64,
 }
 
 impl State {
     fn finish_group(&mut self, outcome: Result<(), Arc<rusqlite::Error>>) {
         self.in_tx = false;
+        self.group_writes = 0;
         let ready = std::mem::take(&mut self.group_ready);
         let queued = std::mem::take(&mut self.group_queued);
         if let Some(hand_off) = &self.hand_off {
@@ -119,6 +122,7 @@ pub(crate) struct Writer {
     state: Arc<Mutex<State>>,
     /// Wakes the committer; one pending wake-up is enough.
     kick: mpsc::SyncSender<()>,
+    metrics: Arc<StoreMetrics>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -130,7 +134,8 @@ impl std::fmt::Debug for Writer {
 impl Writer {
     /// Opens the writer connection on the (migrated) database at `path` and
     /// starts the committer thread, which ends when the last handle is dropped.
-    pub(crate) fn start(path: &Path) -> StoreResult<Writer> {
+    /// Writes, commits and waits for the writer are observed into `metrics`.
+    pub(crate) fn start(path: &Path, metrics: Arc<StoreMetrics>) -> StoreResult<Writer> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -152,19 +157,28 @@ impl Writer {
             staged_queued: Vec::new(),
             group_ready: Vec::new(),
             group_queued: Vec::new(),
+            group_writes: 0,
         }));
         let (kick, kicks) = mpsc::sync_channel(1);
         let committer = state.clone();
+        let observed = metrics.clone();
         std::thread::Builder::new()
             .name("sqlite-committer".into())
-            .spawn(move || commit_loop(&committer, &kicks))
+            .spawn(move || commit_loop(&committer, &kicks, &observed))
             .map_err(|e| StoreError::Io("cannot start the SQLite committer".into(), e))?;
-        Ok(Writer { state, kick })
+        Ok(Writer {
+            state,
+            kick,
+            metrics,
+        })
     }
 
     /// Starts a write: the connection, inside the open group and a fresh savepoint.
     pub(crate) async fn begin(&self) -> StoreResult<WriterGuard> {
+        let asked = Instant::now();
         let mut state = self.state.clone().lock_owned().await;
+        let began = Instant::now();
+        self.metrics.waited(Pool::Writer, began - asked);
         if !state.in_tx {
             begin_immediate(&state.conn).map_err(sqlite)?;
             state.in_tx = true;
@@ -180,6 +194,8 @@ impl Writer {
             kick: self.kick.clone(),
             claimable: false,
             queued_to: Vec::new(),
+            began,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -197,9 +213,14 @@ impl Writer {
     pub(crate) async fn close(&self) {
         let mut state = self.state.lock().await;
         if state.in_tx {
+            let writes = state.group_writes;
+            let committing = Instant::now();
             let outcome = exec(&state.conn, "COMMIT", [])
                 .map(|_| ())
                 .map_err(Arc::new);
+            if outcome.is_ok() {
+                self.metrics.committed(committing.elapsed(), writes);
+            }
             state.finish_group(outcome);
         }
         let _ = state.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
@@ -230,14 +251,19 @@ fn begin_immediate(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The committer: on each wake-up, commits the open group (waiting its turn
 /// for the connection behind the writers already queued) and tells its writers.
-fn commit_loop(state: &Mutex<State>, kicks: &mpsc::Receiver<()>) {
+fn commit_loop(state: &Mutex<State>, kicks: &mpsc::Receiver<()>, metrics: &StoreMetrics) {
     while kicks.recv().is_ok() {
         let mut state = state.blocking_lock();
         if !state.in_tx {
             continue;
         }
+        let writes = state.group_writes;
+        let committing = Instant::now();
         let outcome = match exec(&state.conn, "COMMIT", []) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                metrics.committed(committing.elapsed(), writes);
+                Ok(())
+            }
             Err(e) => {
                 tracing::error!(error = ?e, "group commit failed; its writes are rolled back");
                 let _ = exec(&state.conn, "ROLLBACK", []);
@@ -259,6 +285,9 @@ pub(crate) struct WriterGuard {
     pub(crate) claimable: bool,
     /// Endpoints this write queued deliveries to (no slot was free).
     queued_to: Vec<String>,
+    /// When it got the writer.
+    began: Instant,
+    metrics: Arc<StoreMetrics>,
 }
 
 impl WriterGuard {
@@ -276,6 +305,7 @@ impl WriterGuard {
         state.group_ready.extend(staged);
         let queued = std::mem::take(&mut state.staged_queued);
         state.group_queued.extend(queued);
+        state.group_writes += 1;
         let mut outcome = state.group.subscribe();
         drop(state);
         let _ = self.kick.try_send(());
@@ -284,7 +314,10 @@ impl WriterGuard {
             .await
             .map_err(|_| StoreError::WriterGone)?;
         match done.as_ref() {
-            Some(Ok(())) => Ok(()),
+            Some(Ok(())) => {
+                self.metrics.wrote(self.began.elapsed());
+                Ok(())
+            }
             Some(Err(cause)) => Err(StoreError::CommitFailed(cause.clone())),
             None => Err(StoreError::WriterGone),
         }
@@ -388,6 +421,7 @@ struct ReadersInner {
     path: PathBuf,
     idle: std::sync::Mutex<Vec<ReadConn>>,
     permits: Arc<Semaphore>,
+    metrics: Arc<StoreMetrics>,
 }
 
 /// A `Connection` is `Debug` only by path; the pool does not need more.
@@ -403,23 +437,27 @@ impl std::fmt::Debug for ReadConn {
 const READ_WAIT: Duration = Duration::from_secs(30);
 
 impl Readers {
-    /// At most `size` connections to the database at `path`, opened as needed.
-    pub(crate) fn new(path: &Path, size: usize) -> Readers {
+    /// At most `size` connections to the database at `path`, opened as
+    /// needed; waits for one are observed into `metrics`.
+    pub(crate) fn new(path: &Path, size: usize, metrics: Arc<StoreMetrics>) -> Readers {
         Readers {
             inner: Arc::new(ReadersInner {
                 path: path.to_owned(),
                 idle: std::sync::Mutex::default(),
                 permits: Arc::new(Semaphore::new(size)),
+                metrics,
             }),
         }
     }
 
     /// A connection, once one is free.
     pub(crate) async fn get(&self) -> StoreResult<Reader> {
+        let asked = Instant::now();
         let permit = tokio::time::timeout(READ_WAIT, self.inner.permits.clone().acquire_owned())
             .await
             .map_err(|_| StoreError::Busy("no database connection came free within 30 s"))?
             .map_err(|_| StoreError::WriterGone)?;
+        self.inner.metrics.waited(Pool::Readers, asked.elapsed());
         let idle = self
             .inner
             .idle

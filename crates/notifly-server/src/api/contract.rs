@@ -21,8 +21,12 @@ use crate::domain::validate;
 /// Completes a document built from the handlers' annotations, into the
 /// JSON that `/openapi.json` serves.
 pub fn complete(mut doc: OpenApi) -> Value {
+    // Paths are relative to wherever the server is reached.
+    doc.servers = Some(vec![utoipa::openapi::server::Server::new("/")]);
     for (path, item) in doc.paths.paths.iter_mut() {
         for (method, op) in operations(item) {
+            // An operation without an API key says so: it is public on purpose.
+            op.security.get_or_insert_with(Vec::new);
             describe_parameters(op);
             add_error_statuses(path, method, op);
         }

@@ -13,11 +13,16 @@ use crate::domain::DomainError;
 pub struct ErrorBody {
     /// `invalid_request` for a 4xx the caller can fix, `api_error` for a 5xx.
     #[serde(rename = "type")]
-    #[schema(example = "invalid_request")]
+    #[schema(schema_with = kind_schema)]
     pub kind: &'static str,
     /// What went wrong, for a person.
     #[schema(example = "username must not be empty")]
     pub message: String,
+}
+
+/// The two values of `ErrorBody.type`.
+fn kind_schema() -> utoipa::openapi::Object {
+    crate::domain::validate::schema::one_of(&["invalid_request", "api_error"])
 }
 
 /// An error on its way to the client.

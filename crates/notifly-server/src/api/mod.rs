@@ -86,8 +86,11 @@ impl<T> From<Listed<T>> for List<T> {
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "contacts"), (name = "conversations"), (name = "messages"),
-        (name = "groups"), (name = "attachments"), (name = "events", description = "The account's event log"),
+        (name = "contacts", description = "People the account talks to"),
+        (name = "conversations", description = "A thread with one contact or with a group"),
+        (name = "messages", description = "What is said in a conversation, with reactions and attachments"),
+        (name = "groups", description = "Named sets of contacts"),
+        (name = "attachments", description = "Files attached to messages"), (name = "events", description = "The account's event log"),
         (name = "webhooks", description = "Endpoints that receive events"),
         (name = "deliveries", description = "Each event's way to each endpoint, attempt by attempt"),
         (name = "api-keys", description = "The account's API keys"),

@@ -155,10 +155,11 @@ impl Text {
             .min_length((self.min_chars > 0).then_some(self.min_chars))
             .max_length(Some(self.max_chars))
             .pattern(Some(self.pattern))
-            .description(Some(format!(
-                "{} characters at most; {}.",
-                self.max_chars, self.rule
-            )))
+            .description(Some(if self.min_chars == self.max_chars {
+                format!("Exactly {} characters: {}.", self.max_chars, self.rule)
+            } else {
+                format!("{} characters at most; {}.", self.max_chars, self.rule)
+            }))
     }
 }
 

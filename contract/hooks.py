@@ -10,6 +10,7 @@ other reason (a rule the document fails to state) still fails the run.
 
 import json
 import re
+import uuid
 
 import schemathesis
 
@@ -47,3 +48,28 @@ def positive_data_accepted(ctx, response, case):
     raise AssertionError(
         f"a request the document calls valid was refused with {status}: {message}"
     )
+
+
+# What the server takes as an Idempotency-Key (validate::IDEMPOTENCY_KEY).
+VALID_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7E]{1,255}$")
+
+
+@schemathesis.hook
+def before_call(ctx, case, kwargs):
+    """Gives every valid generated Idempotency-Key a fresh value in stateful runs.
+
+    Generated keys repeat ("0", "a", …). A repeated key with the same body
+    correctly replays the first response, even after that resource was
+    deleted, which the stateful checks would read as a created resource that
+    is not found. Invalid keys are left alone, so their refusal is still
+    tested; replays themselves are tested by the Rust suite
+    (tests/api_idempotency.rs).
+    """
+    # Only where resources are created and then used: the stateful phase.
+    # (The coverage phase's cases are about the headers as generated.)
+    if case.meta is None or case.meta.phase.name != "stateful" or not case.headers:
+        return
+    headers = case.headers
+    for name in list(headers):
+        if name.lower() == "idempotency-key" and VALID_IDEMPOTENCY_KEY.match(str(headers[name])):
+            headers[name] = uuid.uuid4().hex

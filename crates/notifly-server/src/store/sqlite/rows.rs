@@ -1,4 +1,5 @@
-//! Reading the SQLite store's rows, and the few helpers every statement uses.
+//! Reading the SQLite store's rows, the few helpers every statement uses,
+//! and [`Tables`], the plain reads and writes of [`crud`], built on them.
 //!
 //! Rows are decoded by position, in the order of the `*_COLUMNS` lists in
 //! `store/mod.rs`; JSON columns are TEXT.
@@ -57,6 +58,21 @@ fn json_opt<T: DeserializeOwned>(
 /// A value as JSON text, for binding.
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(StoreError::Corrupt)
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Value::Text(v) | Value::OptText(Some(v)) => {
+                ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes()))
+            }
+            Value::Json(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Value::Int(v) | Value::OptInt(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
+            Value::Bool(v) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*v))),
+            Value::OptText(None) | Value::OptInt(None) => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
 }
 
 /// Runs a statement (cached), returning the rows it changed.
@@ -133,6 +149,146 @@ pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
         s.push_str(&row);
     }
     s
+}
+
+/// Reads one row of `table` by id, within `account`.
+pub(super) fn get<T: Decode>(
+    c: &Connection,
+    table: &'static str,
+    columns: &'static str,
+    account: &str,
+    id: &str,
+) -> StoreResult<Option<T>> {
+    one(
+        c,
+        &format!("SELECT {columns} FROM {table} WHERE account_id = ? AND id = ?"),
+        [account, id],
+        T::decode,
+    )
+}
+
+#[async_trait]
+impl<C> Tables for Handle<C>
+where
+    C: DerefMut<Target = Connection> + Send,
+{
+    async fn get<R: Record>(&mut self, account: &str, id: &str) -> StoreResult<Option<R>> {
+        get(&self.0, R::TABLE, R::COLUMNS, account, id)
+    }
+
+    async fn list<R: Record>(
+        &mut self,
+        account: &str,
+        filters: &[Filter<'_>],
+        page: &Page,
+    ) -> StoreResult<Listed<R>> {
+        list(&self.0, R::TABLE, R::COLUMNS, account, filters, page)
+    }
+}
+
+#[async_trait]
+impl TableWrites for Handle<WriterGuard> {
+    async fn insert<R: crate::store::Row>(&mut self, account: &str, row: &R) -> StoreResult<()> {
+        let mut values = vec![Value::Text(account)];
+        values.extend(row.insert_values()?);
+        let sql = &R::statements(Dialect::Sqlite).insert;
+        exec(&self.0, sql, params_from_iter(values)).map_err(conflict(R::CONFLICT))?;
+        Ok(())
+    }
+
+    async fn update<R: crate::store::Row>(&mut self, account: &str, row: &R) -> StoreResult<()> {
+        let mut values = row.update_values()?;
+        values.extend([Value::Text(account), Value::Text(row.id())]);
+        let sql = &R::statements(Dialect::Sqlite).update;
+        exec(&self.0, sql, params_from_iter(values)).map_err(conflict(R::CONFLICT))?;
+        Ok(())
+    }
+
+    async fn delete<R: Record>(&mut self, account: &str, id: &str) -> StoreResult<()> {
+        delete(&self.0, R::TABLE, account, id)
+    }
+}
+
+/// Maps a violation of the unique constraint `what` names, if any, to
+/// [`StoreError::Conflict`].
+fn conflict(what: Option<&'static str>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| match what {
+        Some(what) => unique_sqlite(what)(e),
+        None => sqlite(e),
+    }
+}
+
+/// Deletes one row of `table` by id, within `account`.
+pub(super) fn delete(
+    c: &Connection,
+    table: &'static str,
+    account: &str,
+    id: &str,
+) -> StoreResult<()> {
+    exec(
+        c,
+        &format!("DELETE FROM {table} WHERE account_id = ? AND id = ?"),
+        [account, id],
+    )
+    .map_err(sqlite)?;
+    Ok(())
+}
+
+/// Reads one page of `table` for `account`, newest first, with keyset cursors on `seq`.
+pub(super) fn list<T: Decode>(
+    c: &Connection,
+    table: &'static str,
+    columns: &'static str,
+    account: &str,
+    filters: &[Filter<'_>],
+    page: &Page,
+) -> StoreResult<Listed<T>> {
+    let cursor = match &page.cursor {
+        None => None,
+        Some(Cursor::After(id) | Cursor::Before(id)) => {
+            let seq: Option<i64> = one(
+                c,
+                &format!("SELECT seq FROM {table} WHERE account_id = ? AND id = ?"),
+                [account, id],
+                |row| row.get(0),
+            )?;
+            Some(seq.ok_or(StoreError::UnknownCursor)?)
+        }
+    };
+    let mut sql = format!("SELECT {columns} FROM {table} WHERE account_id = ?");
+    let mut values: Vec<&dyn ToSql> = vec![&account];
+    for filter in filters {
+        match filter {
+            Filter::Text(col, v) => {
+                sql.push_str(&format!(" AND {col} = ?"));
+                values.push(v);
+            }
+            Filter::Bool(col, v) => {
+                sql.push_str(&format!(" AND {col} = ?"));
+                values.push(v);
+            }
+            Filter::Set(col, true) => sql.push_str(&format!(" AND {col} IS NOT NULL")),
+            Filter::Set(col, false) => sql.push_str(&format!(" AND {col} IS NULL")),
+        };
+    }
+    let backwards = matches!(page.cursor, Some(Cursor::Before(_)));
+    if let Some(seq) = &cursor {
+        sql.push_str(if backwards {
+            " AND seq > ?"
+        } else {
+            " AND seq < ?"
+        });
+        values.push(seq);
+    }
+    sql.push_str(if backwards {
+        " ORDER BY seq ASC LIMIT ?"
+    } else {
+        " ORDER BY seq DESC LIMIT ?"
+    });
+    let probe = i64::from(page.limit) + 1;
+    values.push(&probe);
+    let items = all(c, &sql, params_from_iter(values), T::decode)?;
+    Ok(Listed::from_probe(items, page.limit, backwards))
 }
 
 impl Decode for Account {
@@ -333,7 +489,7 @@ impl Decode for AttemptBucket {
     }
 }
 
-/// From `CLAIMED_COLUMNS` (see `sqlite.rs`).
+/// From `CLAIMED_SELECT` (see `queue.rs`).
 impl Decode for Claimed {
     fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Claimed {

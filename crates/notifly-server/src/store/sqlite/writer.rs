@@ -30,9 +30,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, watch};
 
-use super::hand_off::{HandOff, Ready};
-use super::sqlite_rows::{exec, sqlite};
-use super::{Pool, StoreError, StoreMetrics, StoreResult};
+use super::rows::{exec, sqlite};
+use super::{HandOff, Pool, Ready, StoreError, StoreMetrics, StoreResult};
 
 /// The outcome of one group's `COMMIT`: `None` while the group is open.
 type GroupOutcome = Option<Result<(), Arc<rusqlite::Error>>>;

@@ -1,0 +1,375 @@
+//! Deliveries: an event's fan-out and hand-off, attempts as the API
+//! shows them, retries and recovery.
+
+use super::*;
+
+/// Deliveries an event's insert creates in the same statement (ids made
+/// beforehand); an event to more endpoints inserts the rest separately.
+const FAN_OUT_IN_ONE: usize = 16;
+
+/// An endpoint an event goes to (see `insert_event`): its place in the
+/// fan-out and, if the write leased its delivery, what sending it needs.
+#[derive(FromRow)]
+struct Target {
+    id: String,
+    n: i64,
+    /// Held for a claim (see `insert_event`).
+    held: bool,
+    /// Its endpoint orders deliveries per resource (only read if leased).
+    ordered: bool,
+    url: Option<String>,
+    secret: Option<String>,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+}
+
+impl PgTx {
+    /// Notes a new delivery to `endpoint` that waits for a claim.
+    fn queued(&mut self, endpoint: &str) {
+        self.claimable = true;
+        if !self.queued_to.iter().any(|e| e == endpoint) {
+            self.queued_to.push(endpoint.to_owned());
+        }
+        if let Some(h) = &self.staged.hand_off {
+            h.queued(endpoint);
+            self.staged.queued.push(endpoint.to_owned());
+        }
+    }
+}
+
+/// A pending delivery of `e` to one of the account's endpoints. The endpoint
+/// must belong to the account: otherwise nothing is written and it is an
+/// error, so one account's event can never go to another's endpoint.
+pub(super) async fn insert_delivery(
+    conn: &mut PgConnection,
+    account: &str,
+    e: &EventRecord,
+    endpoint_id: &str,
+) -> StoreResult<String> {
+    let id = crate::ids::new_id();
+    let done = sqlx::query(
+        "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, resource_id)
+         SELECT $1, account_id, id, $2, $3, 'pending', $4, $5, $6, $9 FROM endpoints WHERE id = $7 AND account_id = $8",
+    )
+    .bind(&id)
+    .bind(&e.id)
+    .bind(&e.event_type)
+    .bind(crate::ids::now_ms())
+    .bind(e.created_at)
+    .bind(e.created_at)
+    .bind(endpoint_id)
+    .bind(account)
+    .bind(&e.resource_id)
+    .execute(conn)
+    .await
+    .map_err(backend)?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Backend(sqlx::Error::RowNotFound));
+    }
+    Ok(id)
+}
+
+/// Inserts one pending delivery of `e` per endpoint in `endpoints` (ids of
+/// the account's endpoints, just read) with one statement per
+/// [`ROWS_PER_STATEMENT`].
+async fn fan_out(
+    conn: &mut PgConnection,
+    account: &str,
+    e: &EventRecord,
+    endpoints: &[String],
+) -> StoreResult<()> {
+    let now_ms = crate::ids::now_ms();
+    for chunk in endpoints.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, resource_id) ",
+        );
+        q.push_values(chunk, |mut row, endpoint| {
+            row.push_bind(crate::ids::new_id())
+                .push_bind(account)
+                .push_bind(endpoint)
+                .push_bind(&e.id)
+                .push_bind(&e.event_type)
+                .push_bind("pending")
+                .push_bind(now_ms)
+                .push_bind(e.created_at)
+                .push_bind(e.created_at)
+                .push_bind(&e.resource_id);
+        });
+        q.build().execute(&mut *conn).await.map_err(backend)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl<C> AttemptReads for Handle<C>
+where
+    C: Scope,
+{
+    async fn attempts(
+        &mut self,
+        account: &str,
+        delivery_id: &str,
+    ) -> StoreResult<Vec<AttemptRecord>> {
+        let columns = ATTEMPT_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query_as(&format!(
+            "SELECT {columns} FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+             WHERE d.account_id = $1 AND a.delivery_id = $2 ORDER BY a.seq"
+        ))
+        .bind(account)
+        .bind(delivery_id)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn attempt_buckets(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        since_ms: i64,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<AttemptBucket>> {
+        sqlx::query_as(
+            "SELECT (a.started_at_ms - $1) / $2 AS bucket, COUNT(*) AS attempts,
+                    SUM(CASE WHEN a.succeeded THEN 1 ELSE 0 END)::BIGINT AS succeeded,
+                    SUM(a.duration_ms)::BIGINT AS total_duration_ms,
+                    MAX(a.duration_ms) AS max_duration_ms
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+             WHERE d.account_id = $3 AND d.endpoint_id = $4 AND a.started_at_ms >= $5
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(since_ms)
+        .bind(bucket_ms.max(1))
+        .bind(account)
+        .bind(endpoint_id)
+        .bind(since_ms)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn last_attempt_at(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+    ) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT MAX(last_attempt_at) FROM deliveries WHERE account_id = $1 AND endpoint_id = $2",
+        )
+        .bind(account)
+        .bind(endpoint_id)
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl DeliveryWrites for Handle<PgTx> {
+    async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0,
+                lease_until_ms = NULL, lease_owner = NULL, updated_at = $2
+             WHERE account_id = $3 AND id = $4 AND (lease_until_ms IS NULL OR lease_until_ms <= $5)",
+        )
+        .bind(now_ms)
+        .bind(now_ms / 1000)
+        .bind(account)
+        .bind(id)
+        .bind(now_ms)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        self.0.claimable |= done.rows_affected() > 0;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn recover_deliveries(
+        &mut self,
+        account: &str,
+        endpoint_id: &str,
+        since: i64,
+        now_ms: i64,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0,
+                lease_until_ms = NULL, lease_owner = NULL, updated_at = $2
+             WHERE account_id = $3 AND endpoint_id = $4 AND status = 'failed' AND created_at >= $5",
+        )
+        .bind(now_ms)
+        .bind(now_ms / 1000)
+        .bind(account)
+        .bind(endpoint_id)
+        .bind(since)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        self.0.claimable |= done.rows_affected() > 0;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Appends an event and fans it out (see [`EventWrites::insert_event`]).
+pub(super) async fn insert_event_with_deliveries(
+    tx: &mut PgTx,
+    account: &str,
+    e: &EventRecord,
+) -> StoreResult<u64> {
+    // The event, the endpoints it goes to and (for the first
+    // `FAN_OUT_IN_ONE` of them) their deliveries, in one round trip: the
+    // sub-statements of a data-modifying WITH all run, and the
+    // deliveries' reference to the event is checked at the end of the
+    // statement. Under the account's endpoint lock (shared with other
+    // fan-outs): an endpoint being deleted meanwhile either waits for
+    // this write (and then cancels the delivery it made) or is gone
+    // before it (and gets none).
+    //
+    // With a hand-off, each of those deliveries whose endpoint is
+    // healthy and not held for claims (circuit not closed, rate-limited,
+    // throttled, or an earlier delivery about the same resource pending
+    // with per-resource ordering), has a free slot and no deliveries
+    // waiting before it
+    // takes the slot and is leased to this node in the same statement
+    // (as many as the node has slots free in all): its dispatcher
+    // sends it once this transaction commits, with no claim.
+    tx.lock_endpoints(account, false).await?;
+    let ids: Vec<String> = (0..FAN_OUT_IN_ONE).map(|_| crate::ids::new_id()).collect();
+    let hand_off = tx.staged.hand_off.clone();
+    let fan_out_was = tx
+        .fan_outs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(account)
+        .copied()
+        .unwrap_or(1);
+    let (took, blocked, owner, lease_ms) = match &hand_off {
+        Some(h) => (
+            h.take_total(fan_out_was.min(FAN_OUT_IN_ONE as u32)),
+            h.queued_endpoints(),
+            Some(h.owner().to_owned()),
+            h.lease_ms(),
+        ),
+        None => (0, Vec::new(), None, 0),
+    };
+    let per_endpoint = hand_off.as_ref().map_or(0, |h| h.per_endpoint() as i32);
+    let now_ms = crate::ids::now_ms();
+    let lease_until_ms = now_ms + lease_ms;
+    let targets: StoreResult<Vec<Target>> = sqlx::query_as(
+        "WITH event AS (
+            INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)),
+         targets AS (
+            SELECT id, held, row_number() OVER (ORDER BY seq) AS n FROM (
+                SELECT e.id, e.seq,
+                    (e.failing_since IS NOT NULL OR e.circuit <> 'closed' OR e.rate_limit IS NOT NULL
+                     OR COALESCE(e.throttled_until_ms, 0) > $7
+                     OR (e.ordering <> 'none' AND EXISTS (
+                        SELECT 1 FROM deliveries p
+                        WHERE p.endpoint_id = e.id AND p.resource_id = $13 AND p.status = 'pending'))) AS held
+                FROM endpoints e
+                WHERE e.account_id = $1 AND e.enabled
+                  AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))) t),
+         slot AS (
+            SELECT t.id, t.n, s.n AS slot FROM targets t CROSS JOIN LATERAL (
+                SELECT s.n FROM endpoint_slots s
+                WHERE s.endpoint_id = t.id AND s.n < $9 AND (s.delivery_id IS NULL OR s.until_ms <= $7)
+                ORDER BY s.n LIMIT 1
+                FOR UPDATE SKIP LOCKED) s
+            WHERE t.n <= $10 AND NOT t.held AND t.id <> ALL($11::text[])),
+         took AS (
+            UPDATE endpoint_slots s SET delivery_id = ($6::text[])[slot.n], owner = $8, until_ms = $12
+            FROM slot WHERE s.endpoint_id = slot.id AND s.n = slot.slot),
+         made AS (
+            INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms,
+                                    created_at, updated_at, lease_until_ms, lease_owner, resource_id)
+            SELECT ($6::text[])[t.n], $1, t.id, $2, $3, 'pending', $7, $5, $5,
+                   CASE WHEN slot.id IS NOT NULL THEN $12::bigint END,
+                   CASE WHEN slot.id IS NOT NULL THEN $8 END, $13
+            FROM targets t LEFT JOIN slot ON slot.id = t.id WHERE t.n <= cardinality($6::text[]))
+         SELECT t.id, t.n, t.held, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
+                COALESCE(e.ordering <> 'none', FALSE) AS ordered
+         FROM targets t LEFT JOIN slot ON slot.id = t.id LEFT JOIN endpoints e ON e.id = slot.id
+         ORDER BY t.n",
+    )
+    .bind(account)
+    .bind(&e.id)
+    .bind(&e.event_type)
+    .bind(&e.body)
+    .bind(e.created_at)
+    .bind(&ids)
+    .bind(now_ms)
+    .bind(&owner)
+    .bind(per_endpoint)
+    .bind(i64::from(took))
+    .bind(&blocked)
+    .bind(lease_until_ms)
+    .bind(&e.resource_id)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(backend);
+    let targets = match targets {
+        Ok(t) => t,
+        Err(err) => {
+            if let Some(h) = &hand_off {
+                h.give_back(took);
+            }
+            return Err(err);
+        }
+    };
+    let body = axum::body::Bytes::from(e.body.clone());
+    let mut handed = 0;
+    let mut rest = Vec::new();
+    for t in &targets {
+        let leased = match (&hand_off, &t.url, &t.secret) {
+            (Some(h), Some(url), Some(secret)) => {
+                h.took_slot(&t.id);
+                handed += 1;
+                let claimed = Claimed {
+                    delivery_id: ids[t.n as usize - 1].clone(),
+                    account_id: account.to_owned(),
+                    endpoint_id: t.id.clone(),
+                    event_id: e.id.clone(),
+                    event_type: e.event_type.clone(),
+                    attempt: 1,
+                    schedule_pos: 0,
+                    url: url.clone(),
+                    secret: secret.clone(),
+                    previous_secret: t.previous_secret.clone(),
+                    previous_secret_expires_at: t.previous_secret_expires_at,
+                    body: String::new(),
+                    ordered: t.ordered,
+                };
+                tx.staged.ready.push((claimed, body.clone()));
+                true
+            }
+            _ => false,
+        };
+        if t.n as usize > FAN_OUT_IN_ONE {
+            rest.push(t.id.clone());
+        }
+        if !leased {
+            // One held for a claim (rate limit, throttle, order) is
+            // not waiting for a slot: it does not pace the writer.
+            if t.held {
+                tx.claimable = true;
+            } else {
+                tx.queued(&t.id);
+            }
+        }
+    }
+    if let Some(h) = &hand_off {
+        h.give_back(took - handed);
+        let n = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+        if n != fan_out_was {
+            let mut fan_outs = tx.fan_outs.lock().unwrap_or_else(|e| e.into_inner());
+            fan_outs.insert(account.to_owned(), n.max(1));
+        }
+    }
+    if !rest.is_empty() {
+        fan_out(tx, account, e, &rest).await?;
+    }
+    Ok(targets.len() as u64)
+}

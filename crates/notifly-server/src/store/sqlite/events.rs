@@ -1,0 +1,135 @@
+//! The event log (the outbox), its order for readers, and idempotent responses.
+
+use super::deliveries::{fan_out_event, insert_delivery};
+use super::*;
+
+#[async_trait]
+impl<C> EventReads for Handle<C>
+where
+    C: DerefMut<Target = Connection> + Send,
+{
+    async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>> {
+        one(
+            &self.0,
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND id = ? AND is_test = 0"
+            ),
+            [account, id],
+            EventRecord::decode,
+        )
+    }
+
+    async fn delivered_event(
+        &mut self,
+        account: &str,
+        id: &str,
+    ) -> StoreResult<Option<EventRecord>> {
+        get(&self.0, "events", EVENT_COLUMNS, account, id)
+    }
+
+    async fn events_after(
+        &mut self,
+        account: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let after_seq: i64 = match after {
+            None => 0,
+            Some(id) => one(
+                &self.0,
+                "SELECT seq FROM events WHERE account_id = ? AND id = ? AND is_test = 0",
+                [account, id],
+                |row| row.get(0),
+            )?
+            .ok_or(StoreError::UnknownCursor)?,
+        };
+        all(
+            &self.0,
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = ? AND seq > ? AND is_test = 0 ORDER BY seq LIMIT ?"
+            ),
+            params![account, after_seq, i64::from(limit)],
+            EventRecord::decode,
+        )
+    }
+
+    async fn latest_event_id(&mut self, account: &str) -> StoreResult<Option<String>> {
+        one(
+            &self.0,
+            "SELECT id FROM events WHERE account_id = ? AND is_test = 0 ORDER BY seq DESC LIMIT 1",
+            [account],
+            |row| row.get(0),
+        )
+    }
+
+    async fn list_events(
+        &mut self,
+        account: &str,
+        event_type: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Listed<EventRecord>> {
+        let filters: Vec<Filter> = event_type
+            .map(|t| Filter::Text("event_type", t))
+            .into_iter()
+            .chain([Filter::Bool("is_test", false)])
+            .collect();
+        list(&self.0, "events", EVENT_COLUMNS, account, &filters, page)
+    }
+
+    async fn idempotent_response(
+        &mut self,
+        account: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotentResponse>> {
+        one(
+            &self.0,
+            "SELECT request_hash, status, body, created_at FROM idempotency_keys WHERE account_id = ? AND key = ?",
+            [account, key],
+            IdempotentResponse::decode,
+        )
+    }
+}
+
+#[async_trait]
+impl EventWrites for Handle<WriterGuard> {
+    async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {
+        exec(
+            &self.0,
+            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            params![account, e.id, e.event_type, e.body, e.created_at],
+        )
+        .map_err(sqlite)?;
+        fan_out_event(&mut self.0, account, e)
+    }
+
+    async fn insert_event_for_endpoint(
+        &mut self,
+        account: &str,
+        e: &EventRecord,
+        endpoint_id: &str,
+    ) -> StoreResult<String> {
+        exec(
+            &self.0,
+            "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES (?, ?, ?, ?, ?, 1)",
+            params![account, e.id, e.event_type, e.body, e.created_at],
+        )
+        .map_err(sqlite)?;
+        self.0.claimable = true;
+        insert_delivery(&self.0, account, e, endpoint_id)
+    }
+
+    async fn insert_idempotent_response(
+        &mut self,
+        account: &str,
+        key: &str,
+        r: &IdempotentResponse,
+    ) -> StoreResult<()> {
+        exec(
+            &self.0,
+            "INSERT INTO idempotency_keys (account_id, key, request_hash, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            params![account, key, r.request_hash, r.status, r.body, r.created_at],
+        )
+        .map_err(unique_sqlite("idempotency key"))?;
+        Ok(())
+    }
+}

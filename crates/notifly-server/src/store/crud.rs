@@ -18,8 +18,8 @@ use async_trait::async_trait;
 
 use super::{
     ATTACHMENT_COLUMNS, Attachment, CONTACT_COLUMNS, CONVERSATION_COLUMNS, Contact, Conversation,
-    DELIVERY_COLUMNS, DeliveryRecord, Filter, GROUP_COLUMNS, GroupRecord, Listed, MESSAGE_COLUMNS,
-    MessageRecord, Page, StoreError, StoreResult,
+    DELIVERY_COLUMNS, DeliveryRecord, ENDPOINT_COLUMNS, EndpointRecord, Filter, GROUP_COLUMNS,
+    GroupRecord, Listed, MESSAGE_COLUMNS, MessageRecord, Page, StoreError, StoreResult,
 };
 
 /// A record stored as one row of its own table, keyed by account and id,
@@ -52,6 +52,7 @@ record!(MessageRecord, "messages", MESSAGE_COLUMNS);
 record!(GroupRecord, "groups", GROUP_COLUMNS);
 record!(Attachment, "attachments", ATTACHMENT_COLUMNS);
 record!(DeliveryRecord, "deliveries", DELIVERY_COLUMNS);
+record!(EndpointRecord, "endpoints", ENDPOINT_COLUMNS);
 
 /// The plain reads, which each backend's handles implement once for every
 /// [`Record`]. Generic, so only the store sees it.

@@ -190,6 +190,16 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type
 pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message, s.key_id";
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, started_at_ms, duration_ms, request_headers, response_status, response_headers, response_body, error, succeeded";
 
+/// `columns` (a `*_COLUMNS` list), each qualified by the table alias
+/// `alias`, for a query that joins.
+pub(crate) fn qualified(columns: &str, alias: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A list filter on one column.
 pub(crate) enum Filter<'a> {
     Text(&'static str, &'a str),

@@ -110,11 +110,7 @@ where
         account: &str,
         delivery_id: &str,
     ) -> StoreResult<Vec<AttemptRecord>> {
-        let columns = ATTEMPT_COLUMNS
-            .split(", ")
-            .map(|c| format!("a.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = qualified(ATTEMPT_COLUMNS, "a");
         sqlx::query_as(&format!(
             "SELECT {columns} FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
              WHERE d.account_id = $1 AND a.delivery_id = $2 ORDER BY a.seq"

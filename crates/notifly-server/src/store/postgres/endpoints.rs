@@ -74,15 +74,7 @@ where
         account: &str,
         page: &Page,
     ) -> StoreResult<Listed<EndpointRecord>> {
-        list(
-            &mut self.0,
-            "endpoints",
-            ENDPOINT_COLUMNS,
-            account,
-            &[],
-            page,
-        )
-        .await
+        self.list(account, &[], page).await
     }
 }
 

@@ -134,7 +134,7 @@ async fn delete(
 }
 
 /// Reads one page of `table` for `account`, newest first, with keyset cursors on `seq`.
-pub(super) async fn list<T>(
+async fn list<T>(
     conn: &mut PgConnection,
     table: &'static str,
     columns: &'static str,

@@ -156,11 +156,7 @@ where
         account: &str,
         delivery_id: &str,
     ) -> StoreResult<Vec<AttemptRecord>> {
-        let columns = ATTEMPT_COLUMNS
-            .split(", ")
-            .map(|c| format!("a.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = qualified(ATTEMPT_COLUMNS, "a");
         all(
             &self.0,
             &format!(

@@ -77,7 +77,7 @@ where
         account: &str,
         page: &Page,
     ) -> StoreResult<Listed<EndpointRecord>> {
-        list(&self.0, "endpoints", ENDPOINT_COLUMNS, account, &[], page)
+        self.list(account, &[], page).await
     }
 }
 

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Typed parsing of every event type, with payloads shaped like the server's
 //! samples (`notifly-server/src/domain/samples.rs`) in `tests/data/payloads/`.
 
@@ -10,11 +9,11 @@ use serde_json::{Value, json};
 
 fn fixture(kind: ResourceKind) -> Value {
     let raw = match kind {
-        ResourceKind::Contact => include_str!("data/payloads/contact.json"),
-        ResourceKind::Conversation => include_str!("data/payloads/conversation.json"),
-        ResourceKind::Message => include_str!("data/payloads/message.json"),
-        ResourceKind::Group => include_str!("data/payloads/group.json"),
-        ResourceKind::Attachment => include_str!("data/payloads/attachment.json"),
+        ResourceKind::Contact => include_str!("../data/payloads/contact.json"),
+        ResourceKind::Conversation => include_str!("../data/payloads/conversation.json"),
+        ResourceKind::Message => include_str!("../data/payloads/message.json"),
+        ResourceKind::Group => include_str!("../data/payloads/group.json"),
+        ResourceKind::Attachment => include_str!("../data/payloads/attachment.json"),
     };
     serde_json::from_str(raw).unwrap()
 }
@@ -176,7 +175,7 @@ fn unknown_extra_fields_are_ignored_everywhere() {
 fn optional_fields_may_be_absent_or_null() {
     // The guide's own example: the contact has neither `display_name` nor
     // `conversation_id`.
-    let guide = include_bytes!("data/guide_message_updated.json");
+    let guide = include_bytes!("../data/guide_message_updated.json");
     let event = WebhookEvent::parse(guide).unwrap();
     let Event::MessageUpdated(m) = &event.event else {
         panic!("{event:?}")

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The `Webhook` verifier against the shared signer: what is signed verifies,
 //! with any secret and during rotations; any change to the body, the
 //! timestamp or the signature is refused with a precise error.

@@ -1,5 +1,3 @@
-#![cfg(feature = "axum")]
-#![allow(clippy::unwrap_used)]
 //! The `VerifiedEvent` extractor in a real router, driven with
 //! `tower::ServiceExt::oneshot`.
 

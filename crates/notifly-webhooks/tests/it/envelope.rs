@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Property tests of the wire contract: envelopes survive a serialize → parse
 //! round trip, and signatures verify exactly the bytes they were made over.
 

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Checks our signer and verifier against `shared/vectors/signatures.json`, which
 //! was computed independently of this code. A copy lives in `tests/data/` so the
 //! crate builds and tests on its own.
@@ -28,7 +27,7 @@ struct Vector {
 }
 
 fn vectors() -> Vec<Vector> {
-    let raw = include_str!("data/signatures.json");
+    let raw = include_str!("../data/signatures.json");
     let file: File = serde_json::from_str(raw).expect("vectors parse");
     assert!(!file.vectors.is_empty());
     file.vectors

@@ -1,8 +1,6 @@
 //! `notifly listen` and `notifly trigger`, driving the real binary against a
 //! real server process and a real local receiver.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -4,16 +4,12 @@
 //! acknowledged event reached the receiver (duplicates allowed, and counted),
 //! without waiting for the killed process's leases to expire.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{create_account, free_port, receiver, wait_delivered, wait_ready};
+use crate::common::{create_account, free_port, receiver, wait_delivered, wait_ready};
 use serde_json::{Value, json};
 
 fn serve(db: &str, dir: &std::path::Path, port: u16) -> Child {

@@ -10,17 +10,13 @@
 //! `NOTIFLY_TEST_POSTGRES_RESTART` (a shell command that stops the server,
 //! keeps it down for a few seconds, and starts it again).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{create_account, free_port, receiver, wait_delivered, wait_ready};
+use crate::common::{create_account, free_port, receiver, wait_delivered, wait_ready};
 use serde_json::{Value, json};
 use sqlx::Connection;
 

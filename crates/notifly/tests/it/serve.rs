@@ -2,16 +2,12 @@
 //! first start bootstraps an account and prints its key, more accounts can be
 //! created beside a running server, and SIGTERM stops the server cleanly.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, wait_ready};
+use crate::common::{free_port, wait_ready};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_notifly");

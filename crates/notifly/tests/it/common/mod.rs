@@ -1,6 +1,5 @@
 //! What the tests that drive the real `notifly` binary share: ports, waiting
 //! for readiness, and a receiver that counts what it is delivered.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

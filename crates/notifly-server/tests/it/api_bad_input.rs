@@ -1,10 +1,7 @@
 //! Bad input gets a precise status and `{"type": "invalid_request", "message"}`,
 //! and writes nothing: no resource row, no event row, no file.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{
+use crate::common::{
     Client, TestServer, UNKNOWN_ID, assert_error_body, assert_invalid, id_of, message_of,
 };
 use reqwest::Method;

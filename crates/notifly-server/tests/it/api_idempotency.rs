@@ -1,10 +1,7 @@
 //! `Idempotency-Key` on `POST`: a retried request gets the first response and
 //! writes nothing more.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{Client, TestServer, assert_invalid, id_of};
+use crate::common::{Client, TestServer, assert_invalid, id_of};
 use reqwest::Method;
 use serde_json::{Value, json};
 

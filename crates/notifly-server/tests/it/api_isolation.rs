@@ -1,11 +1,8 @@
 //! Accounts see only their own data: another account's id answers 404 on
 //! every route, lists and the event log never show it, and creates cannot
 //! reference it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{Client, TestServer, assert_invalid, id_of, ids};
+use crate::common::{Client, TestServer, assert_invalid, id_of, ids};
 use reqwest::Method;
 use serde_json::{Value, json};
 

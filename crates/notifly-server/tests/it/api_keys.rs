@@ -1,13 +1,11 @@
 //! API key management: keys are created (shown once), listed (never the
 //! key), used (last use recorded) and revoked (refused within a second; the
 //! last one kept); bad input is refused naming the field, changing nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, assert_invalid};
+use crate::common;
+use crate::common::{Client, TestServer, assert_invalid};
 use notifly_server::domain::accounts::{KEY_CACHE_TTL, MAX_KEYS_PER_ACCOUNT};
 use serde_json::{Value, json};
 

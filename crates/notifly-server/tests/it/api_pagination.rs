@@ -1,12 +1,9 @@
 //! Cursor pagination: `limit`, `starting_after`, `ending_before`, `has_more`,
 //! and the list filters.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::collections::HashSet;
 
-use common::{Client, TestServer, UNKNOWN_ID, assert_invalid, id_of, ids, message_of};
+use crate::common::{Client, TestServer, UNKNOWN_ID, assert_invalid, id_of, ids, message_of};
 use serde_json::{Value, json};
 
 /// One page: its ids and `has_more`.

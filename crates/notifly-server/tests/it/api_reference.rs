@@ -1,11 +1,8 @@
 //! The API reference at `/docs` over plain HTTP: the page, its scripts and
 //! their headers, and the vendored Redoc against the hash `update.sh`
 //! records. `api_reference_browser.rs` opens it in a real browser.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use notifly_server::dashboard::reference::{CONTENT_SECURITY_POLICY, REDOC_PATH, REDOC_VERSION};
 use sha2::{Digest, Sha256};
 
@@ -173,7 +170,7 @@ async fn the_dashboard_links_to_the_reference() {
         .unwrap();
     assert!(login.contains(r#"<a href="/docs">API reference</a>"#));
     // The navigation of every logged-in page.
-    let base = include_str!("../templates/dashboard/base.html");
+    let base = include_str!("../../templates/dashboard/base.html");
     let nav = base.split("<nav").nth(1).unwrap().split("</nav>").next();
     assert!(
         nav.unwrap()

@@ -7,15 +7,11 @@
 //!
 //! It needs Chromium, so it is `#[ignore]`d: `--include-ignored` runs it, and
 //! then a missing browser is a failure.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "common/browser.rs"]
-mod browser;
-mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use crate::common::TestServer;
+use crate::common::browser;
 
 #[tokio::test]
 #[ignore = "needs Chromium (apt-get install chromium, or NOTIFLY_CHROMIUM): run with --include-ignored"]

@@ -1,11 +1,8 @@
 //! CRUD for every resource, and the exact events each operation writes to the
 //! account's log: their types in order, and each payload equal to the REST
 //! representation at that moment (for `*.deleted`, the object as it was).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{Client, TestServer, UNKNOWN_ID, assert_invalid, id_of};
+use crate::common::{Client, TestServer, UNKNOWN_ID, assert_invalid, id_of};
 use serde_json::{Value, json};
 
 /// Asserts that the events after `mark` are exactly `expected`, in order.

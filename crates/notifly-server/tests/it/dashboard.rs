@@ -3,15 +3,10 @@
 //! every page and form, CSRF refusals that write nothing, escaping of
 //! attacker-controlled text, the security headers, and sessions that live in
 //! the database (they survive a restart and work on every node).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
-
-use common::{Client, TestServer, id_of};
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
+use crate::common::{Client, TestServer, id_of};
 use helpers::{DEADLINE, get_ok, wait_deliveries, wait_delivery, webhook};
 use receiver::{Behavior, Receiver};
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};

@@ -8,18 +8,12 @@
 //! It needs Chromium, so it is `#[ignore]`d: a plain `cargo test` lists it as
 //! ignored (not run) rather than passing it. `--include-ignored` runs it, and
 //! then a missing browser is a failure.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "common/browser.rs"]
-mod browser;
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
 
 use std::time::Duration;
 
+use crate::common::browser;
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
 use receiver::Receiver;
 
 #[tokio::test]

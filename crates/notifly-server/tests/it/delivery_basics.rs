@@ -2,18 +2,14 @@
 //! only the event types it subscribed to, nothing while disabled, nothing
 //! after deletion, test events; and which endpoint registrations are refused
 //! (bad URLs, bad event lists, duplicate names, private addresses).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{TestServer, assert_invalid, id_of};
+use crate::common;
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
+use crate::common::{TestServer, assert_invalid, id_of};
 use helpers::{
     DEADLINE, deliveries, delivery, get_ok, header_in, now, set_enabled, wait_deliveries,
     wait_delivery, wait_delivery_until, webhook,

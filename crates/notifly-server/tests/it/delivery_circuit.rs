@@ -3,17 +3,12 @@
 //! within 5 s) while its other deliveries wait with their retries intact; a
 //! successful probe closes it and the held work flows; a new URL closes it
 //! at once. Other endpoints are not held back meanwhile.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
 
 use std::time::Duration;
 
-use common::{Client, TestServer};
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
+use crate::common::{Client, TestServer};
 use helpers::{DEADLINE, get_ok, wait_deliveries, webhook};
 use receiver::{Behavior, Receiver};
 use serde_json::{Value, json};

@@ -4,17 +4,12 @@
 //! `Retry-After` has passed; `per_resource` ordering sends the events about
 //! one resource in the order they were written, each after the one before
 //! it succeeded. Other endpoints are never held back by any of it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
 
 use std::time::Duration;
 
-use common::{Client, id_of};
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
+use crate::common::{Client, id_of};
 use helpers::{DEADLINE, get_ok, wait_deliveries, webhook};
 use receiver::{Behavior, Receiver};
 use serde_json::{Value, json};

@@ -2,18 +2,14 @@
 //! the dispatcher without a claim, and backpressure (both stores),
 //! which slows writes to the pace of an endpoint that keeps up but never
 //! for one that hangs.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common;
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
 use helpers::{deliveries, metrics, sample_of, wait_deliveries, webhook};
 use receiver::{Behavior, Receiver};
 use serde_json::json;

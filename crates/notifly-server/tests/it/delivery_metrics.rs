@@ -4,18 +4,13 @@
 //! against what the API says happened; and the HTTP requests (by route
 //! template, method and status class) and database writes that API calls
 //! caused.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
-#[path = "common/scrape.rs"]
-mod scrape;
 
 use std::time::Duration;
 
+use crate::common;
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
+use crate::common::scrape;
 use helpers::{DEADLINE, deliveries, wait_deliveries, wait_webhook, webhook};
 use openmetrics_parser::PrometheusType;
 use receiver::{Behavior, Receiver};

@@ -4,17 +4,14 @@
 //! through a secret rotation.
 //!
 //! Needs `node` and `npm ci` run once in `crates/notifly-server/tests/node`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{Client, id_of};
+use crate::common;
+use crate::common::delivery_helpers as helpers;
+use crate::common::{Client, id_of};
 use helpers::{DEADLINE, header_in, wait_deliveries, webhook};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -22,34 +19,6 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 const SETUP: &str = "these tests need Node.js 18 or later with npm on PATH; the npm packages install themselves (`npm ci` in crates/notifly-server/tests/node)";
-
-/// Installs the `standardwebhooks` npm package (pinned by package-lock.json)
-/// the first time a test needs it, so that `cargo test` alone sets up a fresh
-/// machine. Fails the test, with the reason, if that is not possible.
-fn install_verifiers(node_dir: &Path) {
-    static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut done = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-    if *done
-        || node_dir
-            .join("node_modules/standardwebhooks/package.json")
-            .exists()
-    {
-        *done = true;
-        return;
-    }
-    let out = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(node_dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `npm ci` ({e}): {SETUP}"));
-    assert!(
-        out.status.success(),
-        "`npm ci` in {} failed: {}\n{SETUP}",
-        node_dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    *done = true;
-}
 
 /// The Node verifier, killed when dropped.
 struct NodeReceiver {
@@ -62,13 +31,12 @@ struct NodeReceiver {
 
 impl NodeReceiver {
     async fn start() -> NodeReceiver {
-        let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
         match std::process::Command::new("node").arg("--version").output() {
             Ok(out) if out.status.success() => {}
             Ok(out) => panic!("`node --version` failed ({:?}): {SETUP}", out.status),
             Err(e) => panic!("cannot run `node` ({e}): {SETUP}"),
         }
-        install_verifiers(&node_dir);
+        let node_dir = common::node::dir();
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("secrets");
         std::fs::write(&secret_file, "").unwrap();

@@ -3,18 +3,13 @@
 //! redirects not followed, capped response bodies, isolation of a hanging
 //! endpoint from a healthy one, manual retry and bulk recovery, and automatic
 //! disabling of an endpoint that keeps failing.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{UNKNOWN_ID, assert_invalid};
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
+use crate::common::{UNKNOWN_ID, assert_invalid};
 use helpers::{
     DEADLINE, deliveries, delivery, header_in, now, set_enabled, wait_deliveries, wait_delivery,
     wait_webhook, webhook,

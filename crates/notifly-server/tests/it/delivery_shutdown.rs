@@ -2,16 +2,11 @@
 //! still in flight after a short grace are abandoned unrecorded and their
 //! leases released, so the next node sends them at once instead of waiting
 //! for the leases to expire.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
 
 use std::time::Duration;
 
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
 use helpers::{deliveries, wait_delivery, webhook};
 use receiver::{Behavior, Receiver};
 

@@ -3,8 +3,6 @@
 //! carry. This test fails when the file and the code disagree; regenerate it
 //! with `NOTIFLY_UPDATE_DOCS=1 cargo test -p notifly-server --test docs_catalogue`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::fmt::Write;
 use std::path::PathBuf;
 

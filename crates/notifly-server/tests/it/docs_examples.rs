@@ -2,17 +2,12 @@
 //! the documentation stays true: each prints one JSON line per request it
 //! verified (or refused).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::Client;
+use crate::common::Client;
+use crate::common::delivery_helpers as helpers;
 use helpers::DEADLINE;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};

@@ -1,9 +1,6 @@
 //! The OpenAPI document at `/openapi.json` and the health probes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use serde_json::Value;
 
 /// Every route the API serves, with its methods.

@@ -2,15 +2,12 @@
 //! `Store::announce` on one is heard through `Store::follow` on another
 //! (LISTEN/NOTIFY), with whether the writes left work for a claim, and a
 //! node does not hear itself.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{POSTGRES_ENV, PgTestDb};
+use crate::common::{POSTGRES_ENV, PgTestDb};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -9,14 +9,11 @@
 //!
 //! These queries run on every wake-up of every node; one that scans the
 //! backlog makes a queue drain at a few dozen deliveries a second (issue 12).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use serde_json::Value;
 use sqlx::Connection;
 
-use common::{POSTGRES_ENV, PgTestDb};
+use crate::common::{POSTGRES_ENV, PgTestDb};
 use notifly_server::store::postgres::dispatcher_sql;
 
 const ENDPOINTS: i64 = 100;

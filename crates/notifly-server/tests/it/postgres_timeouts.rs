@@ -3,13 +3,10 @@
 //! on another node would) fails with 503 and `Retry-After`; the account's
 //! other writes go on meanwhile (there is no per-account lock), and the same
 //! write succeeds once the lock is released.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{POSTGRES_ENV, TestServer};
+use crate::common::{POSTGRES_ENV, TestServer};
 use serde_json::json;
 use sqlx::{Connection, Executor};
 

@@ -1,17 +1,12 @@
 //! Data past retention is purged; what is still in flight is not.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-
 use std::time::{Duration, Instant};
 
+use crate::common::delivery_helpers as helpers;
+use crate::common::id_of;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::id_of;
 use helpers::webhook;
 use serde_json::json;
 

@@ -3,17 +3,12 @@
 //! start-up, a wrong or missing key stops the start-up with a clear error,
 //! and keys rotate by listing the new one first. Deliveries to a real
 //! receiver verify throughout.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, id_of};
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
+use crate::common::{Client, TestServer, id_of};
 use helpers::{DEADLINE, get_ok, webhook};
 use notifly_server::config::EncryptionKeys;
 use notifly_server::secrets::{KeySet, Keyring, Sealing};

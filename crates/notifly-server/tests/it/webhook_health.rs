@@ -1,14 +1,9 @@
 //! `Notifly::webhook_health`, what the dashboard's list and chart show: real
 //! attempts against a real receiver, counted per time bucket by the store's
 //! SQL (SQLite, or PostgreSQL with `NOTIFLY_TEST_POSTGRES_URL`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "common/delivery_helpers.rs"]
-mod helpers;
-#[path = "common/receiver.rs"]
-mod receiver;
-
+use crate::common::delivery_helpers as helpers;
+use crate::common::receiver;
 use helpers::{now, wait_deliveries, webhook};
 use notifly_server::domain::{DomainError, Notifly};
 use receiver::{Behavior, Receiver};

@@ -1,9 +1,6 @@
 //! Helpers shared by the real-browser tests (`dashboard_browser`,
 //! `api_reference_browser`): where Chromium and the screenshots are, the
 //! pinned npm packages, and running one of the `tests/node` scripts.
-//!
-//! Include it with `#[path = "common/browser.rs"] mod browser;`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,33 +26,6 @@ pub fn screenshot_dir() -> PathBuf {
         })
 }
 
-/// `tests/node`, with the pinned npm packages installed.
-pub fn node_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    install_node_packages(&dir);
-    dir
-}
-
-/// Installs the pinned npm packages if playwright-core is missing.
-fn install_node_packages(node_dir: &Path) {
-    if node_dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return;
-    }
-    let out = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(node_dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `npm ci` in {}: {e}", node_dir.display()));
-    assert!(
-        out.status.success(),
-        "`npm ci` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The path of Chromium, after checking that it is there.
 pub fn require_chromium() -> PathBuf {
     let browser = chromium();
@@ -72,7 +42,7 @@ pub fn require_chromium() -> PathBuf {
 /// printed either way.
 pub async fn run_e2e(script: &str, args: &[&str], limit: Duration) {
     let browser = require_chromium();
-    let dir = node_dir();
+    let dir = super::node::dir();
     let shots = screenshot_dir();
     let run = tokio::process::Command::new("node")
         .arg(dir.join(script))

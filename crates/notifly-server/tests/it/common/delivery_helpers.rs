@@ -1,9 +1,5 @@
 //! Helpers shared by the `delivery_*` tests: registering webhooks, waiting
 //! for deliveries to reach a status, reading `/metrics`.
-//!
-//! Include it with `#[path = "common/delivery_helpers.rs"] mod helpers;`
-//! next to `mod common;`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

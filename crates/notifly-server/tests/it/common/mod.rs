@@ -5,9 +5,12 @@
 //! `postgres://postgres@127.0.0.1/postgres`), each server gets instead a fresh
 //! PostgreSQL database `notifly_test_<random>`, created through that URL and
 //! dropped when the `TestServer` is dropped.
-//!
-//! Every test file does `mod common;` and uses only part of this module.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod browser;
+pub mod delivery_helpers;
+pub mod node;
+pub mod receiver;
+pub mod scrape;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -188,9 +191,9 @@ pub struct TestServer {
     task: Option<JoinHandle<anyhow::Result<()>>>,
     /// The PostgreSQL database of this server, if it runs on one; dropped
     /// after the pools.
-    pg_db: Option<PgTestDb>,
+    _pg_db: Option<PgTestDb>,
     // Last, so that the files outlive everything that uses them.
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for TestServer {
@@ -257,8 +260,8 @@ impl TestServer {
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             task: Some(task),
-            pg_db,
-            dir,
+            _pg_db: pg_db,
+            _dir: dir,
         };
         server.wait_ready().await;
         server

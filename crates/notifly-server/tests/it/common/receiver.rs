@@ -3,9 +3,6 @@
 //! the exact body bytes, when it arrived) and answers as the test tells it,
 //! per path or for every path: succeed, fail with a status, hang, answer 410,
 //! ask to come back later (`Retry-After`), redirect, or send a large body.
-//!
-//! Include it with `#[path = "common/receiver.rs"] mod receiver;`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

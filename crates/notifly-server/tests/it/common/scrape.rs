@@ -2,10 +2,6 @@
 //! text exposition format, and parsed by a real parser of that format
 //! (`openmetrics-parser`), so tests look samples up by name and labels
 //! rather than by matching lines.
-//!
-//! Include it with `#[path = "common/scrape.rs"] mod scrape;` next to
-//! `mod common;`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use openmetrics_parser::{
     HistogramValue, MetricsExposition, PrometheusType, PrometheusValue, Sample,

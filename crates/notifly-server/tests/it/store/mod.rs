@@ -11,14 +11,11 @@
 //! pagination, uniqueness, isolation between accounts, and the dispatcher's
 //! queue (claims, leases, write-back, retries, retention).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common;
 use notifly_server::ids;
 use notifly_server::store::{
     Account, ApiKeyRecord, Attachment, AttemptRecord, AttemptResult, ClaimRequest, Claimed,

@@ -178,7 +178,7 @@ async fn health_probes_answer_200() {
 
 /// `docs/openapi.json` is the document as served. Regenerate it after an
 /// intended change with
-/// `NOTIFLY_UPDATE_DOCS=1 cargo test -p notifly-server --test openapi`.
+/// `NOTIFLY_UPDATE_DOCS=1 cargo test -p notifly-server --test it openapi::`.
 #[tokio::test]
 async fn the_document_does_not_drift() {
     let server = TestServer::start().await;
@@ -191,7 +191,7 @@ async fn the_document_does_not_drift() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == text,
-        "docs/openapi.json differs from the served document; if the change is intended, run NOTIFLY_UPDATE_DOCS=1 cargo test -p notifly-server --test openapi"
+        "docs/openapi.json differs from the served document; if the change is intended, run NOTIFLY_UPDATE_DOCS=1 cargo test -p notifly-server --test it openapi::"
     );
     // Two servers describe the API alike: nothing in it depends on the run.
     let again = TestServer::start().await;

@@ -63,7 +63,7 @@ def before_call(ctx, case, kwargs):
     deleted, which the stateful checks would read as a created resource that
     is not found. Invalid keys are left alone, so their refusal is still
     tested; replays themselves are tested by the Rust suite
-    (tests/api_idempotency.rs).
+    (crates/notifly-server/tests/it/api_idempotency.rs).
     """
     # Only where resources are created and then used: the stateful phase.
     # (The coverage phase's cases are about the headers as generated.)

@@ -6,7 +6,7 @@ use super::*;
 
 /// The dispatcher's look-ups, which run on every wake-up of every node.
 /// Each must be a short index range per enabled endpoint, whatever the
-/// backlog: `tests/postgres_plans.rs` checks their plans over 100,000
+/// backlog: `tests/it/postgres_plans.rs` checks their plans over 100,000
 /// pending deliveries.
 pub mod dispatcher_sql {
     /// The planner settings of the connections that run these (see

@@ -304,6 +304,183 @@ impl Server {
     }
 }
 
+/// What the database did for one measured window of a run: the CPU time
+/// of this machine's PostgreSQL server (see [`postgres_cpu_seconds`]) and,
+/// where the server loads `pg_stat_statements`, the statements the run's
+/// database executed. On SQLite the database's work is the server's own.
+pub(crate) struct DbCost {
+    server_cpu: Option<f64>,
+    postgres_cpu: Option<f64>,
+    /// A connection to the run's database, when `pg_stat_statements` is
+    /// loaded; its statistics for that database were reset at the start.
+    statements: Option<sqlx::PgConnection>,
+    /// Why there are no statement counts, if there are none.
+    no_statements: &'static str,
+}
+
+/// One statement's share of a window, from `pg_stat_statements`.
+#[derive(sqlx::FromRow)]
+struct StatementCost {
+    query: String,
+    calls: i64,
+    exec_ms: f64,
+}
+
+impl Server {
+    /// Starts measuring what the database does from now on.
+    pub(crate) async fn db_cost(&self) -> DbCost {
+        let mut cost = DbCost {
+            server_cpu: self.cpu_seconds(),
+            postgres_cpu: None,
+            statements: None,
+            no_statements: "SQLite: the database works in the server's process",
+        };
+        let Some(scratch) = &self.scratch else {
+            return cost;
+        };
+        cost.no_statements = "pg_stat_statements is not loaded: add it to shared_preload_libraries and restart PostgreSQL";
+        cost.statements = statements_reset(&scratch.url).await;
+        cost.postgres_cpu = postgres_cpu_seconds();
+        cost
+    }
+}
+
+/// Connects to `url` and resets `pg_stat_statements` for its database, if
+/// the server loads the extension.
+async fn statements_reset(url: &str) -> Option<sqlx::PgConnection> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+    let loaded: bool = sqlx::query_scalar(
+        "SELECT current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .ok()?;
+    if !loaded {
+        return None;
+    }
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    sqlx::query(
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .ok()?;
+    Some(conn)
+}
+
+impl DbCost {
+    /// What the window cost per event (`events`: deliveries, or writes
+    /// when nothing is delivered): a line of CPU per event, and where the
+    /// statement counts are known, a line of statements per event and the
+    /// statements that took the most of PostgreSQL's time.
+    pub(crate) async fn report(mut self, server: &Server, events: u64) -> String {
+        let per_event_us = |before: Option<f64>, after: Option<f64>| {
+            before
+                .zip(after)
+                .map(|(b, a)| format!("{:.0} µs", (a - b) * 1e6 / events.max(1) as f64))
+                .unwrap_or_else(|| "n/a".to_owned())
+        };
+        let mut out = format!(
+            "    per event: server CPU {}",
+            per_event_us(self.server_cpu, server.cpu_seconds())
+        );
+        if server.scratch.is_some() {
+            out += &format!(
+                ", PostgreSQL CPU {}",
+                per_event_us(self.postgres_cpu, postgres_cpu_seconds())
+            );
+        }
+        let Some(conn) = &mut self.statements else {
+            out += &format!("\n    statements per event: n/a ({})", self.no_statements);
+            return out;
+        };
+        let costs: Vec<StatementCost> = match sqlx::query_as(
+            "SELECT query, calls, total_exec_time AS exec_ms FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND query NOT LIKE '%pg_stat_statements%'
+             ORDER BY total_exec_time DESC",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        {
+            Ok(costs) => costs,
+            Err(e) => return out + &format!("\n    statements per event: n/a ({e})"),
+        };
+        let per = |n: f64| n / events.max(1) as f64;
+        let calls: i64 = costs.iter().map(|c| c.calls).sum();
+        let exec_ms: f64 = costs.iter().map(|c| c.exec_ms).sum();
+        out += &format!(
+            "\n    statements per event: {:.2} (each a round trip; BEGIN and COMMIT count), executing {:.0} µs",
+            per(calls as f64),
+            per(exec_ms * 1000.0)
+        );
+        for c in costs.iter().take(6) {
+            let query: String = c.query.split_whitespace().collect::<Vec<_>>().join(" ");
+            let query: String = query.chars().take(90).collect();
+            out += &format!(
+                "\n      {:>5.2}/event {:>6.0} µs/event  {query}",
+                per(c.calls as f64),
+                per(c.exec_ms * 1000.0)
+            );
+        }
+        out
+    }
+}
+
+/// CPU time (user + system) of this machine's PostgreSQL server so far, in
+/// seconds: every process named `postgres` (the postmaster, its backends
+/// and background workers), plus what the postmaster counts for its
+/// children that have exited (connections closed, autovacuum workers), so
+/// that work done by a process that ends within the window is not lost.
+/// `None` when no such process runs here (a server on another machine).
+pub(crate) fn postgres_cpu_seconds() -> Option<f64> {
+    let mut stats = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        // The fields after the command name: the state, the parent's pid
+        // (1), …, utime (11), stime (12), cutime (13), cstime (14), in
+        // clock ticks of 1/100 s.
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        if fields.len() > 14 {
+            stats.push((pid, fields));
+        }
+    }
+    if stats.is_empty() {
+        return None;
+    }
+    let pids: Vec<u32> = stats.iter().map(|(pid, _)| *pid).collect();
+    let ticks: u64 = stats
+        .iter()
+        .map(|(_, f)| {
+            let postmaster = !pids.iter().any(|p| u64::from(*p) == f[1]);
+            f[11] + f[12] + if postmaster { f[13] + f[14] } else { 0 }
+        })
+        .sum();
+    Some(ticks as f64 / 100.0)
+}
+
 /// A PostgreSQL database made for one benchmark run.
 struct ScratchDb {
     admin_url: String,

@@ -90,30 +90,75 @@ struct Api {
     client: reqwest::Client,
     urls: Vec<String>,
     auths: Vec<String>,
+    /// Per account: the conversation every message goes to, and its
+    /// contact, who sends them.
+    threads: Vec<(String, String)>,
 }
 
+/// A message's text: 200 bytes, as in the issues' measurements.
+const TEXT: &str = "Your order has shipped and is on its way. Track it from your account \
+    page, or reply to this message if anything looks wrong with the delivery address. \
+    Thanks for shopping with us - see you again soon!";
+const _: () = assert!(TEXT.len() == 200);
+
 impl Api {
-    fn new(server: &Server) -> anyhow::Result<Api> {
+    /// The API of `server`, with a contact and a conversation with it in
+    /// every account.
+    async fn prepare(server: &Server) -> anyhow::Result<Api> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let auths: Vec<String> = server
+            .api_keys
+            .iter()
+            .map(|k| format!("Bearer {k}"))
+            .collect();
+        let mut threads = Vec::new();
+        for auth in &auths {
+            let post = |path: &str, body: Value| {
+                client
+                    .post(format!("{}{path}", server.urls[0]))
+                    .header("authorization", auth)
+                    .json(&body)
+                    .send()
+            };
+            let contact: Value = post(
+                "/v1/contacts",
+                json!({"username": "customer", "phone_number": "+1 555 0100"}),
+            )
+            .await?
+            .error_for_status()
+            .context("creating the sender")?
+            .json()
+            .await?;
+            let contact = contact["id"].as_str().context("no contact id")?.to_owned();
+            let conversation: Value = post("/v1/conversations", json!({"contact_id": contact}))
+                .await?
+                .error_for_status()
+                .context("creating the conversation")?
+                .json()
+                .await?;
+            let conversation = conversation["id"]
+                .as_str()
+                .context("no conversation id")?
+                .to_owned();
+            threads.push((conversation, contact));
+        }
         Ok(Api {
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(256)
-                .build()?,
+            client,
             urls: server.urls.clone(),
-            auths: server
-                .api_keys
-                .iter()
-                .map(|k| format!("Bearer {k}"))
-                .collect(),
+            auths,
+            threads,
         })
     }
 
-    /// Registers the webhook in every account.
+    /// Registers the webhook in every account, for new messages.
     async fn webhook(&self, name: &str, url: &str) -> anyhow::Result<()> {
         for auth in &self.auths {
             self.client
                 .post(format!("{}/v1/webhooks", self.urls[0]))
                 .header("authorization", auth)
-                .json(&json!({"name": name, "url": url, "events": ["contact.created"]}))
+                .json(&json!({"name": name, "url": url, "events": ["message.created"]}))
                 .send()
                 .await?
                 .error_for_status()
@@ -122,28 +167,32 @@ impl Api {
         Ok(())
     }
 
-    /// Creates a contact; returns its id and when the API acknowledged it.
-    async fn contact(&self, n: u64) -> Option<(String, Instant)> {
-        self.timed_contact(n)
+    /// Sends a message; returns its id and when the API acknowledged it.
+    async fn message(&self, n: u64) -> Option<(String, Instant)> {
+        self.timed_message(n)
             .await
             .map(|(id, _, acked)| (id, acked))
     }
 
-    /// Creates a contact; returns its id, when the request was sent and
-    /// when the API acknowledged it.
-    async fn timed_contact(&self, n: u64) -> Option<(String, Instant, Instant)> {
+    /// Sends a message (`POST /v1/messages`, what integrators send most);
+    /// returns its id, when the request was sent and when the API
+    /// acknowledged it.
+    async fn timed_message(&self, n: u64) -> Option<(String, Instant, Instant)> {
+        let account = (n as usize / self.urls.len()) % self.auths.len();
+        let (conversation, contact) = &self.threads[account];
         let sent = Instant::now();
         let r = self
             .client
             .post(format!(
-                "{}/v1/contacts",
+                "{}/v1/messages",
                 self.urls[n as usize % self.urls.len()]
             ))
-            .header(
-                "authorization",
-                &self.auths[(n as usize / self.urls.len()) % self.auths.len()],
-            )
-            .json(&json!({"username": format!("user{n}"), "phone_number": "+1 555 0100"}))
+            .header("authorization", &self.auths[account])
+            .json(&json!({
+                "conversation_id": conversation,
+                "contact_id": contact,
+                "message": TEXT,
+            }))
             .send()
             .await
             .ok()?;
@@ -224,12 +273,13 @@ impl Cluster<'_> {
 /// acknowledgements per second and their latency.
 async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> anyhow::Result<()> {
     let server = cluster.start(&["--allow-private-urls"]).await?;
-    let api = Arc::new(Api::new(&server)?);
+    let api = Arc::new(Api::prepare(&server).await?);
     let (base, received) = receiver().await?;
     for i in 0..endpoints {
         api.webhook(&format!("ep{i}"), &format!("{base}/fast/{i}"))
             .await?;
     }
+    let cost = server.db_cost().await;
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
@@ -242,7 +292,7 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
             let mut mine = Vec::new();
             while Instant::now() < deadline {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if let Some(ack) = api.timed_contact(n).await {
+                if let Some(ack) = api.timed_message(n).await {
                     acked.fetch_add(1, Ordering::Relaxed);
                     mine.push(ack);
                 }
@@ -270,6 +320,10 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
             ms(percentile(&ack_latency, 0.99)),
             cores.unwrap_or(f64::NAN),
             server.peak_rss_mib().unwrap_or(f64::NAN)
+        );
+        println!(
+            "{}",
+            cost.report(&server, acked.load(Ordering::Relaxed)).await
         );
         return server.stop().await;
     }
@@ -310,6 +364,9 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
         cores.unwrap_or(f64::NAN),
         server.peak_rss_mib().unwrap_or(f64::NAN)
     );
+    // The last results' write-back, which is part of what a delivery costs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    println!("{}", cost.report(&server, got).await);
     server.stop().await
 }
 
@@ -325,7 +382,7 @@ async fn latency(
     let server = cluster
         .start(&["--allow-private-urls", "--delivery-timeout", "5s"])
         .await?;
-    let api = Arc::new(Api::new(&server)?);
+    let api = Arc::new(Api::prepare(&server).await?);
     let (base, received) = receiver().await?;
     api.webhook("healthy", &format!("{base}/fast/healthy"))
         .await?;
@@ -342,7 +399,7 @@ async fn latency(
         ticker.tick().await;
         let (api, acks) = (api.clone(), acks.clone());
         tasks.spawn(async move {
-            if let Some((id, at)) = api.contact(n).await
+            if let Some((id, at)) = api.message(n).await
                 && let Ok(mut a) = acks.lock()
             {
                 a.insert(id, at);
@@ -396,9 +453,9 @@ async fn latency(
     Ok(p99)
 }
 
-/// Creates contacts `0..count` with 32 writers in a closed loop; returns how
+/// Sends messages `0..count` with 32 writers in a closed loop; returns how
 /// many the API acknowledged.
-async fn write_contacts(api: &Arc<Api>, count: u64) -> anyhow::Result<u64> {
+async fn write_messages(api: &Arc<Api>, count: u64) -> anyhow::Result<u64> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..32 {
@@ -410,7 +467,7 @@ async fn write_contacts(api: &Arc<Api>, count: u64) -> anyhow::Result<u64> {
                 if n >= count {
                     return acked;
                 }
-                if api.contact(n).await.is_some() {
+                if api.message(n).await.is_some() {
                     acked += 1;
                 }
             }
@@ -434,14 +491,14 @@ async fn drain(cluster: &Cluster<'_>, deliveries: u64) -> anyhow::Result<()> {
     let server = cluster
         .start(&["--allow-private-urls", "--delivery-timeout", "120s"])
         .await?;
-    let api = Arc::new(Api::new(&server)?);
+    let api = Arc::new(Api::prepare(&server).await?);
     let (base, received) = receiver().await?;
     for i in 0..DRAIN_ENDPOINTS {
         api.webhook(&format!("ep{i}"), &format!("{base}/gate/{i}"))
             .await?;
     }
     let built = Instant::now();
-    let acked = write_contacts(&api, deliveries.div_ceil(DRAIN_ENDPOINTS)).await?;
+    let acked = write_messages(&api, deliveries.div_ceil(DRAIN_ENDPOINTS)).await?;
     let expected = acked * DRAIN_ENDPOINTS;
     let depth = api.queue_depth().await.unwrap_or(0);
     let building = built.elapsed();
@@ -467,13 +524,13 @@ async fn drain(cluster: &Cluster<'_>, deliveries: u64) -> anyhow::Result<()> {
 /// refuses connections.
 async fn memory(cluster: &Cluster<'_>, pending: u64) -> anyhow::Result<()> {
     let server = cluster.start(&["--allow-private-urls"]).await?;
-    let api = Arc::new(Api::new(&server)?);
+    let api = Arc::new(Api::prepare(&server).await?);
     // A port nothing listens on: every attempt is refused, then waits to retry.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     api.webhook("down", &format!("http://{closed}/hook"))
         .await?;
     let started = Instant::now();
-    write_contacts(&api, pending).await?;
+    write_messages(&api, pending).await?;
     let depth = api.queue_depth().await.unwrap_or(0);
     println!(
         "(d) {pending} events to a down endpoint in {:.0} s: queue depth {depth}, server RSS {:.1} MiB, peak RSS {:.1} MiB",

@@ -48,7 +48,17 @@ pub mod dispatcher_sql {
     /// `$1[i]` below its limit `$2[i]` (`$3`: now, ms), locked for the
     /// claim: a few rows of the primary key each. Slots another transaction
     /// holds are skipped, not waited for (and count as taken).
+    ///
+    /// Only endpoints that may still be sent to have free slots: each
+    /// statement reads its own snapshot (READ COMMITTED), and a write-back
+    /// that committed after [`CANDIDATES`] read the endpoint may have
+    /// throttled it (429), opened its circuit or disabled it (410) in the
+    /// same transaction that freed its slot. Without the check, the slot
+    /// would go to a delivery the endpoint now holds.
     pub const FREE_SLOTS: &str = "SELECT w.e, s.n FROM unnest($1::text[], $2::int[]) AS w(e, lim)
+         JOIN endpoints e ON e.id = w.e AND e.enabled
+            AND (e.throttled_until_ms IS NULL OR e.throttled_until_ms <= $3)
+            AND (e.circuit = 'closed' OR e.probe_at_ms <= $3)
          CROSS JOIN LATERAL (
             SELECT s.n FROM endpoint_slots s
             WHERE s.endpoint_id = w.e AND s.n < w.lim AND (s.delivery_id IS NULL OR s.until_ms <= $3)

@@ -1,4 +1,5 @@
-//! One test binary for the crate: each `tests/*.rs` file was a binary of its own, and on 2 cores their links and debug info dominated a test run.
+//! One test binary for the crate: each `tests/*.rs` file was a binary of its
+//! own, and on 2 cores their links and debug info dominated a test run.
 #![allow(clippy::unwrap_used)]
 
 #[cfg(feature = "axum")]

@@ -305,17 +305,19 @@ impl Server {
 }
 
 /// What the database did for one measured window of a run: the CPU time
-/// of this machine's PostgreSQL server (see [`postgres_cpu_seconds`]) and,
-/// where the server loads `pg_stat_statements`, the statements the run's
-/// database executed. On SQLite the database's work is the server's own.
+/// of this machine's PostgreSQL server (see [`postgres_cpu_seconds`]), the
+/// row versions the run's database wrote (`pg_stat_user_tables`) and,
+/// where the server loads `pg_stat_statements`, the statements it
+/// executed. On SQLite the database's work is the server's own.
 pub(crate) struct DbCost {
     server_cpu: Option<f64>,
     postgres_cpu: Option<f64>,
-    /// A connection to the run's database, when `pg_stat_statements` is
-    /// loaded; its statistics for that database were reset at the start.
-    statements: Option<sqlx::PgConnection>,
-    /// Why there are no statement counts, if there are none.
-    no_statements: &'static str,
+    /// A connection to the run's PostgreSQL database, whose table
+    /// statistics were reset at the start.
+    conn: Option<sqlx::PgConnection>,
+    /// Whether `pg_stat_statements` is loaded (and its statistics for the
+    /// run's database were reset at the start).
+    statements: bool,
 }
 
 /// One statement's share of a window, from `pg_stat_statements`.
@@ -326,30 +328,46 @@ struct StatementCost {
     exec_ms: f64,
 }
 
+/// One table's row versions in a window, from `pg_stat_user_tables`.
+#[derive(sqlx::FromRow)]
+struct TableWrites {
+    relname: String,
+    inserted: i64,
+    updated: i64,
+    hot: i64,
+    deleted: i64,
+}
+
 impl Server {
     /// Starts measuring what the database does from now on.
     pub(crate) async fn db_cost(&self) -> DbCost {
         let mut cost = DbCost {
             server_cpu: self.cpu_seconds(),
             postgres_cpu: None,
-            statements: None,
-            no_statements: "SQLite: the database works in the server's process",
+            conn: None,
+            statements: false,
         };
-        let Some(scratch) = &self.scratch else {
-            return cost;
-        };
-        cost.no_statements = "pg_stat_statements is not loaded: add it to shared_preload_libraries and restart PostgreSQL";
-        cost.statements = statements_reset(&scratch.url).await;
+        if let Some(scratch) = &self.scratch
+            && let Some((conn, statements)) = reset_statistics(&scratch.url).await
+        {
+            cost.conn = Some(conn);
+            cost.statements = statements;
+        }
         cost.postgres_cpu = postgres_cpu_seconds();
         cost
     }
 }
 
-/// Connects to `url` and resets `pg_stat_statements` for its database, if
-/// the server loads the extension.
-async fn statements_reset(url: &str) -> Option<sqlx::PgConnection> {
+/// Connects to `url` and resets its database's table statistics and, if
+/// the server loads the extension, its `pg_stat_statements`; returns the
+/// connection and whether it does.
+async fn reset_statistics(url: &str) -> Option<(sqlx::PgConnection, bool)> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+    sqlx::query("SELECT pg_stat_reset()")
+        .execute(&mut conn)
+        .await
+        .ok()?;
     let loaded: bool = sqlx::query_scalar(
         "SELECT current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%'",
     )
@@ -357,51 +375,90 @@ async fn statements_reset(url: &str) -> Option<sqlx::PgConnection> {
     .await
     .ok()?;
     if !loaded {
-        return None;
+        return Some((conn, false));
     }
-    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    let reset = async {
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query(
+            "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+        )
         .execute(&mut conn)
         .await
-        .ok()?;
-    sqlx::query(
-        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
-    )
-    .execute(&mut conn)
-    .await
-    .ok()?;
-    Some(conn)
+    };
+    let statements = reset.await.is_ok();
+    Some((conn, statements))
 }
 
 impl DbCost {
     /// What the window cost per event (`events`: deliveries, or writes
-    /// when nothing is delivered): a line of CPU per event, and where the
-    /// statement counts are known, a line of statements per event and the
-    /// statements that took the most of PostgreSQL's time.
+    /// when nothing is delivered): a line of CPU per event and, on
+    /// PostgreSQL, the row versions written per event and, where known,
+    /// the statements per event and those that took the most of
+    /// PostgreSQL's time.
     pub(crate) async fn report(mut self, server: &Server, events: u64) -> String {
+        let per = |n: f64| n / events.max(1) as f64;
         let per_event_us = |before: Option<f64>, after: Option<f64>| {
             before
                 .zip(after)
-                .map(|(b, a)| format!("{:.0} µs", (a - b) * 1e6 / events.max(1) as f64))
+                .map(|(b, a)| format!("{:.0} µs", per((a - b) * 1e6)))
                 .unwrap_or_else(|| "n/a".to_owned())
         };
         let mut out = format!(
             "    per event: server CPU {}",
             per_event_us(self.server_cpu, server.cpu_seconds())
         );
-        if server.scratch.is_some() {
-            out += &format!(
-                ", PostgreSQL CPU {}",
-                per_event_us(self.postgres_cpu, postgres_cpu_seconds())
-            );
-        }
-        let Some(conn) = &mut self.statements else {
-            out += &format!("\n    statements per event: n/a ({})", self.no_statements);
+        if server.scratch.is_none() {
             return out;
+        }
+        out += &format!(
+            ", PostgreSQL CPU {}",
+            per_event_us(self.postgres_cpu, postgres_cpu_seconds())
+        );
+        let Some(conn) = &mut self.conn else {
+            return out
+                + "\n    row versions and statements: n/a (cannot query the run's database)";
         };
+        // A backend reports its table counts at most once a second while
+        // busy, and within 10 s once idle (PostgreSQL 15).
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        match sqlx::query_as::<_, TableWrites>(
+            "SELECT relname::text, n_tup_ins AS inserted, n_tup_upd AS updated,
+                    n_tup_hot_upd AS hot, n_tup_del AS deleted
+             FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0
+             ORDER BY n_tup_ins + n_tup_upd + n_tup_del DESC",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        {
+            Ok(tables) => {
+                let versions: i64 = tables.iter().map(|t| t.inserted + t.updated).sum();
+                out += &format!(
+                    "\n    row versions written per event: {:.2} (inserts and updates; HOT: an update that wrote no index)",
+                    per(versions as f64)
+                );
+                for t in tables.iter().take(6) {
+                    out += &format!(
+                        "\n      {:<16} inserted {:.2}, updated {:.2} ({:.0} % HOT), deleted {:.2}",
+                        t.relname,
+                        per(t.inserted as f64),
+                        per(t.updated as f64),
+                        100.0 * t.hot as f64 / t.updated.max(1) as f64,
+                        per(t.deleted as f64)
+                    );
+                }
+            }
+            Err(e) => out += &format!("\n    row versions per event: n/a ({e})"),
+        }
+        if !self.statements {
+            return out
+                + "\n    statements per event: n/a (pg_stat_statements is not loaded: add it to shared_preload_libraries and restart PostgreSQL)";
+        }
         let costs: Vec<StatementCost> = match sqlx::query_as(
             "SELECT query, calls, total_exec_time AS exec_ms FROM pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND query NOT LIKE '%pg_stat_statements%'
+               AND query NOT LIKE '%pg_stat%'
              ORDER BY total_exec_time DESC",
         )
         .fetch_all(&mut *conn)
@@ -410,7 +467,6 @@ impl DbCost {
             Ok(costs) => costs,
             Err(e) => return out + &format!("\n    statements per event: n/a ({e})"),
         };
-        let per = |n: f64| n / events.max(1) as f64;
         let calls: i64 = costs.iter().map(|c| c.calls).sum();
         let exec_ms: f64 = costs.iter().map(|c| c.exec_ms).sum();
         out += &format!(

@@ -279,19 +279,14 @@ impl Server {
         self.status_mib("VmHWM:")
     }
 
-    /// CPU time (user + system) the nodes have used so far, in seconds:
-    /// `/proc/<pid>/stat` counts it in clock ticks of 1/100 s on Linux.
+    /// CPU time (user + system) the nodes have used so far, in seconds.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
-        let mut total = 0.0;
+        let mut ticks = 0;
         for child in &self.children {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()?)).ok()?;
-            // The fields after the command name, which is in parentheses.
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let ticks: u64 =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            total += ticks as f64 / 100.0;
+            let (_, fields) = proc_stat(child.id()?)?;
+            ticks += fields[UTIME] + fields[STIME];
         }
-        Some(total)
+        Some(ticks as f64 / TICKS_PER_SECOND)
     }
 
     fn status_mib(&self, field: &str) -> Option<f64> {
@@ -494,47 +489,53 @@ impl DbCost {
 /// that work done by a process that ends within the window is not lost.
 /// `None` when no such process runs here (a server on another machine).
 pub(crate) fn postgres_cpu_seconds() -> Option<f64> {
-    let mut stats = Vec::new();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if !head.ends_with("(postgres") {
-            continue;
-        }
-        // The fields after the command name: the state, the parent's pid
-        // (1), …, utime (11), stime (12), cutime (13), cstime (14), in
-        // clock ticks of 1/100 s.
-        let fields: Vec<u64> = rest
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        if fields.len() > 14 {
-            stats.push((pid, fields));
-        }
-    }
+    let stats: Vec<(u32, Vec<u64>)> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let (command, fields) = proc_stat(pid)?;
+            (command == "postgres").then_some((pid, fields))
+        })
+        .collect();
     if stats.is_empty() {
         return None;
     }
-    let pids: Vec<u32> = stats.iter().map(|(pid, _)| *pid).collect();
     let ticks: u64 = stats
         .iter()
         .map(|(_, f)| {
-            let postmaster = !pids.iter().any(|p| u64::from(*p) == f[1]);
-            f[11] + f[12] + if postmaster { f[13] + f[14] } else { 0 }
+            let postmaster = !stats.iter().any(|(pid, _)| u64::from(*pid) == f[PPID]);
+            let exited = if postmaster { f[CUTIME] + f[CSTIME] } else { 0 };
+            f[UTIME] + f[STIME] + exited
         })
         .sum();
-    Some(ticks as f64 / 100.0)
+    Some(ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// Positions in [`proc_stat`]'s fields (`proc(5)`, counted from the state,
+/// the field after the command name): the parent's pid, and user and system
+/// CPU time of the process and of its waited-for children that have exited.
+const PPID: usize = 1;
+const UTIME: usize = 11;
+const STIME: usize = 12;
+const CUTIME: usize = 13;
+const CSTIME: usize = 14;
+/// `/proc` counts CPU time in clock ticks of 1/100 s on Linux.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A process's command name and the numeric fields of `/proc/<pid>/stat`
+/// after it (the state, not a number, reads as 0), if it is running and
+/// has them all up to [`CSTIME`].
+fn proc_stat(pid: u32) -> Option<(String, Vec<u64>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold any character.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let (_, command) = head.split_once('(')?;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    (fields.len() > CSTIME).then(|| (command.to_owned(), fields))
 }
 
 /// A PostgreSQL database made for one benchmark run.

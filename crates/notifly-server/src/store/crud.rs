@@ -18,8 +18,9 @@ use async_trait::async_trait;
 
 use super::{
     ATTACHMENT_COLUMNS, Attachment, CONTACT_COLUMNS, CONVERSATION_COLUMNS, Contact, Conversation,
-    DELIVERY_COLUMNS, DeliveryRecord, ENDPOINT_COLUMNS, EndpointRecord, Filter, GROUP_COLUMNS,
-    GroupRecord, Listed, MESSAGE_COLUMNS, MessageRecord, Page, StoreError, StoreResult,
+    DELIVERY_COLUMNS, DeliveryRecord, ENDPOINT_COLUMNS, EVENT_COLUMNS, EndpointRecord, EventRecord,
+    Filter, GROUP_COLUMNS, GroupRecord, Listed, MESSAGE_COLUMNS, MessageRecord, Page, StoreError,
+    StoreResult,
 };
 
 /// A record stored as one row of its own table, keyed by account and id,
@@ -53,6 +54,7 @@ record!(GroupRecord, "groups", GROUP_COLUMNS);
 record!(Attachment, "attachments", ATTACHMENT_COLUMNS);
 record!(DeliveryRecord, "deliveries", DELIVERY_COLUMNS);
 record!(EndpointRecord, "endpoints", ENDPOINT_COLUMNS);
+record!(EventRecord, "events", EVENT_COLUMNS);
 
 /// The plain reads, which each backend's handles implement once for every
 /// [`Record`]. Generic, so only the store sees it.
@@ -88,8 +90,9 @@ pub(crate) enum Value<'a> {
     Int(i64),
     OptInt(Option<i64>),
     Bool(bool),
-    /// JSON text: a `jsonb` column on PostgreSQL, a text one on SQLite.
-    Json(String),
+    /// JSON, serialized once: a `jsonb` column on PostgreSQL, a text one on
+    /// SQLite.
+    Json(Box<serde_json::value::RawValue>),
 }
 
 /// A field that is written to a column as one [`Value`].
@@ -129,7 +132,7 @@ impl ToValue for bool {
 
 impl<T: serde::Serialize> ToValue for sqlx::types::Json<T> {
     fn to_value(&self) -> StoreResult<Value<'_>> {
-        serde_json::to_string(&self.0)
+        serde_json::value::to_raw_value(&self.0)
             .map(Value::Json)
             .map_err(StoreError::Corrupt)
     }

@@ -88,7 +88,7 @@ where
         account: &str,
         id: &str,
     ) -> StoreResult<Option<EventRecord>> {
-        get(&mut self.0, "events", EVENT_COLUMNS, account, id).await
+        self.get(account, id).await
     }
 
     async fn events_after(

@@ -63,7 +63,7 @@ mod retention;
 mod rows;
 
 pub use queue::dispatcher_sql;
-use rows::{get, get_locked};
+use rows::get_locked;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

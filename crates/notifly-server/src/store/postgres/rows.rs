@@ -6,7 +6,7 @@ use super::*;
 
 /// Reads one row of `table` by id, within `account`, locked as the handle
 /// locks what it reads (see [`Scope::row_lock`]).
-pub(super) async fn get<T, C: Scope>(
+async fn get<T, C: Scope>(
     conn: &mut C,
     table: &'static str,
     columns: &'static str,
@@ -64,7 +64,7 @@ impl TableWrites for Handle<PgTx> {
     async fn insert<R: Row>(&mut self, account: &str, row: &R) -> StoreResult<()> {
         let mut q = sqlx::query(&R::statements(Dialect::Postgres).insert).bind(account);
         for value in row.insert_values()? {
-            q = bind(q, value)?;
+            q = bind(q, value);
         }
         q.execute(&mut *self.0)
             .await
@@ -75,7 +75,7 @@ impl TableWrites for Handle<PgTx> {
     async fn update<R: Row>(&mut self, account: &str, row: &R) -> StoreResult<()> {
         let mut q = sqlx::query(&R::statements(Dialect::Postgres).update);
         for value in row.update_values()? {
-            q = bind(q, value)?;
+            q = bind(q, value);
         }
         q.bind(account)
             .bind(row.id())
@@ -93,17 +93,15 @@ impl TableWrites for Handle<PgTx> {
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds one of [`crud`]'s values.
-fn bind<'q>(q: PgQuery<'q>, value: Value<'q>) -> StoreResult<PgQuery<'q>> {
-    Ok(match value {
+fn bind<'q>(q: PgQuery<'q>, value: Value<'q>) -> PgQuery<'q> {
+    match value {
         Value::Text(v) => q.bind(v),
         Value::OptText(v) => q.bind(v),
         Value::Int(v) => q.bind(v),
         Value::OptInt(v) => q.bind(v),
         Value::Bool(v) => q.bind(v),
-        Value::Json(v) => q.bind(sqlx::types::Json(
-            serde_json::value::RawValue::from_string(v).map_err(StoreError::Corrupt)?,
-        )),
-    })
+        Value::Json(v) => q.bind(sqlx::types::Json(v)),
+    }
 }
 
 /// Maps a violation of the unique constraint `what` names, if any, to

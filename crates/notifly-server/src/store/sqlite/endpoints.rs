@@ -69,7 +69,7 @@ where
     C: DerefMut<Target = Connection> + Send,
 {
     async fn endpoint(&mut self, account: &str, id: &str) -> StoreResult<Option<EndpointRecord>> {
-        get(&self.0, "endpoints", ENDPOINT_COLUMNS, account, id)
+        self.get(account, id).await
     }
 
     async fn list_endpoints(
@@ -172,6 +172,6 @@ impl EndpointWrites for Handle<WriterGuard> {
         )
         .map_err(sqlite)?;
         // Its subscription goes with it (ON DELETE CASCADE).
-        delete(&self.0, "endpoints", account, id)
+        self.delete::<EndpointRecord>(account, id).await
     }
 }

@@ -24,7 +24,7 @@ where
         account: &str,
         id: &str,
     ) -> StoreResult<Option<EventRecord>> {
-        get(&self.0, "events", EVENT_COLUMNS, account, id)
+        self.get(account, id).await
     }
 
     async fn events_after(
@@ -68,12 +68,11 @@ where
         event_type: Option<&str>,
         page: &Page,
     ) -> StoreResult<Listed<EventRecord>> {
-        let filters: Vec<Filter> = event_type
-            .map(|t| Filter::Text("event_type", t))
+        let filters: Vec<Filter> = Filter::optional("event_type", event_type)
             .into_iter()
             .chain([Filter::Bool("is_test", false)])
             .collect();
-        list(&self.0, "events", EVENT_COLUMNS, account, &filters, page)
+        self.list(account, &filters, page).await
     }
 
     async fn idempotent_response(

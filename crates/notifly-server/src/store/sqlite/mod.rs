@@ -26,8 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub(crate) use self::rows::Decode;
 use self::rows::{
-    all, delete, exec, get, list, one, placeholders, scalar, sqlite, to_json, unique_sqlite,
-    value_rows,
+    all, exec, one, placeholders, scalar, sqlite, to_json, unique_sqlite, value_rows,
 };
 use self::writer::{Readers, Writer, WriterGuard};
 use super::*;

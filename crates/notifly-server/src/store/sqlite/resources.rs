@@ -122,6 +122,6 @@ impl GroupWrites for Handle<WriterGuard> {
             [account, id],
         )
         .map_err(sqlite)?;
-        delete(&self.0, "groups", account, id)
+        self.delete::<GroupRecord>(account, id).await
     }
 }

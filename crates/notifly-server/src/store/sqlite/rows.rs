@@ -67,7 +67,7 @@ impl rusqlite::ToSql for Value<'_> {
             Value::Text(v) | Value::OptText(Some(v)) => {
                 ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes()))
             }
-            Value::Json(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Value::Json(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.get().as_bytes())),
             Value::Int(v) | Value::OptInt(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
             Value::Bool(v) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*v))),
             Value::OptText(None) | Value::OptInt(None) => ToSqlOutput::Borrowed(ValueRef::Null),
@@ -152,7 +152,7 @@ pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
 }
 
 /// Reads one row of `table` by id, within `account`.
-pub(super) fn get<T: Decode>(
+fn get<T: Decode>(
     c: &Connection,
     table: &'static str,
     columns: &'static str,
@@ -219,12 +219,7 @@ fn conflict(what: Option<&'static str>) -> impl FnOnce(rusqlite::Error) -> Store
 }
 
 /// Deletes one row of `table` by id, within `account`.
-pub(super) fn delete(
-    c: &Connection,
-    table: &'static str,
-    account: &str,
-    id: &str,
-) -> StoreResult<()> {
+fn delete(c: &Connection, table: &'static str, account: &str, id: &str) -> StoreResult<()> {
     exec(
         c,
         &format!("DELETE FROM {table} WHERE account_id = ? AND id = ?"),
@@ -235,7 +230,7 @@ pub(super) fn delete(
 }
 
 /// Reads one page of `table` for `account`, newest first, with keyset cursors on `seq`.
-pub(super) fn list<T: Decode>(
+fn list<T: Decode>(
     c: &Connection,
     table: &'static str,
     columns: &'static str,

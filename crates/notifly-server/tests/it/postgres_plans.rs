@@ -201,4 +201,92 @@ async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
         &["deliveries_queue", "deliveries_resource"],
         20_000,
     );
+    write_back_plan(conn, when).await;
+}
+
+/// The write-back of a batch of plain results (three, of two endpoints,
+/// in flight on their slots) reads each delivery by id and each slot by its
+/// endpoint's key: a few buffers per result, whatever the backlog.
+async fn write_back_plan(conn: &mut sqlx::PgConnection, when: &str) {
+    let mut tx = conn.begin().await.unwrap();
+    let text = format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+        dispatcher_sql::PLAIN_WRITE_BACK
+    );
+    let deliveries = ["p1_1", "p1_2", "p2_1"];
+    let headers = sqlx::types::Json(vec![(
+        "content-type".to_owned(),
+        "application/json".to_owned(),
+    )]);
+    let plan = sqlx::query_scalar::<_, sqlx::types::Json<Value>>(&text)
+        .bind(deliveries)
+        .bind(["node-x:1"; 3])
+        .bind(["ep1", "ep1", "ep2"])
+        .bind(["succeeded"; 3])
+        .bind([None::<i64>; 3])
+        .bind([None::<i64>; 3])
+        .bind(["a1", "a2", "a3"])
+        .bind([1_i64; 3])
+        .bind([2_000_000_i64; 3])
+        .bind([5_i64; 3])
+        .bind(vec![headers.clone(); 3])
+        .bind([Some(200_i64); 3])
+        .bind(vec![Some(headers); 3])
+        .bind([Some(""); 3])
+        .bind([None::<&str>; 3])
+        .bind([true; 3])
+        .bind(2_000_i64)
+        .bind(["ep1", "ep2"])
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .0;
+    let moved: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries WHERE id = ANY($1) AND status = 'succeeded' AND lease_owner IS NULL",
+    )
+    .bind(deliveries)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    let freed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM endpoint_slots WHERE delivery_id = ANY($1)")
+            .bind(deliveries)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        (moved, freed),
+        (3, 0),
+        "write-back ({when}) did not write the batch"
+    );
+    let mut all = Vec::new();
+    nodes(&plan[0]["Plan"], &mut all);
+    assert!(
+        all.iter().any(|n| n["Index Name"] == "endpoint_slots_pkey")
+            && !all
+                .iter()
+                .any(|n| n["Node Type"] == "Seq Scan" && n["Relation Name"] == "endpoint_slots"),
+        "write-back ({when}): not a probe of endpoint_slots_pkey per result:\n{plan:#}"
+    );
+    // Its sub-statements are the root's init plans, which count their
+    // buffers apart from it.
+    let root = &plan[0]["Plan"];
+    let buffers: i64 = std::iter::once(root)
+        .chain(root["Plans"].as_array().into_iter().flatten())
+        .map(|n| {
+            n["Shared Hit Blocks"].as_i64().unwrap_or(0)
+                + n["Shared Read Blocks"].as_i64().unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        buffers < 400,
+        "write-back ({when}): touched {buffers} buffers:\n{plan:#}"
+    );
+    check(
+        &format!("write-back ({when})"),
+        &plan,
+        &["deliveries_id_key"],
+        400,
+    );
 }

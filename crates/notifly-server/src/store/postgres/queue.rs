@@ -89,6 +89,44 @@ pub mod dispatcher_sql {
          WHERE e.enabled AND (e.circuit = 'closed' OR e.probe_at_ms <= $1)
            AND (e.throttled_until_ms IS NULL OR e.throttled_until_ms <= $1)
          ORDER BY q.next_attempt_ms";
+
+    /// The statement of `record_plain_attempts`. `$1` to `$6`: per result,
+    /// its delivery, lease owner, endpoint, next status, next due time and
+    /// schedule position; `$7` to `$16`: its attempt; `$17`: now (s); `$18`:
+    /// the endpoints to mark healthy, in id order. The sub-statements of a
+    /// data-modifying `WITH` run in no set order, but the deliveries are only
+    /// moved once `locked` has locked them all (in id order); a deadlock that
+    /// got past that fails the statement, and the dispatcher writes the batch
+    /// again.
+    pub const PLAIN_WRITE_BACK: &str = "WITH r AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                             $8::bigint[], $9::bigint[], $12::bigint[])
+            AS r(id, owner, endpoint, status, next_ms, pos, attempt, started_ms, code)),
+     locked AS MATERIALIZED (
+        SELECT d.id FROM deliveries d WHERE d.id = ANY($1) ORDER BY d.id FOR UPDATE),
+     slots AS (
+        UPDATE endpoint_slots s SET delivery_id = NULL, owner = NULL, until_ms = NULL
+        WHERE s.endpoint_id = ANY($3) AND s.delivery_id = ANY($1)
+          AND (s.endpoint_id, s.delivery_id, s.owner) IN (SELECT endpoint, id, owner FROM r)),
+     attempts AS (
+        INSERT INTO attempts (id, delivery_id, attempt, started_at_ms, duration_ms, request_headers,
+                              response_status, response_headers, response_body, error, succeeded)
+        SELECT * FROM unnest($7::text[], $1::text[], $8::bigint[], $9::bigint[], $10::bigint[],
+                             $11::jsonb[], $12::bigint[], $13::jsonb[], $14::text[], $15::text[], $16::bool[])),
+     moved AS (
+        UPDATE deliveries SET status = r.status, attempts = GREATEST(deliveries.attempts, r.attempt),
+            next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
+            lease_until_ms = NULL, lease_owner = NULL, last_attempt_at = r.started_ms / 1000,
+            last_status_code = r.code, updated_at = $17
+        FROM r
+        WHERE deliveries.id = r.id AND deliveries.status = 'pending' AND deliveries.lease_owner = r.owner
+          AND deliveries.id IN (SELECT id FROM locked)),
+     healthy AS (
+        UPDATE endpoints SET failing_since = NULL, consecutive_failures = 0,
+            circuit_since = CASE WHEN circuit <> 'closed' THEN $17 ELSE circuit_since END,
+            circuit = 'closed', probe_at_ms = NULL, probe_interval_ms = NULL
+        WHERE id = ANY($18) AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR circuit <> 'closed'))
+     SELECT 1";
 }
 #[async_trait]
 impl DeliveryQueue for PgStore {
@@ -308,6 +346,9 @@ impl DeliveryQueue for PgStore {
         results: &[AttemptResult],
         policy: &EndpointPolicy,
     ) -> StoreResult<()> {
+        if is_plain(results) {
+            return record_plain_attempts(&self.work, results).await;
+        }
         let mut tx = self.begin_work().await?;
         let now = crate::ids::now();
         let now_ms = crate::ids::now_ms();
@@ -600,4 +641,111 @@ impl DeliveryQueue for PgStore {
             oldest_due_ms,
         })
     }
+}
+
+/// Results that change nothing of their endpoints but, at most, close a
+/// circuit or end a failing streak: no endpoint failed in them (the last
+/// result of each succeeded), none throttles or disables its endpoint, and
+/// they fit one statement. Nearly every batch, when receivers are healthy.
+fn is_plain(results: &[AttemptResult]) -> bool {
+    results.len() <= ROWS_PER_STATEMENT
+        && results
+            .iter()
+            .all(|r| r.disable.is_none() && r.throttle_until_ms.is_none())
+        && endpoint_health(results)
+            .iter()
+            .all(|(_, h)| *h == Health::Recovered)
+}
+
+/// Writes back plain results (see [`is_plain`]) in one statement, run on
+/// its own: one round trip and one implicit transaction, where the general
+/// write-back takes `BEGIN`, five statements or more and `COMMIT`. It does
+/// what they do: locks the deliveries in id order (the order every
+/// write-back takes them in), frees the slots their leases still hold,
+/// inserts the attempts, moves on the deliveries this node still leases,
+/// and clears the failing state of endpoints that had any.
+async fn record_plain_attempts(pool: &PgPool, results: &[AttemptResult]) -> StoreResult<()> {
+    let now = crate::ids::now();
+    let n = results.len();
+    let (mut ids, mut owners, mut endpoints) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut statuses, mut next_ms, mut positions) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut attempt_ids, mut attempt_no, mut started, mut durations) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut request_headers, mut response_status, mut response_headers) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut bodies, mut errors, mut succeeded) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for r in results {
+        let a = &r.attempt;
+        let (status, next, pos) = match &r.next {
+            NextStep::Succeeded => ("succeeded", None, None),
+            NextStep::Retry {
+                at_ms,
+                schedule_pos,
+            } => ("pending", Some(*at_ms), Some(*schedule_pos)),
+            NextStep::Failed => ("failed", None, None),
+        };
+        ids.push(a.delivery_id.as_str());
+        owners.push(r.owner.as_str());
+        endpoints.push(r.endpoint_id.as_str());
+        statuses.push(status);
+        next_ms.push(next);
+        positions.push(pos);
+        attempt_ids.push(a.id.as_str());
+        attempt_no.push(a.attempt);
+        started.push(a.started_at_ms);
+        durations.push(a.duration_ms);
+        request_headers.push(&a.request_headers);
+        response_status.push(a.response_status);
+        response_headers.push(a.response_headers.as_ref());
+        bodies.push(a.response_body.as_deref());
+        errors.push(a.error.as_deref());
+        succeeded.push(a.succeeded);
+    }
+    let mut recovered: Vec<&str> = endpoint_health(results)
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    recovered.sort_unstable();
+    sqlx::query(dispatcher_sql::PLAIN_WRITE_BACK)
+        .bind(&ids)
+        .bind(&owners)
+        .bind(&endpoints)
+        .bind(&statuses)
+        .bind(&next_ms)
+        .bind(&positions)
+        .bind(&attempt_ids)
+        .bind(&attempt_no)
+        .bind(&started)
+        .bind(&durations)
+        .bind(&request_headers)
+        .bind(&response_status)
+        .bind(&response_headers)
+        .bind(&bodies)
+        .bind(&errors)
+        .bind(&succeeded)
+        .bind(now)
+        .bind(&recovered)
+        .execute(pool)
+        .await
+        .map_err(backend)?;
+    Ok(())
 }

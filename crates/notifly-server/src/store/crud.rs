@@ -162,17 +162,48 @@ impl Dialect {
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub insert: String,
+    /// The insert as `INSERT … SELECT` of the same parameters, for a backend
+    /// to add a `FROM` whose one row does something in the same statement.
+    pub insert_select: String,
+    /// For `insert_select`: ` WHERE` each row the record refers to (see
+    /// [`row!`]'s `refers`) exists in the account, or nothing.
+    pub refers: String,
     pub update: String,
 }
 
 impl Statements {
-    fn new(dialect: Dialect, table: &str, insert: &[&str], update: &[&str]) -> Self {
+    fn new(
+        dialect: Dialect,
+        table: &str,
+        insert: &[&str],
+        update: &[&str],
+        refers: &[(&str, &str)],
+    ) -> Self {
         let p = |n| dialect.parameter(n);
-        let insert = format!(
-            "INSERT INTO {table} (account_id, {}) VALUES ({})",
-            insert.join(", "),
-            (1..=insert.len() + 1).map(p).collect::<Vec<_>>().join(", ")
-        );
+        let checks: Vec<String> = refers
+            .iter()
+            .map(|(column, parent)| {
+                let at = insert
+                    .iter()
+                    .position(|c| c == column)
+                    .expect("a reference is one of the inserted columns");
+                let value = p(at + 2);
+                format!(
+                    "({value} IS NULL OR EXISTS (SELECT 1 FROM {parent} WHERE account_id = {} AND id = {value}))",
+                    p(1)
+                )
+            })
+            .collect();
+        let refers = if checks.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", checks.join(" AND "))
+        };
+        let columns = insert.join(", ");
+        let parameters = (1..=insert.len() + 1).map(p).collect::<Vec<_>>().join(", ");
+        let insert_select =
+            format!("INSERT INTO {table} (account_id, {columns}) SELECT {parameters}");
+        let insert = format!("INSERT INTO {table} (account_id, {columns}) VALUES ({parameters})");
         let set: Vec<String> = update
             .iter()
             .enumerate()
@@ -184,7 +215,12 @@ impl Statements {
             p(update.len() + 1),
             p(update.len() + 2)
         );
-        Statements { insert, update }
+        Statements {
+            insert,
+            insert_select,
+            refers,
+            update,
+        }
     }
 }
 
@@ -203,9 +239,18 @@ pub(crate) trait Row: Record {
 }
 
 /// Implements [`Row`] for a record whose fields are named as its columns.
+///
+/// `refers` names the columns that refer to another row of the account, and
+/// its table: a backend that does not check them with foreign keys checks
+/// them in the insert (on PostgreSQL, see migration 0013).
 macro_rules! row {
     ($ty:ty, conflict: $conflict:expr,
      insert: [$($insert:ident),+], update: [$($update:ident),+]) => {
+        row!($ty, conflict: $conflict, insert: [$($insert),+], update: [$($update),+], refers: []);
+    };
+    ($ty:ty, conflict: $conflict:expr,
+     insert: [$($insert:ident),+], update: [$($update:ident),+],
+     refers: [$($column:ident => $parent:literal),*]) => {
         impl Row for $ty {
             const CONFLICT: Option<&'static str> = $conflict;
 
@@ -234,6 +279,7 @@ macro_rules! row {
                         Self::TABLE,
                         &[$(stringify!($insert)),+],
                         &[$(stringify!($update)),+],
+                        &[$((stringify!($column), $parent)),*],
                     )
                 })
             }
@@ -257,7 +303,8 @@ row!(Conversation, conflict: Some("conversation participant"),
 row!(MessageRecord, conflict: None,
     insert: [id, conversation_id, contact_id, message, reactions, read_at, created_at,
              updated_at],
-    update: [message, reactions, read_at, updated_at]);
+    update: [message, reactions, read_at, updated_at],
+    refers: [conversation_id => "conversations", contact_id => "contacts"]);
 
 row!(GroupRecord, conflict: None,
     insert: [id, name, description, avatar_url, conversation_id, created_at, archived_at],

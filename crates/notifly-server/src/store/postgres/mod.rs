@@ -2,7 +2,12 @@
 //!
 //! Reads use pooled connections; every write is one `BEGIN … COMMIT`
 //! transaction on a pooled connection at the default READ COMMITTED isolation
-//! (no group commit: PostgreSQL has concurrent writers).
+//! (no group commit: PostgreSQL has concurrent writers), but for the
+//! write-back of plain attempt results, one statement on its own. Each
+//! statement is a round trip, and most of PostgreSQL's work per event is
+//! per statement: writes combine what they can (a resource's insert takes
+//! the account's endpoint lock; an event's insert fans it out and hands it
+//! off).
 //!
 //! **Locking.** Writes of one account run in parallel, on any node. What
 //! SQLite's single writer gives the domain's read-modify-write sequences
@@ -12,7 +17,10 @@
 //! deleted takes no new message); `FOR KEY SHARE` after
 //! [`WriteTx::reads_only_to_refer`] (a new message keeps its conversation
 //! from being deleted without holding off the conversation's other
-//! writes). Endpoints are the exception: an event's fan-out and a change to
+//! writes). The hot tables' rows have no foreign key to their account
+//! (migration 0013): its check locked the one row every write of the
+//! account locks, each new locker making a new MultiXact. Endpoints are the
+//! exception: an event's fan-out and a change to
 //! an endpoint order themselves on an advisory lock of the account's
 //! endpoints (shared by fan-outs, exclusive for changes; see
 //! [`Scope::lock_endpoints`]), whose waiters queue in order, so a steady

@@ -12,28 +12,58 @@ impl Retention for PgStore {
         batch: u32,
     ) -> StoreResult<u64> {
         // Oldest first (by `seq`), a bounded number of rows per statement, in
-        // one short transaction.
+        // one short transaction. Each statement reads its table's oldest rows
+        // through its primary key and stops after a batch: at 30 days of
+        // retention the tables hold hundreds of millions of rows, and a
+        // statement the planner could answer with a scan of one of them
+        // took seconds a batch (docs/benchmarks.md, the 10-million-attempt
+        // measurement).
+        //
+        // A finished delivery goes with its attempts, in one statement (the
+        // attempts' key to it is checked at the statement's end). It is
+        // locked first, so a delivery retried by hand meanwhile (pending
+        // again) is skipped, not deleted.
+        let deliveries = "WITH d AS (
+                SELECT seq, id FROM deliveries
+                WHERE created_at < $1 AND status <> 'pending'
+                ORDER BY seq LIMIT $2
+                FOR UPDATE SKIP LOCKED),
+             a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM d) RETURNING 1),
+             gone AS (DELETE FROM deliveries WHERE seq IN (SELECT seq FROM d) RETURNING 1)
+             SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM gone)";
+        // An event goes once it has no delivery left: among the oldest events
+        // past retention (a window of four batches, read by `seq`), those
+        // with none. Events held by a pending delivery at the head of the log
+        // hold back no more than the window's worth.
         let statements = [
-            ("DELETE FROM attempts WHERE seq IN (
-                SELECT a.seq FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-                WHERE d.created_at < $1 AND d.status <> 'pending' ORDER BY a.seq LIMIT $2)", before),
-            ("DELETE FROM deliveries WHERE seq IN (
-                SELECT d.seq FROM deliveries d
-                WHERE d.created_at < $1 AND d.status <> 'pending'
-                  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = d.id)
-                ORDER BY d.seq LIMIT $2)", before),
-            ("DELETE FROM events WHERE seq IN (
-                SELECT e.seq FROM events e
-                WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
-                ORDER BY e.seq LIMIT $2)", before),
-            ("DELETE FROM idempotency_keys WHERE (account_id, key) IN (
-                SELECT account_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)", keys_before),
-            ("DELETE FROM dashboard_sessions WHERE token_hash IN (
+            (
+                "DELETE FROM events WHERE seq IN (
+                SELECT w.seq FROM (
+                    SELECT seq, id FROM events WHERE created_at < $1 ORDER BY seq LIMIT $2 * 4) w
+                WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = w.id)
+                ORDER BY w.seq LIMIT $2)",
+                before,
+            ),
+            (
+                "DELETE FROM idempotency_keys WHERE (account_id, key) IN (
+                SELECT account_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+                keys_before,
+            ),
+            (
+                "DELETE FROM dashboard_sessions WHERE token_hash IN (
                 SELECT token_hash FROM dashboard_sessions WHERE expires_at <= $1
-                ORDER BY expires_at LIMIT $2)", sessions_at),
+                ORDER BY expires_at LIMIT $2)",
+                sessions_at,
+            ),
         ];
         let mut tx = self.begin_work().await?;
-        let mut deleted = 0;
+        let with_attempts: i64 = sqlx::query_scalar(deliveries)
+            .bind(before)
+            .bind(i64::from(batch))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let mut deleted = u64::try_from(with_attempts).unwrap_or(0);
         for (sql, cutoff) in statements {
             deleted += sqlx::query(sql)
                 .bind(cutoff)

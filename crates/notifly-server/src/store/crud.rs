@@ -165,40 +165,12 @@ pub(crate) struct Statements {
     /// The insert as `INSERT … SELECT` of the same parameters, for a backend
     /// to add a `FROM` whose one row does something in the same statement.
     pub insert_select: String,
-    /// For `insert_select`: ` WHERE` each row the record refers to (see
-    /// [`row!`]'s `refers`) exists in the account, or nothing.
-    pub refers: String,
     pub update: String,
 }
 
 impl Statements {
-    fn new(
-        dialect: Dialect,
-        table: &str,
-        insert: &[&str],
-        update: &[&str],
-        refers: &[(&str, &str)],
-    ) -> Self {
+    fn new(dialect: Dialect, table: &str, insert: &[&str], update: &[&str]) -> Self {
         let p = |n| dialect.parameter(n);
-        let checks: Vec<String> = refers
-            .iter()
-            .map(|(column, parent)| {
-                let at = insert
-                    .iter()
-                    .position(|c| c == column)
-                    .expect("a reference is one of the inserted columns");
-                let value = p(at + 2);
-                format!(
-                    "({value} IS NULL OR EXISTS (SELECT 1 FROM {parent} WHERE account_id = {} AND id = {value}))",
-                    p(1)
-                )
-            })
-            .collect();
-        let refers = if checks.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", checks.join(" AND "))
-        };
         let columns = insert.join(", ");
         let parameters = (1..=insert.len() + 1).map(p).collect::<Vec<_>>().join(", ");
         let insert_select =
@@ -218,7 +190,6 @@ impl Statements {
         Statements {
             insert,
             insert_select,
-            refers,
             update,
         }
     }
@@ -239,18 +210,9 @@ pub(crate) trait Row: Record {
 }
 
 /// Implements [`Row`] for a record whose fields are named as its columns.
-///
-/// `refers` names the columns that refer to another row of the account, and
-/// its table: a backend that does not check them with foreign keys checks
-/// them in the insert (on PostgreSQL, see migration 0013).
 macro_rules! row {
     ($ty:ty, conflict: $conflict:expr,
      insert: [$($insert:ident),+], update: [$($update:ident),+]) => {
-        row!($ty, conflict: $conflict, insert: [$($insert),+], update: [$($update),+], refers: []);
-    };
-    ($ty:ty, conflict: $conflict:expr,
-     insert: [$($insert:ident),+], update: [$($update:ident),+],
-     refers: [$($column:ident => $parent:literal),*]) => {
         impl Row for $ty {
             const CONFLICT: Option<&'static str> = $conflict;
 
@@ -279,7 +241,6 @@ macro_rules! row {
                         Self::TABLE,
                         &[$(stringify!($insert)),+],
                         &[$(stringify!($update)),+],
-                        &[$((stringify!($column), $parent)),*],
                     )
                 })
             }
@@ -303,8 +264,7 @@ row!(Conversation, conflict: Some("conversation participant"),
 row!(MessageRecord, conflict: None,
     insert: [id, conversation_id, contact_id, message, reactions, read_at, created_at,
              updated_at],
-    update: [message, reactions, read_at, updated_at],
-    refers: [conversation_id => "conversations", contact_id => "contacts"]);
+    update: [message, reactions, read_at, updated_at]);
 
 row!(GroupRecord, conflict: None,
     insert: [id, name, description, avatar_url, conversation_id, created_at, archived_at],

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use crate::common::{POSTGRES_ENV, PgTestDb};
-use notifly_server::store::postgres::dispatcher_sql;
+use notifly_server::store::postgres::{dispatcher_sql, retention_sql};
 
 const ENDPOINTS: i64 = 100;
 const PER_ENDPOINT: i64 = 1000;
@@ -202,13 +202,49 @@ async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
         20_000,
     );
     write_back_plan(conn, when).await;
+    purge_plans(conn, when).await;
+}
+
+/// The purge reads finished deliveries oldest first through the primary
+/// key, whatever the statistics: every seeded row is past this cutoff, and
+/// the pending deliveries (at the head of the table, as an endpoint that
+/// has been down for days leaves them) are skipped and kept.
+async fn purge_plans(conn: &mut sqlx::PgConnection, when: &str) {
+    let mut tx = conn.begin().await.unwrap();
+    let plan = explain(&mut tx, retention_sql::DELIVERIES, &[1, 500]).await;
+    let (pending, succeeded): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE status = 'pending'), COUNT(*) FILTER (WHERE status = 'succeeded')
+         FROM deliveries",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        (pending, succeeded),
+        (ENDPOINTS * PER_ENDPOINT, ENDPOINTS * PER_ENDPOINT - 500),
+        "purge ({when}): a batch of finished deliveries, and no pending one"
+    );
+    check(
+        &format!("purge deliveries ({when})"),
+        &plan,
+        &["deliveries_pkey"],
+        10_000,
+    );
 }
 
 /// The write-back of a batch of plain results (three, of two endpoints,
-/// in flight on their slots) reads each delivery by id and each slot by its
-/// endpoint's key: a few buffers per result, whatever the backlog.
+/// in flight on their slots; the first endpoint was failing) reads each
+/// delivery by id and each slot by its endpoint's key: a few buffers per
+/// result, whatever the backlog. And it writes the batch.
 async fn write_back_plan(conn: &mut sqlx::PgConnection, when: &str) {
     let mut tx = conn.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE endpoints SET failing_since = 1, consecutive_failures = 2 WHERE id = 'ep1'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     let text = format!(
         "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
         dispatcher_sql::PLAIN_WRITE_BACK
@@ -242,7 +278,8 @@ async fn write_back_plan(conn: &mut sqlx::PgConnection, when: &str) {
         .unwrap()
         .0;
     let moved: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM deliveries WHERE id = ANY($1) AND status = 'succeeded' AND lease_owner IS NULL",
+        "SELECT COUNT(*) FROM deliveries WHERE id = ANY($1) AND status = 'succeeded' AND lease_owner IS NULL
+           AND lease_until_ms IS NULL AND attempts = 1 AND last_attempt_at = 2000 AND last_status_code = 200",
     )
     .bind(deliveries)
     .fetch_one(&mut *tx)
@@ -254,10 +291,23 @@ async fn write_back_plan(conn: &mut sqlx::PgConnection, when: &str) {
             .fetch_one(&mut *tx)
             .await
             .unwrap();
+    let attempts: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM attempts WHERE delivery_id = ANY($1) AND succeeded",
+    )
+    .bind(deliveries)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    let healthy: bool = sqlx::query_scalar(
+        "SELECT failing_since IS NULL AND consecutive_failures = 0 FROM endpoints WHERE id = 'ep1'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(
-        (moved, freed),
-        (3, 0),
+        (moved, freed, attempts, healthy),
+        (3, 0, 3, true),
         "write-back ({when}) did not write the batch"
     );
     let mut all = Vec::new();

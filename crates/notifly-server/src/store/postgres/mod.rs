@@ -71,6 +71,7 @@ mod retention;
 mod rows;
 
 pub use queue::dispatcher_sql;
+pub use retention::retention_sql;
 use rows::get_locked;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -531,6 +532,11 @@ impl Scope for PgTx {
     }
 
     async fn lock_endpoints(&mut self, account: &str, exclusive: bool) -> StoreResult<()> {
+        // A transaction that holds the shared lock (a resource insert takes
+        // it) and then asks for the exclusive one waits for the other
+        // holders; two that do so at once deadlock, and PostgreSQL fails
+        // one. The domain's endpoint changes take the exclusive lock first
+        // and write no resource.
         match self.endpoints_locked {
             Some(true) => return Ok(()),
             Some(false) if !exclusive => return Ok(()),

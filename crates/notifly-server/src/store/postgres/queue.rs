@@ -93,11 +93,16 @@ pub mod dispatcher_sql {
     /// The statement of `record_plain_attempts`. `$1` to `$6`: per result,
     /// its delivery, lease owner, endpoint, next status, next due time and
     /// schedule position; `$7` to `$16`: its attempt; `$17`: now (s); `$18`:
-    /// the endpoints to mark healthy, in id order. The sub-statements of a
-    /// data-modifying `WITH` run in no set order, but the deliveries are only
-    /// moved once `locked` has locked them all (in id order); a deadlock that
-    /// got past that fails the statement, and the dispatcher writes the batch
-    /// again.
+    /// the endpoints to mark healthy, in id order.
+    ///
+    /// Rows are locked in the order every write-back, claim and endpoint
+    /// change takes them: deliveries (in id order), then slots and
+    /// endpoints. The sub-statements of a data-modifying `WITH` run in no
+    /// set order (PostgreSQL runs those the main query does not read last,
+    /// in reverse), so each one that locks rows reads `locked` in a
+    /// condition it must pass before it locks any: `locked` has then locked
+    /// every delivery of the batch. A deadlock that got past that fails the
+    /// statement, and the dispatcher writes the batch again.
     pub const PLAIN_WRITE_BACK: &str = "WITH r AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
                              $8::bigint[], $9::bigint[], $12::bigint[])
@@ -107,7 +112,8 @@ pub mod dispatcher_sql {
      slots AS (
         UPDATE endpoint_slots s SET delivery_id = NULL, owner = NULL, until_ms = NULL
         WHERE s.endpoint_id = ANY($3) AND s.delivery_id = ANY($1)
-          AND (s.endpoint_id, s.delivery_id, s.owner) IN (SELECT endpoint, id, owner FROM r)),
+          AND (s.endpoint_id, s.delivery_id, s.owner) IN (SELECT endpoint, id, owner FROM r)
+          AND (SELECT COUNT(*) FROM locked) >= 0),
      attempts AS (
         INSERT INTO attempts (id, delivery_id, attempt, started_at_ms, duration_ms, request_headers,
                               response_status, response_headers, response_body, error, succeeded)
@@ -125,7 +131,8 @@ pub mod dispatcher_sql {
         UPDATE endpoints SET failing_since = NULL, consecutive_failures = 0,
             circuit_since = CASE WHEN circuit <> 'closed' THEN $17 ELSE circuit_since END,
             circuit = 'closed', probe_at_ms = NULL, probe_interval_ms = NULL
-        WHERE id = ANY($18) AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR circuit <> 'closed'))
+        WHERE id = ANY($18) AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR circuit <> 'closed')
+          AND (SELECT COUNT(*) FROM locked) >= 0)
      SELECT 1";
 }
 #[async_trait]
@@ -347,7 +354,7 @@ impl DeliveryQueue for PgStore {
         policy: &EndpointPolicy,
     ) -> StoreResult<()> {
         if is_plain(results) {
-            return record_plain_attempts(&self.work, results).await;
+            return record_plain_attempts(&self.work, &self.metrics, results).await;
         }
         let mut tx = self.begin_work().await?;
         let now = crate::ids::now();
@@ -664,7 +671,11 @@ fn is_plain(results: &[AttemptResult]) -> bool {
 /// write-back takes them in), frees the slots their leases still hold,
 /// inserts the attempts, moves on the deliveries this node still leases,
 /// and clears the failing state of endpoints that had any.
-async fn record_plain_attempts(pool: &PgPool, results: &[AttemptResult]) -> StoreResult<()> {
+async fn record_plain_attempts(
+    pool: &PgPool,
+    metrics: &StoreMetrics,
+    results: &[AttemptResult],
+) -> StoreResult<()> {
     let now = crate::ids::now();
     let n = results.len();
     let (mut ids, mut owners, mut endpoints) = (
@@ -725,6 +736,10 @@ async fn record_plain_attempts(pool: &PgPool, results: &[AttemptResult]) -> Stor
         .map(|(e, _)| e)
         .collect();
     recovered.sort_unstable();
+    let asked = Instant::now();
+    let mut conn = pool.acquire().await.map_err(backend)?;
+    let began = Instant::now();
+    metrics.waited(Pool::Background, began - asked);
     sqlx::query(dispatcher_sql::PLAIN_WRITE_BACK)
         .bind(&ids)
         .bind(&owners)
@@ -744,8 +759,11 @@ async fn record_plain_attempts(pool: &PgPool, results: &[AttemptResult]) -> Stor
         .bind(&succeeded)
         .bind(now)
         .bind(&recovered)
-        .execute(pool)
+        .execute(&mut *conn)
         .await
         .map_err(backend)?;
+    // One statement, committed as it ends: a write with no `COMMIT` of its
+    // own to observe.
+    metrics.wrote(began.elapsed());
     Ok(())
 }

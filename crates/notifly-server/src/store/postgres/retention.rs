@@ -2,6 +2,38 @@
 
 use super::*;
 
+/// The purge's statements on the big tables (`$1`: the cutoff, Unix
+/// seconds; `$2`: the batch). At 30 days of retention the tables hold
+/// hundreds of millions of rows: a statement the planner answers with a
+/// scan of a whole table takes seconds a batch (docs/benchmarks.md, the
+/// 10-million-attempt measurement).
+/// `tests/it/postgres_plans.rs` checks the deliveries' plan.
+pub mod retention_sql {
+    /// Finished deliveries past retention, oldest first, with their
+    /// attempts (whose key to the delivery is checked at the statement's
+    /// end); returns how many rows went. Each is locked first, so one
+    /// retried by hand meanwhile (pending again) is skipped, not deleted.
+    pub const DELIVERIES: &str = "WITH d AS (
+                SELECT seq, id FROM deliveries
+                WHERE created_at < $1 AND status <> 'pending'
+                ORDER BY seq LIMIT $2
+                FOR UPDATE SKIP LOCKED),
+             a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM d) RETURNING 1),
+             gone AS (DELETE FROM deliveries WHERE seq IN (SELECT seq FROM d) RETURNING 1)
+             SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM gone)";
+
+    /// Events past retention with no delivery left, oldest first. Still a
+    /// scan of the table when the planner expects few to match (0.3 s a
+    /// batch at a million events): a window of the oldest events read by
+    /// `seq` would be cheap, but events held by pending deliveries (an
+    /// endpoint disabled with work pending keeps it forever) could fill any
+    /// window and stop the purge for good.
+    pub const EVENTS: &str = "DELETE FROM events WHERE seq IN (
+                SELECT e.seq FROM events e
+                WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+                ORDER BY e.seq LIMIT $2)";
+}
+
 #[async_trait]
 impl Retention for PgStore {
     async fn purge(
@@ -11,39 +43,11 @@ impl Retention for PgStore {
         sessions_at: i64,
         batch: u32,
     ) -> StoreResult<u64> {
-        // Oldest first (by `seq`), a bounded number of rows per statement, in
-        // one short transaction. Each statement reads its table's oldest rows
-        // through its primary key and stops after a batch: at 30 days of
-        // retention the tables hold hundreds of millions of rows, and a
-        // statement the planner could answer with a scan of one of them
-        // took seconds a batch (docs/benchmarks.md, the 10-million-attempt
-        // measurement).
-        //
-        // A finished delivery goes with its attempts, in one statement (the
-        // attempts' key to it is checked at the statement's end). It is
-        // locked first, so a delivery retried by hand meanwhile (pending
-        // again) is skipped, not deleted.
-        let deliveries = "WITH d AS (
-                SELECT seq, id FROM deliveries
-                WHERE created_at < $1 AND status <> 'pending'
-                ORDER BY seq LIMIT $2
-                FOR UPDATE SKIP LOCKED),
-             a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM d) RETURNING 1),
-             gone AS (DELETE FROM deliveries WHERE seq IN (SELECT seq FROM d) RETURNING 1)
-             SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM gone)";
-        // An event goes once it has no delivery left: among the oldest events
-        // past retention (a window of four batches, read by `seq`), those
-        // with none. Events held by a pending delivery at the head of the log
-        // hold back no more than the window's worth.
+        // Oldest first, a bounded number of rows per statement, in one short
+        // transaction; finished deliveries (with their attempts) first, so
+        // that their events may go in the same batch.
         let statements = [
-            (
-                "DELETE FROM events WHERE seq IN (
-                SELECT w.seq FROM (
-                    SELECT seq, id FROM events WHERE created_at < $1 ORDER BY seq LIMIT $2 * 4) w
-                WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = w.id)
-                ORDER BY w.seq LIMIT $2)",
-                before,
-            ),
+            (retention_sql::EVENTS, before),
             (
                 "DELETE FROM idempotency_keys WHERE (account_id, key) IN (
                 SELECT account_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
@@ -57,7 +61,7 @@ impl Retention for PgStore {
             ),
         ];
         let mut tx = self.begin_work().await?;
-        let with_attempts: i64 = sqlx::query_scalar(deliveries)
+        let with_attempts: i64 = sqlx::query_scalar(retention_sql::DELIVERIES)
             .bind(before)
             .bind(i64::from(batch))
             .fetch_one(&mut *tx)

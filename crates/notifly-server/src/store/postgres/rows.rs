@@ -68,28 +68,23 @@ impl TableWrites for Handle<PgTx> {
         // its own statement, a round trip less than a statement of its own.
         // Any statement before the fan-out's will do: the fan-out reads the
         // endpoints with a snapshot taken after it has the lock.
-        // The references no foreign key checks (`row!`'s `refers`, migration
-        // 0013) are checked here: an insert that finds one missing writes
-        // nothing.
+        let sharing;
         let sql = if self.0.endpoints_locked.is_none() {
-            format!(
-                "{} FROM (SELECT pg_advisory_xact_lock_shared({NS_ENDPOINTS}, hashtext($1))) AS endpoints_lock{}",
-                statements.insert_select, statements.refers
-            )
+            sharing = format!(
+                "{} FROM (SELECT pg_advisory_xact_lock_shared({NS_ENDPOINTS}, hashtext($1))) AS endpoints_lock",
+                statements.insert_select
+            );
+            &sharing
         } else {
-            format!("{}{}", statements.insert_select, statements.refers)
+            &statements.insert
         };
-        let mut q = sqlx::query(&sql).bind(account);
+        let mut q = sqlx::query(sql).bind(account);
         for value in row.insert_values()? {
             q = bind(q, value);
         }
-        let done = q
-            .execute(&mut *self.0)
+        q.execute(&mut *self.0)
             .await
             .map_err(conflict(R::CONFLICT))?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Backend(sqlx::Error::RowNotFound));
-        }
         if self.0.endpoints_locked.is_none() {
             self.0.endpoints_locked = Some(false);
         }

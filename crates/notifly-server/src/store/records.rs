@@ -420,6 +420,21 @@ pub enum NextStep {
     Failed,
 }
 
+impl NextStep {
+    /// What the write-back sets on the delivery: its status, when it is due
+    /// next and its position in the retry schedule (`None`: unchanged).
+    pub(crate) fn columns(&self) -> (&'static str, Option<i64>, Option<i64>) {
+        match self {
+            NextStep::Succeeded => ("succeeded", None, None),
+            NextStep::Retry {
+                at_ms,
+                schedule_pos,
+            } => ("pending", Some(*at_ms), Some(*schedule_pos)),
+            NextStep::Failed => ("failed", None, None),
+        }
+    }
+}
+
 /// The outcome of one attempt, to be written back.
 #[derive(Debug, Clone)]
 pub struct AttemptResult {

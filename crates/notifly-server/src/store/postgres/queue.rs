@@ -426,14 +426,7 @@ impl DeliveryQueue for PgStore {
             q.push_bind(now).push(" FROM (");
             q.push_values(chunk, |mut row, r| {
                 let a = &r.attempt;
-                let (status, next_ms, pos) = match &r.next {
-                    NextStep::Succeeded => ("succeeded", None, None),
-                    NextStep::Retry {
-                        at_ms,
-                        schedule_pos,
-                    } => ("pending", Some(*at_ms), Some(*schedule_pos)),
-                    NextStep::Failed => ("failed", None, None),
-                };
+                let (status, next_ms, pos) = r.next.columns();
                 row.push_bind(&a.delivery_id)
                     .push_bind(&r.owner)
                     .push_bind(status)
@@ -706,14 +699,7 @@ async fn record_plain_attempts(
     );
     for r in results {
         let a = &r.attempt;
-        let (status, next, pos) = match &r.next {
-            NextStep::Succeeded => ("succeeded", None, None),
-            NextStep::Retry {
-                at_ms,
-                schedule_pos,
-            } => ("pending", Some(*at_ms), Some(*schedule_pos)),
-            NextStep::Failed => ("failed", None, None),
-        };
+        let (status, next, pos) = r.next.columns();
         ids.push(a.delivery_id.as_str());
         owners.push(r.owner.as_str());
         endpoints.push(r.endpoint_id.as_str());

@@ -180,15 +180,8 @@ fn record_attempts(
         let steps: Vec<(&str, Option<i64>, Option<i64>, i64)> = chunk
             .iter()
             .map(|r| {
-                let at = r.attempt.started_at_ms / 1000;
-                match &r.next {
-                    NextStep::Succeeded => ("succeeded", None, None, at),
-                    NextStep::Retry {
-                        at_ms,
-                        schedule_pos,
-                    } => ("pending", Some(*at_ms), Some(*schedule_pos), at),
-                    NextStep::Failed => ("failed", None, None, at),
-                }
+                let (status, next_ms, pos) = r.next.columns();
+                (status, next_ms, pos, r.attempt.started_at_ms / 1000)
             })
             .collect();
         let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8 + 1);

@@ -371,15 +371,28 @@ async fn concurrent_writes_of_one_account(store: Arc<dyn Store>) {
     let mut conn = store.read().await.unwrap();
     let mut read = Vec::new();
     let mut position: Option<String> = None;
-    loop {
+    // A reader waits a bounded time for the transactions in flight to
+    // settle (PostgreSQL's `settle`: other tests' databases share the
+    // server's transactions), and past it leaves out what is not settled
+    // yet: read on from the same position until all 80 are in, or time out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read.len() < 80 && std::time::Instant::now() < deadline {
         let batch = conn
             .events_after(&acct, position.as_deref(), 7)
             .await
             .unwrap();
-        let Some(last) = batch.last() else { break };
+        let Some(last) = batch.last() else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
         position = Some(last.id.clone());
         read.extend(batch.into_iter().map(|e| e.id));
     }
+    let after_all = conn
+        .events_after(&acct, position.as_deref(), 7)
+        .await
+        .unwrap();
+    assert!(after_all.is_empty(), "nothing after the last event");
     assert_eq!(read.len(), 80, "every event once");
     assert_eq!(
         read.iter()

@@ -52,6 +52,17 @@ fn nodes(plan: &Value, out: &mut Vec<Value>) {
     }
 }
 
+/// Whether a plan reads `endpoint_slots` through its primary key, never by
+/// a sequential scan.
+fn reads_slots_by_key(plan: &Value) -> bool {
+    let mut all = Vec::new();
+    nodes(&plan[0]["Plan"], &mut all);
+    all.iter().any(|n| n["Index Name"] == "endpoint_slots_pkey")
+        && !all
+            .iter()
+            .any(|n| n["Node Type"] == "Seq Scan" && n["Relation Name"] == "endpoint_slots")
+}
+
 /// Checks one plan: `deliveries` is read only through `indexes`, and the
 /// whole query touches fewer than `max_buffers` buffers.
 fn check(name: &str, explained: &Value, indexes: &[&str], max_buffers: i64) {
@@ -164,13 +175,8 @@ async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
         .await
         .unwrap()
         .0;
-    let mut all = Vec::new();
-    nodes(&plan[0]["Plan"], &mut all);
     assert!(
-        all.iter().any(|n| n["Index Name"] == "endpoint_slots_pkey")
-            && !all
-                .iter()
-                .any(|n| n["Node Type"] == "Seq Scan" && n["Relation Name"] == "endpoint_slots"),
+        reads_slots_by_key(&plan),
         "free slots ({when}): not a range of endpoint_slots_pkey per endpoint:\n{plan:#}"
     );
     // 18 buffers per endpoint for its 32 slot rows, locked, and 2 for its
@@ -310,13 +316,8 @@ async fn write_back_plan(conn: &mut sqlx::PgConnection, when: &str) {
         (3, 0, 3, true),
         "write-back ({when}) did not write the batch"
     );
-    let mut all = Vec::new();
-    nodes(&plan[0]["Plan"], &mut all);
     assert!(
-        all.iter().any(|n| n["Index Name"] == "endpoint_slots_pkey")
-            && !all
-                .iter()
-                .any(|n| n["Node Type"] == "Seq Scan" && n["Relation Name"] == "endpoint_slots"),
+        reads_slots_by_key(&plan),
         "write-back ({when}): not a probe of endpoint_slots_pkey per result:\n{plan:#}"
     );
     // Its sub-statements are the root's init plans, which count their

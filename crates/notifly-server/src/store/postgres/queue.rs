@@ -670,53 +670,32 @@ async fn record_plain_attempts(
     results: &[AttemptResult],
 ) -> StoreResult<()> {
     let now = crate::ids::now();
-    let n = results.len();
-    let (mut ids, mut owners, mut endpoints) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut statuses, mut next_ms, mut positions) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut attempt_ids, mut attempt_no, mut started, mut durations) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut request_headers, mut response_status, mut response_headers) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut bodies, mut errors, mut succeeded) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for r in results {
-        let a = &r.attempt;
-        let (status, next, pos) = r.next.columns();
-        ids.push(a.delivery_id.as_str());
-        owners.push(r.owner.as_str());
-        endpoints.push(r.endpoint_id.as_str());
-        statuses.push(status);
-        next_ms.push(next);
-        positions.push(pos);
-        attempt_ids.push(a.id.as_str());
-        attempt_no.push(a.attempt);
-        started.push(a.started_at_ms);
-        durations.push(a.duration_ms);
-        request_headers.push(&a.request_headers);
-        response_status.push(a.response_status);
-        response_headers.push(a.response_headers.as_ref());
-        bodies.push(a.response_body.as_deref());
-        errors.push(a.error.as_deref());
-        succeeded.push(a.succeeded);
-    }
+    // One array per column, one element per result.
+    let column = |f: fn(&AttemptResult) -> &str| -> Vec<&str> { results.iter().map(f).collect() };
+    let steps: Vec<_> = results.iter().map(|r| r.next.columns()).collect();
+    let statuses: Vec<&str> = steps.iter().map(|s| s.0).collect();
+    let next_ms: Vec<Option<i64>> = steps.iter().map(|s| s.1).collect();
+    let positions: Vec<Option<i64>> = steps.iter().map(|s| s.2).collect();
+    let ids = column(|r| &r.attempt.delivery_id);
+    let owners = column(|r| &r.owner);
+    let endpoints = column(|r| &r.endpoint_id);
+    let attempt_ids = column(|r| &r.attempt.id);
+    let attempts = results.iter().map(|r| &r.attempt);
+    let attempt_no: Vec<i64> = attempts.clone().map(|a| a.attempt).collect();
+    let started: Vec<i64> = attempts.clone().map(|a| a.started_at_ms).collect();
+    let durations: Vec<i64> = attempts.clone().map(|a| a.duration_ms).collect();
+    let request_headers: Vec<_> = attempts.clone().map(|a| &a.request_headers).collect();
+    let response_status: Vec<Option<i64>> = attempts.clone().map(|a| a.response_status).collect();
+    let response_headers: Vec<_> = attempts
+        .clone()
+        .map(|a| a.response_headers.as_ref())
+        .collect();
+    let bodies: Vec<Option<&str>> = attempts
+        .clone()
+        .map(|a| a.response_body.as_deref())
+        .collect();
+    let errors: Vec<Option<&str>> = attempts.clone().map(|a| a.error.as_deref()).collect();
+    let succeeded: Vec<bool> = attempts.map(|a| a.succeeded).collect();
     let mut recovered: Vec<&str> = endpoint_health(results)
         .into_iter()
         .map(|(e, _)| e)

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::ids;
 use crate::store::{
-    Attachment, Conn, Contact, Conversation, Listed, MessageRecord, Page, Reaction, WriteTx,
+    Attachment, Conn, Contact, Listed, MessageRecord, NewMessage, Page, Reaction, WriteTx,
 };
 
 const KIND: &str = "message";
@@ -104,21 +104,6 @@ fn read_at(value: Option<i64>) -> DomainResult<Option<i64>> {
     value.map(|v| validate::timestamp("read_at", v)).transpose()
 }
 
-/// Whether `contact_id` takes part in `conversation`.
-async fn is_participant(
-    conn: &mut dyn Conn,
-    conversation: &Conversation,
-    contact_id: &str,
-) -> DomainResult<bool> {
-    if let Some(c) = &conversation.contact_id {
-        return Ok(c == contact_id);
-    }
-    if let Some(g) = &conversation.group_id {
-        return Ok(conn.group_members(g).await?.iter().any(|m| m == contact_id));
-    }
-    Ok(false)
-}
-
 /// The REST representation of a stored message.
 pub(crate) async fn represent(
     conn: &mut dyn Conn,
@@ -179,28 +164,27 @@ impl Notifly {
         };
         // The conversation and the sender are only referred to: writes of
         // other messages to them go on meanwhile.
-        tx.reads_only_to_refer();
-        let conversation = tx
-            .conversation(account, &record.conversation_id)
-            .await?
-            .ok_or_else(|| {
-                validate::missing("conversation_id", "conversation", &record.conversation_id)
-            })?;
-        let mut contact = None;
-        if let Some(sender) = &record.contact_id {
-            let found = tx.contact(account, sender).await?;
-            if found.is_none() {
+        let contact = match tx.insert_message_referring(account, &record).await? {
+            NewMessage::Inserted { sender } => sender,
+            NewMessage::NoConversation => {
+                return Err(validate::missing(
+                    "conversation_id",
+                    "conversation",
+                    &record.conversation_id,
+                ));
+            }
+            NewMessage::NoSender => {
+                let sender = record.contact_id.as_deref().unwrap_or_default();
                 return Err(validate::missing("contact_id", "contact", sender));
             }
-            if !is_participant(tx.as_mut(), &conversation, sender).await? {
+            NewMessage::NotParticipant => {
                 return Err(DomainError::Invalid(format!(
-                    "contact_id: contact `{sender}` is not a participant of conversation `{}`",
-                    conversation.id
+                    "contact_id: contact `{}` is not a participant of conversation `{}`",
+                    record.contact_id.as_deref().unwrap_or_default(),
+                    record.conversation_id
                 )));
             }
-            contact = found;
-        }
-        tx.insert_message(account, &record).await?;
+        };
         // A new message has no attachments yet, and its sender was just read:
         // no need to read either again.
         let message = Message {

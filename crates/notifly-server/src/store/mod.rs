@@ -50,7 +50,9 @@ pub use metrics::StoreMetrics;
 pub use queue::DeliveryQueue;
 pub(crate) use queue::*;
 pub use records::*;
-pub use resources::{GroupWrites, ResourceQueries, ResourceReads, ResourceWrites};
+pub use resources::{
+    GroupWrites, MessageWrites, NewMessage, ResourceQueries, ResourceReads, ResourceWrites,
+};
 pub use retention::Retention;
 
 /// What can go wrong in the store. The domain maps these to user-facing errors.
@@ -288,7 +290,14 @@ pub trait Conn:
 /// own writes.
 #[async_trait]
 pub trait WriteTx:
-    Conn + AccountWrites + ResourceWrites + GroupWrites + EventWrites + EndpointWrites + DeliveryWrites
+    Conn
+    + AccountWrites
+    + ResourceWrites
+    + GroupWrites
+    + MessageWrites
+    + EventWrites
+    + EndpointWrites
+    + DeliveryWrites
 {
     /// Says that this transaction reads rows only to refer to them (a new
     /// message reads its conversation and sender): from now on its reads

@@ -3,7 +3,8 @@
 //!
 //! Their plain reads and writes ([`ResourceReads`], [`ResourceWrites`]) are
 //! written once, here, over the backends' [`Tables`]; each backend writes
-//! the other queries ([`ResourceQueries`], [`GroupWrites`]).
+//! the other queries ([`ResourceQueries`], [`GroupWrites`], and
+//! [`MessageWrites`] where a backend does it its own way).
 
 use async_trait::async_trait;
 
@@ -95,6 +96,59 @@ pub trait ResourceWrites: Send {
     async fn insert_attachment(&mut self, account: &str, a: &Attachment) -> StoreResult<()>;
     async fn update_attachment(&mut self, account: &str, a: &Attachment) -> StoreResult<()>;
     async fn delete_attachment(&mut self, account: &str, id: &str) -> StoreResult<()>;
+}
+
+/// What [`MessageWrites::insert_message_referring`] found: the message
+/// written with its sender, or why it was not written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NewMessage {
+    /// Written; its sender as read, if it has one.
+    Inserted { sender: Option<Contact> },
+    /// The account has no conversation of that id.
+    NoConversation,
+    /// The account has no contact of the sender's id.
+    NoSender,
+    /// The sender is neither the conversation's contact nor a member of
+    /// its group.
+    NotParticipant,
+}
+
+/// A new message, which refers to rows it does not change.
+#[async_trait]
+pub trait MessageWrites: ResourceReads + ResourceQueries + ResourceWrites {
+    /// Writes `message` if its conversation is the account's and its
+    /// sender (if any) is the account's and takes part in it; until the
+    /// transaction ends, neither can be deleted, while other writes to
+    /// them go on. Nothing is written otherwise.
+    ///
+    /// Written here as one read after another; a backend whose round trips
+    /// cost more (PostgreSQL) does it all in one statement.
+    async fn insert_message_referring(
+        &mut self,
+        account: &str,
+        message: &MessageRecord,
+    ) -> StoreResult<NewMessage> {
+        let Some(conversation) = self.conversation(account, &message.conversation_id).await? else {
+            return Ok(NewMessage::NoConversation);
+        };
+        let mut sender = None;
+        if let Some(id) = &message.contact_id {
+            sender = self.contact(account, id).await?;
+            if sender.is_none() {
+                return Ok(NewMessage::NoSender);
+            }
+            let takes_part = match (&conversation.contact_id, &conversation.group_id) {
+                (Some(contact), _) => contact == id,
+                (None, Some(group)) => self.group_members(group).await?.contains(id),
+                (None, None) => false,
+            };
+            if !takes_part {
+                return Ok(NewMessage::NotParticipant);
+            }
+        }
+        self.insert_message(account, message).await?;
+        Ok(NewMessage::Inserted { sender })
+    }
 }
 
 /// A group's members, which live in a table of their own.

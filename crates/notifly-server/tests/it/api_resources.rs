@@ -523,6 +523,48 @@ async fn messages_crud_reactions_and_pins() {
     assert_eq!(get_ok(&c, &mpath).await, msg);
     expect_events(&c, mark, &[("message.created", &msg)]).await;
 
+    // What a message refers to is checked; a refused one writes nothing.
+    let marv = c.contact("marv").await;
+    let other = server.account("globex").await;
+    let theirs = other.contact("harry").await;
+    let mark = c.event_count().await;
+    for (body, names) in [
+        (
+            json!({"conversation_id": "ZZZZZZZZZZZZZZZZ", "message": "hi"}),
+            "conversation_id: no conversation",
+        ),
+        (
+            json!({"conversation_id": conv_id, "message": "hi", "contact_id": "ZZZZZZZZZZZZZZZZ"}),
+            "contact_id: no contact",
+        ),
+        (
+            json!({"conversation_id": conv_id, "message": "hi", "contact_id": id_of(&theirs)}),
+            "contact_id: no contact",
+        ),
+        (
+            json!({"conversation_id": conv_id, "message": "hi", "contact_id": id_of(&marv)}),
+            "is not a participant",
+        ),
+    ] {
+        let got = c.post("/v1/messages", body.clone()).await;
+        assert_invalid(&got, 422);
+        let message = got.1["message"].as_str().unwrap();
+        assert!(message.contains(names), "{body}: {message}");
+    }
+    assert_eq!(
+        c.event_count().await,
+        mark,
+        "a refused message emits nothing"
+    );
+    let listed = c
+        .list_all(&format!("/v1/messages?conversation_id={conv_id}"))
+        .await;
+    assert_eq!(
+        listed.len(),
+        1,
+        "only the first message was written: {listed:?}"
+    );
+
     // Sent by the account itself: no contact.
     let own = c.message(&conv_id, "from us").await;
     assert_eq!(own["contact"], Value::Null);

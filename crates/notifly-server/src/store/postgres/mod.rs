@@ -72,7 +72,7 @@ mod rows;
 
 pub use queue::dispatcher_sql;
 pub use retention::retention_sql;
-use rows::get_locked;
+use rows::{bind, get_locked};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -1,6 +1,10 @@
 //! The resources' other reads (see `store/resources.rs`: the plain ones
 //! are written once there) and group members.
 
+use std::sync::OnceLock;
+
+use sqlx::Row as _;
+
 use super::*;
 
 #[async_trait]
@@ -93,6 +97,73 @@ where
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)
+    }
+}
+
+/// [`MessageWrites::insert_message_referring`] in one statement: the
+/// conversation and the sender read and locked `FOR KEY SHARE` (kept from
+/// being deleted, open to other writes), the sender's part in the
+/// conversation checked, and the message inserted if it passes, under the
+/// account's shared endpoint lock that its event's fan-out needs (see
+/// `TableWrites::insert`). The lock is taken from the rows that passed, so
+/// after the rows' locks, in the order every other writer takes them. The
+/// parameters are the message insert's: `$1` the account, `$3` the
+/// conversation, `$4` the sender.
+fn insert_message_referring_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let insert = &MessageRecord::statements(Dialect::Postgres).insert_select;
+        format!(
+            "WITH conversation AS MATERIALIZED (
+                SELECT contact_id, group_id FROM conversations
+                WHERE account_id = $1 AND id = $3 FOR KEY SHARE),
+             sender AS MATERIALIZED (
+                SELECT {CONTACT_COLUMNS} FROM contacts
+                WHERE account_id = $1 AND id = $4 FOR KEY SHARE),
+             allowed AS MATERIALIZED (
+                SELECT pg_advisory_xact_lock_shared({NS_ENDPOINTS}, hashtext($1)) FROM conversation c
+                WHERE $4::text IS NULL
+                   OR (EXISTS (SELECT 1 FROM sender)
+                       AND (c.contact_id = $4
+                            OR EXISTS (SELECT 1 FROM group_members m
+                                       WHERE m.group_id = c.group_id AND m.contact_id = $4)))),
+             inserted AS ({insert} FROM allowed RETURNING 1)
+             SELECT EXISTS (SELECT 1 FROM conversation) AS conversation_found,
+                    EXISTS (SELECT 1 FROM inserted) AS inserted, s.*
+             FROM (SELECT 1) AS one LEFT JOIN sender s ON true"
+        )
+    })
+}
+
+#[async_trait]
+impl MessageWrites for Handle<PgTx> {
+    async fn insert_message_referring(
+        &mut self,
+        account: &str,
+        message: &MessageRecord,
+    ) -> StoreResult<NewMessage> {
+        let mut q = sqlx::query(insert_message_referring_sql()).bind(account);
+        for value in message.insert_values()? {
+            q = bind(q, value);
+        }
+        let row = q.fetch_one(&mut *self.0).await.map_err(backend)?;
+        let found = |column| row.try_get::<bool, _>(column).map_err(backend);
+        if !found("conversation_found")? {
+            return Ok(NewMessage::NoConversation);
+        }
+        let sender_id: Option<String> = row.try_get("id").map_err(backend)?;
+        let sender = match sender_id {
+            Some(_) => Some(Contact::from_row(&row).map_err(backend)?),
+            None if message.contact_id.is_some() => return Ok(NewMessage::NoSender),
+            None => None,
+        };
+        if !found("inserted")? {
+            return Ok(NewMessage::NotParticipant);
+        }
+        if self.0.endpoints_locked.is_none() {
+            self.0.endpoints_locked = Some(false);
+        }
+        Ok(NewMessage::Inserted { sender })
     }
 }
 

@@ -112,7 +112,7 @@ impl TableWrites for Handle<PgTx> {
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds one of [`crud`]'s values.
-fn bind<'q>(q: PgQuery<'q>, value: Value<'q>) -> PgQuery<'q> {
+pub(super) fn bind<'q>(q: PgQuery<'q>, value: Value<'q>) -> PgQuery<'q> {
     match value {
         Value::Text(v) => q.bind(v),
         Value::OptText(v) => q.bind(v),

@@ -91,6 +91,9 @@ where
     }
 }
 
+/// One read after another: SQLite's statements cost no round trip.
+impl MessageWrites for Handle<WriterGuard> {}
+
 #[async_trait]
 impl GroupWrites for Handle<WriterGuard> {
     async fn set_group_members(

@@ -3,7 +3,14 @@
 
 use super::*;
 
-conformance!(contacts, conversations, messages, groups, attachments);
+conformance!(
+    contacts,
+    conversations,
+    messages,
+    messages_referring,
+    groups,
+    attachments
+);
 
 async fn contacts(store: Arc<dyn Store>) {
     let a = new_account(&store, "acme").await;
@@ -275,6 +282,105 @@ async fn messages(store: Arc<dyn Store>) {
         [mine]
     );
     assert!(!conn.contact_has_messages(&a, &kevin).await.unwrap());
+}
+
+/// A new message checks what it refers to, and writes nothing if that
+/// fails: its conversation and sender are the account's, and the sender
+/// takes part in the conversation (its contact, or a member of its group).
+async fn messages_referring(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let b = new_account(&store, "globex").await;
+    let conv = add_conversation(&store, &a, "kevin").await;
+    let kevin_id = conv.contact_id.clone().unwrap();
+    let kevin = store
+        .read()
+        .await
+        .unwrap()
+        .contact(&a, &kevin_id)
+        .await
+        .unwrap();
+    let marv = add_contact(&store, &a, "marv").await;
+    let theirs = add_conversation(&store, &b, "harry").await;
+    let harry_id = theirs.contact_id.clone().unwrap();
+    let family = group("family");
+    let family_conv = conversation_with_group(&family.id);
+    let mut tx = begin(&store).await;
+    tx.insert_group(&a, &family).await.unwrap();
+    tx.set_group_members(&family.id, std::slice::from_ref(&marv.id))
+        .await
+        .unwrap();
+    tx.insert_conversation(&a, &family_conv).await.unwrap();
+    commit(tx).await;
+
+    let refused = [
+        (
+            message("ZZZZZZZZZZZZZZZZ", None, "no such conversation"),
+            NewMessage::NoConversation,
+        ),
+        (
+            message(&theirs.id, None, "another account's conversation"),
+            NewMessage::NoConversation,
+        ),
+        (
+            message(&conv.id, Some("ZZZZZZZZZZZZZZZZ"), "no such sender"),
+            NewMessage::NoSender,
+        ),
+        (
+            message(&conv.id, Some(&harry_id), "another account's sender"),
+            NewMessage::NoSender,
+        ),
+        (
+            message(&conv.id, Some(&marv.id), "not this conversation's contact"),
+            NewMessage::NotParticipant,
+        ),
+        (
+            message(&family_conv.id, Some(&kevin_id), "not in the group"),
+            NewMessage::NotParticipant,
+        ),
+    ];
+    for (m, why) in &refused {
+        let mut tx = begin(&store).await;
+        assert_eq!(
+            tx.insert_message_referring(&a, m).await.unwrap(),
+            *why,
+            "{}",
+            m.message
+        );
+        commit(tx).await;
+        let mut conn = store.read().await.unwrap();
+        assert_eq!(
+            conn.message(&a, &m.id).await.unwrap(),
+            None,
+            "{}",
+            m.message
+        );
+    }
+
+    let from_kevin = message(&conv.id, Some(&kevin_id), "Keep the change");
+    let from_marv = message(&family_conv.id, Some(&marv.id), "Kevin!");
+    let unsigned = message(&conv.id, None, "Merry Christmas");
+    let mut tx = begin(&store).await;
+    assert_eq!(
+        tx.insert_message_referring(&a, &from_kevin).await.unwrap(),
+        NewMessage::Inserted {
+            sender: kevin.clone()
+        }
+    );
+    assert_eq!(
+        tx.insert_message_referring(&a, &from_marv).await.unwrap(),
+        NewMessage::Inserted {
+            sender: Some(marv.clone())
+        }
+    );
+    assert_eq!(
+        tx.insert_message_referring(&a, &unsigned).await.unwrap(),
+        NewMessage::Inserted { sender: None }
+    );
+    commit(tx).await;
+    let mut conn = store.read().await.unwrap();
+    for m in [&from_kevin, &from_marv, &unsigned] {
+        assert_eq!(conn.message(&a, &m.id).await.unwrap().as_ref(), Some(m));
+    }
 }
 
 async fn groups(store: Arc<dyn Store>) {

@@ -20,7 +20,7 @@ const ENDPOINTS: i64 = 100;
 const PER_ENDPOINT: i64 = 1000;
 
 /// 100 endpoints, 1,000 events, one pending delivery of each event to each
-/// endpoint (the first 16 of each endpoint leased, holding its 16 slots),
+/// endpoint (the first 16 of each endpoint leased: its 16 slots name them),
 /// each event about its own resource, and as many succeeded.
 const SEED: &str = "
 INSERT INTO accounts (id, name, created_at) VALUES ('acct', 'acme', 0);
@@ -32,8 +32,6 @@ INSERT INTO events (id, account_id, event_type, body, created_at)
 INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, resource_id)
   SELECT 'p' || e || '_' || v, 'acct', 'ep' || e, 'ev' || v, 'contact.created', 'pending', 1000000 + v, 0, 0, 'r' || v
   FROM generate_series(1, 100) e, generate_series(1, 1000) v;
-UPDATE deliveries SET lease_until_ms = 9000000000000, lease_owner = 'node-x:1'
-  WHERE status = 'pending' AND next_attempt_ms <= 1000016;
 INSERT INTO endpoint_slots (endpoint_id, n, delivery_id, owner, until_ms)
   SELECT 'ep' || e, n, 'p' || e || '_' || (n + 1), 'node-x:1', 9000000000000
   FROM generate_series(1, 100) e, generate_series(0, 15) n;
@@ -148,16 +146,16 @@ async fn dispatcher_queries_are_index_ranges_over_a_large_backlog() {
 
 async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
     let now_ms = 2_000_000_i64;
-    let plan = explain(conn, dispatcher_sql::NEXT_DUE, &[]).await;
+    let plan = explain(conn, dispatcher_sql::NEXT_DUE, &[now_ms]).await;
+    // Per endpoint, about 4 buffers for the head of its queue and 18 for
+    // its 16 slots (its leases) through their key, or, once analyzed, 27
+    // for a scan of this small table (1,600 slots): the planner takes the
+    // key once the table is a few dozen pages.
     check(
         &format!("next due ({when})"),
         &plan,
-        &[
-            "deliveries_queue",
-            "deliveries_leased",
-            "deliveries_resource",
-        ],
-        2_000,
+        &["deliveries_queue", "deliveries_resource"],
+        3_500,
     );
     // The claim locks what it reads: explain it in a transaction that is
     // rolled back.
@@ -284,8 +282,8 @@ async fn write_back_plan(conn: &mut sqlx::PgConnection, when: &str) {
         .unwrap()
         .0;
     let moved: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM deliveries WHERE id = ANY($1) AND status = 'succeeded' AND lease_owner IS NULL
-           AND lease_until_ms IS NULL AND attempts = 1 AND last_attempt_at = 2000 AND last_status_code = 200",
+        "SELECT COUNT(*) FROM deliveries WHERE id = ANY($1) AND status = 'succeeded'
+           AND attempts = 1 AND last_attempt_at = 2000 AND last_status_code = 200",
     )
     .bind(deliveries)
     .fetch_one(&mut *tx)

@@ -266,7 +266,7 @@ async fn holder_of_leases(conn: &mut sqlx::PgConnection, nodes: &[Node]) -> usiz
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let owners: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT split_part(lease_owner, ':', 1) FROM deliveries WHERE lease_until_ms > $1",
+            "SELECT DISTINCT split_part(owner, ':', 1) FROM endpoint_slots WHERE until_ms > $1",
         )
         .bind(now_ms())
         .fetch_all(&mut *conn)
@@ -328,7 +328,8 @@ async fn three_nodes_lose_nothing_when_one_is_killed() {
     // The dead node's leases outlive it; the other nodes take the work over
     // once they expire.
     let orphaned: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM deliveries WHERE starts_with(lease_owner, $1 || ':') AND lease_until_ms > $2",
+        "SELECT COUNT(*) FROM endpoint_slots s JOIN deliveries d ON d.id = s.delivery_id
+         WHERE starts_with(s.owner, $1 || ':') AND s.until_ms > $2 AND d.status = 'pending'",
     )
     .bind(&nodes[victim].id)
     .bind(now_ms())

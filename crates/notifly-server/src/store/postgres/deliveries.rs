@@ -168,9 +168,10 @@ where
 impl DeliveryWrites for Handle<PgTx> {
     async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0,
-                lease_until_ms = NULL, lease_owner = NULL, updated_at = $2
-             WHERE account_id = $3 AND id = $4 AND (lease_until_ms IS NULL OR lease_until_ms <= $5)",
+            "UPDATE deliveries d SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0, updated_at = $2
+             WHERE d.account_id = $3 AND d.id = $4 AND NOT EXISTS (
+                SELECT 1 FROM endpoint_slots s
+                WHERE s.endpoint_id = d.endpoint_id AND s.delivery_id = d.id AND s.until_ms > $5)",
         )
         .bind(now_ms)
         .bind(now_ms / 1000)
@@ -192,8 +193,7 @@ impl DeliveryWrites for Handle<PgTx> {
         now_ms: i64,
     ) -> StoreResult<u64> {
         let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0,
-                lease_until_ms = NULL, lease_owner = NULL, updated_at = $2
+            "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0, updated_at = $2
              WHERE account_id = $3 AND endpoint_id = $4 AND status = 'failed' AND created_at >= $5",
         )
         .bind(now_ms)
@@ -280,11 +280,9 @@ pub(super) async fn insert_event_with_deliveries(
             FROM slot WHERE s.endpoint_id = slot.id AND s.n = slot.slot),
          made AS (
             INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms,
-                                    created_at, updated_at, lease_until_ms, lease_owner, resource_id)
-            SELECT ($6::text[])[t.n], $1, t.id, $2, $3, 'pending', $7, $5, $5,
-                   CASE WHEN slot.id IS NOT NULL THEN $12::bigint END,
-                   CASE WHEN slot.id IS NOT NULL THEN $8 END, $13
-            FROM targets t LEFT JOIN slot ON slot.id = t.id WHERE t.n <= cardinality($6::text[]))
+                                    created_at, updated_at, resource_id)
+            SELECT ($6::text[])[t.n], $1, t.id, $2, $3, 'pending', $7, $5, $5, $13
+            FROM targets t WHERE t.n <= cardinality($6::text[]))
          SELECT t.id, t.n, t.held, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
                 COALESCE(e.ordering <> 'none', FALSE) AS ordered
          FROM targets t LEFT JOIN slot ON slot.id = t.id LEFT JOIN endpoints e ON e.id = slot.id

@@ -172,7 +172,7 @@ impl EndpointWrites for Handle<PgTx> {
     async fn delete_endpoint(&mut self, account: &str, id: &str) -> StoreResult<()> {
         self.0.lock_endpoints(account, true).await?;
         sqlx::query(
-            "UPDATE deliveries SET status = 'cancelled', next_attempt_ms = NULL, lease_until_ms = NULL, lease_owner = NULL, updated_at = $1
+            "UPDATE deliveries SET status = 'cancelled', next_attempt_ms = NULL, updated_at = $1
              WHERE account_id = $2 AND endpoint_id = $3 AND status = 'pending'",
         )
         .bind(crate::ids::now())

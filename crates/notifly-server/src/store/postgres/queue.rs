@@ -18,31 +18,34 @@ pub mod dispatcher_sql {
         ("enable_bitmapscan", "off"),
     ];
 
-    /// When the next delivery is due, or the earliest lease expires: the head
-    /// of each enabled endpoint's queue (`deliveries_queue`) and of its
-    /// leases (`deliveries_leased`). Not a `MIN` over every pending row.
-    /// Only pending deliveries hold leases (every other status clears it),
-    /// so the lease half does not say `status = 'pending'`: that keeps
-    /// `deliveries_queue`, whose predicate it is, out of the planner's
-    /// choices, which on stale statistics it took and read every pending
-    /// row of the endpoint. An endpoint's head is not due before its
+    /// When the next delivery is due, or the earliest lease expires (`$1`:
+    /// now, ms): per enabled endpoint, its live leases (its slots naming a
+    /// delivery and not expired: a few rows of the slots' key, read in its
+    /// order so that the planner takes it however small the table) and the head
+    /// of its queue (`deliveries_queue`) past them. Not a `MIN` over every
+    /// pending row. A delivery whose lease ran out is in its queue again,
+    /// due since its own time. An endpoint's head is not due before its
     /// throttle (429, 502, 504) or its open circuit lets it go; with
     /// per-resource ordering it is the first delivery not waiting for an
     /// earlier one (whose end wakes the dispatcher).
-    pub const NEXT_DUE: &str = "SELECT LEAST(
-            MIN((SELECT GREATEST(d.next_attempt_ms, e.throttled_until_ms,
-                        CASE WHEN e.circuit = 'open' THEN e.probe_at_ms END)
-                 FROM deliveries d
-                 WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.lease_until_ms IS NULL
-                   AND (e.ordering = 'none' OR d.resource_id IS NULL OR NOT EXISTS (
-                     SELECT 1 FROM deliveries p
-                     WHERE p.resource_id = d.resource_id AND p.endpoint_id = d.endpoint_id
-                       AND p.status = 'pending' AND p.seq < d.seq))
-                 ORDER BY d.next_attempt_ms LIMIT 1)),
-            MIN((SELECT d.lease_until_ms FROM deliveries d
-                 WHERE d.endpoint_id = e.id AND d.lease_until_ms IS NOT NULL
-                 ORDER BY d.lease_until_ms LIMIT 1)))
-         FROM endpoints e WHERE e.enabled";
+    pub const NEXT_DUE: &str = "SELECT LEAST(MIN(head.due), MIN(leases.until_ms))
+         FROM endpoints e
+         CROSS JOIN LATERAL (
+            SELECT COALESCE(array_agg(s.delivery_id), '{}') AS ids, MIN(s.until_ms) AS until_ms
+            FROM (SELECT s.delivery_id, s.until_ms FROM endpoint_slots s
+                  WHERE s.endpoint_id = e.id AND s.until_ms > $1 AND s.delivery_id IS NOT NULL
+                  ORDER BY s.n) s) leases
+         LEFT JOIN LATERAL (
+            SELECT GREATEST(d.next_attempt_ms, e.throttled_until_ms,
+                        CASE WHEN e.circuit = 'open' THEN e.probe_at_ms END) AS due
+            FROM deliveries d
+            WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.id <> ALL(leases.ids)
+              AND (e.ordering = 'none' OR d.resource_id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries p
+                WHERE p.resource_id = d.resource_id AND p.endpoint_id = d.endpoint_id
+                  AND p.status = 'pending' AND p.seq < d.seq))
+            ORDER BY d.next_attempt_ms LIMIT 1) head ON true
+         WHERE e.enabled";
 
     /// The free slots (`endpoint_slots`, migration 0008) of each endpoint
     /// `$1[i]` below its limit `$2[i]` (`$3`: now, ms), locked for the
@@ -67,7 +70,9 @@ pub mod dispatcher_sql {
 
     /// Up to `$2` due, unleased deliveries of each enabled endpoint (`$1`:
     /// now, ms): one index range per endpoint (LATERAL), so a backlog on one
-    /// endpoint never hides another's work. Rows another transaction holds
+    /// endpoint never hides another's work. A delivery is leased while a
+    /// slot of its endpoint names it and has not expired (read once per
+    /// endpoint: a few rows of the slots' key). Rows another transaction holds
     /// are skipped, not waited for.
     /// An open circuit's deliveries wait until its next probe is due, a
     /// throttled endpoint's until its pause ends, and with `per_resource`
@@ -76,10 +81,16 @@ pub mod dispatcher_sql {
     pub const CANDIDATES: &str =
         "SELECT q.id, e.id AS endpoint, e.failing_since IS NOT NULL AS failing,
             e.circuit <> 'closed' AS probe, e.rate_limit, e.rate_tat_us
-         FROM endpoints e CROSS JOIN LATERAL (
+         FROM endpoints e
+         CROSS JOIN LATERAL (
+            SELECT COALESCE(array_agg(s.delivery_id), '{}') AS ids
+            FROM (SELECT s.delivery_id FROM endpoint_slots s
+                  WHERE s.endpoint_id = e.id AND s.until_ms > $1 AND s.delivery_id IS NOT NULL
+                  ORDER BY s.n) s) leased
+         CROSS JOIN LATERAL (
             SELECT d.id, d.next_attempt_ms FROM deliveries d
             WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= $1
-              AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)
+              AND d.id <> ALL(leased.ids)
               AND (e.ordering = 'none' OR d.resource_id IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries p
                 WHERE p.endpoint_id = d.endpoint_id AND p.resource_id = d.resource_id
@@ -95,7 +106,9 @@ pub mod dispatcher_sql {
     /// schedule position; `$7` to `$16`: its attempt; `$17`: now (s); `$18`:
     /// the endpoints to mark healthy, in id order.
     ///
-    /// Rows are locked in the order every write-back, claim and endpoint
+    /// A delivery moves on only if this result's lease still held it: its
+    /// slot, freed here, named it and this owner (`moved` reads what
+    /// `slots` freed). Rows are locked in the order every write-back, claim and endpoint
     /// change takes them: deliveries (in id order), then slots and
     /// endpoints. The sub-statements of a data-modifying `WITH` run in no
     /// set order (PostgreSQL runs those the main query does not read last,
@@ -111,9 +124,11 @@ pub mod dispatcher_sql {
         SELECT d.id FROM deliveries d WHERE d.id = ANY($1) ORDER BY d.id FOR UPDATE),
      slots AS (
         UPDATE endpoint_slots s SET delivery_id = NULL, owner = NULL, until_ms = NULL
+        FROM r
         WHERE s.endpoint_id = ANY($3) AND s.delivery_id = ANY($1)
-          AND (s.endpoint_id, s.delivery_id, s.owner) IN (SELECT endpoint, id, owner FROM r)
-          AND (SELECT COUNT(*) FROM locked) >= 0),
+          AND s.endpoint_id = r.endpoint AND s.delivery_id = r.id AND s.owner = r.owner
+          AND (SELECT COUNT(*) FROM locked) >= 0
+        RETURNING r.id AS delivery_id),
      attempts AS (
         INSERT INTO attempts (id, delivery_id, attempt, started_at_ms, duration_ms, request_headers,
                               response_status, response_headers, response_body, error, succeeded)
@@ -122,10 +137,10 @@ pub mod dispatcher_sql {
      moved AS (
         UPDATE deliveries SET status = r.status, attempts = GREATEST(deliveries.attempts, r.attempt),
             next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
-            lease_until_ms = NULL, lease_owner = NULL, last_attempt_at = r.started_ms / 1000,
-            last_status_code = r.code, updated_at = $17
+            last_attempt_at = r.started_ms / 1000, last_status_code = r.code, updated_at = $17
         FROM r
-        WHERE deliveries.id = r.id AND deliveries.status = 'pending' AND deliveries.lease_owner = r.owner
+        WHERE deliveries.id = r.id AND deliveries.status = 'pending'
+          AND deliveries.id IN (SELECT delivery_id FROM slots)
           AND deliveries.id IN (SELECT id FROM locked)),
      healthy AS (
         UPDATE endpoints SET failing_since = NULL, consecutive_failures = 0,
@@ -297,12 +312,19 @@ impl DeliveryQueue for PgStore {
             tx.commit().await.map_err(backend)?;
             return Ok(Vec::new());
         }
+        // The slots are the leases. A slot that still names a chosen
+        // delivery from a lease that ran out is freed, so that only the new
+        // lease's slot names it (a late result of the old one then frees
+        // nothing and moves nothing); `FREE_SLOTS` locked it, as it locks
+        // every expired slot of these endpoints.
         sqlx::query(
-            "WITH slots AS (
+            "WITH leased AS (
                 UPDATE endpoint_slots s SET delivery_id = w.d, owner = $2, until_ms = $1
                 FROM unnest($3::text[], $4::text[], $5::int[]) AS w(d, e, n)
                 WHERE s.endpoint_id = w.e AND s.n = w.n)
-             UPDATE deliveries SET lease_until_ms = $1, lease_owner = $2 WHERE id = ANY($3)",
+             UPDATE endpoint_slots s SET delivery_id = NULL, owner = NULL, until_ms = NULL
+             WHERE s.endpoint_id = ANY($4) AND s.delivery_id = ANY($3)
+               AND (s.endpoint_id, s.n) NOT IN (SELECT * FROM unnest($4::text[], $5::int[]))",
         )
         .bind(lease_until_ms)
         .bind(&r.owner)
@@ -376,7 +398,8 @@ impl DeliveryQueue for PgStore {
             .await
             .map_err(backend)?;
         // Each attempt's slot is free again, if its lease still holds it (a
-        // lease that ran out may have been taken, with its slot, by another).
+        // lease that ran out may have been taken, with its slot, by another);
+        // only the deliveries whose slot it freed move on.
         let (endpoints, owners): (Vec<&str>, Vec<&str>) = results
             .iter()
             .map(|r| (r.endpoint_id.as_str(), r.owner.as_str()))
@@ -385,15 +408,16 @@ impl DeliveryQueue for PgStore {
             .iter()
             .map(|r| r.attempt.delivery_id.as_str())
             .collect();
-        sqlx::query(
+        let held: Vec<String> = sqlx::query_scalar(
             "UPDATE endpoint_slots s SET delivery_id = NULL, owner = NULL, until_ms = NULL
              FROM unnest($1::text[], $2::text[], $3::text[]) AS r(e, d, o)
-             WHERE s.endpoint_id = r.e AND s.delivery_id = r.d AND s.owner = r.o",
+             WHERE s.endpoint_id = r.e AND s.delivery_id = r.d AND s.owner = r.o
+             RETURNING r.d",
         )
         .bind(&endpoints)
         .bind(&deliveries)
         .bind(&owners)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
         for chunk in results.chunks(ROWS_PER_STATEMENT) {
@@ -415,20 +439,18 @@ impl DeliveryQueue for PgStore {
             });
             q.build().execute(&mut *tx).await.map_err(backend)?;
 
-            // A delivery cancelled (endpoint deleted) or retried by hand while
-            // in flight keeps its new state; only the lease holder moves it on.
+            // A delivery cancelled (endpoint deleted) while in flight keeps
+            // its new state; only the lease holder moves it on.
             let mut q = QueryBuilder::<Postgres>::new(
                 "UPDATE deliveries SET status = r.status, attempts = GREATEST(deliveries.attempts, r.attempt),
                     next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
-                    lease_until_ms = NULL, lease_owner = NULL, last_attempt_at = r.at,
-                    last_status_code = r.code, updated_at = ",
+                    last_attempt_at = r.at, last_status_code = r.code, updated_at = ",
             );
             q.push_bind(now).push(" FROM (");
             q.push_values(chunk, |mut row, r| {
                 let a = &r.attempt;
                 let (status, next_ms, pos) = r.next.columns();
                 row.push_bind(&a.delivery_id)
-                    .push_bind(&r.owner)
                     .push_bind(status)
                     .push_bind(a.attempt)
                     .push_bind(next_ms)
@@ -437,10 +459,11 @@ impl DeliveryQueue for PgStore {
                     .push_bind(a.response_status);
             });
             q.push(
-                ") AS r(id, owner, status, attempt, next_ms, pos, at, code)
-                 WHERE deliveries.id = r.id AND deliveries.status = 'pending'
-                   AND deliveries.lease_owner = r.owner",
-            );
+                ") AS r(id, status, attempt, next_ms, pos, at, code)
+                 WHERE deliveries.id = r.id AND deliveries.status = 'pending' AND deliveries.id = ANY(",
+            )
+            .push_bind(&held)
+            .push(")");
             q.build().execute(&mut *tx).await.map_err(backend)?;
         }
         // Endpoint health, once per endpoint, from the order of its results.
@@ -560,39 +583,34 @@ impl DeliveryQueue for PgStore {
 
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         sqlx::query_scalar(dispatcher_sql::NEXT_DUE)
+            .bind(crate::ids::now_ms())
             .fetch_one(&self.work)
             .await
             .map_err(backend)
     }
 
     async fn release_leases(&self, node: &str) -> StoreResult<u64> {
-        let mut tx = self.begin_work().await?;
-        sqlx::query(
+        // The leases are the slots' (migration 0014).
+        let done = sqlx::query(
             "UPDATE endpoint_slots SET delivery_id = NULL, owner = NULL, until_ms = NULL
              WHERE starts_with(owner, $1 || ':')",
         )
         .bind(node)
-        .execute(&mut *tx)
+        .execute(&self.work)
         .await
         .map_err(backend)?;
-        let done = sqlx::query(
-            "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL
-             WHERE lease_until_ms IS NOT NULL AND starts_with(lease_owner, $1 || ':')",
-        )
-        .bind(node)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
         Ok(done.rows_affected())
     }
 
     async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats> {
         let (pending, due, in_flight): (i64, i64, i64) = sqlx::query_as(
             "SELECT COUNT(*),
-                    COUNT(*) FILTER (WHERE next_attempt_ms <= $1 AND (lease_until_ms IS NULL OR lease_until_ms <= $1)),
-                    COUNT(*) FILTER (WHERE lease_until_ms IS NOT NULL AND lease_until_ms > $1)
-             FROM deliveries WHERE status = 'pending'",
+                    COUNT(*) FILTER (WHERE d.next_attempt_ms <= $1 AND NOT EXISTS (
+                        SELECT 1 FROM endpoint_slots s
+                        WHERE s.endpoint_id = d.endpoint_id AND s.delivery_id = d.id AND s.until_ms > $1)),
+                    (SELECT COUNT(*) FROM endpoint_slots s JOIN deliveries l ON l.id = s.delivery_id
+                     WHERE s.until_ms > $1 AND l.status = 'pending')
+             FROM deliveries d WHERE d.status = 'pending'",
         )
         .bind(now_ms)
         .fetch_one(&self.pool)
@@ -612,7 +630,9 @@ impl DeliveryQueue for PgStore {
         let held_by_circuits: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM endpoints e JOIN deliveries d ON d.endpoint_id = e.id
              WHERE e.circuit <> 'closed' AND d.status = 'pending' AND d.next_attempt_ms <= $1
-               AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)",
+               AND NOT EXISTS (
+                 SELECT 1 FROM endpoint_slots s
+                 WHERE s.endpoint_id = e.id AND s.delivery_id = d.id AND s.until_ms > $1)",
         )
         .bind(now_ms)
         .fetch_one(&self.pool)
@@ -623,7 +643,9 @@ impl DeliveryQueue for PgStore {
         let oldest_due_ms: Option<i64> = sqlx::query_scalar(
             "SELECT MIN((SELECT d.next_attempt_ms FROM deliveries d
                          WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= $1
-                           AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1)
+                           AND NOT EXISTS (
+                             SELECT 1 FROM endpoint_slots s
+                             WHERE s.endpoint_id = e.id AND s.delivery_id = d.id AND s.until_ms > $1)
                          ORDER BY d.next_attempt_ms LIMIT 1))
              FROM endpoints e WHERE e.enabled",
         )

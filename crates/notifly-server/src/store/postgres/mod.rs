@@ -187,7 +187,10 @@ impl PgStore {
         // An API request waits a bounded time for everything: a connection,
         // a row's lock, each statement. Past that it fails as
         // unavailable (503), rather than hanging behind a stuck transaction.
-        let api_options = options.clone().options([
+        // Each pool names itself, so that an operator's `pg_stat_activity`
+        // (and its CPU per backend) tells the API's work from the
+        // dispatcher's.
+        let api_options = options.clone().application_name("notifly api").options([
             ("lock_timeout", LOCK_TIMEOUT),
             ("statement_timeout", STATEMENT_TIMEOUT),
         ]);
@@ -209,7 +212,9 @@ impl PgStore {
         //   (25 ms), and bitmap scans, which visit every dead index entry
         //   the churn left (about 1,000 per endpoint, 25-40 ms) where a
         //   plain index scan marks them dead as it goes: neither is used.
-        let work_options = options.options(dispatcher_sql::SESSION);
+        let work_options = options
+            .application_name("notifly dispatcher")
+            .options(dispatcher_sql::SESSION);
         let work = PgPoolOptions::new()
             .max_connections(WORK_POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)

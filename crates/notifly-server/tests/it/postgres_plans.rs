@@ -3,12 +3,15 @@
 //! of each leased, as in flight) and as many finished ones, each query's
 //! plan reads `deliveries` only through the indexes made for it, never by a
 //! sequential scan, and reads a bounded number of buffers. Checked with the
-//! planner settings the store's background connections use, both before
+//! planner settings the store's background connections use (one generic
+//! plan per statement, made before the parameters are known), both before
 //! the table is analyzed (statistics that lag the data, as on a fresh or
 //! fast-growing database) and after.
 //!
 //! These queries run on every wake-up of every node; one that scans the
 //! backlog makes a queue drain at a few dozen deliveries a second (issue 12).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use sqlx::Connection;
@@ -99,14 +102,40 @@ fn check(name: &str, explained: &Value, indexes: &[&str], max_buffers: i64) {
     );
 }
 
-/// `EXPLAIN (ANALYZE, BUFFERS)` of `sql` with `binds` as `$1`, `$2`, ….
+/// `EXPLAIN (ANALYZE, BUFFERS)` of `sql`, prepared, executed with `args`
+/// (SQL literals, one per parameter). A prepared statement runs the plan
+/// the background connections run: one generic plan, made once for every
+/// execution (`dispatcher_sql::SESSION`), which must stay an index probe
+/// whatever the parameters turn out to be.
+async fn explain_prepared(conn: &mut sqlx::PgConnection, sql: &str, args: &[String]) -> Value {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("plan_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    sqlx::raw_sql(&format!("PREPARE {name} AS {sql}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let text = format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({})",
+        args.join(", ")
+    );
+    sqlx::query_scalar::<_, sqlx::types::Json<Value>>(&text)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+        .0
+}
+
+/// `values` as an SQL array literal of `kind` (`text`, `int`, …).
+fn array<T: std::fmt::Display>(values: &[T], kind: &str) -> String {
+    let items: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+    format!("ARRAY[{}]::{kind}[]", items.join(", "))
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of `sql` as the background connections
+/// run it (see [`explain_prepared`]) with `binds` as `$1`, `$2`, ….
 async fn explain(conn: &mut sqlx::PgConnection, sql: &str, binds: &[i64]) -> Value {
-    let text = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}");
-    let mut q = sqlx::query_scalar::<_, sqlx::types::Json<Value>>(&text);
-    for b in binds {
-        q = q.bind(*b);
-    }
-    q.fetch_one(&mut *conn).await.unwrap().0
+    let args: Vec<String> = binds.iter().map(i64::to_string).collect();
+    explain_prepared(conn, sql, &args).await
 }
 
 #[tokio::test]
@@ -161,18 +190,12 @@ async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
     // rolled back.
     let mut tx = conn.begin().await.unwrap();
     let endpoints: Vec<String> = (1..=ENDPOINTS).map(|e| format!("ep{e}")).collect();
-    let text = format!(
-        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
-        dispatcher_sql::FREE_SLOTS
-    );
-    let plan = sqlx::query_scalar::<_, sqlx::types::Json<Value>>(&text)
-        .bind(&endpoints)
-        .bind(vec![32_i32; endpoints.len()])
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap()
-        .0;
+    let args = [
+        array(&endpoints, "text"),
+        array(&vec![32; endpoints.len()], "int"),
+        now_ms.to_string(),
+    ];
+    let plan = explain_prepared(&mut tx, dispatcher_sql::FREE_SLOTS, &args).await;
     assert!(
         reads_slots_by_key(&plan),
         "free slots ({when}): not a range of endpoint_slots_pkey per endpoint:\n{plan:#}"
@@ -249,38 +272,29 @@ async fn write_back_plan(conn: &mut sqlx::PgConnection, when: &str) {
     .execute(&mut *tx)
     .await
     .unwrap();
-    let text = format!(
-        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
-        dispatcher_sql::PLAIN_WRITE_BACK
-    );
     let deliveries = ["p1_1", "p1_2", "p2_1"];
-    let headers = sqlx::types::Json(vec![(
-        "content-type".to_owned(),
-        "application/json".to_owned(),
-    )]);
-    let plan = sqlx::query_scalar::<_, sqlx::types::Json<Value>>(&text)
-        .bind(deliveries)
-        .bind(["node-x:1"; 3])
-        .bind(["ep1", "ep1", "ep2"])
-        .bind(["succeeded"; 3])
-        .bind([None::<i64>; 3])
-        .bind([None::<i64>; 3])
-        .bind(["a1", "a2", "a3"])
-        .bind([1_i64; 3])
-        .bind([2_000_000_i64; 3])
-        .bind([5_i64; 3])
-        .bind(vec![headers.clone(); 3])
-        .bind([Some(200_i64); 3])
-        .bind(vec![Some(headers); 3])
-        .bind([Some(""); 3])
-        .bind([None::<&str>; 3])
-        .bind([true; 3])
-        .bind(2_000_i64)
-        .bind(["ep1", "ep2"])
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap()
-        .0;
+    let headers = r#"[["content-type","application/json"]]"#;
+    let args = [
+        array(&deliveries, "text"),
+        array(&["node-x:1"; 3], "text"),
+        array(&["ep1", "ep1", "ep2"], "text"),
+        array(&["succeeded"; 3], "text"),
+        "ARRAY[NULL, NULL, NULL]::bigint[]".to_owned(),
+        "ARRAY[NULL, NULL, NULL]::bigint[]".to_owned(),
+        array(&["a1", "a2", "a3"], "text"),
+        array(&[1; 3], "bigint"),
+        array(&[2_000_000; 3], "bigint"),
+        array(&[5; 3], "bigint"),
+        array(&[headers; 3], "jsonb"),
+        array(&[200; 3], "bigint"),
+        array(&[headers; 3], "jsonb"),
+        array(&[""; 3], "text"),
+        "ARRAY[NULL, NULL, NULL]::text[]".to_owned(),
+        array(&[true; 3], "bool"),
+        "2000".to_owned(),
+        array(&["ep1", "ep2"], "text"),
+    ];
+    let plan = explain_prepared(&mut tx, dispatcher_sql::PLAIN_WRITE_BACK, &args).await;
     let moved: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM deliveries WHERE id = ANY($1) AND status = 'succeeded'
            AND attempts = 1 AND last_attempt_at = 2000 AND last_status_code = 200",

@@ -200,18 +200,26 @@ impl PgStore {
             .connect_with(api_options)
             .await
             .map_err(StoreError::Backend)?;
-        // The background pool runs the dispatcher's statements: a few a
-        // second, each meant to be a handful of index probes (by id, or one
-        // range per endpoint), on tables that grow from empty and churn
-        // (every delivery is leased, then released). Planner choices made
-        // them scan instead, measured under load on a fresh database:
-        // - a generic plan cached while a table was small stays a
-        //   sequential scan until the next ANALYZE (26-33 ms per claim
-        //   statement at 25,000 rows): plans are made for each execution;
+        // The background pool runs the dispatcher's statements: several
+        // per claim and write-back, each meant to be a handful of index
+        // probes (by id, or one range per endpoint), on tables that grow
+        // from empty and churn (every delivery is leased, then released).
+        // Planner choices made them scan instead, measured under load on a
+        // fresh database:
+        // - a plan made while a table was small is a sequential scan, and
+        //   a cached one stays so until the next ANALYZE (26-33 ms per
+        //   claim statement at 25,000 rows): no sequential scans;
         // - on stale statistics, a hash join over the whole pending set
         //   (25 ms), and bitmap scans, which visit every dead index entry
         //   the churn left (about 1,000 per endpoint, 25-40 ms) where a
         //   plain index scan marks them dead as it goes: neither is used.
+        // With those shapes ruled out, each statement is planned once per
+        // connection (a generic plan): planning it afresh for every
+        // execution cost more than running it, about 300 µs of the
+        // database's CPU per delivered event with one endpoint
+        // (docs/benchmarks.md, ninth round). No JIT: the cost of a plan
+        // with a disabled node crosses its threshold, and compiling took
+        // 300 ms per execution of a statement that runs in a millisecond.
         let work_options = options
             .application_name("notifly dispatcher")
             .options(dispatcher_sql::SESSION);

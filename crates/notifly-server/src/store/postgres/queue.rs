@@ -11,8 +11,10 @@ use super::*;
 pub mod dispatcher_sql {
     /// The planner settings of the connections that run these (see
     /// `PgStore::open` for why).
-    pub const SESSION: [(&str, &str); 4] = [
-        ("plan_cache_mode", "force_custom_plan"),
+    pub const SESSION: [(&str, &str); 6] = [
+        ("plan_cache_mode", "force_generic_plan"),
+        ("enable_seqscan", "off"),
+        ("jit", "off"),
         ("enable_hashjoin", "off"),
         ("enable_mergejoin", "off"),
         ("enable_bitmapscan", "off"),
@@ -140,8 +142,7 @@ pub mod dispatcher_sql {
             last_attempt_at = r.started_ms / 1000, last_status_code = r.code, updated_at = $17
         FROM r
         WHERE deliveries.id = r.id AND deliveries.status = 'pending'
-          AND deliveries.id IN (SELECT delivery_id FROM slots)
-          AND deliveries.id IN (SELECT id FROM locked)),
+          AND r.id IN (SELECT delivery_id FROM slots) AND r.id IN (SELECT id FROM locked)),
      healthy AS (
         UPDATE endpoints SET failing_since = NULL, consecutive_failures = 0,
             circuit_since = CASE WHEN circuit <> 'closed' THEN $17 ELSE circuit_since END,
@@ -458,9 +459,12 @@ impl DeliveryQueue for PgStore {
                     .push_bind(a.started_at_ms / 1000)
                     .push_bind(a.response_status);
             });
+            // The conditions on `r`, not on `deliveries`: the planner then
+            // reads each delivery by id, where a condition on the table's
+            // rows had it scan every pending one.
             q.push(
                 ") AS r(id, status, attempt, next_ms, pos, at, code)
-                 WHERE deliveries.id = r.id AND deliveries.status = 'pending' AND deliveries.id = ANY(",
+                 WHERE deliveries.id = r.id AND deliveries.status = 'pending' AND r.id = ANY(",
             )
             .push_bind(&held)
             .push(")");

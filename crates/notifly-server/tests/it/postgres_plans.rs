@@ -238,6 +238,10 @@ async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
 /// has been down for days leaves them) are skipped and kept.
 async fn purge_plans(conn: &mut sqlx::PgConnection, when: &str) {
     let mut tx = conn.begin().await.unwrap();
+    sqlx::query(retention_sql::SETTINGS)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let plan = explain(&mut tx, retention_sql::DELIVERIES, &[1, 500]).await;
     let (pending, succeeded): (i64, i64) = sqlx::query_as(
         "SELECT COUNT(*) FILTER (WHERE status = 'pending'), COUNT(*) FILTER (WHERE status = 'succeeded')

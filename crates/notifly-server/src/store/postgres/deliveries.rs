@@ -167,22 +167,31 @@ where
 #[async_trait]
 impl DeliveryWrites for Handle<PgTx> {
     async fn retry_delivery(&mut self, account: &str, id: &str, now_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE deliveries d SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0, updated_at = $2
-             WHERE d.account_id = $3 AND d.id = $4 AND NOT EXISTS (
-                SELECT 1 FROM endpoint_slots s
-                WHERE s.endpoint_id = d.endpoint_id AND s.delivery_id = d.id AND s.until_ms > $5)",
+        // Not while a lease holds it; a slot still naming it from a lease
+        // that ran out is freed, so that lease's late result cannot undo
+        // the retry (see `dispatcher_sql::PLAIN_WRITE_BACK`).
+        let retried: i64 = sqlx::query_scalar(
+            "WITH retried AS (
+                UPDATE deliveries d SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0, updated_at = $2
+                WHERE d.account_id = $3 AND d.id = $4 AND NOT EXISTS (
+                    SELECT 1 FROM endpoint_slots s
+                    WHERE s.endpoint_id = d.endpoint_id AND s.delivery_id = d.id AND s.until_ms > $5)
+                RETURNING d.id, d.endpoint_id),
+             freed AS (
+                UPDATE endpoint_slots s SET delivery_id = NULL, owner = NULL, until_ms = NULL
+                FROM retried r WHERE s.endpoint_id = r.endpoint_id AND s.delivery_id = r.id)
+             SELECT COUNT(*) FROM retried",
         )
         .bind(now_ms)
         .bind(now_ms / 1000)
         .bind(account)
         .bind(id)
         .bind(now_ms)
-        .execute(&mut *self.0)
+        .fetch_one(&mut *self.0)
         .await
         .map_err(backend)?;
-        self.0.claimable |= done.rows_affected() > 0;
-        Ok(done.rows_affected() > 0)
+        self.0.claimable |= retried > 0;
+        Ok(retried > 0)
     }
 
     async fn recover_deliveries(

@@ -110,7 +110,10 @@ pub mod dispatcher_sql {
     ///
     /// A delivery moves on only if this result's lease still held it: its
     /// slot, freed here, named it and this owner (`moved` reads what
-    /// `slots` freed). Rows are locked in the order every write-back, claim and endpoint
+    /// `slots` freed). A lease that ran out and lost its slot to other
+    /// work, or whose delivery was retried by hand (which frees the slot),
+    /// has its attempt logged and changes nothing: the delivery is sent
+    /// again (at least once). Rows are locked in the order every write-back, claim and endpoint
     /// change takes them: deliveries (in id order), then slots and
     /// endpoints. The sub-statements of a data-modifying `WITH` run in no
     /// set order (PostgreSQL runs those the main query does not read last,
@@ -459,9 +462,10 @@ impl DeliveryQueue for PgStore {
                     .push_bind(a.started_at_ms / 1000)
                     .push_bind(a.response_status);
             });
-            // The conditions on `r`, not on `deliveries`: the planner then
-            // reads each delivery by id, where a condition on the table's
-            // rows had it scan every pending one.
+            // As in `PLAIN_WRITE_BACK`: only where its lease's slot was
+            // freed. The conditions on `r`, not on `deliveries`: the planner
+            // then reads each delivery by id, where a condition on the
+            // table's rows had it scan every pending one.
             q.push(
                 ") AS r(id, status, attempt, next_ms, pos, at, code)
                  WHERE deliveries.id = r.id AND deliveries.status = 'pending' AND r.id = ANY(",
@@ -608,12 +612,13 @@ impl DeliveryQueue for PgStore {
 
     async fn queue_stats(&self, now_ms: i64) -> StoreResult<QueueStats> {
         let (pending, due, in_flight): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*),
-                    COUNT(*) FILTER (WHERE d.next_attempt_ms <= $1 AND NOT EXISTS (
-                        SELECT 1 FROM endpoint_slots s
-                        WHERE s.endpoint_id = d.endpoint_id AND s.delivery_id = d.id AND s.until_ms > $1)),
-                    (SELECT COUNT(*) FROM endpoint_slots s JOIN deliveries l ON l.id = s.delivery_id
-                     WHERE s.until_ms > $1 AND l.status = 'pending')
+            "WITH leased AS MATERIALIZED (
+                SELECT l.next_attempt_ms FROM endpoint_slots s JOIN deliveries l ON l.id = s.delivery_id
+                WHERE s.until_ms > $1 AND l.status = 'pending')
+             SELECT COUNT(*),
+                    COUNT(*) FILTER (WHERE d.next_attempt_ms <= $1)
+                      - (SELECT COUNT(*) FROM leased WHERE next_attempt_ms <= $1),
+                    (SELECT COUNT(*) FROM leased)
              FROM deliveries d WHERE d.status = 'pending'",
         )
         .bind(now_ms)

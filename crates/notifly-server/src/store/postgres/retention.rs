@@ -9,6 +9,14 @@ use super::*;
 /// 10-million-attempt measurement).
 /// `tests/it/postgres_plans.rs` checks the deliveries' plan.
 pub mod retention_sql {
+    /// The purge's planner settings, for its transaction: not the
+    /// dispatcher's (`dispatcher_sql::SESSION`, on the same connections).
+    /// These statements were measured with plans made for their
+    /// parameters, and the idempotency keys' has no index to take instead
+    /// of a scan.
+    pub const SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
+                set_config('enable_seqscan', 'on', true)";
+
     /// Finished deliveries past retention, oldest first, with their
     /// attempts (whose key to the delivery is checked at the statement's
     /// end); returns how many rows went. Each is locked first, so one
@@ -61,6 +69,10 @@ impl Retention for PgStore {
             ),
         ];
         let mut tx = self.begin_work().await?;
+        sqlx::query(retention_sql::SETTINGS)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         let with_attempts: i64 = sqlx::query_scalar(retention_sql::DELIVERIES)
             .bind(before)
             .bind(i64::from(batch))

@@ -7,6 +7,7 @@ conformance!(
     claims_lease_due_work,
     claim_limits,
     expired_leases_are_claimed_again,
+    retries_outlive_late_results,
     release_leases_of_one_node,
     rate_limits_pace_claims,
     throttled_endpoints_wait,
@@ -205,6 +206,38 @@ async fn expired_leases_are_claimed_again(store: Arc<dyn Store>) {
     let d = delivery(&store, &a, &first[0].delivery_id).await;
     assert_eq!((d.status.as_str(), d.attempts), ("succeeded", 1));
     assert_eq!(deliveries(&store, &a, &ep.id).await.len(), 1);
+}
+
+/// A lease that ran out: its late result does not undo a retry by hand
+/// made meanwhile.
+async fn retries_outlive_late_results(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    add_endpoint(&store, &a, "all", &["*"], true).await;
+    emit_events(&store, &a, "contact.created", 1).await;
+    let first = claim(&store, &claim_request("node-a:1", 1, 1, 50)).await;
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+
+    // Retried by hand once the lease has run out: the late failure that
+    // arrives after it changes nothing.
+    let mut tx = begin(&store).await;
+    assert!(
+        tx.retry_delivery(&a, &first[0].delivery_id, ids::now_ms())
+            .await
+            .unwrap()
+    );
+    commit(tx).await;
+    let late = result_of(&first[0], "node-a:1", Some(500), NextStep::Failed);
+    store
+        .record_attempts(std::slice::from_ref(&late), &POLICY)
+        .await
+        .unwrap();
+    let d = delivery(&store, &a, &first[0].delivery_id).await;
+    assert_eq!(
+        (d.status.as_str(), d.attempts),
+        ("pending", 0),
+        "the retry stands"
+    );
 }
 
 async fn release_leases_of_one_node(store: Arc<dyn Store>) {

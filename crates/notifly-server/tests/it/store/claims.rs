@@ -171,12 +171,7 @@ async fn expired_leases_are_claimed_again(store: Arc<dyn Store>) {
     assert_eq!(second[0].attempt, 1, "no attempt was recorded");
 
     // The first holder's late result is not applied; the current holder's is.
-    let late = result_of(&first[0], "node-a:1", Some(200), NextStep::Succeeded);
-    store
-        .record_attempts(std::slice::from_ref(&late), &POLICY)
-        .await
-        .unwrap();
-    let d = delivery(&store, &a, &first[0].delivery_id).await;
+    let (late, d) = late_result(&store, &a, &first[0], "node-a:1", NextStep::Succeeded).await;
     assert_eq!(
         (d.status.as_str(), d.attempts),
         ("pending", 0),
@@ -227,17 +222,29 @@ async fn retries_outlive_late_results(store: Arc<dyn Store>) {
             .unwrap()
     );
     commit(tx).await;
-    let late = result_of(&first[0], "node-a:1", Some(500), NextStep::Failed);
-    store
-        .record_attempts(std::slice::from_ref(&late), &POLICY)
-        .await
-        .unwrap();
-    let d = delivery(&store, &a, &first[0].delivery_id).await;
+    let (_, d) = late_result(&store, &a, &first[0], "node-a:1", NextStep::Failed).await;
     assert_eq!(
         (d.status.as_str(), d.attempts),
         ("pending", 0),
         "the retry stands"
     );
+}
+
+/// Records the result of `claimed` from `owner`, whose lease has run out,
+/// and reads its delivery back.
+async fn late_result(
+    store: &Arc<dyn Store>,
+    account: &str,
+    claimed: &Claimed,
+    owner: &str,
+    next: NextStep,
+) -> (AttemptResult, DeliveryRecord) {
+    let late = result_of(claimed, owner, Some(200), next);
+    store
+        .record_attempts(std::slice::from_ref(&late), &POLICY)
+        .await
+        .unwrap();
+    (late, delivery(store, account, &claimed.delivery_id).await)
 }
 
 async fn release_leases_of_one_node(store: Arc<dyn Store>) {

@@ -164,6 +164,7 @@ impl Notifly {
         };
         // The conversation and the sender are only referred to: writes of
         // other messages to them go on meanwhile.
+        let sender = record.contact_id.as_deref().unwrap_or_default();
         let contact = match tx.insert_message_referring(account, &record).await? {
             NewMessage::Inserted { sender } => sender,
             NewMessage::NoConversation => {
@@ -174,13 +175,11 @@ impl Notifly {
                 ));
             }
             NewMessage::NoSender => {
-                let sender = record.contact_id.as_deref().unwrap_or_default();
                 return Err(validate::missing("contact_id", "contact", sender));
             }
             NewMessage::NotParticipant => {
                 return Err(DomainError::Invalid(format!(
-                    "contact_id: contact `{}` is not a participant of conversation `{}`",
-                    record.contact_id.as_deref().unwrap_or_default(),
+                    "contact_id: contact `{sender}` is not a participant of conversation `{}`",
                     record.conversation_id
                 )));
             }

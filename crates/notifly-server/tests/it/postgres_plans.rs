@@ -299,30 +299,15 @@ async fn write_back_plan(conn: &mut sqlx::PgConnection, when: &str) {
         array(&["ep1", "ep2"], "text"),
     ];
     let plan = explain_prepared(&mut tx, dispatcher_sql::PLAIN_WRITE_BACK, &args).await;
-    let moved: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM deliveries WHERE id = ANY($1) AND status = 'succeeded'
-           AND attempts = 1 AND last_attempt_at = 2000 AND last_status_code = 200",
+    let (moved, freed, attempts, healthy): (i64, i64, i64, bool) = sqlx::query_as(
+        "SELECT
+            (SELECT COUNT(*) FROM deliveries WHERE id = ANY($1) AND status = 'succeeded'
+               AND attempts = 1 AND last_attempt_at = 2000 AND last_status_code = 200),
+            (SELECT COUNT(*) FROM endpoint_slots WHERE delivery_id = ANY($1)),
+            (SELECT COUNT(*) FROM attempts WHERE delivery_id = ANY($1) AND succeeded),
+            (SELECT failing_since IS NULL AND consecutive_failures = 0 FROM endpoints WHERE id = 'ep1')",
     )
     .bind(deliveries)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    let freed: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM endpoint_slots WHERE delivery_id = ANY($1)")
-            .bind(deliveries)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-    let attempts: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM attempts WHERE delivery_id = ANY($1) AND succeeded",
-    )
-    .bind(deliveries)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    let healthy: bool = sqlx::query_scalar(
-        "SELECT failing_since IS NULL AND consecutive_failures = 0 FROM endpoints WHERE id = 'ep1'",
-    )
     .fetch_one(&mut *tx)
     .await
     .unwrap();

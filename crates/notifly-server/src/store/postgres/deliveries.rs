@@ -170,18 +170,17 @@ impl DeliveryWrites for Handle<PgTx> {
         // Not while a lease holds it; a slot still naming it from a lease
         // that ran out is freed, so that lease's late result cannot undo
         // the retry (see `dispatcher_sql::PLAIN_WRITE_BACK`).
-        let retried: i64 = sqlx::query_scalar(
+        let retried: i64 = sqlx::query_scalar(&format!(
             "WITH retried AS (
                 UPDATE deliveries d SET status = 'pending', next_attempt_ms = $1, schedule_pos = 0, updated_at = $2
-                WHERE d.account_id = $3 AND d.id = $4 AND NOT EXISTS (
-                    SELECT 1 FROM endpoint_slots s
-                    WHERE s.endpoint_id = d.endpoint_id AND s.delivery_id = d.id AND s.until_ms > $5)
+                WHERE d.account_id = $3 AND d.id = $4 AND NOT {}
                 RETURNING d.id, d.endpoint_id),
              freed AS (
                 UPDATE endpoint_slots s SET delivery_id = NULL, owner = NULL, until_ms = NULL
                 FROM retried r WHERE s.endpoint_id = r.endpoint_id AND s.delivery_id = r.id)
              SELECT COUNT(*) FROM retried",
-        )
+            super::queue::leased("d.endpoint_id", "d.id", "$5")
+        ))
         .bind(now_ms)
         .bind(now_ms / 1000)
         .bind(account)

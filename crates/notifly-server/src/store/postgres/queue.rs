@@ -154,6 +154,18 @@ pub mod dispatcher_sql {
           AND (SELECT COUNT(*) FROM locked) >= 0)
      SELECT 1";
 }
+/// The condition that the delivery `delivery` of the endpoint `endpoint`
+/// (SQL expressions) is leased at `now` (ms): a slot of the endpoint names
+/// it and has not expired (migration 0014). A few rows of the slots' key;
+/// the dispatcher's look-ups read each endpoint's live leases once instead
+/// (`NEXT_DUE`, `CANDIDATES`).
+pub(super) fn leased(endpoint: &str, delivery: &str, now: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM endpoint_slots s
+                 WHERE s.endpoint_id = {endpoint} AND s.delivery_id = {delivery} AND s.until_ms > {now})"
+    )
+}
+
 #[async_trait]
 impl DeliveryQueue for PgStore {
     async fn claim(&self, r: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
@@ -636,28 +648,26 @@ impl DeliveryQueue for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let held_by_circuits: i64 = sqlx::query_scalar(
+        let held_by_circuits: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM endpoints e JOIN deliveries d ON d.endpoint_id = e.id
              WHERE e.circuit <> 'closed' AND d.status = 'pending' AND d.next_attempt_ms <= $1
-               AND NOT EXISTS (
-                 SELECT 1 FROM endpoint_slots s
-                 WHERE s.endpoint_id = e.id AND s.delivery_id = d.id AND s.until_ms > $1)",
-        )
+               AND NOT {}",
+            leased("e.id", "d.id", "$1")
+        ))
         .bind(now_ms)
         .fetch_one(&self.pool)
         .await
         .map_err(backend)?;
         // The head of each enabled endpoint's queue (`deliveries_queue`,
         // skipping the few it has in flight): one short index range each.
-        let oldest_due_ms: Option<i64> = sqlx::query_scalar(
+        let oldest_due_ms: Option<i64> = sqlx::query_scalar(&format!(
             "SELECT MIN((SELECT d.next_attempt_ms FROM deliveries d
                          WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_ms <= $1
-                           AND NOT EXISTS (
-                             SELECT 1 FROM endpoint_slots s
-                             WHERE s.endpoint_id = e.id AND s.delivery_id = d.id AND s.until_ms > $1)
+                           AND NOT {}
                          ORDER BY d.next_attempt_ms LIMIT 1))
              FROM endpoints e WHERE e.enabled",
-        )
+            leased("e.id", "d.id", "$1")
+        ))
         .bind(now_ms)
         .fetch_one(&self.pool)
         .await

@@ -24,6 +24,15 @@ SEMANTIC_REFUSALS = [
     re.compile(r"^give starting_after or ending_before, not both$"),
     # An idempotency key reused with another body: state, not shape.
     re.compile(r"^Idempotency-Key `.*` was already used with a different request"),
+    # Custom headers: a masked value keeps a stored one, which must exist;
+    # names that differ only in case, and the size of all of them together,
+    # join several headers.
+    re.compile(r"^headers: the value of `.*` is a masked value, and no header of that name has it"),
+    re.compile(r"^headers: `.*` and `.*` are the same header \(names are case-insensitive\)"),
+    re.compile(r"^headers: \d+ bytes of names and values in all; at most 8192"),
+    # A content filter's size and depth: JSON Schema bounds neither.
+    re.compile(r"^filter: \d+ bytes; at most 4096"),
+    re.compile(r"^filter: nested more than 10 levels deep"),
 ]
 
 # Statuses that are never a shape refusal: conflicts with existing data,

@@ -4,11 +4,12 @@ generated from its /openapi.json (clients/run.sh generates it and runs this).
     NOTIFLY_URL=http://127.0.0.1:8080 NOTIFLY_API_KEY=nfly_sk_... \
         PYTHONPATH=<dir holding notifly_client> python3 smoke.py
 
-It creates a contact, a conversation and a message; registers a webhook at a
-receiver it runs on a random loopback port and checks the signed delivery
-(both signatures, Standard Webhooks and x-notifly-signature); pages through
-the contacts one at a time with `starting_after`; and checks that a 422 comes
-back parsed as the generated ErrorBody. Exits non-zero on the first failure.
+It creates a contact, a conversation and a message; registers a webhook with a
+custom header at a receiver it runs on a random loopback port and checks the
+signed delivery and the header (both signatures, Standard Webhooks and
+x-notifly-signature); pages through the contacts one at a time with
+`starting_after`; and checks that a 422 comes back parsed as the generated
+ErrorBody. Exits non-zero on the first failure.
 """
 
 import base64
@@ -35,6 +36,7 @@ from notifly_client.models import (
     CreateMessage,
     CreateWebhook,
     CreateWebhookEventsEventTypesItem,
+    CreateWebhookHeaders,
     ErrorBody,
     ListContact,
     Message,
@@ -61,8 +63,14 @@ SECRET: list[str] = []  # set once the webhook exists (deliveries may race it)
 RECEIVED: "queue.Queue[tuple[bool, dict | None, str]]" = queue.Queue()
 
 
+# The webhook's custom header, which every delivery must carry.
+SMOKE_TOKEN = "smoke-token-0123456789"
+
+
 def verify(secret: str, headers, body: bytes) -> str | None:
     """Why the request is not authentic, or None if both signatures hold."""
+    if headers.get("x-smoke-token") != SMOKE_TOKEN:
+        return "the custom header x-smoke-token is missing"
     expected_hex = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected_hex, headers.get("x-notifly-signature") or ""):
         return "x-notifly-signature does not match"
@@ -142,6 +150,8 @@ def main() -> None:
                 CreateWebhookEventsEventTypesItem.CONVERSATION_CREATED,
                 CreateWebhookEventsEventTypesItem.MESSAGE_CREATED,
             ],
+            # With a custom header for the receiver to check: answered masked.
+            headers=CreateWebhookHeaders.from_dict({"X-Smoke-Token": SMOKE_TOKEN}),
         ),
     )
     check(created.status_code == HTTPStatus.CREATED, f"create webhook: {created.status_code} {created.content!r}")
@@ -150,6 +160,10 @@ def main() -> None:
     assert isinstance(webhook, Webhook)
     check(isinstance(webhook.secret, str) and webhook.secret.startswith("whsec_"), "the new webhook shows its secret")
     assert isinstance(webhook.secret, str)
+    check(
+        webhook.headers["X-Smoke-Token"] == "••••••••" + SMOKE_TOKEN[-4:],
+        f"the custom header is answered masked: {webhook.headers.to_dict()!r}",
+    )
     SECRET.append(webhook.secret)
     step(f"webhook {webhook.id} -> {hook_url}")
 

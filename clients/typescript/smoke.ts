@@ -5,9 +5,9 @@
 //
 //   NOTIFLY_URL=http://127.0.0.1:8080 NOTIFLY_API_KEY=nfly_sk_... npx tsx smoke.ts
 //
-// It creates a contact, a conversation and a message; registers a webhook at
-// a receiver it runs on a random loopback port and checks the signed delivery
-// (both signatures, Standard Webhooks and x-notifly-signature); pages through
+// It creates a contact, a conversation and a message; registers a webhook
+// with a custom header at a receiver it runs on a random loopback port and
+// checks the signed delivery and the header (both signatures, Standard Webhooks and x-notifly-signature); pages through
 // the contacts one at a time with `starting_after`; and checks that a 422
 // comes back as the generated ErrorBody type. Exits non-zero on the first
 // failure.
@@ -43,8 +43,12 @@ function sameText(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+/** The webhook's custom header, which every delivery must carry. */
+const SMOKE_TOKEN = "smoke-token-0123456789";
+
 /** Why the request is not authentic, or null if both signatures hold. */
 function verify(secret: string, headers: IncomingHttpHeaders, body: Buffer): string | null {
+  if (header(headers, "x-smoke-token") !== SMOKE_TOKEN) return "the custom header x-smoke-token is missing";
   const hex = createHmac("sha256", secret).update(body).digest("hex");
   if (!sameText(hex, header(headers, "x-notifly-signature"))) return "x-notifly-signature does not match";
   const id = header(headers, "webhook-id");
@@ -119,10 +123,13 @@ async function main(): Promise<void> {
 
   // A webhook for three event types, typed by the document's enum.
   const events: Schemas["CreateWebhook"]["events"] = ["contact.created", "conversation.created", "message.created"];
-  const hook = await client.POST("/v1/webhooks", { body: { name: "typescript smoke", url: hookUrl, events } });
+  // With a custom header for the receiver to check: answered masked.
+  const headers: Schemas["CreateWebhook"]["headers"] = { "X-Smoke-Token": SMOKE_TOKEN };
+  const hook = await client.POST("/v1/webhooks", { body: { name: "typescript smoke", url: hookUrl, events, headers } });
   check(hook.response.status === 201 && hook.data, `create webhook: ${hook.response.status} ${JSON.stringify(hook.error)}`);
   const webhook: Schemas["Webhook"] = hook.data;
   check(typeof webhook.secret === "string" && webhook.secret.startsWith("whsec_"), "the new webhook shows its secret");
+  check(webhook.headers["X-Smoke-Token"] === "••••••••" + SMOKE_TOKEN.slice(-4), "the custom header is answered masked");
   secret = webhook.secret;
   step(`webhook ${webhook.id} -> ${hookUrl}`);
 

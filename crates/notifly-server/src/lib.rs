@@ -9,6 +9,7 @@ pub mod config;
 pub mod dashboard;
 pub mod dispatch;
 pub mod domain;
+pub mod filter;
 pub mod ids;
 pub mod metrics;
 pub mod peers;

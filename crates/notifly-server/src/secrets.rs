@@ -297,6 +297,38 @@ impl Keyring {
     }
 }
 
+impl Keyring {
+    /// An endpoint's custom headers sealed for the database: a JSON array
+    /// of `[name, value]` pairs, bound to the endpoint's id and to this use,
+    /// so that the text cannot stand in for its keys; `None` for none.
+    pub fn seal_headers(&self, endpoint_id: &str, headers: &[(String, String)]) -> Option<String> {
+        if headers.is_empty() {
+            return None;
+        }
+        let json = serde_json::to_string(headers)
+            .unwrap_or_else(|_| unreachable!("pairs of strings serialize"));
+        Some(self.seal(&headers_aad(endpoint_id), &json))
+    }
+
+    /// An endpoint's custom headers from what [`Keyring::seal_headers`] stored.
+    pub fn open_headers(
+        &self,
+        endpoint_id: &str,
+        stored: Option<&str>,
+    ) -> Result<Vec<(String, String)>, SealError> {
+        let Some(stored) = stored else {
+            return Ok(Vec::new());
+        };
+        let json = self.open(&headers_aad(endpoint_id), stored)?;
+        serde_json::from_str(&json).map_err(|_| SealError::Malformed)
+    }
+}
+
+/// What custom headers are bound to: the endpoint, and their use.
+fn headers_aad(endpoint_id: &str) -> String {
+    format!("{endpoint_id}/headers")
+}
+
 /// Endpoints read per statement while sealing.
 const SEAL_BATCH: u32 = 500;
 
@@ -352,6 +384,13 @@ pub async fn seal_stored(
                     }
                 }
             }
+            // Custom headers were sealed from the start: never plaintext.
+            if let Some(headers) = &row.headers {
+                keyring.open_headers(id, Some(headers)).map_err(|e| {
+                    anyhow::anyhow!("cannot open the custom headers of webhook endpoint {id}: {e}")
+                })?;
+                older |= keyring.sealing(headers) == Sealing::Older;
+            }
             if !(plain || (older && reseal)) {
                 done.older += u64::from(older);
                 continue;
@@ -363,6 +402,12 @@ pub async fn seal_stored(
                 endpoint_id: id.clone(),
                 secret: reseal_one(&row.secret)?,
                 previous_secret: row.previous_secret.as_deref().map(reseal_one).transpose()?,
+                headers: match &row.headers {
+                    Some(stored) => {
+                        keyring.seal_headers(id, &keyring.open_headers(id, Some(stored))?)
+                    }
+                    None => None,
+                },
             };
             if store.replace_endpoint_keys(&row, &sealed).await? {
                 retries = 0;

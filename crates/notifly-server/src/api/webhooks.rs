@@ -13,7 +13,8 @@ use super::extract::{Auth, JsonBody, Query, page};
 use super::{AppState, List};
 use crate::domain::deliveries::{Delivery, DeliveryDetail, Recover, Recovered};
 use crate::domain::webhooks::{
-    CreateWebhook, RotateSecret, TestEvent, UpdateWebhook, Webhook, WebhookSecret,
+    CreateWebhook, RotateSecret, TestEvent, UpdateWebhook, Webhook, WebhookCustomHeaders,
+    WebhookSecret,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -21,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_webhooks, create_webhook))
         .routes(routes!(get_webhook, update_webhook, delete_webhook))
         .routes(routes!(get_secret))
+        .routes(routes!(get_headers))
         .routes(routes!(rotate_secret))
         .routes(routes!(send_test))
         .routes(routes!(list_deliveries))
@@ -85,7 +87,8 @@ async fn get_webhook(
     Ok(Json(s.notifly.webhook(&auth.account_id, &id).await?))
 }
 
-/// Update a webhook: name, URL, events, description, `enabled`.
+/// Update a webhook: name, URL, events, description, `enabled`, delivery
+/// controls, custom headers.
 #[utoipa::path(put, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
     request_body = UpdateWebhook, security(("api_key" = [])),
     responses((status = 200, body = Webhook), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -125,6 +128,20 @@ async fn get_secret(
     Path(id): Path<String>,
 ) -> Result<Json<WebhookSecret>, ApiError> {
     Ok(Json(s.notifly.webhook_secret(&auth.account_id, &id).await?))
+}
+
+/// Get a webhook's custom headers, values in clear (other answers mask them).
+#[utoipa::path(get, path = "/v1/webhooks/{id}/headers", tag = "webhooks", params(("id" = String, Path)),
+    security(("api_key" = [])),
+    responses((status = 200, body = WebhookCustomHeaders), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_headers(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookCustomHeaders>, ApiError> {
+    Ok(Json(
+        s.notifly.webhook_headers(&auth.account_id, &id).await?,
+    ))
 }
 
 /// Rotate a webhook's secret. The old secret keeps signing during the overlap

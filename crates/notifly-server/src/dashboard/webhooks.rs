@@ -14,6 +14,7 @@ use super::session::{Current, Flash};
 use super::view::{self, Chart, Chrome, EventGroup};
 use super::{Dashboard, domain_error, render};
 use crate::domain::DomainError;
+use crate::domain::custom_headers::CustomHeaders;
 use crate::domain::deliveries::{DeliveryDetail, Recover, STATUSES, WebhookHealth};
 use crate::domain::webhooks::{
     self, CreateWebhook, DEFAULT_OVERLAP_SECS, MAX_RATE_LIMIT, Ordering, RotateSecret,
@@ -37,6 +38,7 @@ pub struct Paging {
     before: Option<String>,
     status: Option<String>,
     reveal: Option<String>,
+    reveal_headers: Option<String>,
 }
 
 fn page_of(limit: u32, q: &Paging) -> Page {
@@ -194,6 +196,10 @@ struct FormValues {
     /// As typed: empty for no limit.
     rate_limit: String,
     ordering: String,
+    /// As typed: one `Name: value` per line (an existing value shown masked).
+    headers: String,
+    /// As typed: the content filter's JSON, empty for none.
+    filter: String,
 }
 
 #[derive(Debug, Default)]
@@ -203,6 +209,8 @@ struct FieldErrors {
     events: Option<String>,
     description: Option<String>,
     rate_limit: Option<String>,
+    headers: Option<String>,
+    filter: Option<String>,
     general: Option<String>,
 }
 
@@ -213,6 +221,8 @@ impl FieldErrors {
             || self.events.is_some()
             || self.description.is_some()
             || self.rate_limit.is_some()
+            || self.headers.is_some()
+            || self.filter.is_some()
             || self.general.is_some()
     }
 }
@@ -248,6 +258,8 @@ impl FormValues {
                 .get("ordering")
                 .unwrap_or(Ordering::default().as_str())
                 .to_owned(),
+            headers: form.get("headers").unwrap_or("").to_owned(),
+            filter: form.get("filter").unwrap_or("").trim().to_owned(),
         }
     }
 
@@ -261,7 +273,55 @@ impl FormValues {
             signature_scheme: w.signature_scheme.as_str().to_owned(),
             rate_limit: w.rate_limit.map(|r| r.to_string()).unwrap_or_default(),
             ordering: w.ordering.as_str().to_owned(),
+            headers: w
+                .headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {value}\n"))
+                .collect(),
+            filter: w
+                .filter
+                .as_ref()
+                .and_then(|f| serde_json::to_string_pretty(f).ok())
+                .unwrap_or_default(),
         }
+    }
+
+    /// The content filter the form asks for (`None`: none), as JSON; the
+    /// domain checks what it says.
+    fn filter(&self) -> Result<Option<serde_json::Value>, String> {
+        if self.filter.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&self.filter)
+            .map(Some)
+            .map_err(|e| format!("filter: not valid JSON ({e})"))
+    }
+
+    /// The custom headers the form asks for, one `Name: value` per line
+    /// (the domain checks the names and values).
+    fn headers(&self) -> Result<CustomHeaders, String> {
+        let mut headers = CustomHeaders::default();
+        for (n, line) in self.headers.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                return Err(format!(
+                    "headers: line {} has no `:`; write one header per line, as `Name: value`",
+                    n + 1
+                ));
+            };
+            let name = name.trim();
+            if headers
+                .0
+                .insert(name.to_owned(), value.trim().to_owned())
+                .is_some()
+            {
+                return Err(format!("headers: `{name}` is given twice; give it once"));
+            }
+        }
+        Ok(headers)
     }
 
     /// The rate limit the form asks for (`None`: no limit), checked by the
@@ -359,6 +419,16 @@ async fn field_errors(
     if let Err(m) = v.rate_limit() {
         errors.rate_limit = Some(m);
     }
+    if let Err(m) = v.headers() {
+        errors.headers = Some(m);
+    } else if message.starts_with("headers: ") {
+        errors.headers = Some(message.clone());
+    }
+    if let Err(m) = v.filter() {
+        errors.filter = Some(m);
+    } else if message.starts_with("filter: ") {
+        errors.filter = Some(message.clone());
+    }
     if !errors.any() {
         errors.general = Some(message);
     }
@@ -390,10 +460,17 @@ pub async fn create(State(state): State<Dashboard>, current: Current, form: Form
         signature_scheme: Some(v.signature_scheme.clone()),
         rate_limit: None,
         ordering: Some(v.ordering.clone()),
+        headers: None,
+        filter: None,
     };
-    let input = match v.rate_limit() {
-        Ok(rate_limit) => CreateWebhook {
+    let input = match v
+        .rate_limit()
+        .and_then(|r| Ok((r, v.headers()?, v.filter()?)))
+    {
+        Ok((rate_limit, headers, filter)) => CreateWebhook {
             rate_limit,
+            headers: Some(headers),
+            filter,
             ..input
         },
         // Every field's error at once, this one among them.
@@ -480,16 +557,31 @@ pub async fn update(
         signature_scheme: form.get("signature_scheme").map(|s| Some(s.to_owned())),
         rate_limit: None,
         ordering: form.get("ordering").map(|s| Some(s.to_owned())),
+        headers: None,
+        filter: None,
     };
-    // Likewise the delivery controls.
-    let input = match (form.get("rate_limit"), v.rate_limit()) {
-        (None, _) => input,
-        (Some(_), Ok(rate_limit)) => UpdateWebhook {
-            rate_limit: Some(rate_limit),
+    // Likewise the delivery controls, the custom headers and the filter.
+    let rate_limit = match form.get("rate_limit") {
+        None => Ok(None),
+        Some(_) => v.rate_limit().map(Some),
+    };
+    let headers = match form.get("headers") {
+        None => Ok(None),
+        Some(_) => v.headers().map(|h| Some(Some(h))),
+    };
+    let filter = match form.get("filter") {
+        None => Ok(None),
+        Some(_) => v.filter().map(Some),
+    };
+    let input = match rate_limit.and_then(|r| Ok((r, headers?, filter?))) {
+        Ok((rate_limit, headers, filter)) => UpdateWebhook {
+            rate_limit,
+            headers,
+            filter,
             ..input
         },
         // Every field's error at once, this one among them.
-        (Some(_), Err(m)) => {
+        Err(m) => {
             return match field_errors(&state, &v, DomainError::Invalid(m)).await {
                 Ok(errors) => render(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -560,6 +652,9 @@ struct WebhookPage {
     /// When the circuit last changed, if it is not closed.
     circuit_since: Option<String>,
     secret: Option<SecretView>,
+    /// Custom headers: name and value, masked unless revealed.
+    headers: Vec<(String, String)>,
+    headers_revealed: bool,
     deliveries: Vec<DeliveryRow>,
     status_filter: String,
     statuses: [&'static str; 4],
@@ -626,6 +721,16 @@ pub async fn show(
     } else {
         None
     };
+    // Likewise the custom headers' values.
+    let headers_revealed = q.reveal_headers.is_some() && !w.headers.is_empty();
+    let headers: Vec<(String, String)> = if headers_revealed {
+        match notifly.webhook_headers(account, &id).await {
+            Ok(h) => h.headers.into_iter().collect(),
+            Err(e) => return domain_error(e),
+        }
+    } else {
+        w.headers.clone().into_iter().collect()
+    };
     let now = ids::now();
     let base = format!("/dashboard/webhooks/{}", w.id);
     let extra = status
@@ -657,6 +762,8 @@ pub async fn show(
             public_key: s.public_key,
             previous_public_key: s.previous_public_key,
         }),
+        headers,
+        headers_revealed,
         deliveries: listed
             .items
             .into_iter()

@@ -10,9 +10,10 @@ use notifly_webhooks::{
     EndpointKeys, HEADER_NOTIFLY_SIGNATURE, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE,
     HEADER_WEBHOOK_TIMESTAMP, endpoint_signature_headers,
 };
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
 use super::schedule::MAX_RETRY_AFTER;
+use crate::domain::custom_headers;
 use crate::ids;
 use crate::secrets::{KeySet, Keyring, SealError};
 use crate::store::{AttemptRecord, Claimed};
@@ -100,6 +101,30 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// An attempt's request headers.
+#[derive(Default)]
+struct Headers {
+    /// Notifly's own: content type, user agent, ids and signatures.
+    signed: Vec<(&'static str, String)>,
+    /// The endpoint's custom headers, values in clear.
+    custom: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// What the attempt log keeps: every header, custom values masked.
+    fn logged(&self) -> Vec<(String, String)> {
+        self.signed
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .chain(
+                self.custom
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), custom_headers::mask(v))),
+            )
+            .collect()
+    }
+}
+
 /// What one attempt produced.
 #[derive(Debug)]
 pub struct Sent {
@@ -145,14 +170,13 @@ impl Sender {
         })
     }
 
-    /// The signed headers of an attempt, or why the endpoint's keys could
-    /// not be opened (nothing is sent then).
-    fn headers(
-        &self,
-        c: &Claimed,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Vec<(&'static str, String)>, SealError> {
+    /// The headers of an attempt (the signed ones, then the endpoint's
+    /// custom ones), or why the endpoint's keys or custom headers could not
+    /// be opened (nothing is sent then).
+    fn headers(&self, c: &Claimed, body: &[u8], now: i64) -> Result<Headers, SealError> {
+        let custom = self
+            .keyring
+            .open_headers(&c.endpoint_id, c.headers.as_deref())?;
         let keys = self.keyring.open_keys(&c.endpoint_id, &c.secret)?;
         let previous = c
             .previous_secret
@@ -160,7 +184,7 @@ impl Sender {
             .filter(|_| c.previous_secret_expires_at.is_some_and(|t| t > now))
             .map(|sealed| self.keyring.open_keys(&c.endpoint_id, sealed))
             .transpose()?;
-        Ok(delivery_headers(
+        let signed = delivery_headers(
             &Signing {
                 event_id: &c.event_id,
                 event_type: &c.event_type,
@@ -171,7 +195,8 @@ impl Sender {
             },
             body,
             now,
-        ))
+        );
+        Ok(Headers { signed, custom })
     }
 
     /// Makes one attempt. Never fails: every outcome is an attempt record.
@@ -185,9 +210,9 @@ impl Sender {
                 // (a misconfigured cluster): the attempt fails, visibly.
                 tracing::error!(endpoint = %c.endpoint_id, error = %e, "cannot sign a delivery");
                 (
-                    Vec::new(),
+                    Headers::default(),
                     Some(format!(
-                        "not sent: this server cannot open the endpoint's signing keys ({e})"
+                        "not sent: this server cannot open the endpoint's signing keys or custom headers ({e})"
                     )),
                 )
             }
@@ -198,12 +223,7 @@ impl Sender {
             attempt: c.attempt,
             started_at_ms: started_ms,
             duration_ms: 0,
-            request_headers: sqlx::types::Json(
-                headers
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                    .collect(),
-            ),
+            request_headers: sqlx::types::Json(headers.logged()),
             response_status: None,
             response_headers: None,
             response_body: None,
@@ -268,7 +288,7 @@ impl Sender {
     async fn exchange(
         &self,
         c: &Claimed,
-        headers: Vec<(&'static str, String)>,
+        headers: Headers,
         body: Bytes,
     ) -> Result<(u16, HeaderMap, String), String> {
         let url = reqwest::Url::parse(&c.url).map_err(|e| format!("invalid URL: {e}"))?;
@@ -282,8 +302,18 @@ impl Sender {
         {
             return Err(format!("{ip} is a private address; not connecting"));
         }
-        let mut map = HeaderMap::with_capacity(headers.len());
-        for (name, value) in headers {
+        let mut map = HeaderMap::with_capacity(headers.signed.len() + headers.custom.len());
+        // Custom names were checked when saved (none is reserved), so they
+        // never replace a signed header; one that no longer parses is left out.
+        for (name, value) in &headers.custom {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                map.insert(n, v);
+            }
+        }
+        for (name, value) in headers.signed {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 map.insert(name, v);
             }

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod attachments;
 pub mod contacts;
 pub mod conversations;
+pub mod custom_headers;
 pub mod deliveries;
 pub mod events;
 pub mod groups;

@@ -1,14 +1,18 @@
 //! Webhook endpoints: where events go, which ones, and the secret they are signed with.
 
+use std::collections::BTreeMap;
+
 use notifly_webhooks::EventType;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::contacts::not_null;
+use super::custom_headers::{self, CustomHeaders};
 use super::validate::{self, double_option};
 use super::{
     Begun, DomainError, DomainResult, Idempotency, Notifly, found, list_error, replay, samples,
 };
+use crate::filter::{Filter, WebhookFilter};
 use crate::ids;
 use crate::secrets::KeySet;
 use crate::store::{EndpointRecord, EventRecord, Listed, Page, StoreError};
@@ -66,8 +70,30 @@ pub struct Webhook {
     /// `id`) arrive in the order they were written, each once the one
     /// before it succeeded or finally failed.
     pub ordering: Ordering,
+    /// Custom headers sent on every delivery, name to value, values masked
+    /// (a long value shows its last four characters). Read them with
+    /// `GET /v1/webhooks/{id}/headers`.
+    #[schema(example = json!({"Authorization": "••••••••9a7d", "X-Tenant": "••••••••"}))]
+    pub headers: BTreeMap<String, String>,
+    /// The content filter events must pass, besides their type; `null`
+    /// for none.
+    #[schema(value_type = Option<WebhookFilter>)]
+    pub filter: Option<serde_json::Value>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A webhook's custom headers, values in clear.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookCustomHeaders {
+    #[schema(example = json!({"Authorization": "Bearer 8f2c1e0b9a7d", "X-Tenant": "t-1"}))]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for WebhookCustomHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.headers.keys()).finish()
+    }
 }
 
 /// An endpoint's circuit breaker state.
@@ -205,10 +231,18 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
-impl From<EndpointRecord> for Webhook {
-    fn from(r: EndpointRecord) -> Self {
+impl Webhook {
+    /// A stored endpoint as the API shows it, with its custom headers
+    /// (opened) masked.
+    fn of(r: EndpointRecord, headers: &[(String, String)]) -> Self {
         let signature_scheme = SignatureScheme::of(&r);
         Webhook {
+            headers: custom_headers::masked(headers),
+            // Checked when saved; a hand-edited one that is not JSON shows as none.
+            filter: r
+                .filter
+                .as_deref()
+                .and_then(|f| serde_json::from_str(f).ok()),
             id: r.id,
             name: r.name,
             url: r.url,
@@ -280,6 +314,12 @@ pub struct CreateWebhook {
     /// `none` (the default) or `per_resource`.
     #[schema(value_type = Option<Ordering>)]
     pub ordering: Option<String>,
+    #[schema(schema_with = custom_headers::create_schema)]
+    pub headers: Option<CustomHeaders>,
+    /// Only events that pass it are sent (besides their type); none by
+    /// default.
+    #[schema(value_type = Option<WebhookFilter>)]
+    pub filter: Option<serde_json::Value>,
 }
 
 /// Body of `PUT /v1/webhooks/{id}`: only the fields given change.
@@ -316,6 +356,16 @@ pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Ordering, required = false)]
     pub ordering: Option<Option<String>>,
+    /// Replaces every custom header (`{}` or `null` removes them all). A
+    /// value equal to the masked one this webhook shows keeps its value.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(schema_with = custom_headers::update_schema)]
+    pub headers: Option<Option<CustomHeaders>>,
+    /// Replaces the content filter; `null` removes it. Events already
+    /// fanned out are not affected.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<WebhookFilter>)]
+    pub filter: Option<Option<serde_json::Value>>,
 }
 
 /// Body of `POST /v1/webhooks/{id}/secret/rotate` (optional).
@@ -419,6 +469,19 @@ fn events(list: &[String]) -> DomainResult<Vec<String>> {
     Ok(out)
 }
 
+/// A content filter to store: checked, as compact JSON; `None` for none
+/// (an empty object passes everything, so it is none too).
+fn content_filter(value: Option<serde_json::Value>) -> DomainResult<Option<String>> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    Filter::parse(&value).map_err(|m| DomainError::Invalid(format!("filter: {m}")))?;
+    if value.as_object().is_some_and(serde_json::Map::is_empty) {
+        return Ok(None);
+    }
+    Ok(Some(value.to_string()))
+}
+
 fn conflict(name: &str) -> impl FnOnce(StoreError) -> DomainError + '_ {
     move |e| match e {
         StoreError::Conflict(_) => DomainError::Conflict(format!(
@@ -510,9 +573,16 @@ impl Notifly {
             None => Ordering::default(),
         };
         let rate = input.rate_limit.map(rate_limit).transpose()?;
+        let headers = match input.headers {
+            Some(given) => custom_headers::check(given, &[])?,
+            None => Vec::new(),
+        };
+        let filter = content_filter(input.filter)?;
         let id = ids::new_id();
         let keys = KeySet::generate(scheme == SignatureScheme::Ed25519);
         let record = EndpointRecord {
+            headers: self.keyring.seal_headers(&id, &headers),
+            filter,
             secret: self.seal_keys(&id, &keys)?,
             id,
             name: name(&input.name)?,
@@ -539,7 +609,7 @@ impl Notifly {
         tx.insert_endpoint(account, &record)
             .await
             .map_err(conflict(&record.name))?;
-        let mut webhook = Webhook::from(record);
+        let mut webhook = Webhook::of(record, &headers);
         // The remembered response omits the secret, which is not kept
         // anywhere but the endpoint: a replay answers without it (fetch it
         // with GET /v1/webhooks/{id}/secret).
@@ -552,7 +622,20 @@ impl Notifly {
     /// One endpoint (without its secret).
     pub async fn webhook(&self, account: &str, id: &str) -> DomainResult<Webhook> {
         let mut conn = self.store.read().await?;
-        Ok(found(conn.endpoint(account, id).await, KIND, id)?.into())
+        self.view(found(conn.endpoint(account, id).await, KIND, id)?)
+    }
+
+    /// An endpoint's custom headers, values in clear.
+    pub async fn webhook_headers(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> DomainResult<WebhookCustomHeaders> {
+        let mut conn = self.store.read().await?;
+        let record = found(conn.endpoint(account, id).await, KIND, id)?;
+        Ok(WebhookCustomHeaders {
+            headers: self.open_headers(&record)?.into_iter().collect(),
+        })
     }
 
     /// A page of endpoints, newest first.
@@ -562,7 +645,15 @@ impl Notifly {
             .list_endpoints(account, page)
             .await
             .map_err(list_error(KIND, page))?;
-        Ok(listed.map(Webhook::from))
+        let items = listed
+            .items
+            .into_iter()
+            .map(|r| self.view(r))
+            .collect::<DomainResult<_>>()?;
+        Ok(Listed {
+            items,
+            has_more: listed.has_more,
+        })
     }
 
     /// Changes an endpoint. Enabling one clears its failure history so that it
@@ -632,10 +723,21 @@ impl Notifly {
         if let Some(o) = ordering {
             after.ordering = o.as_str().to_owned();
         }
+        if let Some(f) = input.filter {
+            after.filter = content_filter(f)?;
+        }
+        let current = self.open_headers(&before)?;
+        let headers = match input.headers {
+            Some(given) => custom_headers::check(given.unwrap_or_default(), &current)?,
+            None => current.clone(),
+        };
+        if headers != current {
+            after.headers = self.keyring.seal_headers(id, &headers);
+        }
         if after == before {
             // Nothing changed; still answer only from durable state.
             self.commit(tx).await?;
-            return Ok(before.into());
+            return Ok(Webhook::of(before, &current));
         }
         after.updated_at = ids::now();
         if after.circuit != before.circuit {
@@ -645,7 +747,7 @@ impl Notifly {
             .await
             .map_err(conflict(&after.name))?;
         self.commit(tx).await?;
-        Ok(after.into())
+        Ok(Webhook::of(after, &headers))
     }
 
     /// Deletes an endpoint; its pending deliveries are cancelled.
@@ -654,7 +756,7 @@ impl Notifly {
         let record = found(tx.endpoint(account, id).await, KIND, id)?;
         tx.delete_endpoint(account, id).await?;
         self.commit(tx).await?;
-        Ok(record.into())
+        self.view(record)
     }
 
     /// An endpoint's secrets.
@@ -751,6 +853,17 @@ impl Notifly {
             previous_secret: previous.map(|k| k.secret),
             secret: current.secret,
         })
+    }
+
+    /// A stored endpoint as the API shows it.
+    fn view(&self, r: EndpointRecord) -> DomainResult<Webhook> {
+        let headers = self.open_headers(&r)?;
+        Ok(Webhook::of(r, &headers))
+    }
+
+    /// An endpoint's custom headers, opened.
+    fn open_headers(&self, r: &EndpointRecord) -> DomainResult<Vec<(String, String)>> {
+        Ok(self.keyring.open_headers(&r.id, r.headers.as_deref())?)
     }
 
     /// The text an endpoint's keys are stored as: sealed.

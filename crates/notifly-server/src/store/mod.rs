@@ -186,7 +186,7 @@ pub(crate) const GROUP_COLUMNS: &str =
 pub(crate) const ATTACHMENT_COLUMNS: &str =
     "id, message_id, filename, file_type, file_size, created_at";
 pub(crate) const EVENT_COLUMNS: &str = "id, event_type, body, created_at";
-pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at, signature_scheme, circuit, circuit_since, rate_limit, ordering";
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, failing_since, created_at, updated_at, signature_scheme, circuit, circuit_since, rate_limit, ordering, headers, filter";
 pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
 /// A dashboard session's columns, from `dashboard_sessions s JOIN accounts a`.
 pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message, s.key_id";
@@ -200,6 +200,37 @@ pub(crate) fn qualified(columns: &str, alias: &str) -> String {
         .map(|c| format!("{alias}.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The endpoints of a fan-out whose content filter (`filter_of`; none
+/// passes everything) the event passes. The envelope is parsed only if one
+/// has a filter. A stored filter that no longer parses (only a hand-edited
+/// database holds one) passes, with a warning: an event is never dropped
+/// for a fault of ours.
+pub(crate) fn passing_filters<T>(
+    endpoints: Vec<T>,
+    filter_of: impl Fn(&T) -> Option<&str>,
+    e: &EventRecord,
+) -> Vec<T> {
+    if endpoints.iter().all(|t| filter_of(t).is_none()) {
+        return endpoints;
+    }
+    let envelope: serde_json::Value = match serde_json::from_str(&e.body) {
+        Ok(v) => v,
+        Err(_) => return endpoints,
+    };
+    endpoints
+        .into_iter()
+        .filter(|t| {
+            filter_of(t).is_none_or(|text| match crate::filter::Filter::from_stored(text) {
+                Ok(f) => f.matches(&envelope),
+                Err(error) => {
+                    tracing::warn!(%error, "a stored content filter does not parse; the event passes it");
+                    true
+                }
+            })
+        })
+        .collect()
 }
 
 /// A list filter on one column.

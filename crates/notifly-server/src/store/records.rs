@@ -282,6 +282,11 @@ pub struct EndpointRecord {
     pub rate_limit: Option<i64>,
     /// `none` or `per_resource`.
     pub ordering: String,
+    /// Custom headers sent on every delivery, sealed (see
+    /// [`crate::secrets::Keyring::seal_headers`]); `None`: none.
+    pub headers: Option<String>,
+    /// The content filter, as JSON (see [`crate::filter`]); `None`: none.
+    pub filter: Option<String>,
 }
 
 /// An endpoint's stored signing keys as the database holds them: sealed
@@ -292,6 +297,8 @@ pub struct StoredKeys {
     pub endpoint_id: String,
     pub secret: String,
     pub previous_secret: Option<String>,
+    /// The custom headers, sealed the same way.
+    pub headers: Option<String>,
 }
 
 impl std::fmt::Debug for StoredKeys {
@@ -390,6 +397,8 @@ pub struct Claimed {
     pub secret: String,
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<i64>,
+    /// The endpoint's custom headers, sealed.
+    pub headers: Option<String>,
     /// The exact request body.
     pub body: String,
     /// Its endpoint orders deliveries per resource: when this one ends,

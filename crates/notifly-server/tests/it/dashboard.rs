@@ -1226,3 +1226,113 @@ async fn rate_limit_and_ordering_are_set_shown_and_checked_through_the_forms() {
         Value::Null
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_headers_are_set_masked_revealed_and_kept_through_the_forms() {
+    let receiver = Receiver::start().await;
+    let (_server, api, mut b) = setup().await;
+    create_through_form(&mut b, &receiver, "Tenant").await;
+    let id = id_of(&api.list_all("/v1/webhooks").await[0]).to_owned();
+    let page_path = format!("/dashboard/webhooks/{id}");
+    let edit_path = format!("{page_path}/edit");
+    let submit = |headers: &str| {
+        vec![
+            ("name", "Tenant".to_owned()),
+            ("url", receiver.url("/hook")),
+            ("events", "*".to_owned()),
+            ("headers", headers.to_owned()),
+        ]
+    };
+
+    // A reserved name or a line without a colon: refused next to the field,
+    // the text kept, nothing changed.
+    for bad in ["X-Notifly-Attempt: 9", "Authorization Bearer x"] {
+        let form = submit(bad);
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let page = b.post(&edit_path, &edit_path, &form).await;
+        assert_eq!(page.status, 422, "{bad}: {}", page.body);
+        page.assert_has(r#"id="headers-error""#);
+        page.assert_has(bad);
+    }
+    assert_eq!(
+        get_ok(&api, &format!("/v1/webhooks/{id}")).await["headers"],
+        json!({})
+    );
+
+    let token = "Bearer 0123456789abcdef";
+    let form = submit(&format!("Authorization: {token}\nX-Tenant: t-1\n"));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = b.post(&edit_path, &edit_path, &form).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let shown = b.get(&page_path).await;
+    shown.assert_has("Authorization: ••••••••cdef");
+    shown.assert_lacks(token);
+    let revealed = b.get(&format!("{page_path}?reveal_headers=1")).await;
+    revealed.assert_has(&format!("Authorization: {token}"));
+    revealed.assert_has("X-Tenant: t-1");
+
+    // The edit form shows the values masked; saved as shown, they stay.
+    let edit = b.get(&edit_path).await;
+    edit.assert_has("Authorization: ••••••••cdef");
+    edit.assert_lacks(token);
+    let form = submit("Authorization: ••••••••cdef\nX-Tenant: t-2");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = b.post(&edit_path, &edit_path, &form).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(
+        get_ok(&api, &format!("/v1/webhooks/{id}/headers")).await["headers"],
+        json!({"Authorization": token, "X-Tenant": "t-2"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_filter_is_set_shown_and_checked_through_the_forms() {
+    let receiver = Receiver::start().await;
+    let (_server, api, mut b) = setup().await;
+    create_through_form(&mut b, &receiver, "Filtered").await;
+    let id = id_of(&api.list_all("/v1/webhooks").await[0]).to_owned();
+    let page_path = format!("/dashboard/webhooks/{id}");
+    let edit_path = format!("{page_path}/edit");
+    let submit = |filter: &str| {
+        vec![
+            ("name", "Filtered".to_owned()),
+            ("url", receiver.url("/hook")),
+            ("events", "*".to_owned()),
+            ("filter", filter.to_owned()),
+        ]
+    };
+    for (bad, why) in [
+        ("{payload", "not valid JSON"),
+        (r#"{"payload": {"id": {"$like": "x"}}}"#, "unknown operator"),
+    ] {
+        let form = submit(bad);
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let page = b.post(&edit_path, &edit_path, &form).await;
+        assert_eq!(page.status, 422, "{bad}: {}", page.body);
+        page.assert_has(r#"id="filter-error""#);
+        page.assert_has(why);
+    }
+    assert_eq!(
+        get_ok(&api, &format!("/v1/webhooks/{id}")).await["filter"],
+        Value::Null
+    );
+    let form = submit(r#"{"payload": {"conversation_id": "c-1"}}"#);
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = b.post(&edit_path, &edit_path, &form).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(
+        get_ok(&api, &format!("/v1/webhooks/{id}")).await["filter"],
+        json!({"payload": {"conversation_id": "c-1"}})
+    );
+    b.get(&page_path).await.assert_has("conversation_id");
+    b.get(&edit_path).await.assert_has("conversation_id");
+    // Emptied, it goes.
+    let form = submit("");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = b.post(&edit_path, &edit_path, &form).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(
+        get_ok(&api, &format!("/v1/webhooks/{id}")).await["filter"],
+        Value::Null
+    );
+}

@@ -32,4 +32,6 @@ mod postgres_timeouts;
 mod retention;
 mod secrets_at_rest;
 mod store;
+mod webhook_filters;
+mod webhook_headers;
 mod webhook_health;

@@ -52,7 +52,7 @@ async fn database_bytes(server: &TestServer) -> Vec<u8> {
         return format!(
             "{:?}",
             rows.iter()
-                .map(|r| (&r.secret, &r.previous_secret))
+                .map(|r| (&r.secret, &r.previous_secret, &r.headers))
                 .collect::<Vec<_>>()
         )
         .into_bytes();
@@ -96,9 +96,19 @@ async fn the_database_holds_no_secret_and_deliveries_verify() {
         )
         .await
         .1;
+    let token = "Bearer sealed-token-0123456789";
+    let (status, body) = c
+        .put(
+            &format!("/v1/webhooks/{}", hmac.id),
+            json!({"headers": {"Authorization": token}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     let shown = get_ok(&c, &format!("/v1/webhooks/{}/secret", id_of(&ed))).await;
     c.contact("sealed").await;
     verified(&receiver, "/hmac", 1, rotated["secret"].as_str().unwrap()).await;
+    let got = receiver.wait_for_path("/hmac", 1, DEADLINE).await;
+    assert_eq!(got[0].header("authorization"), token);
     verified(&receiver, "/ed", 1, shown["public_key"].as_str().unwrap()).await;
 
     // Every stored key is sealed under the server's key...
@@ -106,10 +116,14 @@ async fn the_database_holds_no_secret_and_deliveries_verify() {
     let rows = stored(&server).await;
     assert_eq!(rows.len(), 2);
     for row in &rows {
-        for text in std::iter::once(&row.secret).chain(&row.previous_secret) {
+        for text in std::iter::once(&row.secret)
+            .chain(&row.previous_secret)
+            .chain(&row.headers)
+        {
             assert_eq!(keyring.sealing(text), Sealing::Current, "{row:?}");
         }
     }
+    assert_eq!(rows.iter().filter(|r| r.headers.is_some()).count(), 1);
     // ...and no secret, private key or key prefix is anywhere in the database.
     let bytes = database_bytes(&server).await;
     let private = rows
@@ -124,6 +138,7 @@ async fn the_database_holds_no_secret_and_deliveries_verify() {
         private.as_str(),
         "whsec_",
         "whsk_",
+        "sealed-token",
     ] {
         assert!(!contains(&bytes, needle), "the database holds {needle}");
     }
@@ -157,6 +172,7 @@ async fn plaintext_secrets_are_sealed_at_start_up() {
         endpoint_id: row.endpoint_id.clone(),
         secret: plain.encode(),
         previous_secret: None,
+        headers: None,
     };
     assert!(
         server
@@ -252,6 +268,14 @@ async fn keys_rotate_by_listing_the_new_one_first() {
             .await,
         );
     }
+    // Custom headers are sealed too, and sealed again with the keys.
+    let (status, body) = c
+        .put(
+            &format!("/v1/webhooks/{}", hooks[0].id),
+            json!({"headers": {"X-Api-Key": "k-0123456789abcdef"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     let old = key_of(&server);
     let new = Keyring::generate_key();
 
@@ -265,10 +289,11 @@ async fn keys_rotate_by_listing_the_new_one_first() {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let rows = stored(&server).await;
-        if rows
-            .iter()
-            .all(|r| new_only.sealing(&r.secret) == Sealing::Current)
-        {
+        if rows.iter().all(|r| {
+            std::iter::once(&r.secret)
+                .chain(&r.headers)
+                .all(|t| new_only.sealing(t) == Sealing::Current)
+        }) {
             break;
         }
         assert!(
@@ -291,6 +316,8 @@ async fn keys_rotate_by_listing_the_new_one_first() {
     for (n, hook) in hooks.iter().enumerate() {
         verified(&receiver, &format!("/h{n}"), 1, &hook.secret).await;
     }
+    let got = receiver.wait_for_path("/h0", 1, DEADLINE).await;
+    assert_eq!(got[0].header("x-api-key"), "k-0123456789abcdef");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,6 +340,7 @@ async fn a_node_that_cannot_open_the_keys_sends_nothing_and_spends_no_retry() {
             },
         ),
         previous_secret: None,
+        headers: None,
     };
     assert!(
         server

@@ -21,6 +21,10 @@ struct Target {
     secret: Option<String>,
     previous_secret: Option<String>,
     previous_secret_expires_at: Option<i64>,
+    headers: Option<String>,
+    /// An endpoint with a content filter: the filter (its delivery is
+    /// made only if the event passes it).
+    filter: Option<String>,
 }
 
 impl PgTx {
@@ -274,7 +278,7 @@ pub(super) async fn insert_event_with_deliveries(
                         SELECT 1 FROM deliveries p
                         WHERE p.endpoint_id = e.id AND p.resource_id = $13 AND p.status = 'pending'))) AS held
                 FROM endpoints e
-                WHERE e.account_id = $1 AND e.enabled
+                WHERE e.account_id = $1 AND e.enabled AND e.filter IS NULL
                   AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))) t),
          slot AS (
             SELECT t.id, t.n, s.n AS slot FROM targets t CROSS JOIN LATERAL (
@@ -291,10 +295,17 @@ pub(super) async fn insert_event_with_deliveries(
                                     created_at, updated_at, resource_id)
             SELECT ($6::text[])[t.n], $1, t.id, $2, $3, 'pending', $7, $5, $5, $13
             FROM targets t WHERE t.n <= cardinality($6::text[]))
-         SELECT t.id, t.n, t.held, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
-                COALESCE(e.ordering <> 'none', FALSE) AS ordered
-         FROM targets t LEFT JOIN slot ON slot.id = t.id LEFT JOIN endpoints e ON e.id = slot.id
-         ORDER BY t.n",
+         SELECT * FROM (
+            SELECT t.id, t.n, t.held, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at, e.headers,
+                   COALESCE(e.ordering <> 'none', FALSE) AS ordered, NULL AS filter
+            FROM targets t LEFT JOIN slot ON slot.id = t.id LEFT JOIN endpoints e ON e.id = slot.id
+            UNION ALL
+            -- Endpoints with a content filter, which the caller matches.
+            SELECT f.id, 0, TRUE, NULL, NULL, NULL, NULL, NULL, FALSE, f.filter
+            FROM endpoints f
+            WHERE f.account_id = $1 AND f.enabled AND f.filter IS NOT NULL
+              AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = f.id AND s.event_type IN ($3, '*'))) r
+         ORDER BY n",
     )
     .bind(account)
     .bind(&e.id)
@@ -321,9 +332,18 @@ pub(super) async fn insert_event_with_deliveries(
             return Err(err);
         }
     };
+    // Endpoints with a content filter get a delivery (left to a claim) if
+    // the event passes their filter.
+    let (filtered, targets): (Vec<Target>, Vec<Target>) =
+        targets.into_iter().partition(|t| t.filter.is_some());
+    let passed = crate::store::passing_filters(filtered, |t| t.filter.as_deref(), e);
     let body = axum::body::Bytes::from(e.body.clone());
     let mut handed = 0;
     let mut rest = Vec::new();
+    for t in &passed {
+        rest.push(t.id.clone());
+        tx.claimable = true;
+    }
     for t in &targets {
         let leased = match (&hand_off, &t.url, &t.secret) {
             (Some(h), Some(url), Some(secret)) => {
@@ -341,6 +361,7 @@ pub(super) async fn insert_event_with_deliveries(
                     secret: secret.clone(),
                     previous_secret: t.previous_secret.clone(),
                     previous_secret_expires_at: t.previous_secret_expires_at,
+                    headers: t.headers.clone(),
                     body: String::new(),
                     ordered: t.ordered,
                 };
@@ -373,5 +394,5 @@ pub(super) async fn insert_event_with_deliveries(
     if !rest.is_empty() {
         fan_out(tx, account, e, &rest).await?;
     }
-    Ok(targets.len() as u64)
+    Ok((targets.len() + passed.len()) as u64)
 }

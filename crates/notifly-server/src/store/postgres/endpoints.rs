@@ -24,7 +24,7 @@ async fn set_subscription(conn: &mut PgConnection, ep: &EndpointRecord) -> Store
 impl EndpointKeys for PgStore {
     async fn endpoint_keys(&self, after: &str, limit: u32) -> StoreResult<Vec<StoredKeys>> {
         sqlx::query_as(
-            "SELECT id AS endpoint_id, secret, previous_secret FROM endpoints
+            "SELECT id AS endpoint_id, secret, previous_secret, headers FROM endpoints
              WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
@@ -40,14 +40,17 @@ impl EndpointKeys for PgStore {
         after: &StoredKeys,
     ) -> StoreResult<bool> {
         let replaced = sqlx::query(
-            "UPDATE endpoints SET secret = $1, previous_secret = $2
-             WHERE id = $3 AND secret = $4 AND previous_secret IS NOT DISTINCT FROM $5",
+            "UPDATE endpoints SET secret = $1, previous_secret = $2, headers = $6
+             WHERE id = $3 AND secret = $4 AND previous_secret IS NOT DISTINCT FROM $5
+               AND headers IS NOT DISTINCT FROM $7",
         )
         .bind(&after.secret)
         .bind(&after.previous_secret)
         .bind(&before.endpoint_id)
         .bind(&before.secret)
         .bind(&before.previous_secret)
+        .bind(&after.headers)
+        .bind(&before.headers)
         .execute(&self.work)
         .await
         .map_err(backend)?;
@@ -83,7 +86,7 @@ impl EndpointWrites for Handle<PgTx> {
     async fn insert_endpoint(&mut self, account: &str, ep: &EndpointRecord) -> StoreResult<()> {
         self.0.lock_endpoints(account, true).await?;
         sqlx::query(&format!(
-            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+            "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         ))
         .bind(account)
         .bind(&ep.id)
@@ -104,6 +107,8 @@ impl EndpointWrites for Handle<PgTx> {
         .bind(ep.circuit_since)
         .bind(ep.rate_limit)
         .bind(&ep.ordering)
+        .bind(&ep.headers)
+        .bind(&ep.filter)
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;
@@ -126,7 +131,7 @@ impl EndpointWrites for Handle<PgTx> {
         let updated = sqlx::query(
             "UPDATE endpoints SET name = $1, url = $2, description = $3, events = $4, enabled = $5, disabled_reason = $6,
                 secret = $7, previous_secret = $8, previous_secret_expires_at = $9, failing_since = $10, updated_at = $11,
-                signature_scheme = $12, rate_limit = $17, ordering = $18,
+                signature_scheme = $12, rate_limit = $17, ordering = $18, headers = $19, filter = $20,
                 -- A new URL, or enabling it again, ends a pause its old
                 -- answers asked for.
                 throttled_until_ms = CASE WHEN url <> $2 OR (NOT enabled AND $5) THEN NULL ELSE throttled_until_ms END,
@@ -157,6 +162,8 @@ impl EndpointWrites for Handle<PgTx> {
         .bind(ep.circuit_since)
         .bind(ep.rate_limit)
         .bind(&ep.ordering)
+        .bind(&ep.headers)
+        .bind(&ep.filter)
         .execute(&mut *self.0)
         .await
         .map_err(unique("endpoint name"))?;

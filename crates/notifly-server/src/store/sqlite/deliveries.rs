@@ -43,6 +43,9 @@ struct Target {
     secret: String,
     previous_secret: Option<String>,
     previous_secret_expires_at: Option<i64>,
+    headers: Option<String>,
+    /// Its content filter, as stored.
+    filter: Option<String>,
     ordered: bool,
     failing: bool,
     /// Its deliveries wait for a claim: its circuit is not closed, it is
@@ -134,6 +137,7 @@ fn fan_out(
                 secret: t.secret.clone(),
                 previous_secret: t.previous_secret.clone(),
                 previous_secret_expires_at: t.previous_secret_expires_at,
+                headers: t.headers.clone(),
                 body: String::new(),
                 ordered: t.ordered,
             };
@@ -255,7 +259,8 @@ pub(super) fn fan_out_event(
                 e.circuit <> 'closed' OR e.rate_limit IS NOT NULL OR COALESCE(e.throttled_until_ms, 0) > ?3
                 OR (e.ordering <> 'none' AND EXISTS (
                     SELECT 1 FROM deliveries p INDEXED BY deliveries_resource
-                    WHERE p.endpoint_id = e.id AND p.resource_id = ?4 AND p.status = 'pending'))
+                    WHERE p.endpoint_id = e.id AND p.resource_id = ?4 AND p.status = 'pending')),
+                e.headers, e.filter
          FROM endpoints e WHERE e.account_id = ?1 AND e.enabled = 1
            AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN (?2, '*'))",
         params![account, &e.event_type, crate::ids::now_ms(), e.resource_id],
@@ -269,9 +274,12 @@ pub(super) fn fan_out_event(
                 ordered: row.get(5)?,
                 failing: row.get(6)?,
                 held: row.get(7)?,
+                headers: row.get(8)?,
+                filter: row.get(9)?,
             })
         },
     )?;
+    let endpoints = crate::store::passing_filters(endpoints, |t| t.filter.as_deref(), e);
     fan_out(c, account, e, &endpoints)?;
     Ok(endpoints.len() as u64)
 }

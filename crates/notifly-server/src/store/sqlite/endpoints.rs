@@ -27,13 +27,14 @@ impl EndpointKeys for SqliteStore {
         let conn = self.readers.get().await?;
         all(
             &conn,
-            "SELECT id, secret, previous_secret FROM endpoints WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, secret, previous_secret, headers FROM endpoints WHERE id > ? ORDER BY id LIMIT ?",
             params![after, limit],
             |row| {
                 Ok(StoredKeys {
                     endpoint_id: row.get(0)?,
                     secret: row.get(1)?,
                     previous_secret: row.get(2)?,
+                    headers: row.get(3)?,
                 })
             },
         )
@@ -47,14 +48,16 @@ impl EndpointKeys for SqliteStore {
         let tx = self.writer.begin().await?;
         let replaced = exec(
             &tx,
-            "UPDATE endpoints SET secret = ?, previous_secret = ?
-             WHERE id = ? AND secret = ? AND previous_secret IS ?",
+            "UPDATE endpoints SET secret = ?1, previous_secret = ?2, headers = ?6
+             WHERE id = ?3 AND secret = ?4 AND previous_secret IS ?5 AND headers IS ?7",
             params![
                 after.secret,
                 after.previous_secret,
                 before.endpoint_id,
                 before.secret,
                 before.previous_secret,
+                after.headers,
+                before.headers,
             ],
         )
         .map_err(sqlite)?;
@@ -87,7 +90,7 @@ impl EndpointWrites for Handle<WriterGuard> {
         exec(
             &self.0,
             &format!(
-                "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO endpoints (account_id, {ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             params![
                 account,
@@ -109,6 +112,8 @@ impl EndpointWrites for Handle<WriterGuard> {
                 ep.circuit_since,
                 ep.rate_limit,
                 ep.ordering,
+                ep.headers,
+                ep.filter,
             ],
         )
         .map_err(unique_sqlite("endpoint name"))?;
@@ -120,7 +125,7 @@ impl EndpointWrites for Handle<WriterGuard> {
             &self.0,
             "UPDATE endpoints SET name = ?1, url = ?2, description = ?3, events = ?4, enabled = ?5, disabled_reason = ?6,
                 secret = ?7, previous_secret = ?8, previous_secret_expires_at = ?9, failing_since = ?10, updated_at = ?11,
-                signature_scheme = ?12, rate_limit = ?17, ordering = ?18,
+                signature_scheme = ?12, rate_limit = ?17, ordering = ?18, headers = ?19, filter = ?20,
                 -- A new URL, or enabling it again, ends a pause its old
                 -- answers asked for.
                 throttled_until_ms = CASE WHEN url <> ?2 OR (NOT enabled AND ?5) THEN NULL ELSE throttled_until_ms END,
@@ -151,6 +156,8 @@ impl EndpointWrites for Handle<WriterGuard> {
                 ep.circuit_since,
                 ep.rate_limit,
                 ep.ordering,
+                ep.headers,
+                ep.filter,
             ],
         )
         .map_err(unique_sqlite("endpoint name"))?;

@@ -432,6 +432,8 @@ impl Decode for EndpointRecord {
             circuit_since: row.get(15)?,
             rate_limit: row.get(16)?,
             ordering: row.get(17)?,
+            headers: row.get(18)?,
+            filter: row.get(19)?,
         })
     }
 }
@@ -501,6 +503,7 @@ impl Decode for Claimed {
             previous_secret_expires_at: row.get(10)?,
             body: row.get(11)?,
             ordered: row.get(12)?,
+            headers: row.get(13)?,
         })
     }
 }

@@ -19,6 +19,7 @@ async fn claims_lease_due_work(store: Arc<dyn Store>) {
     let mut ep = endpoint("all", &["*"]);
     ep.previous_secret = Some(format!("whsec_{}", ids::new_id()));
     ep.previous_secret_expires_at = Some(ids::now() + 3600);
+    ep.headers = Some("nfsealed1:headers".to_owned());
     let mut tx = begin(&store).await;
     tx.insert_endpoint(&a, &ep).await.unwrap();
     commit(tx).await;
@@ -42,6 +43,7 @@ async fn claims_lease_due_work(store: Arc<dyn Store>) {
         assert_eq!(c.secret, ep.secret);
         assert_eq!(c.previous_secret, ep.previous_secret);
         assert_eq!(c.previous_secret_expires_at, ep.previous_secret_expires_at);
+        assert_eq!(c.headers, ep.headers, "its custom headers, as stored");
         assert_eq!(c.body, e.body, "the event's exact bytes");
     }
     // Leased work is not claimed again, by this node or another.

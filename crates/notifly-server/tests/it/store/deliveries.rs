@@ -5,11 +5,66 @@ use super::*;
 
 conformance!(
     outbox_fan_out,
+    content_filters_at_fan_out,
     attempts_move_deliveries_on,
     retry_and_recover,
     deleting_an_endpoint_cancels_its_work,
     next_due_and_queue_stats,
 );
+
+/// An endpoint with a content filter gets a delivery only of the events
+/// that pass it; the others' fan-out is unchanged, and a filter that no
+/// longer parses lets events through.
+async fn content_filters_at_fan_out(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    let plain = add_endpoint(&store, &a, "plain", &["*"], true).await;
+    let mut only_r1 = endpoint("only-r1", &["contact.created"]);
+    only_r1.filter = Some(json!({"payload": {"id": {"$in": ["r1", "r3"]}}}).to_string());
+    let mut not_r1 = endpoint("not-r1", &["*"]);
+    not_r1.filter = Some(json!({"$not": {"payload": {"id": "r1"}}}).to_string());
+    let mut broken = endpoint("broken", &["*"]);
+    broken.filter = Some("{not json".to_owned());
+    for ep in [&only_r1, &not_r1, &broken] {
+        let mut tx = begin(&store).await;
+        tx.insert_endpoint(&a, ep).await.unwrap();
+        commit(tx).await;
+    }
+    let r1 = about("contact.created", ids::now(), "r1");
+    let r2 = about("contact.created", ids::now(), "r2");
+    let r3 = about("contact.updated", ids::now(), "r3");
+    assert_eq!(
+        emit_event(&store, &a, &r1).await,
+        3,
+        "plain, only-r1, broken"
+    );
+    assert_eq!(
+        emit_event(&store, &a, &r2).await,
+        3,
+        "plain, not-r1, broken"
+    );
+    assert_eq!(
+        emit_event(&store, &a, &r3).await,
+        3,
+        "plain, not-r1 (only-r1 is not subscribed), broken"
+    );
+    let events_of = |ds: Vec<DeliveryRecord>| sorted(ds.into_iter().map(|d| d.event_id).collect());
+    assert_eq!(
+        events_of(deliveries(&store, &a, &plain.id).await),
+        sorted(vec![r1.id.clone(), r2.id.clone(), r3.id.clone()])
+    );
+    assert_eq!(
+        events_of(deliveries(&store, &a, &only_r1.id).await),
+        vec![r1.id.clone()]
+    );
+    assert_eq!(
+        events_of(deliveries(&store, &a, &not_r1.id).await),
+        sorted(vec![r2.id.clone(), r3.id.clone()])
+    );
+    assert_eq!(deliveries(&store, &a, &broken.id).await.len(), 3);
+    // Every delivery made is claimable, filtered or not.
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 9);
+}
 
 async fn outbox_fan_out(store: Arc<dyn Store>) {
     let a = new_account(&store, "acme").await;

@@ -16,6 +16,7 @@ async fn endpoints(store: Arc<dyn Store>) {
     ep.description = Some("the order service".to_owned());
     ep.previous_secret = Some(format!("whsec_{}", ids::new_id()));
     ep.previous_secret_expires_at = Some(ids::now() + 86_400);
+    ep.headers = Some("nfsealed1:headers".to_owned());
     let all = add_endpoint(&store, &a, "all", &["*"], true).await;
     let mut tx = begin(&store).await;
     tx.insert_endpoint(&a, &ep).await.unwrap();
@@ -55,6 +56,7 @@ async fn endpoints(store: Arc<dyn Store>) {
     ep.previous_secret_expires_at = None;
     ep.failing_since = Some(ids::now() - 60);
     ep.signature_scheme = "ed25519".to_owned();
+    ep.headers = None;
     ep.updated_at = ids::now() + 1;
     let mut tx = begin(&store).await;
     tx.update_endpoint(&a, &ep).await.unwrap();
@@ -86,6 +88,9 @@ async fn endpoint_keys_are_read_in_pages_and_replaced_only_if_unchanged(store: A
         if n == 3 {
             ep.previous_secret = Some("nfsealed1:previous".to_owned());
         }
+        if n == 1 {
+            ep.headers = Some("nfsealed1:headers".to_owned());
+        }
         let mut tx = begin(&store).await;
         tx.insert_endpoint(account, &ep).await.unwrap();
         commit(tx).await;
@@ -109,6 +114,7 @@ async fn endpoint_keys_are_read_in_pages_and_replaced_only_if_unchanged(store: A
             endpoint_id: e.id.clone(),
             secret: e.secret.clone(),
             previous_secret: e.previous_secret.clone(),
+            headers: e.headers.clone(),
         })
         .collect();
     assert_eq!(seen, want);
@@ -122,15 +128,26 @@ async fn endpoint_keys_are_read_in_pages_and_replaced_only_if_unchanged(store: A
                 .previous_secret
                 .as_ref()
                 .map(|_| "nfsealed1:p".to_owned()),
+            headers: before.headers.as_ref().map(|_| "nfsealed1:h".to_owned()),
         };
         assert!(store.replace_endpoint_keys(before, &after).await.unwrap());
         assert!(!store.replace_endpoint_keys(before, &after).await.unwrap());
         let mut stale = before.clone();
         stale.previous_secret = Some("other".to_owned());
         assert!(!store.replace_endpoint_keys(&stale, &after).await.unwrap());
+        let mut stale = before.clone();
+        stale.headers = Some("other".to_owned());
+        assert!(!store.replace_endpoint_keys(&stale, &after).await.unwrap());
     }
     let now = store.endpoint_keys("", 10).await.unwrap();
     assert!(now.iter().all(|k| k.secret.starts_with("nfsealed1:")));
+    assert_eq!(
+        now.iter()
+            .filter_map(|k| k.headers.as_deref())
+            .collect::<Vec<_>>(),
+        ["nfsealed1:h"],
+        "custom headers replaced with the keys"
+    );
     // The rest of each endpoint is untouched.
     let mut conn = store.read().await.unwrap();
     for (account, ep) in &made {

@@ -223,6 +223,8 @@ fn endpoint(name: &str, events: &[&str]) -> EndpointRecord {
         circuit_since: None,
         rate_limit: None,
         ordering: "none".to_owned(),
+        headers: None,
+        filter: None,
     }
 }
 

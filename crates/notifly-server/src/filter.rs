@@ -21,6 +21,9 @@ pub const MAX_BYTES: usize = 4096;
 /// Deepest nesting of objects and arrays in a filter.
 pub const MAX_DEPTH: usize = 10;
 
+/// The fields of an event envelope, which a filter's top level names.
+const ENVELOPE: [&str; 3] = ["id", "type", "payload"];
+
 /// The operators, as the API spells them.
 pub const OPERATORS: [&str; 11] = [
     "$eq", "$ne", "$in", "$exists", "$gt", "$gte", "$lt", "$lte", "$or", "$and", "$not",
@@ -72,10 +75,13 @@ impl Filter {
         }
     }
 
-    /// Parses a stored filter (which [`Filter::parse`] checked when saved).
+    /// Parses a stored filter (which [`Filter::parse`] checked when saved,
+    /// so its size is not measured again).
     pub fn from_stored(text: &str) -> Result<Filter, String> {
-        let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        Filter::parse(&value)
+        match serde_json::from_str(text).map_err(|e| e.to_string())? {
+            Value::Object(map) => Ok(Filter(object(&map, "", 1)?)),
+            _ => Err("a stored filter is not a JSON object".into()),
+        }
     }
 
     /// Does the event envelope pass?
@@ -89,7 +95,7 @@ fn at(path: &str) -> String {
     if path.is_empty() {
         "at the top".to_owned()
     } else {
-        format!("at `{path}`")
+        format!("at `{}`", crate::ids::printable(path))
     }
 }
 
@@ -100,8 +106,22 @@ fn object(map: &Map<String, Value>, path: &str, depth: usize) -> Result<Conditio
             at(path)
         ));
     }
+    if map.is_empty() && !path.is_empty() {
+        return Err(format!(
+            "an empty object {} matches nothing; use {{\"$exists\": true}} to ask for the field",
+            at(path)
+        ));
+    }
     let mut all = Vec::with_capacity(map.len());
     for (key, operand) in map {
+        if path.is_empty() && !key.starts_with('$') && !ENVELOPE.contains(&key.as_str()) {
+            return Err(format!(
+                "`{}` is not a field of an event, which has only {}; the resource's fields are under `payload`, as in {{\"payload\": {{\"{}\": …}}}}",
+                crate::ids::printable(key),
+                ENVELOPE.join(", "),
+                crate::ids::printable(key)
+            ));
+        }
         all.push(if key.starts_with('$') {
             operator(key, operand, path, depth)?
         } else {
@@ -282,7 +302,12 @@ fn equal(actual: &Value, expected: &Value) -> bool {
 /// JSON equality, numbers by value (`1` and `1.0` are the same).
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        // Integers exactly (64-bit ids lose digits as floats); a float
+        // against anything by value.
+        (Value::Number(x), Value::Number(y)) => match (x.is_f64(), y.is_f64()) {
+            (false, false) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
         }
@@ -405,11 +430,18 @@ mod tests {
         assert!(refusal(json!({"$exists": 1})).contains("true or false"));
         assert!(refusal(json!({"$not": []})).contains("an object"));
         assert!(refusal(json!(["x"])).contains("JSON object"));
+        assert!(refusal(json!({"payload": {"sender": {}}})).contains("empty object"));
+        let m = refusal(json!({"conversation_id": "abc"}));
+        assert!(
+            m.contains("not a field of an event") && m.contains("payload"),
+            "{m}"
+        );
+        assert!(refusal(json!({"$or": [{"payload.id": "x"}]})).contains("not a field"));
         let mut deep = json!("x");
         for _ in 0..MAX_DEPTH {
             deep = json!({ "a": deep });
         }
-        assert!(refusal(deep).contains("levels deep"));
+        assert!(refusal(json!({ "payload": deep })).contains("levels deep"));
         let big = json!({"payload": {"text": "x".repeat(MAX_BYTES)}});
         assert!(refusal(big).contains("at most 4096"));
     }

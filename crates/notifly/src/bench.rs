@@ -35,6 +35,18 @@ enum BenchKind {
     /// that is down. A real receiver runs in this process, the server in
     /// its own.
     Delivery(DeliveryBench),
+    /// Content filters: what one costs per event at fan-out (parsing the
+    /// stored filter and matching it), beside parsing the event once, for
+    /// a few typical filters on a sample `message.created` event. Runs in
+    /// this process; no server.
+    Filter(FilterBench),
+}
+
+#[derive(Debug, Args)]
+struct FilterBench {
+    /// Events to evaluate each filter on.
+    #[arg(long, default_value_t = 500_000)]
+    events: u32,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +75,16 @@ struct DeliveryBench {
     /// webhooks).
     #[arg(long, default_value_t = 1)]
     accounts: usize,
+    /// A content filter (JSON) every webhook gets, to measure what
+    /// filtering costs. It must pass every message the load sends (for
+    /// example `{"payload":{"conversation_id":{"$exists":true}}}`), or the
+    /// runs wait for deliveries that never come.
+    #[arg(long, value_parser = parse_json)]
+    filter: Option<serde_json::Value>,
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +103,10 @@ struct ApiBench {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.kind {
         BenchKind::Api(a) => api(a).await,
+        BenchKind::Filter(f) => {
+            filter(&f);
+            Ok(())
+        }
         BenchKind::Delivery(d) => {
             let database = Database::parse(&d.database)?;
             if d.nodes == 0 || d.accounts == 0 {
@@ -90,6 +116,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 database: &database,
                 nodes: d.nodes,
                 accounts: d.accounts,
+                filter: d.filter.as_ref(),
             };
             crate::bench_delivery::run(&setup, d.seconds, d.rate, d.pending, d.backlog).await
         }
@@ -600,6 +627,66 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Times `f` over `n` runs; nanoseconds per run.
+fn per_run(n: u32, mut f: impl FnMut()) -> f64 {
+    let started = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    started.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn filter(args: &FilterBench) {
+    use notifly_server::filter::Filter;
+    use std::hint::black_box;
+    let payload = notifly_server::domain::samples::payload(
+        notifly_webhooks::ResourceKind::Message,
+        "https://notifly.example.com",
+    );
+    let body = json!({"id": "8E9whF4YTcA1gkOW", "type": "message.created", "payload": payload})
+        .to_string();
+    let n = args.events;
+    println!(
+        "notifly bench filter: {n} events of {} bytes (a sample message.created), one thread",
+        body.len()
+    );
+    let parse = per_run(n, || {
+        black_box(serde_json::from_str::<Value>(black_box(&body)).ok());
+    });
+    println!("parse the event once (for all its filtered endpoints): {parse:.0} ns");
+    let envelope: Value = serde_json::from_str(&body).unwrap_or_default();
+    let filters = [
+        (
+            "by example",
+            json!({"payload": {"conversation_id": payload["conversation_id"]}}),
+        ),
+        (
+            "$in and $exists",
+            json!({"type": {"$in": ["message.created", "message.updated"]},
+                   "payload": {"contact": {"$exists": true}}}),
+        ),
+        (
+            "$or of three, with numbers",
+            json!({"$or": [{"payload": {"conversation_id": "other"}},
+                           {"payload": {"created_at": {"$gt": 0, "$lt": 4_000_000_000_i64}}},
+                           {"$not": {"payload": {"message": {"$ne": "x"}}}}]}),
+        ),
+    ];
+    for (name, filter) in filters {
+        let stored = filter.to_string();
+        let passes = Filter::from_stored(&stored).is_ok_and(|f| f.matches(&envelope));
+        let each = per_run(n, || {
+            let f = Filter::from_stored(black_box(&stored));
+            black_box(f.is_ok_and(|f| f.matches(black_box(&envelope))));
+        });
+        println!(
+            "{name} ({} bytes, {}): {each:.0} ns per event and filtered endpoint",
+            stored.len(),
+            if passes { "passes" } else { "fails" }
+        );
+    }
 }
 
 async fn api(args: ApiBench) -> anyhow::Result<()> {

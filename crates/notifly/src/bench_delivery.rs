@@ -152,13 +152,17 @@ impl Api {
         })
     }
 
-    /// Registers the webhook in every account, for new messages.
-    async fn webhook(&self, name: &str, url: &str) -> anyhow::Result<()> {
+    /// Registers the webhook in every account, for new messages, with the
+    /// cluster's content filter.
+    async fn webhook(&self, cluster: &Cluster<'_>, name: &str, url: &str) -> anyhow::Result<()> {
         for auth in &self.auths {
             self.client
                 .post(format!("{}/v1/webhooks", self.urls[0]))
                 .header("authorization", auth)
-                .json(&json!({"name": name, "url": url, "events": ["message.created"]}))
+                .json(
+                    &json!({"name": name, "url": url, "events": ["message.created"],
+                              "filter": cluster.filter}),
+                )
                 .send()
                 .await?
                 .error_for_status()
@@ -233,6 +237,9 @@ pub(crate) async fn run(
         cluster.nodes,
         cluster.accounts
     );
+    if let Some(filter) = cluster.filter {
+        println!("every webhook has the content filter {filter}");
+    }
     // 0 endpoints: ingest only (each write still appends its event).
     for endpoints in [0, 1, 10] {
         throughput(cluster, endpoints, seconds).await?;
@@ -259,6 +266,8 @@ pub(crate) struct Cluster<'a> {
     pub(crate) database: &'a Database,
     pub(crate) nodes: usize,
     pub(crate) accounts: usize,
+    /// The content filter every webhook gets, if any.
+    pub(crate) filter: Option<&'a serde_json::Value>,
 }
 
 impl Cluster<'_> {
@@ -276,7 +285,7 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
     let api = Arc::new(Api::prepare(&server).await?);
     let (base, received) = receiver().await?;
     for i in 0..endpoints {
-        api.webhook(&format!("ep{i}"), &format!("{base}/fast/{i}"))
+        api.webhook(cluster, &format!("ep{i}"), &format!("{base}/fast/{i}"))
             .await?;
     }
     let cost = server.db_cost().await;
@@ -384,10 +393,11 @@ async fn latency(
         .await?;
     let api = Arc::new(Api::prepare(&server).await?);
     let (base, received) = receiver().await?;
-    api.webhook("healthy", &format!("{base}/fast/healthy"))
+    api.webhook(cluster, "healthy", &format!("{base}/fast/healthy"))
         .await?;
     if with_hang {
-        api.webhook("hanging", &format!("{base}/hang")).await?;
+        api.webhook(cluster, "hanging", &format!("{base}/hang"))
+            .await?;
     }
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -494,7 +504,7 @@ async fn drain(cluster: &Cluster<'_>, deliveries: u64) -> anyhow::Result<()> {
     let api = Arc::new(Api::prepare(&server).await?);
     let (base, received) = receiver().await?;
     for i in 0..DRAIN_ENDPOINTS {
-        api.webhook(&format!("ep{i}"), &format!("{base}/gate/{i}"))
+        api.webhook(cluster, &format!("ep{i}"), &format!("{base}/gate/{i}"))
             .await?;
     }
     let built = Instant::now();
@@ -527,7 +537,7 @@ async fn memory(cluster: &Cluster<'_>, pending: u64) -> anyhow::Result<()> {
     let api = Arc::new(Api::prepare(&server).await?);
     // A port nothing listens on: every attempt is refused, then waits to retry.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    api.webhook("down", &format!("http://{closed}/hook"))
+    api.webhook(cluster, "down", &format!("http://{closed}/hook"))
         .await?;
     let started = Instant::now();
     write_messages(&api, pending).await?;

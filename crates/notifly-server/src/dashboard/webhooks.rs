@@ -184,8 +184,9 @@ pub async fn list(
 
 // ------------------------------------------------------ create and edit
 
-/// What the form shows: the values as typed, and an error per field.
-#[derive(Debug, Default)]
+/// What the form shows: the values as typed, and an error per field. Its
+/// `Debug` output leaves out the custom headers, whose values are credentials.
+#[derive(Default)]
 struct FormValues {
     name: String,
     url: String,
@@ -238,6 +239,16 @@ struct FormPage {
     v: FormValues,
     errors: FieldErrors,
     groups: Vec<EventGroup>,
+}
+
+impl std::fmt::Debug for FormValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FormValues")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FormValues {

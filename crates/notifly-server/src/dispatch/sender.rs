@@ -110,7 +110,24 @@ struct Headers {
     custom: Vec<(String, String)>,
 }
 
+/// Custom values shorter than this are not looked for in responses: too
+/// likely to occur by chance, and too short to be a credential.
+const REDACT_FROM: usize = 8;
+
 impl Headers {
+    /// `text` with every custom value in it masked: a receiver that echoes
+    /// its request (a test endpoint, a gateway's error page) must not put a
+    /// credential in clear into the attempt log.
+    fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (_, value) in &self.custom {
+            if value.len() >= REDACT_FROM && text.contains(value.as_str()) {
+                text = text.replace(value.as_str(), &custom_headers::mask(value));
+            }
+        }
+        text
+    }
+
     /// What the attempt log keeps: every header, custom values masked.
     fn logged(&self) -> Vec<(String, String)> {
         self.signed
@@ -235,7 +252,7 @@ impl Sender {
         let unsent = unsigned.is_some();
         let exchanged = match unsigned {
             Some(reason) => Err(reason),
-            None => self.exchange(c, headers, body).await,
+            None => self.exchange(c, &headers, body).await,
         };
         match exchanged {
             Ok((status, response_headers, response_body)) => {
@@ -265,12 +282,12 @@ impl Sender {
                         .map(|(k, v)| {
                             (
                                 k.as_str().to_owned(),
-                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                headers.redact(&String::from_utf8_lossy(v.as_bytes())),
                             )
                         })
                         .collect(),
                 ));
-                record.response_body = Some(response_body);
+                record.response_body = Some(headers.redact(&response_body));
             }
             Err(error) => record.error = Some(error),
         }
@@ -288,7 +305,7 @@ impl Sender {
     async fn exchange(
         &self,
         c: &Claimed,
-        headers: Headers,
+        headers: &Headers,
         body: Bytes,
     ) -> Result<(u16, HeaderMap, String), String> {
         let url = reqwest::Url::parse(&c.url).map_err(|e| format!("invalid URL: {e}"))?;
@@ -313,9 +330,9 @@ impl Sender {
                 map.insert(n, v);
             }
         }
-        for (name, value) in headers.signed {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                map.insert(name, v);
+        for (name, value) in &headers.signed {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                map.insert(*name, v);
             }
         }
         debug_assert!(map.contains_key(CONTENT_TYPE) && map.contains_key(USER_AGENT));

@@ -83,12 +83,14 @@ fn is_token(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// A value HTTP takes: visible ASCII, spaces and tabs (no line breaks, no
-/// control characters).
+/// A value HTTP takes as it is: visible ASCII, with spaces and tabs only
+/// between visible characters (HTTP drops them at either end; no line
+/// breaks, no control characters).
 fn is_value(value: &str) -> bool {
     value
         .bytes()
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        && value.trim_matches([' ', '\t']) == value
 }
 
 /// Checks custom headers and puts them in the order they are stored and
@@ -138,7 +140,7 @@ pub fn check(
             }
             None if !is_value(&value) => {
                 return invalid(format!(
-                    "the value of `{shown}` is not a valid HTTP header value (visible ASCII, spaces and tabs only; no line breaks)"
+                    "the value of `{shown}` is not a valid HTTP header value (visible ASCII, with spaces and tabs only between visible characters; no line breaks)"
                 ));
             }
             None => value,
@@ -213,7 +215,9 @@ fn request_schema(nullable: bool) -> utoipa::openapi::schema::Schema {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 // A masked value (what reads show) is taken back too.
-                .pattern(Some(format!("^(?:{MASK})?[\\t\\x20-\\x7E]*$"))),
+                .pattern(Some(format!(
+                    "^(?:{MASK}[\\t\\x20-\\x7E]{{0,4}}|(?:[\\x21-\\x7E]+(?:[\\t\\x20]+[\\x21-\\x7E]+)*)?)$"
+                ))),
         ))
         .max_properties(Some(MAX_HEADERS))
         .examples([serde_json::json!({"Authorization": "Bearer 8f2c1e0b9a7d", "X-Tenant": "t-1"})])
@@ -251,6 +255,9 @@ mod tests {
         assert!(refusal(&[("", "v")]).contains("not a valid HTTP header name"));
         assert!(refusal(&[("X-Ok", "line\r\nInjected: 1")]).contains("`X-Ok`"));
         assert!(refusal(&[("X-Ok", "caf\u{e9}")]).contains("not a valid HTTP header value"));
+        assert!(refusal(&[("X-Ok", "padded ")]).contains("not a valid HTTP header value"));
+        assert!(refusal(&[("X-Ok", "\tpadded")]).contains("not a valid HTTP header value"));
+        assert!(check(given(&[("X-Ok", "a b\tc")]), &[]).is_ok());
         assert!(refusal(&[("X-A", "1"), ("x-a", "2")]).contains("the same header"));
     }
 

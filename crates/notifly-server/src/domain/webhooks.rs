@@ -74,10 +74,13 @@ pub struct Webhook {
     /// (a long value shows its last four characters). Read them with
     /// `GET /v1/webhooks/{id}/headers`.
     #[schema(example = json!({"Authorization": "••••••••9a7d", "X-Tenant": "••••••••"}))]
+    // Responses remembered for idempotent replay before headers existed lack it.
+    #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// The content filter events must pass, besides their type; `null`
     /// for none.
     #[schema(value_type = Option<WebhookFilter>)]
+    #[serde(default)]
     pub filter: Option<serde_json::Value>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -622,7 +625,7 @@ impl Notifly {
     /// One endpoint (without its secret).
     pub async fn webhook(&self, account: &str, id: &str) -> DomainResult<Webhook> {
         let mut conn = self.store.read().await?;
-        self.view(found(conn.endpoint(account, id).await, KIND, id)?)
+        Ok(self.view(found(conn.endpoint(account, id).await, KIND, id)?))
     }
 
     /// An endpoint's custom headers, values in clear.
@@ -645,15 +648,7 @@ impl Notifly {
             .list_endpoints(account, page)
             .await
             .map_err(list_error(KIND, page))?;
-        let items = listed
-            .items
-            .into_iter()
-            .map(|r| self.view(r))
-            .collect::<DomainResult<_>>()?;
-        Ok(Listed {
-            items,
-            has_more: listed.has_more,
-        })
+        Ok(listed.map(|r| self.view(r)))
     }
 
     /// Changes an endpoint. Enabling one clears its failure history so that it
@@ -726,18 +721,23 @@ impl Notifly {
         if let Some(f) = input.filter {
             after.filter = content_filter(f)?;
         }
-        let current = self.open_headers(&before)?;
-        let headers = match input.headers {
-            Some(given) => custom_headers::check(given.unwrap_or_default(), &current)?,
-            None => current.clone(),
-        };
-        if headers != current {
-            after.headers = self.keyring.seal_headers(id, &headers);
+        // The stored values are opened only to keep masked ones: removing
+        // them all works even if they cannot be opened.
+        match input.headers {
+            Some(Some(given)) if !given.0.is_empty() => {
+                let current = self.open_headers(&before)?;
+                let headers = custom_headers::check(given, &current)?;
+                if headers != current {
+                    after.headers = self.keyring.seal_headers(id, &headers);
+                }
+            }
+            Some(_) => after.headers = None,
+            None => {}
         }
         if after == before {
             // Nothing changed; still answer only from durable state.
             self.commit(tx).await?;
-            return Ok(Webhook::of(before, &current));
+            return Ok(self.view(before));
         }
         after.updated_at = ids::now();
         if after.circuit != before.circuit {
@@ -747,7 +747,7 @@ impl Notifly {
             .await
             .map_err(conflict(&after.name))?;
         self.commit(tx).await?;
-        Ok(Webhook::of(after, &headers))
+        Ok(self.view(after))
     }
 
     /// Deletes an endpoint; its pending deliveries are cancelled.
@@ -756,7 +756,7 @@ impl Notifly {
         let record = found(tx.endpoint(account, id).await, KIND, id)?;
         tx.delete_endpoint(account, id).await?;
         self.commit(tx).await?;
-        self.view(record)
+        Ok(self.view(record))
     }
 
     /// An endpoint's secrets.
@@ -855,10 +855,17 @@ impl Notifly {
         })
     }
 
-    /// A stored endpoint as the API shows it.
-    fn view(&self, r: EndpointRecord) -> DomainResult<Webhook> {
-        let headers = self.open_headers(&r)?;
-        Ok(Webhook::of(r, &headers))
+    /// A stored endpoint as the API shows it. Custom headers this server
+    /// cannot open (sealed with a key it lacks, which its start-up would
+    /// have refused unless another node sealed them since) show as none,
+    /// with a warning, so that the webhook can still be read, changed or
+    /// deleted; its deliveries fail visibly meanwhile (see the sender).
+    fn view(&self, r: EndpointRecord) -> Webhook {
+        let headers = self.open_headers(&r).unwrap_or_else(|e| {
+            tracing::warn!(endpoint = %r.id, error = %e, "cannot open the webhook's custom headers; answering without them");
+            Vec::new()
+        });
+        Webhook::of(r, &headers)
     }
 
     /// An endpoint's custom headers, opened.

@@ -202,31 +202,32 @@ pub(crate) fn qualified(columns: &str, alias: &str) -> String {
         .join(", ")
 }
 
-/// The endpoints of a fan-out whose content filter (`filter_of`; none
-/// passes everything) the event passes. The envelope is parsed only if one
-/// has a filter. A stored filter that no longer parses (only a hand-edited
-/// database holds one) passes, with a warning: an event is never dropped
-/// for a fault of ours.
+/// The endpoints of a fan-out (`id_of` names one) whose content filter
+/// (`filter_of`; none passes everything) the event passes. The envelope is
+/// parsed only if one has a filter. A stored filter that does not parse
+/// (a hand-edited database, or one saved by a newer version with an
+/// operator this one lacks) passes nothing, with a warning: filters often
+/// keep one tenant's events from another's endpoint.
 pub(crate) fn passing_filters<T>(
     endpoints: Vec<T>,
+    id_of: impl Fn(&T) -> &str,
     filter_of: impl Fn(&T) -> Option<&str>,
     e: &EventRecord,
 ) -> Vec<T> {
     if endpoints.iter().all(|t| filter_of(t).is_none()) {
         return endpoints;
     }
-    let envelope: serde_json::Value = match serde_json::from_str(&e.body) {
-        Ok(v) => v,
-        Err(_) => return endpoints,
-    };
+    // The outbox wrote the body from a JSON value.
+    let envelope: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
     endpoints
         .into_iter()
         .filter(|t| {
             filter_of(t).is_none_or(|text| match crate::filter::Filter::from_stored(text) {
                 Ok(f) => f.matches(&envelope),
                 Err(error) => {
-                    tracing::warn!(%error, "a stored content filter does not parse; the event passes it");
-                    true
+                    tracing::warn!(endpoint = id_of(t), event = %e.id, %error,
+                        "the endpoint's stored content filter does not parse; it gets no event until the filter is saved again");
+                    false
                 }
             })
         })

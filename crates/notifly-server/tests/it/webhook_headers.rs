@@ -4,7 +4,7 @@
 //! a 422 that names the header, writing nothing.
 
 use crate::common::delivery_helpers as helpers;
-use crate::common::receiver::Receiver;
+use crate::common::receiver::{Behavior, Receiver};
 use crate::common::{assert_invalid, id_of};
 use helpers::{DEADLINE, get_ok, header_in, wait_delivery};
 use notifly_webhooks::verify_hex;
@@ -177,4 +177,48 @@ async fn reserved_and_invalid_custom_headers_are_refused_by_name() {
         get_ok(&c, &format!("/v1/webhooks/{id}/headers")).await["headers"],
         json!({"X-Tenant": "t-1"})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_echoes_a_credential_does_not_log_it_in_clear() {
+    let rx = Receiver::start().await;
+    let server = helpers::server(|_| {}).await;
+    let c = server.account("acme").await;
+    // A gateway's error page, or a test endpoint, that quotes the request.
+    rx.set(
+        "/crm",
+        Behavior::Body {
+            status: 401,
+            body: format!("invalid credentials: {TOKEN}"),
+        },
+    );
+    let (status, hook) = c
+        .post(
+            "/v1/webhooks",
+            json!({"name": "crm", "url": rx.url("/crm"), "events": ["*"],
+                   "headers": {"Authorization": TOKEN}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let (status, sent) = c
+        .post(
+            &format!("/v1/webhooks/{}/test", id_of(&hook)),
+            json!({"type": "contact.created"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let refused = helpers::wait_delivery_until(&c, id_of(&sent), "an attempt", |d| {
+        d["attempt_log"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let response = &refused["attempt_log"][0]["response"];
+    assert_eq!(
+        response["body"], "invalid credentials: ••••••••cdef",
+        "{refused:#}"
+    );
+    assert_eq!(
+        header_in(&response["headers"], "x-echo"),
+        Some("invalid credentials: ••••••••cdef")
+    );
+    assert!(!refused.to_string().contains("0123456789"), "{refused}");
 }

@@ -221,6 +221,55 @@ impl DeliveryWrites for Handle<PgTx> {
     }
 }
 
+/// An account's subscribed endpoints with a content filter, matched
+/// against `e`: the ids of all of them, and of those it passes. Finding
+/// none, the account is no longer noted as filtering.
+async fn filters_first(
+    tx: &mut PgTx,
+    account: &str,
+    e: &EventRecord,
+) -> StoreResult<(Vec<String>, Vec<String>)> {
+    let filtered: Vec<(String, String)> = sqlx::query_as(
+        "SELECT f.id, f.filter FROM endpoints f
+         WHERE f.account_id = $1 AND f.enabled AND f.filter IS NOT NULL
+           AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = f.id AND s.event_type IN ($2, '*'))",
+    )
+    .bind(account)
+    .bind(&e.event_type)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(backend)?;
+    if filtered.is_empty() {
+        tx.note_account_filters(account, false);
+    }
+    let matched = filtered.iter().map(|(id, _)| id.clone()).collect();
+    let passing = crate::store::passing_filters(filtered, |(id, _)| id, |(_, f)| Some(f), e)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    Ok((matched, passing))
+}
+
+impl PgTx {
+    /// Does this node know `account` to have endpoints with a filter?
+    fn account_filters(&self, account: &str) -> bool {
+        self.filtered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(account)
+    }
+
+    /// Notes whether `account` has endpoints with a filter.
+    fn note_account_filters(&self, account: &str, has: bool) {
+        let mut filtered = self.filtered.lock().unwrap_or_else(|e| e.into_inner());
+        if has {
+            filtered.insert(account.to_owned());
+        } else {
+            filtered.remove(account);
+        }
+    }
+}
+
 /// Appends an event and fans it out (see [`EventWrites::insert_event`]).
 pub(super) async fn insert_event_with_deliveries(
     tx: &mut PgTx,
@@ -244,7 +293,19 @@ pub(super) async fn insert_event_with_deliveries(
     // takes the slot and is leased to this node in the same statement
     // (as many as the node has slots free in all): its dispatcher
     // sends it once this transaction commits, with no claim.
+    //
+    // Endpoints with a content filter: in an account this node knows to
+    // have some, they are read and matched first (under the lock, so they
+    // cannot change before the fan-out), and those the event passes are
+    // fanned out like the others. Otherwise the fan-out leaves them out
+    // and returns them: their deliveries, if the event passes, are made
+    // after it, for a claim, and the account is noted for next time.
     tx.lock_endpoints(account, false).await?;
+    let (matched, passing) = if tx.account_filters(account) {
+        filters_first(tx, account, e).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let ids: Vec<String> = (0..FAN_OUT_IN_ONE).map(|_| crate::ids::new_id()).collect();
     let hand_off = tx.staged.hand_off.clone();
     let fan_out_was = tx
@@ -278,7 +339,7 @@ pub(super) async fn insert_event_with_deliveries(
                         SELECT 1 FROM deliveries p
                         WHERE p.endpoint_id = e.id AND p.resource_id = $13 AND p.status = 'pending'))) AS held
                 FROM endpoints e
-                WHERE e.account_id = $1 AND e.enabled AND e.filter IS NULL
+                WHERE e.account_id = $1 AND e.enabled AND (e.filter IS NULL OR e.id = ANY($14::text[]))
                   AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))) t),
          slot AS (
             SELECT t.id, t.n, s.n AS slot FROM targets t CROSS JOIN LATERAL (
@@ -303,7 +364,7 @@ pub(super) async fn insert_event_with_deliveries(
             -- Endpoints with a content filter, which the caller matches.
             SELECT f.id, 0, TRUE, NULL, NULL, NULL, NULL, NULL, FALSE, f.filter
             FROM endpoints f
-            WHERE f.account_id = $1 AND f.enabled AND f.filter IS NOT NULL
+            WHERE f.account_id = $1 AND f.enabled AND f.filter IS NOT NULL AND f.id <> ALL($15::text[])
               AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = f.id AND s.event_type IN ($3, '*'))) r
          ORDER BY n",
     )
@@ -320,6 +381,8 @@ pub(super) async fn insert_event_with_deliveries(
     .bind(&blocked)
     .bind(lease_until_ms)
     .bind(&e.resource_id)
+    .bind(&passing)
+    .bind(&matched)
     .fetch_all(&mut **tx)
     .await
     .map_err(backend);
@@ -336,7 +399,10 @@ pub(super) async fn insert_event_with_deliveries(
     // the event passes their filter.
     let (filtered, targets): (Vec<Target>, Vec<Target>) =
         targets.into_iter().partition(|t| t.filter.is_some());
-    let passed = crate::store::passing_filters(filtered, |t| t.filter.as_deref(), e);
+    if !filtered.is_empty() {
+        tx.note_account_filters(account, true);
+    }
+    let passed = crate::store::passing_filters(filtered, |t| &t.id, |t| t.filter.as_deref(), e);
     let body = axum::body::Bytes::from(e.body.clone());
     let mut handed = 0;
     let mut rest = Vec::new();

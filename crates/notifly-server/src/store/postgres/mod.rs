@@ -124,6 +124,10 @@ pub struct PgStore {
     /// all it may hand off, which would leave claims none while many
     /// writes run).
     fan_outs: Arc<std::sync::Mutex<HashMap<String, u32>>>,
+    /// Accounts with endpoints that have a content filter, as this node
+    /// last saw them: their fan-outs match the filters first, so that the
+    /// endpoints an event passes are handed off like the others.
+    filtered: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Where its transactions and waits for connections are observed.
     metrics: Arc<StoreMetrics>,
 }
@@ -242,6 +246,7 @@ impl PgStore {
             hand_off: Arc::default(),
             slots_made: Arc::default(),
             fan_outs: Arc::default(),
+            filtered: Arc::default(),
             metrics,
         })
     }
@@ -324,6 +329,7 @@ impl Store for PgStore {
             queued_to: Vec::new(),
             claimable: false,
             fan_outs: self.fan_outs.clone(),
+            filtered: self.filtered.clone(),
             staged: Staged {
                 hand_off: self.hand_off.get().cloned(),
                 ready: Vec::new(),
@@ -407,6 +413,8 @@ struct PgTx {
     claimable: bool,
     /// See [`PgStore::fan_outs`].
     fan_outs: Arc<std::sync::Mutex<HashMap<String, u32>>>,
+    /// See [`PgStore::filtered`].
+    filtered: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Its hand-offs, until it ends.
     staged: Staged,
 }

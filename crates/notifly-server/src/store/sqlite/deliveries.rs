@@ -279,7 +279,7 @@ pub(super) fn fan_out_event(
             })
         },
     )?;
-    let endpoints = crate::store::passing_filters(endpoints, |t| t.filter.as_deref(), e);
+    let endpoints = crate::store::passing_filters(endpoints, |t| &t.id, |t| t.filter.as_deref(), e);
     fan_out(c, account, e, &endpoints)?;
     Ok(endpoints.len() as u64)
 }

@@ -46,7 +46,7 @@ enum Condition {
     Eq(Value),
     In(Vec<Value>),
     Exists(bool),
-    Compare(Comparison, f64),
+    Compare(Comparison, serde_json::Number),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,7 +68,7 @@ impl Filter {
             ));
         }
         match value {
-            Value::Object(map) => Ok(Filter(object(map, "", 1)?)),
+            Value::Object(map) => Ok(Filter(object(map, "", 1, Rules::Saving)?)),
             _ => Err(
                 "must be a JSON object, like {\"payload\": {\"conversation_id\": \"…\"}}".into(),
             ),
@@ -76,10 +76,11 @@ impl Filter {
     }
 
     /// Parses a stored filter (which [`Filter::parse`] checked when saved,
-    /// so its size is not measured again).
+    /// so its size is not measured again, and the rules added since are not
+    /// applied: a filter saved before them keeps its meaning).
     pub fn from_stored(text: &str) -> Result<Filter, String> {
         match serde_json::from_str(text).map_err(|e| e.to_string())? {
-            Value::Object(map) => Ok(Filter(object(&map, "", 1)?)),
+            Value::Object(map) => Ok(Filter(object(&map, "", 1, Rules::Stored)?)),
             _ => Err("a stored filter is not a JSON object".into()),
         }
     }
@@ -99,22 +100,37 @@ fn at(path: &str) -> String {
     }
 }
 
-fn object(map: &Map<String, Value>, path: &str, depth: usize) -> Result<Condition, String> {
+/// Which rules a filter is read under.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rules {
+    /// Being saved: every rule.
+    Saving,
+    /// Read back: only what its meaning needs.
+    Stored,
+}
+
+fn object(
+    map: &Map<String, Value>,
+    path: &str,
+    depth: usize,
+    rules: Rules,
+) -> Result<Condition, String> {
     if depth > MAX_DEPTH {
         return Err(format!(
             "nested more than {MAX_DEPTH} levels deep {}",
             at(path)
         ));
     }
-    if map.is_empty() && !path.is_empty() {
+    let saving = rules == Rules::Saving;
+    if saving && map.is_empty() && !path.is_empty() {
         return Err(format!(
-            "an empty object {} matches nothing; use {{\"$exists\": true}} to ask for the field",
+            "an empty object {} asks nothing of the field; use {{\"$exists\": true}} to ask for it, or {{\"$eq\": {{}}}} for an empty object",
             at(path)
         ));
     }
     let mut all = Vec::with_capacity(map.len());
     for (key, operand) in map {
-        if path.is_empty() && !key.starts_with('$') && !ENVELOPE.contains(&key.as_str()) {
+        if saving && path.is_empty() && !key.starts_with('$') && !ENVELOPE.contains(&key.as_str()) {
             return Err(format!(
                 "`{}` is not a field of an event, which has only {}; the resource's fields are under `payload`, as in {{\"payload\": {{\"{}\": …}}}}",
                 crate::ids::printable(key),
@@ -123,7 +139,7 @@ fn object(map: &Map<String, Value>, path: &str, depth: usize) -> Result<Conditio
             ));
         }
         all.push(if key.starts_with('$') {
-            operator(key, operand, path, depth)?
+            operator(key, operand, path, depth, rules)?
         } else {
             let inner = if path.is_empty() {
                 key.clone()
@@ -131,7 +147,7 @@ fn object(map: &Map<String, Value>, path: &str, depth: usize) -> Result<Conditio
                 format!("{path}.{key}")
             };
             let condition = match operand {
-                Value::Object(m) => object(m, &inner, depth + 1)?,
+                Value::Object(m) => object(m, &inner, depth + 1, rules)?,
                 other => {
                     bounded(other, &inner, depth + 1)?;
                     Condition::Eq(other.clone())
@@ -161,14 +177,20 @@ fn bounded(value: &Value, path: &str, depth: usize) -> Result<(), String> {
     }
 }
 
-fn operator(op: &str, operand: &Value, path: &str, depth: usize) -> Result<Condition, String> {
+fn operator(
+    op: &str,
+    operand: &Value,
+    path: &str,
+    depth: usize,
+    rules: Rules,
+) -> Result<Condition, String> {
     let wrong = |what: &str| Err(format!("`{op}` {} takes {what}", at(path)));
     let conditions = |items: &Value| -> Result<Vec<Condition>, String> {
         match items {
             Value::Array(items) if !items.is_empty() => items
                 .iter()
                 .map(|item| match item {
-                    Value::Object(m) => object(m, path, depth + 1),
+                    Value::Object(m) => object(m, path, depth + 1, rules),
                     _ => Err(format!("`{op}` {} takes a list of objects", at(path))),
                 })
                 .collect(),
@@ -178,9 +200,9 @@ fn operator(op: &str, operand: &Value, path: &str, depth: usize) -> Result<Condi
             )),
         }
     };
-    let comparison = |c: Comparison| match operand.as_f64() {
-        Some(n) => Ok(Condition::Compare(c, n)),
-        None => wrong("a number"),
+    let comparison = |c: Comparison| match operand {
+        Value::Number(n) => Ok(Condition::Compare(c, n.clone())),
+        _ => wrong("a number"),
     };
     match op {
         "$eq" | "$ne" => {
@@ -210,7 +232,7 @@ fn operator(op: &str, operand: &Value, path: &str, depth: usize) -> Result<Condi
         "$or" => Ok(Condition::Any(conditions(operand)?)),
         "$and" => Ok(Condition::All(conditions(operand)?)),
         "$not" => match operand {
-            Value::Object(m) => Ok(Condition::Not(Box::new(object(m, path, depth + 1)?))),
+            Value::Object(m) => Ok(Condition::Not(Box::new(object(m, path, depth + 1, rules)?))),
             _ => wrong("an object"),
         },
         other => Err(format!(
@@ -222,73 +244,141 @@ fn operator(op: &str, operand: &Value, path: &str, depth: usize) -> Result<Condi
     }
 }
 
-/// The OpenAPI schema of a filter (a component that refers to itself).
-/// Its size and depth bounds are stated in its description: JSON Schema
-/// cannot bound either.
+/// The OpenAPI schema of a filter: its top level, whose fields are the
+/// envelope's. Its size and depth bounds are stated in its description:
+/// JSON Schema cannot bound either.
 #[derive(Debug)]
 pub struct WebhookFilter;
 
+/// The OpenAPI schema of a condition below a filter's top level (a
+/// component that refers to itself): any field, and never empty.
+#[derive(Debug)]
+pub struct WebhookFilterCondition;
+
+/// A filter object's schema: the fields its keys may name (`None`: any),
+/// and the component its nested conditions are.
+fn condition_schema(
+    fields: Option<&[&str]>,
+    nested: &str,
+    description: String,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{
+        AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Ref, Schema, SchemaType,
+        Type,
+    };
+    let itself = if fields.is_some() {
+        "WebhookFilter"
+    } else {
+        "WebhookFilterCondition"
+    };
+    let any = || ObjectBuilder::new().schema_type(SchemaType::AnyValue);
+    let number = || ObjectBuilder::new().schema_type(Type::Number);
+    let conditions = || {
+        ArrayBuilder::new()
+            .items(Ref::from_schema_name(itself))
+            .min_items(Some(1))
+    };
+    let operators = OPERATORS
+        .iter()
+        .map(|o| o.trim_start_matches('$'))
+        .collect::<Vec<_>>()
+        .join("|");
+    let names = match fields {
+        Some(fields) => format!("^(?:{}|\\$(?:{operators}))$", fields.join("|")),
+        None => format!("^(?:[^$][\\s\\S]*|\\$(?:{operators}))?$"),
+    };
+    // A field's value: a literal to equal, or a nested condition.
+    let field = || {
+        Schema::AnyOf(
+            AnyOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String))
+                .item(number())
+                .item(ObjectBuilder::new().schema_type(Type::Boolean))
+                .item(ObjectBuilder::new().schema_type(Type::Null))
+                .item(ArrayBuilder::new().items(any()))
+                .item(Ref::from_schema_name(nested))
+                .build(),
+        )
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(names)),
+        ))
+        .min_properties(fields.is_none().then_some(1))
+        .property("$eq", any())
+        .property("$ne", any())
+        .property("$in", ArrayBuilder::new().items(any()))
+        .property("$exists", ObjectBuilder::new().schema_type(Type::Boolean))
+        .property("$gt", number())
+        .property("$gte", number())
+        .property("$lt", number())
+        .property("$lte", number())
+        .property("$or", conditions())
+        .property("$and", conditions())
+        .property("$not", Ref::from_schema_name(itself))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(field()))))
+        .into()
+}
+
 impl utoipa::PartialSchema for WebhookFilter {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::RefOr;
-        use utoipa::openapi::schema::{
-            AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Ref, Schema,
-            SchemaType, Type,
-        };
-        let itself = || Ref::from_schema_name("WebhookFilter");
-        let any = || ObjectBuilder::new().schema_type(SchemaType::AnyValue);
-        let number = || ObjectBuilder::new().schema_type(Type::Number);
-        let conditions = || ArrayBuilder::new().items(itself()).min_items(Some(1));
-        let operators = OPERATORS
-            .iter()
-            .map(|o| o.trim_start_matches('$'))
-            .collect::<Vec<_>>()
-            .join("|");
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(format!(
+        let mut schema = condition_schema(
+            Some(&ENVELOPE),
+            "WebhookFilterCondition",
+            format!(
                 "A match-by-example object matched against the event envelope `{{id, type, payload}}`: \
                  `{{\"payload\": {{\"conversation_id\": \"abc\"}}}}` passes only events whose \
                  `payload.conversation_id` is `\"abc\"`. Each key is a field (an object goes one level \
                  down; anything else must be equal, or be held by an array there) or an operator on \
                  the value there: `$eq`, `$ne`, `$in`, `$exists`, `$gt`, `$gte`, `$lt`, `$lte` \
-                 (numbers), `$or`, `$and`, `$not`. Every key must hold. At most {MAX_BYTES} bytes \
-                 as compact JSON and {MAX_DEPTH} levels deep."
-            )))
-            .property_names(Some(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some(format!("^(?:[^$][\\s\\S]*|\\$(?:{operators}))?$"))),
-            ))
-            .property("$eq", any())
-            .property("$ne", any())
-            .property("$in", ArrayBuilder::new().items(any()))
-            .property("$exists", ObjectBuilder::new().schema_type(Type::Boolean))
-            .property("$gt", number())
-            .property("$gte", number())
-            .property("$lt", number())
-            .property("$lte", number())
-            .property("$or", conditions())
-            .property("$and", conditions())
-            .property("$not", itself())
-            .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::AnyOf(
-                AnyOfBuilder::new()
-                    .item(ObjectBuilder::new().schema_type(Type::String))
-                    .item(number())
-                    .item(ObjectBuilder::new().schema_type(Type::Boolean))
-                    .item(ObjectBuilder::new().schema_type(Type::Null))
-                    .item(ArrayBuilder::new().items(any()))
-                    .item(itself())
-                    .build(),
-            )))))
-            .examples([serde_json::json!({
+                 (numbers), `$or`, `$and`, `$not`. Every key must hold. At the top level the fields \
+                 are the envelope's: `id`, `type`, `payload`. At most {MAX_BYTES} bytes as compact \
+                 JSON and {MAX_DEPTH} levels deep."
+            ),
+        );
+        if let utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(o)) = &mut schema {
+            o.examples = vec![serde_json::json!({
                 "payload": {"conversation_id": "abc", "attachments": {"$gt": 0}}
-            })])
-            .into()
+            })];
+        }
+        schema
     }
 }
 
-impl utoipa::ToSchema for WebhookFilter {}
+impl utoipa::ToSchema for WebhookFilter {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((
+            WebhookFilterCondition::name().into_owned(),
+            WebhookFilterCondition::schema(),
+        ));
+    }
+}
+
+impl utoipa::PartialSchema for WebhookFilterCondition {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        condition_schema(
+            None,
+            "WebhookFilterCondition",
+            "A condition on one value of the event, below a filter's top level (see WebhookFilter): \
+             fields of that value, and operators on it. Never empty: use `{\"$exists\": true}` to ask \
+             for a field."
+                .to_owned(),
+        )
+    }
+}
+
+impl utoipa::ToSchema for WebhookFilterCondition {}
 
 /// `actual` is `expected`, or an array holding it.
 fn equal(actual: &Value, expected: &Value) -> bool {
@@ -297,6 +387,26 @@ fn equal(actual: &Value, expected: &Value) -> bool {
             && actual
                 .as_array()
                 .is_some_and(|items| items.iter().any(|i| same(i, expected))))
+}
+
+/// How two numbers order: integers exactly (64-bit ids lose digits as
+/// floats), anything with a float by value.
+fn order(a: &serde_json::Number, b: &serde_json::Number) -> Option<std::cmp::Ordering> {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return Some(x.cmp(&y));
+    }
+    if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+        return Some(x.cmp(&y));
+    }
+    if !a.is_f64() && !b.is_f64() {
+        // Integers, one negative and one beyond i64: the negative is less.
+        return Some(if a.is_i64() {
+            std::cmp::Ordering::Less
+        } else {
+            std::cmp::Ordering::Greater
+        });
+    }
+    a.as_f64()?.partial_cmp(&b.as_f64()?)
 }
 
 /// JSON equality, numbers by value (`1` and `1.0` are the same).
@@ -329,12 +439,15 @@ impl Condition {
             Condition::Eq(expected) => value.is_some_and(|v| equal(v, expected)),
             Condition::In(items) => value.is_some_and(|v| items.iter().any(|e| equal(v, e))),
             Condition::Exists(wanted) => value.is_some() == *wanted,
-            Condition::Compare(c, n) => value.and_then(Value::as_f64).is_some_and(|v| match c {
-                Comparison::Gt => v > *n,
-                Comparison::Gte => v >= *n,
-                Comparison::Lt => v < *n,
-                Comparison::Lte => v <= *n,
-            }),
+            Condition::Compare(c, n) => match value {
+                Some(Value::Number(v)) => order(v, n).is_some_and(|o| match c {
+                    Comparison::Gt => o.is_gt(),
+                    Comparison::Gte => o.is_ge(),
+                    Comparison::Lt => o.is_lt(),
+                    Comparison::Lte => o.is_le(),
+                }),
+                _ => false,
+            },
         }
     }
 }
@@ -413,6 +526,35 @@ mod tests {
         assert!(passes(
             json!({"payload": {"sender": {"$eq": {"id": "c1", "name": "Ann"}}}})
         ));
+    }
+
+    #[test]
+    fn numbers_compare_exactly_as_integers() {
+        let big = json!({"payload": {"n": 9_007_199_254_740_993_u64}});
+        let pass = |f: Value| Filter::parse(&f).unwrap().matches(&big);
+        // 2^53 + 1 and 2^53 are the same as floats, not as integers.
+        assert!(!pass(json!({"payload": {"n": 9_007_199_254_740_992_u64}})));
+        assert!(pass(
+            json!({"payload": {"n": {"$eq": 9_007_199_254_740_993_u64}}})
+        ));
+        assert!(pass(
+            json!({"payload": {"n": {"$gt": 9_007_199_254_740_992_u64}}})
+        ));
+        assert!(!pass(
+            json!({"payload": {"n": {"$lte": 9_007_199_254_740_992_u64}}})
+        ));
+        assert!(pass(json!({"payload": {"n": {"$gt": -1, "$lt": 1.0e300}}})));
+        assert!(pass(
+            json!({"payload": {"n": {"$gte": 9.007_199_254_740_992e15}}})
+        ));
+    }
+
+    #[test]
+    fn stored_filters_keep_their_meaning() {
+        // Saved before the rules on empty objects and envelope fields.
+        assert!(Filter::from_stored(r#"{"other": {}}"#).is_ok());
+        assert!(Filter::from_stored(r#"{"payload": {"x": {}}}"#).is_ok());
+        assert!(Filter::from_stored("[1]").is_err());
     }
 
     #[test]

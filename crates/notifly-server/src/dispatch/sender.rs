@@ -110,19 +110,36 @@ struct Headers {
     custom: Vec<(String, String)>,
 }
 
-/// Custom values shorter than this are not looked for in responses: too
-/// likely to occur by chance, and too short to be a credential.
+/// Custom values (and their space-separated parts) shorter than this are
+/// not looked for in responses: too likely to occur by chance, and too
+/// short to be a credential.
 const REDACT_FROM: usize = 8;
 
 impl Headers {
     /// `text` with every custom value in it masked: a receiver that echoes
     /// its request (a test endpoint, a gateway's error page) must not put a
-    /// credential in clear into the attempt log.
+    /// credential in clear into the attempt log. Each value is looked for
+    /// whole, by its space-separated parts (the token of `Bearer <token>`),
+    /// and as JSON escapes it; a value cut off at the end of `text` (the
+    /// body is kept up to a limit) is masked too.
     fn redact(&self, text: &str) -> String {
         let mut text = text.to_owned();
         for (_, value) in &self.custom {
-            if value.len() >= REDACT_FROM && text.contains(value.as_str()) {
-                text = text.replace(value.as_str(), &custom_headers::mask(value));
+            for needle in needles(value) {
+                if text.contains(needle.as_str()) {
+                    text = text.replace(needle.as_str(), &custom_headers::mask(&needle));
+                }
+                // The start of a value where the text was cut off.
+                let cut = (REDACT_FROM..needle.len())
+                    .rev()
+                    .filter(|&n| needle.is_char_boundary(n))
+                    .find(|&n| text.ends_with(&needle[..n]));
+                if let Some(n) = cut {
+                    text.truncate(text.len() - n);
+                    // Without a tail: the last characters of a cut-off
+                    // value are not the ones masks show.
+                    text.push_str(&custom_headers::mask(""));
+                }
             }
         }
         text
@@ -140,6 +157,27 @@ impl Headers {
             )
             .collect()
     }
+}
+
+/// The forms of a custom value a response may echo, longest first: the
+/// value, its JSON-escaped forms, and its space-separated parts, each at
+/// least [`REDACT_FROM`] bytes.
+fn needles(value: &str) -> Vec<String> {
+    let mut out = vec![value.to_owned()];
+    let json = serde_json::to_string(value).unwrap_or_default();
+    let json = json.trim_matches('"');
+    for escaped in [json.to_owned(), json.replace('/', "\\/")] {
+        if !out.contains(&escaped) {
+            out.push(escaped);
+        }
+    }
+    for part in value.split([' ', '\t']) {
+        if part.len() >= REDACT_FROM && !out.iter().any(|o| o == part) {
+            out.push(part.to_owned());
+        }
+    }
+    out.retain(|n| n.len() >= REDACT_FROM);
+    out
 }
 
 /// What one attempt produced.
@@ -413,5 +451,40 @@ mod retry_after_tests {
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    fn with(value: &str) -> Headers {
+        Headers {
+            signed: Vec::new(),
+            custom: vec![("Authorization".to_owned(), value.to_owned())],
+        }
+    }
+
+    #[test]
+    fn echoed_custom_values_are_masked() {
+        let h = with("Bearer abc/def-0123456789");
+        assert_eq!(
+            h.redact("got Bearer abc/def-0123456789 here"),
+            "got ••••••••6789 here"
+        );
+        // The token alone, and escaped by a JSON encoder.
+        assert_eq!(
+            h.redact("bad token abc/def-0123456789"),
+            "bad token ••••••••6789"
+        );
+        assert_eq!(
+            h.redact(r#"{"auth":"Bearer abc\/def-0123456789"}"#),
+            r#"{"auth":"••••••••6789"}"#
+        );
+        // Cut off where the body was cut.
+        assert_eq!(h.redact("echo: Bearer abc/d"), "echo: ••••••••");
+        // Short values and unrelated text stay.
+        assert_eq!(with("t-1").redact("tenant t-1"), "tenant t-1");
+        assert_eq!(h.redact("nothing here"), "nothing here");
     }
 }

@@ -37,6 +37,17 @@ const MASK: &str = "••••••••";
 /// Values at least this long show their last four characters after the mask.
 const SHOW_TAIL_FROM: usize = 16;
 
+/// What a webhook shows in place of custom headers this server cannot open
+/// (sealed with an encryption key it does not have). Not a valid header
+/// name, so writing it back is refused instead of removing the headers.
+pub const UNREADABLE: &str =
+    "(unreadable: sealed with an encryption key this server does not have)";
+
+/// Is `value` a mask (as this module shows values), not a real value?
+pub fn is_masked(value: &str) -> bool {
+    value.starts_with(MASK)
+}
+
 /// Custom headers as a client sends them: name to value. Its `Debug`
 /// output shows only the names.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]

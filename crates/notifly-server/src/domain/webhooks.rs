@@ -76,6 +76,7 @@ pub struct Webhook {
     #[schema(example = json!({"Authorization": "••••••••9a7d", "X-Tenant": "••••••••"}))]
     // Responses remembered for idempotent replay before headers existed lack it.
     #[serde(default)]
+    #[schema(required = true)]
     pub headers: BTreeMap<String, String>,
     /// The content filter events must pass, besides their type; `null`
     /// for none.
@@ -725,7 +726,11 @@ impl Notifly {
         // them all works even if they cannot be opened.
         match input.headers {
             Some(Some(given)) if !given.0.is_empty() => {
-                let current = self.open_headers(&before)?;
+                let current = if given.0.values().any(|v| custom_headers::is_masked(v)) {
+                    self.open_headers(&before)?
+                } else {
+                    Vec::new()
+                };
                 let headers = custom_headers::check(given, &current)?;
                 if headers != current {
                     after.headers = self.keyring.seal_headers(id, &headers);
@@ -857,15 +862,24 @@ impl Notifly {
 
     /// A stored endpoint as the API shows it. Custom headers this server
     /// cannot open (sealed with a key it lacks, which its start-up would
-    /// have refused unless another node sealed them since) show as none,
-    /// with a warning, so that the webhook can still be read, changed or
-    /// deleted; its deliveries fail visibly meanwhile (see the sender).
+    /// have refused unless another node sealed them since) show as one
+    /// entry that says so, under a name no header can have: the webhook can
+    /// still be read, deleted, or given new headers, but writing back what
+    /// was read is refused rather than taken as "no headers". Its
+    /// deliveries fail visibly meanwhile (see the sender).
     fn view(&self, r: EndpointRecord) -> Webhook {
-        let headers = self.open_headers(&r).unwrap_or_else(|e| {
-            tracing::warn!(endpoint = %r.id, error = %e, "cannot open the webhook's custom headers; answering without them");
-            Vec::new()
-        });
-        Webhook::of(r, &headers)
+        match self.open_headers(&r) {
+            Ok(headers) => Webhook::of(r, &headers),
+            Err(e) => {
+                tracing::warn!(endpoint = %r.id, error = %e, "cannot open the webhook's custom headers");
+                let mut w = Webhook::of(r, &[]);
+                w.headers = BTreeMap::from([(
+                    custom_headers::UNREADABLE.to_owned(),
+                    custom_headers::mask(""),
+                )]);
+                w
+            }
+        }
     }
 
     /// An endpoint's custom headers, opened.

@@ -221,18 +221,21 @@ impl DeliveryWrites for Handle<PgTx> {
     }
 }
 
-/// An account's subscribed endpoints with a content filter, matched
-/// against `e`: the ids of all of them, and of those it passes. Finding
-/// none, the account is no longer noted as filtering.
+/// An account's enabled endpoints with a content filter, those subscribed
+/// to `e`'s type matched against it: the ids of all of them, and of those
+/// it passes. Only an account with no filtered endpoint at all is no longer
+/// noted as filtering (one whose filtered endpoints take other types stays
+/// noted, or it would flip at every event of another type).
 async fn filters_first(
     tx: &mut PgTx,
     account: &str,
     e: &EventRecord,
 ) -> StoreResult<(Vec<String>, Vec<String>)> {
-    let filtered: Vec<(String, String)> = sqlx::query_as(
-        "SELECT f.id, f.filter FROM endpoints f
-         WHERE f.account_id = $1 AND f.enabled AND f.filter IS NOT NULL
-           AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = f.id AND s.event_type IN ($2, '*'))",
+    let filtered: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT f.id, f.filter,
+                EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = f.id AND s.event_type IN ($2, '*'))
+         FROM endpoints f
+         WHERE f.account_id = $1 AND f.enabled AND f.filter IS NOT NULL",
     )
     .bind(account)
     .bind(&e.event_type)
@@ -242,6 +245,11 @@ async fn filters_first(
     if filtered.is_empty() {
         tx.note_account_filters(account, false);
     }
+    let filtered: Vec<(String, String)> = filtered
+        .into_iter()
+        .filter(|(_, _, subscribed)| *subscribed)
+        .map(|(id, filter, _)| (id, filter))
+        .collect();
     let matched = filtered.iter().map(|(id, _)| id.clone()).collect();
     let passing = crate::store::passing_filters(filtered, |(id, _)| id, |(_, f)| Some(f), e)
         .into_iter()

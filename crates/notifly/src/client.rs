@@ -18,9 +18,22 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub url: String,
-    /// An API key of the account (`notifly accounts create` prints one).
+    /// An API key of the account (`notifly accounts create` prints one),
+    /// or the environment variable NOTIFLY_API_KEY.
     #[arg(long, env = "NOTIFLY_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    pub api_key: Option<String>,
+}
+
+impl ServerArgs {
+    /// The API key, or an error that says how to give one.
+    pub fn key(&self) -> anyhow::Result<&str> {
+        match self.api_key.as_deref().map(str::trim) {
+            Some(key) if !key.is_empty() => Ok(key),
+            _ => bail!(
+                "no API key: pass --api-key nfly_sk_… or set NOTIFLY_API_KEY (the first `notifly serve` printed one; `notifly accounts create` makes another)"
+            ),
+        }
+    }
 }
 
 /// An authenticated API client.
@@ -33,6 +46,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(args: &ServerArgs) -> anyhow::Result<Api> {
+        let key = args.key()?;
         let base = args.url.trim_end_matches('/').to_owned();
         let parsed =
             reqwest::Url::parse(&base).with_context(|| format!("--url `{base}` is not a URL"))?;
@@ -44,7 +58,7 @@ impl Api {
                 .connect_timeout(Duration::from_secs(5))
                 .build()?,
             base,
-            auth: format!("Bearer {}", args.api_key.trim()),
+            auth: format!("Bearer {key}"),
         })
     }
 

@@ -276,7 +276,7 @@ fn secrets_file() -> anyhow::Result<std::path::PathBuf> {
 fn remembered_secret(server: &ServerArgs, renew: bool) -> anyhow::Result<(String, &'static str)> {
     use sha2::{Digest, Sha256};
     let path = secrets_file()?;
-    let key_hash = hex::encode(&Sha256::digest(server.api_key.trim().as_bytes())[..8]);
+    let key_hash = hex::encode(&Sha256::digest(server.key()?.as_bytes())[..8]);
     let slot = format!("{} {key_hash}", server.url.trim_end_matches('/'));
     let mut secrets: std::collections::BTreeMap<String, String> = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)

@@ -40,7 +40,8 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Make an event of a given type happen on a server.
     Trigger(trigger::TriggerArgs),
-    /// Measure the server: see `notifly bench --help`.
+    /// Measure a real server on this machine: API writes, deliveries,
+    /// content filters.
     Bench(bench::BenchArgs),
 }
 
@@ -204,9 +205,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         config.encryption_key = Some(notifly_server::config::EncryptionKeys(keys));
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "cannot listen on {}: the address is already in use (another notifly, or another program, is on that port); pick another with --listen 127.0.0.1:8081 or NOTIFLY_LISTEN",
+            config.listen
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot listen on {}", config.listen));
+        }
+    };
     notifly_server::run(config, listener, shutdown_signal()).await
 }
 

@@ -38,6 +38,22 @@ use crate::domain::Notifly;
 use crate::store::Listed;
 use error::ApiError;
 
+/// What an unknown route answers: the JSON 404, except for a browser
+/// opening the server's root (`Accept: text/html`), which is sent to the
+/// dashboard.
+async fn not_found(request: axum::extract::Request) -> axum::response::Response {
+    use axum::response::{IntoResponse, Redirect};
+    let wants_html = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if request.uri().path() == "/" && request.method() == axum::http::Method::GET && wants_html {
+        return Redirect::to("/dashboard").into_response();
+    }
+    ApiError::not_found("no such route; see /openapi.json for the API").into_response()
+}
+
 /// Size limits for request bodies.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -183,7 +199,7 @@ pub fn router(state: AppState, pages: Router) -> Router {
                 async move { ([("content-type", "application/json")], (*doc).clone()) }
             }),
         )
-        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json for the API") })
+        .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

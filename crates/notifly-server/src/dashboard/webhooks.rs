@@ -425,6 +425,12 @@ async fn field_errors(
             "events" => &mut errors.events,
             _ => &mut errors.description,
         };
+        // The API's wording names `["*"]`; this page has a checkbox for it.
+        let m = if field == "events" && v.event_list().is_empty() {
+            "Pick at least one event type, or “All events”.".to_owned()
+        } else {
+            m
+        };
         slot.get_or_insert(m);
     }
     if let Err(m) = v.rate_limit() {

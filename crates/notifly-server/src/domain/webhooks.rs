@@ -526,7 +526,7 @@ impl Notifly {
             let port = url.port_or_known_default().unwrap_or(443);
             if let Some(reason) = crate::ssrf::check_host(host, port).await {
                 return Err(DomainError::Invalid(format!(
-                    "url is not allowed: {reason} (operators can allow private networks with NOTIFLY_ALLOW_PRIVATE_URLS=true)"
+                    "url is not allowed: {reason} (for local development, start the server with `notifly serve --dev`; operators can allow private networks with --allow-private-urls or NOTIFLY_ALLOW_PRIVATE_URLS=true)"
                 )));
             }
         }

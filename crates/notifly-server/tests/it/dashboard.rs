@@ -421,7 +421,7 @@ async fn create_shows_every_field_error_next_to_its_field_and_keeps_the_input() 
     page.assert_has(r#"<p class="field-error" id="name-error">name must not be empty</p>"#);
     page.assert_has(r#"<p class="field-error" id="url-error">url must use http or https"#);
     page.assert_has(
-        r#"<p class="field-error" id="events-error">events must list at least one event type"#,
+        r#"<p class="field-error" id="events-error">Pick at least one event type, or “All events”.</p>"#,
     );
     page.assert_has(r#"value="ftp://files.example/in""#);
     page.assert_has("kept &#60;b&#62;as typed&#60;/b&#62;");
@@ -1335,4 +1335,38 @@ async fn a_content_filter_is_set_shown_and_checked_through_the_forms() {
         get_ok(&api, &format!("/v1/webhooks/{id}")).await["filter"],
         Value::Null
     );
+}
+
+#[tokio::test]
+async fn a_browser_at_the_root_is_sent_to_the_dashboard_and_api_clients_get_json() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let browser = http
+        .get(server.url("/"))
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert!(browser.status().is_redirection(), "{}", browser.status());
+    assert_eq!(browser.headers()[LOCATION], "/dashboard");
+    let api = http.get(server.url("/")).send().await.unwrap();
+    assert_eq!(api.status(), 404);
+    let body: Value = api.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no such route")),
+        "{body}"
+    );
+    // Only the root: another unknown page is the JSON 404 for anyone.
+    let elsewhere = http
+        .get(server.url("/nothing"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
 }

@@ -543,6 +543,7 @@ async fn private_addresses_are_refused_unless_allowed() {
         "http://2130706433/".to_owned(),
         "http://0x7f000001/".to_owned(),
     ];
+    let mut private = 0;
     for url in &urls {
         let (status, body) = c
             .post(
@@ -552,7 +553,14 @@ async fn private_addresses_are_refused_unless_allowed() {
             .await;
         assert_eq!(status, 422, "{url} -> {body}");
         common::assert_error_body(&body, "invalid_request");
+        // A refused private address says what a developer runs, first.
+        let message = body["message"].as_str().unwrap_or_default();
+        if message.contains("is not allowed") {
+            private += 1;
+            assert!(message.contains("notifly serve --dev"), "{message}");
+        }
     }
+    assert!(private > 10, "{private} refusals named private addresses");
     assert!(c.list_all("/v1/webhooks").await.is_empty());
 
     // A public address is fine; moving it to a private one is not.

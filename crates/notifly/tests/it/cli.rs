@@ -387,6 +387,19 @@ async fn bad_input_gets_a_clear_message_and_a_nonzero_exit() {
         "{err}"
     );
 
+    // Without a key: says how to give one, by flag or environment.
+    let out = server
+        .client(&["listen", "--forward-to", "http://127.0.0.1:9/hook"])
+        .env_remove("NOTIFLY_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--api-key") && err.contains("NOTIFLY_API_KEY"),
+        "{err}"
+    );
+
     let out = server
         .client(&["trigger", "contact.created", "--url", "http://127.0.0.1:9"])
         .output()

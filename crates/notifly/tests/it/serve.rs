@@ -363,3 +363,19 @@ async fn no_secret_reaches_the_log_or_the_metrics() {
         }
     }
 }
+
+#[test]
+fn a_port_in_use_says_how_to_pick_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = serve_in(dir.path(), port, &[]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already in use")
+            && err.contains("--listen")
+            && err.contains("NOTIFLY_LISTEN"),
+        "{err}"
+    );
+}

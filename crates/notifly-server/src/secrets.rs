@@ -385,12 +385,15 @@ pub async fn seal_stored(
                 }
             }
             // Custom headers were sealed from the start: never plaintext.
-            if let Some(headers) = &row.headers {
-                keyring.open_headers(id, Some(headers)).map_err(|e| {
+            let headers = keyring
+                .open_headers(id, row.headers.as_deref())
+                .map_err(|e| {
                     anyhow::anyhow!("cannot open the custom headers of webhook endpoint {id}: {e}")
                 })?;
-                older |= keyring.sealing(headers) == Sealing::Older;
-            }
+            older |= row
+                .headers
+                .as_deref()
+                .is_some_and(|h| keyring.sealing(h) == Sealing::Older);
             if !(plain || (older && reseal)) {
                 done.older += u64::from(older);
                 continue;
@@ -402,12 +405,7 @@ pub async fn seal_stored(
                 endpoint_id: id.clone(),
                 secret: reseal_one(&row.secret)?,
                 previous_secret: row.previous_secret.as_deref().map(reseal_one).transpose()?,
-                headers: match &row.headers {
-                    Some(stored) => {
-                        keyring.seal_headers(id, &keyring.open_headers(id, Some(stored))?)
-                    }
-                    None => None,
-                },
+                headers: keyring.seal_headers(id, &headers),
             };
             if store.replace_endpoint_keys(&row, &sealed).await? {
                 retries = 0;

@@ -578,18 +578,10 @@ pub async fn update(
         filter: None,
     };
     // Likewise the delivery controls, the custom headers and the filter.
-    let rate_limit = match form.get("rate_limit") {
-        None => Ok(None),
-        Some(_) => v.rate_limit().map(Some),
-    };
-    let headers = match form.get("headers") {
-        None => Ok(None),
-        Some(_) => v.headers().map(|h| Some(Some(h))),
-    };
-    let filter = match form.get("filter") {
-        None => Ok(None),
-        Some(_) => v.filter().map(Some),
-    };
+    let given = |field: &str| form.get(field).is_some();
+    let rate_limit = given("rate_limit").then(|| v.rate_limit()).transpose();
+    let headers = given("headers").then(|| v.headers().map(Some)).transpose();
+    let filter = given("filter").then(|| v.filter()).transpose();
     let input = match rate_limit.and_then(|r| Ok((r, headers?, filter?))) {
         Ok((rate_limit, headers, filter)) => UpdateWebhook {
             rate_limit,

@@ -136,6 +136,12 @@ impl Browser {
         self.post_raw(path, &all).await
     }
 
+    /// Submits a form page to itself (as the edit forms do), with owned values.
+    async fn submit(&mut self, path: &str, fields: &[(&str, String)]) -> Page {
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.post(path, path, &fields).await
+    }
+
     async fn login(&mut self, key: &str) -> Page {
         self.post_raw("/dashboard/login", &[("api_key", key), ("next", "")])
             .await
@@ -1173,15 +1179,7 @@ async fn rate_limit_and_ordering_are_set_shown_and_checked_through_the_forms() {
     // A rate that is not a whole number from 1 to 10000: refused next to
     // its field, with what was typed kept, and nothing changed.
     for bad in ["0", "2.5", "lots", "10001"] {
-        let form = fields(bad);
-        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let page = b
-            .post(
-                &format!("{page_path}/edit"),
-                &format!("{page_path}/edit"),
-                &form,
-            )
-            .await;
+        let page = b.submit(&format!("{page_path}/edit"), &fields(bad)).await;
         assert_eq!(page.status, 422, "{bad}: {}", page.body);
         page.assert_has(r#"id="rate_limit-error""#);
         page.assert_has(&format!(r#"value="{bad}""#));
@@ -1192,15 +1190,7 @@ async fn rate_limit_and_ordering_are_set_shown_and_checked_through_the_forms() {
         (&Value::Null, &json!("none"))
     );
 
-    let form = fields("25");
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let page = b
-        .post(
-            &format!("{page_path}/edit"),
-            &format!("{page_path}/edit"),
-            &form,
-        )
-        .await;
+    let page = b.submit(&format!("{page_path}/edit"), &fields("25")).await;
     assert_eq!(page.status, 303, "{}", page.body);
     let w = get_ok(&api, &format!("/v1/webhooks/{id}")).await;
     assert_eq!(
@@ -1211,15 +1201,7 @@ async fn rate_limit_and_ordering_are_set_shown_and_checked_through_the_forms() {
     shown.assert_has("25 per second");
     shown.assert_has("<code>per_resource</code>");
     // Emptied, the limit goes.
-    let form = fields("");
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let page = b
-        .post(
-            &format!("{page_path}/edit"),
-            &format!("{page_path}/edit"),
-            &form,
-        )
-        .await;
+    let page = b.submit(&format!("{page_path}/edit"), &fields("")).await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert_eq!(
         get_ok(&api, &format!("/v1/webhooks/{id}")).await["rate_limit"],
@@ -1247,9 +1229,7 @@ async fn custom_headers_are_set_masked_revealed_and_kept_through_the_forms() {
     // A reserved name or a line without a colon: refused next to the field,
     // the text kept, nothing changed.
     for bad in ["X-Notifly-Attempt: 9", "Authorization Bearer x"] {
-        let form = submit(bad);
-        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let page = b.post(&edit_path, &edit_path, &form).await;
+        let page = b.submit(&edit_path, &submit(bad)).await;
         assert_eq!(page.status, 422, "{bad}: {}", page.body);
         page.assert_has(r#"id="headers-error""#);
         page.assert_has(bad);
@@ -1260,9 +1240,12 @@ async fn custom_headers_are_set_masked_revealed_and_kept_through_the_forms() {
     );
 
     let token = "Bearer 0123456789abcdef";
-    let form = submit(&format!("Authorization: {token}\nX-Tenant: t-1\n"));
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let page = b.post(&edit_path, &edit_path, &form).await;
+    let page = b
+        .submit(
+            &edit_path,
+            &submit(&format!("Authorization: {token}\nX-Tenant: t-1\n")),
+        )
+        .await;
     assert_eq!(page.status, 303, "{}", page.body);
     let shown = b.get(&page_path).await;
     shown.assert_has("Authorization: ••••••••cdef");
@@ -1275,9 +1258,12 @@ async fn custom_headers_are_set_masked_revealed_and_kept_through_the_forms() {
     let edit = b.get(&edit_path).await;
     edit.assert_has("Authorization: ••••••••cdef");
     edit.assert_lacks(token);
-    let form = submit("Authorization: ••••••••cdef\nX-Tenant: t-2");
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let page = b.post(&edit_path, &edit_path, &form).await;
+    let page = b
+        .submit(
+            &edit_path,
+            &submit("Authorization: ••••••••cdef\nX-Tenant: t-2"),
+        )
+        .await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert_eq!(
         get_ok(&api, &format!("/v1/webhooks/{id}/headers")).await["headers"],
@@ -1305,9 +1291,7 @@ async fn a_content_filter_is_set_shown_and_checked_through_the_forms() {
         ("{payload", "not valid JSON"),
         (r#"{"payload": {"id": {"$like": "x"}}}"#, "unknown operator"),
     ] {
-        let form = submit(bad);
-        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let page = b.post(&edit_path, &edit_path, &form).await;
+        let page = b.submit(&edit_path, &submit(bad)).await;
         assert_eq!(page.status, 422, "{bad}: {}", page.body);
         page.assert_has(r#"id="filter-error""#);
         page.assert_has(why);
@@ -1316,9 +1300,12 @@ async fn a_content_filter_is_set_shown_and_checked_through_the_forms() {
         get_ok(&api, &format!("/v1/webhooks/{id}")).await["filter"],
         Value::Null
     );
-    let form = submit(r#"{"payload": {"conversation_id": "c-1"}}"#);
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let page = b.post(&edit_path, &edit_path, &form).await;
+    let page = b
+        .submit(
+            &edit_path,
+            &submit(r#"{"payload": {"conversation_id": "c-1"}}"#),
+        )
+        .await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert_eq!(
         get_ok(&api, &format!("/v1/webhooks/{id}")).await["filter"],
@@ -1327,9 +1314,7 @@ async fn a_content_filter_is_set_shown_and_checked_through_the_forms() {
     b.get(&page_path).await.assert_has("conversation_id");
     b.get(&edit_path).await.assert_has("conversation_id");
     // Emptied, it goes.
-    let form = submit("");
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let page = b.post(&edit_path, &edit_path, &form).await;
+    let page = b.submit(&edit_path, &submit("")).await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert_eq!(
         get_ok(&api, &format!("/v1/webhooks/{id}")).await["filter"],

@@ -414,10 +414,8 @@ pub(super) async fn insert_event_with_deliveries(
     let body = axum::body::Bytes::from(e.body.clone());
     let mut handed = 0;
     let mut rest = Vec::new();
-    for t in &passed {
-        rest.push(t.id.clone());
-        tx.claimable = true;
-    }
+    rest.extend(passed.iter().map(|t| t.id.clone()));
+    tx.claimable |= !passed.is_empty();
     for t in &targets {
         let leased = match (&hand_off, &t.url, &t.secret) {
             (Some(h), Some(url), Some(secret)) => {

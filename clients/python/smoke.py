@@ -139,7 +139,8 @@ def main() -> None:
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     hook_url = f"http://127.0.0.1:{receiver.server_address[1]}/webhooks"
 
-    # A webhook for three event types, typed by the document's enum.
+    # A webhook for three event types and an operational one, typed by the
+    # document's enum.
     created = create_webhook.sync_detailed(
         client=client,
         body=CreateWebhook(
@@ -149,6 +150,7 @@ def main() -> None:
                 CreateWebhookEventsEventTypesItem.CONTACT_CREATED,
                 CreateWebhookEventsEventTypesItem.CONVERSATION_CREATED,
                 CreateWebhookEventsEventTypesItem.MESSAGE_CREATED,
+                CreateWebhookEventsEventTypesItem.DELIVERY_EXHAUSTED,
             ],
             # With a custom header for the receiver to check: answered masked.
             headers=CreateWebhookHeaders.from_dict({"X-Smoke-Token": SMOKE_TOKEN}),
@@ -163,6 +165,10 @@ def main() -> None:
     check(
         webhook.headers["X-Smoke-Token"] == "••••••••" + SMOKE_TOKEN[-4:],
         f"the custom header is answered masked: {webhook.headers.to_dict()!r}",
+    )
+    check(
+        webhook.events == ["contact.created", "conversation.created", "message.created", "delivery.exhausted"],
+        f"the webhook's subscription as asked: {webhook.events!r}",
     )
     SECRET.append(webhook.secret)
     step(f"webhook {webhook.id} -> {hook_url}")

@@ -121,8 +121,14 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
   const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/webhooks`;
 
-  // A webhook for three event types, typed by the document's enum.
-  const events: Schemas["CreateWebhook"]["events"] = ["contact.created", "conversation.created", "message.created"];
+  // A webhook for three event types and an operational one, typed by the
+  // document's enum.
+  const events: Schemas["CreateWebhook"]["events"] = [
+    "contact.created",
+    "conversation.created",
+    "message.created",
+    "delivery.exhausted",
+  ];
   // With a custom header for the receiver to check: answered masked.
   const headers: Schemas["CreateWebhook"]["headers"] = { "X-Smoke-Token": SMOKE_TOKEN };
   const hook = await client.POST("/v1/webhooks", { body: { name: "typescript smoke", url: hookUrl, events, headers } });
@@ -130,6 +136,7 @@ async function main(): Promise<void> {
   const webhook: Schemas["Webhook"] = hook.data;
   check(typeof webhook.secret === "string" && webhook.secret.startsWith("whsec_"), "the new webhook shows its secret");
   check(webhook.headers["X-Smoke-Token"] === "••••••••" + SMOKE_TOKEN.slice(-4), "the custom header is answered masked");
+  check(JSON.stringify(webhook.events) === JSON.stringify(events), `the webhook's subscription as asked: ${webhook.events}`);
   secret = webhook.secret;
   step(`webhook ${webhook.id} -> ${hookUrl}`);
 

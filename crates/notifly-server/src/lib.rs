@@ -12,6 +12,7 @@ pub mod domain;
 pub mod filter;
 pub mod ids;
 pub mod metrics;
+pub mod notices;
 pub mod peers;
 pub mod retention;
 pub mod secrets;
@@ -121,10 +122,13 @@ pub async fn run(
     let dispatch_config = config.dispatch()?;
     let slots = Arc::new(dispatch::slots(&node, &dispatch_config));
     let notifly = notifly.paced_by(slots.clone());
+    let notices = Arc::new(tokio::sync::Notify::new());
+    let poll_interval = dispatch_config.poll_interval;
     let dispatcher = dispatch::Dispatcher::spawn(
         node.clone(),
         store.clone(),
         notifly.wake_signal(),
+        notices.clone(),
         dispatch_config,
         slots,
         metrics.clone(),
@@ -139,6 +143,12 @@ pub async fn run(
         store.clone(),
         keep,
         purge_every,
+        stop_dispatch.clone(),
+    ));
+    let publisher = tokio::spawn(notices::run(
+        notifly.clone(),
+        notices,
+        poll_interval,
         stop_dispatch.clone(),
     ));
     let announcer = tokio::spawn(peers::announce(
@@ -191,6 +201,7 @@ pub async fn run(
     stop_dispatch.cancel();
     dispatcher.join().await;
     let _ = purger.await;
+    let _ = publisher.await;
     let _ = announcer.await;
     let _ = follower.await;
     store.close().await;

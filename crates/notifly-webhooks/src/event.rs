@@ -4,8 +4,10 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::resources::{Attachment, Contact, Conversation, Group, Message};
-use crate::{Action, EventType, ResourceKind};
+use crate::resources::{
+    Attachment, Contact, Conversation, ExhaustedDelivery, Group, Message, WebhookEndpoint,
+};
+use crate::{Action, AnyEventType, EventType, OperationalEventType, ResourceKind};
 
 /// A parsed webhook: the event id and the typed event.
 ///
@@ -62,10 +64,14 @@ impl WebhookEvent {
 }
 
 macro_rules! events {
-    ($(
+    (resource {$(
         $(#[doc = $doc:literal])*
         $variant:ident($payload:ident) = $resource:ident . $action:ident;
-    )*) => {
+    )*}
+    operational {$(
+        $(#[doc = $odoc:literal])*
+        $ovariant:ident($opayload:ident) = $otype:ident;
+    )*}) => {
         /// What happened: one variant per event type, carrying the resource.
         ///
         /// For a `*.deleted` event the resource is as it was just before
@@ -79,6 +85,10 @@ macro_rules! events {
                 $(#[doc = $doc])*
                 $variant($payload),
             )*
+            $(
+                $(#[doc = $odoc])*
+                $ovariant($opayload),
+            )*
             /// An event type this version of the crate does not know, with
             /// its payload as raw JSON.
             Unknown {
@@ -90,12 +100,23 @@ macro_rules! events {
         }
 
         impl Event {
-            /// The event type, or `None` for [`Event::Unknown`].
+            /// The resource event type, or `None` for an operational event
+            /// and for [`Event::Unknown`].
             pub fn known_type(&self) -> Option<EventType> {
+                match self.any_type()? {
+                    AnyEventType::Resource(t) => Some(t),
+                    AnyEventType::Operational(_) => None,
+                }
+            }
+
+            /// The event type, resource or operational, or `None` for
+            /// [`Event::Unknown`].
+            pub fn any_type(&self) -> Option<AnyEventType> {
                 match self {
                     $(Event::$variant(_) => {
-                        Some(EventType::new(ResourceKind::$resource, Action::$action))
+                        Some(EventType::new(ResourceKind::$resource, Action::$action).into())
                     })*
+                    $(Event::$ovariant(_) => Some(OperationalEventType::$otype.into()),)*
                     Event::Unknown { .. } => None,
                 }
             }
@@ -107,14 +128,18 @@ macro_rules! events {
                     $(Event::$variant(_) => {
                         EventType::new(ResourceKind::$resource, Action::$action).as_str()
                     })*
+                    $(Event::$ovariant(_) => OperationalEventType::$otype.as_str(),)*
                     Event::Unknown { event_type, .. } => event_type,
                 }
             }
 
-            /// The id of the resource the event is about, if it has one.
+            /// The id of the resource the event is about (for an
+            /// operational event, of the webhook or the delivery), if it
+            /// has one.
             pub fn resource_id(&self) -> Option<&str> {
                 match self {
                     $(Event::$variant(p) => Some(&p.id),)*
+                    $(Event::$ovariant(p) => Some(&p.id),)*
                     Event::Unknown { payload, .. } => payload.get("id").and_then(Value::as_str),
                 }
             }
@@ -125,16 +150,23 @@ macro_rules! events {
             /// [`Event::Unknown`]; a known one whose payload does not have
             /// its resource's shape is an error.
             pub fn from_parts(event_type: &str, payload: Value) -> Result<Self, serde_json::Error> {
-                let Ok(known) = event_type.parse::<EventType>() else {
+                let Ok(known) = event_type.parse::<AnyEventType>() else {
                     return Ok(Event::Unknown {
                         event_type: event_type.to_owned(),
                         payload,
                     });
                 };
-                match (known.resource(), known.action()) {
-                    $((ResourceKind::$resource, Action::$action) => {
-                        serde_json::from_value(payload).map(Event::$variant)
-                    })*
+                match known {
+                    AnyEventType::Resource(known) => match (known.resource(), known.action()) {
+                        $((ResourceKind::$resource, Action::$action) => {
+                            serde_json::from_value(payload).map(Event::$variant)
+                        })*
+                    },
+                    AnyEventType::Operational(known) => match known {
+                        $(OperationalEventType::$otype => {
+                            serde_json::from_value(payload).map(Event::$ovariant)
+                        })*
+                    },
                 }
             }
         }
@@ -146,6 +178,7 @@ macro_rules! events {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 match self.0 {
                     $(Event::$variant(p) => p.serialize(serializer),)*
+                    $(Event::$ovariant(p) => p.serialize(serializer),)*
                     Event::Unknown { payload, .. } => payload.serialize(serializer),
                 }
             }
@@ -154,6 +187,7 @@ macro_rules! events {
 }
 
 events! {
+    resource {
     /// `contact.created`: a new contact was created.
     ContactCreated(Contact) = Contact.Created;
     /// `contact.updated`: an existing contact was updated.
@@ -184,6 +218,18 @@ events! {
     AttachmentUpdated(Attachment) = Attachment.Updated;
     /// `attachment.deleted`: an attachment was deleted.
     AttachmentDeleted(Attachment) = Attachment.Deleted;
+    }
+    operational {
+        /// `webhook.disabled`: Notifly disabled one of the account's
+        /// webhooks (see `disabled_reason`).
+        WebhookDisabled(WebhookEndpoint) = WebhookDisabled;
+        /// `webhook.circuit_opened`: a webhook's circuit opened.
+        WebhookCircuitOpened(WebhookEndpoint) = WebhookCircuitOpened;
+        /// `webhook.circuit_closed`: a webhook's circuit closed again.
+        WebhookCircuitClosed(WebhookEndpoint) = WebhookCircuitClosed;
+        /// `delivery.exhausted`: a delivery failed its last retry.
+        DeliveryExhausted(ExhaustedDelivery) = DeliveryExhausted;
+    }
 }
 
 impl Serialize for WebhookEvent {
@@ -253,6 +299,31 @@ mod tests {
             let event = Event::from_parts(t.as_str(), payload).unwrap();
             assert_eq!(event.known_type(), Some(t));
             assert_eq!(event.event_type(), t.as_str());
+        }
+        let webhook = serde_json::json!({
+            "id": "w", "name": "Ops", "url": "https://example.com/h", "events": ["*"],
+            "enabled": false, "disabled_reason": "the endpoint answered 410 Gone",
+            "created_at": 1, "updated_at": 2
+        });
+        let delivery = serde_json::json!({
+            "id": "d", "webhook_id": "w", "event_id": "e", "event_type": "message.created",
+            "status": "failed", "attempts": 9, "created_at": 1, "updated_at": 2,
+            "last_attempt": {"id": "a", "attempt": 9, "started_at": 2, "duration_ms": 10,
+                             "status_code": 500}
+        });
+        for t in OperationalEventType::ALL {
+            let payload = match t {
+                OperationalEventType::DeliveryExhausted => delivery.clone(),
+                _ => webhook.clone(),
+            };
+            let event = Event::from_parts(t.as_str(), payload.clone()).unwrap();
+            assert_eq!(event.any_type(), Some(t.into()));
+            assert_eq!(event.known_type(), None);
+            assert_eq!(event.event_type(), t.as_str());
+            assert_eq!(
+                serde_json::to_value(PayloadRef(&event)).unwrap()["id"],
+                payload["id"]
+            );
         }
     }
 }

@@ -176,16 +176,25 @@ impl fmt::Display for EventType {
     }
 }
 
-/// The error for a string that is not one of the 15 event types.
+/// The error for a string that is not a known event type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseEventTypeError(String);
+
+impl ParseEventTypeError {
+    pub(crate) fn new(name: &str) -> Self {
+        ParseEventTypeError(name.chars().take(64).collect())
+    }
+}
 
 impl fmt::Display for ParseEventTypeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown event type `{}`; expected `<resource>.<action>` with resource one of contact, conversation, message, group, attachment and action one of created, updated, deleted",
-            self.0
+            "unknown event type `{}`; expected `<resource>.<action>` with resource one of contact, conversation, message, group, attachment and action one of created, updated, deleted, or an operational event type ({})",
+            self.0,
+            crate::OperationalEventType::ALL
+                .map(crate::OperationalEventType::as_str)
+                .join(", ")
         )
     }
 }
@@ -199,7 +208,7 @@ impl FromStr for EventType {
         EventType::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| ParseEventTypeError(s.chars().take(64).collect()))
+            .ok_or_else(|| ParseEventTypeError::new(s))
     }
 }
 

@@ -92,6 +92,7 @@ mod event_type;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
+mod operational;
 pub mod resources;
 pub mod sign;
 mod signature;
@@ -104,7 +105,11 @@ pub use event_type::{Action, EventType, ParseEventTypeError, ResourceKind};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::{VerifiedEvent, WebhookRejection};
-pub use resources::{Attachment, Contact, Conversation, Group, Message, Reaction};
+pub use operational::{AnyEventType, OperationalEventType};
+pub use resources::{
+    Attachment, Contact, Conversation, ExhaustedDelivery, Group, LastAttempt, Message, Reaction,
+    WebhookEndpoint,
+};
 pub use sign::{
     EndpointKeys, PublicKey, SignatureHeaders, SigningKey, endpoint_signature_headers,
     signature_headers,
@@ -123,10 +128,12 @@ pub use webhook::{DEFAULT_TOLERANCE, Webhook, WebhookError};
 pub struct Envelope<P = serde_json::Value> {
     /// The event id: a 16-character base62 string, stable across retries.
     pub id: String,
-    /// What happened, e.g. `message.updated`.
+    /// What happened, e.g. `message.updated` (or an operational event
+    /// type, such as `webhook.disabled`).
     #[serde(rename = "type")]
-    pub event_type: EventType,
-    /// The resource the event is about.
+    pub event_type: AnyEventType,
+    /// The resource the event is about (for an operational event, the
+    /// webhook or the delivery).
     pub payload: P,
 }
 

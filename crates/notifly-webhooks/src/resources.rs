@@ -153,3 +153,105 @@ pub struct Group {
     #[serde(default)]
     pub archived_at: Option<i64>,
 }
+
+/// A webhook as the REST API returns it: the payload of the `webhook.*`
+/// operational events. Custom header values are masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WebhookEndpoint {
+    /// The webhook's id.
+    pub id: String,
+    /// Its name, e.g. `Order sync`.
+    pub name: String,
+    /// Where deliveries go.
+    pub url: String,
+    /// A description, if set.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Subscribed event types, or `["*"]` for every resource event.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Whether deliveries are sent to it.
+    pub enabled: bool,
+    /// Why it is disabled, when it is.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    /// `hmac-sha256` or `ed25519`.
+    #[serde(default)]
+    pub signature_scheme: Option<String>,
+    /// Its circuit breaker: `closed`, `open` or `half_open`.
+    #[serde(default)]
+    pub circuit: Option<String>,
+    /// When the circuit last changed.
+    #[serde(default)]
+    pub circuit_since: Option<i64>,
+    /// Most deliveries started per second, if limited.
+    #[serde(default)]
+    pub rate_limit: Option<i64>,
+    /// `none` or `per_resource`.
+    #[serde(default)]
+    pub ordering: Option<String>,
+    /// Custom header names, values masked.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Its content filter, if any.
+    #[serde(default)]
+    pub filter: Option<serde_json::Value>,
+    /// When the webhook was created.
+    pub created_at: i64,
+    /// When it was last changed.
+    pub updated_at: i64,
+}
+
+/// The last attempt of an exhausted delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LastAttempt {
+    /// The attempt's id.
+    pub id: String,
+    /// Its number, 1 for the first.
+    pub attempt: i64,
+    /// When it started.
+    pub started_at: i64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: i64,
+    /// The HTTP status the endpoint answered, if it answered.
+    #[serde(default)]
+    pub status_code: Option<i64>,
+    /// Why no response came, or why it was not accepted.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A delivery that failed its last retry: the payload of
+/// `delivery.exhausted`. The whole attempt log is at
+/// `GET /v1/deliveries/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ExhaustedDelivery {
+    /// The delivery's id.
+    pub id: String,
+    /// The webhook it was for.
+    pub webhook_id: String,
+    /// The event it carried (its `webhook-id`).
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// `failed`.
+    pub status: String,
+    /// How many attempts were made.
+    pub attempts: i64,
+    /// When the last attempt started.
+    #[serde(default)]
+    pub last_attempt_at: Option<i64>,
+    /// The HTTP status of the last attempt, if it got a response.
+    #[serde(default)]
+    pub last_status_code: Option<i64>,
+    /// The last attempt.
+    #[serde(default)]
+    pub last_attempt: Option<LastAttempt>,
+    /// When the delivery was created.
+    pub created_at: i64,
+    /// When it was last changed.
+    pub updated_at: i64,
+}

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::StreamExt;
 use notifly_server::dispatch::{Signing, delivery_headers};
-use notifly_webhooks::EventType;
+use notifly_webhooks::{AnyEventType, EventType};
 
 use crate::client::{Api, ServerArgs, clock};
 
@@ -17,7 +17,11 @@ pub struct ListenArgs {
     /// Where to POST each event, e.g. http://localhost:3000/webhooks.
     #[arg(long)]
     forward_to: String,
-    /// Only these event types, comma-separated (default: all).
+    /// Only these event types, comma-separated. Default: every resource
+    /// event (`*`). Operational events (`webhook.disabled`,
+    /// `webhook.circuit_opened`, `webhook.circuit_closed`,
+    /// `delivery.exhausted`) come only when named, e.g.
+    /// `--events '*,webhook.disabled'`.
     #[arg(long, value_delimiter = ',')]
     events: Vec<String>,
     /// Sign with this secret (`whsec_…`) instead of the one remembered for
@@ -90,10 +94,12 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         })?;
     let mut types = HashSet::new();
     for t in &args.events {
-        let t: EventType = t
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--events: {e}"))?;
+        let t = t.trim();
+        if t == "*" {
+            types.extend(EventType::ALL.map(EventType::as_str));
+            continue;
+        }
+        let t: AnyEventType = t.parse().map_err(|e| anyhow::anyhow!("--events: {e}"))?;
         types.insert(t.as_str());
     }
     let api = Api::new(&args.server)?;

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
-use notifly_webhooks::EventType;
+use notifly_webhooks::AnyEventType;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -81,7 +81,8 @@ async fn get_event(
 pub struct StreamEvents {
     /// Resume after this event id (the `Last-Event-ID` header does the same).
     after: Option<String>,
-    /// Only these event types, comma-separated.
+    /// Only these event types, comma-separated. Without it, every resource
+    /// event; operational events (`webhook.disabled`, …) only when named.
     types: Option<String>,
 }
 
@@ -109,7 +110,7 @@ async fn stream_events(
             list.split(',')
                 .map(|t| {
                     t.trim()
-                        .parse::<EventType>()
+                        .parse::<AnyEventType>()
                         .map_err(|e| ApiError::bad_request(format!("types: {e}")))
                 })
                 .collect::<Result<HashSet<_>, _>>()?,
@@ -144,12 +145,15 @@ async fn stream_events(
                 Ok(batch) if !batch.is_empty() => {
                     for record in batch {
                         st.position = Some(record.id.clone());
-                        let wanted = st.types.as_ref().is_none_or(|types| {
-                            record
-                                .event_type
-                                .parse()
-                                .is_ok_and(|t: EventType| types.contains(&t))
-                        });
+                        // Without `types`, every resource event: like
+                        // `"*"`, not the operational ones.
+                        let wanted =
+                            record.event_type.parse().is_ok_and(|t: AnyEventType| {
+                                match &st.types {
+                                    Some(types) => types.contains(&t),
+                                    None => !t.is_operational(),
+                                }
+                            });
                         if wanted {
                             st.pending.push_back(
                                 SseEvent::default()
@@ -180,7 +184,7 @@ struct Streaming {
     account: String,
     /// The last event read (sent or filtered out).
     position: Option<String>,
-    types: Option<HashSet<EventType>>,
+    types: Option<HashSet<AnyEventType>>,
     commits: tokio::sync::watch::Receiver<u64>,
     shutdown: tokio_util::sync::CancellationToken,
     pending: VecDeque<SseEvent>,

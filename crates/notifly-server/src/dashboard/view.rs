@@ -2,7 +2,7 @@
 //! event-type catalogue grouped by resource, pretty JSON and the health chart.
 //! Templates only lay it out (and escape it).
 
-use notifly_webhooks::{EventType, ResourceKind};
+use notifly_webhooks::{EventType, OperationalEventType, ResourceKind};
 
 use super::session::{Current, Flash};
 use crate::domain::deliveries::WebhookHealth;
@@ -172,10 +172,28 @@ pub fn event_groups(selected: &[String]) -> Vec<EventGroup> {
         .collect()
 }
 
-/// A webhook's subscription for a list: `All events`, or the types.
+/// The operational event types, those in `selected` checked.
+pub fn operational_choices(selected: &[String]) -> Vec<EventChoice> {
+    OperationalEventType::ALL
+        .iter()
+        .map(|t| EventChoice {
+            name: t.as_str(),
+            description: t.description(),
+            checked: selected.iter().any(|s| s == t.as_str()),
+        })
+        .collect()
+}
+
+/// A webhook's subscription for a list: `All resource events` (with the
+/// operational types it adds), or the types.
 pub fn events_summary(events: &[String]) -> String {
     if events.iter().any(|e| e == "*") {
-        return "All events".to_owned();
+        let mut summary = "All resource events".to_owned();
+        for e in events.iter().filter(|e| *e != "*") {
+            summary.push_str(", ");
+            summary.push_str(e);
+        }
+        return summary;
     }
     if events.len() > 4 {
         return format!("{} event types", events.len());
@@ -439,4 +457,73 @@ mod tests {
         assert_eq!(nice_ceiling(130), 200);
         assert_eq!(nice_ceiling(2001), 5000);
     }
+}
+
+/// An operational event as a notice: when, what, and about which webhook.
+#[derive(Debug, Clone)]
+pub struct NoticeRow {
+    pub ago: String,
+    pub at: String,
+    /// `off` (bad news) or `ok`.
+    pub badge: &'static str,
+    pub label: &'static str,
+    pub webhook_id: String,
+    pub webhook_name: String,
+    /// What happened, in a sentence.
+    pub detail: String,
+    /// The exhausted delivery's page.
+    pub delivery_href: Option<String>,
+}
+
+/// The notices to show; `names` gives the webhooks' current names where the
+/// event does not carry one.
+pub fn notice_rows(
+    notices: Vec<crate::domain::notices::Notice>,
+    names: &std::collections::HashMap<String, String>,
+    now: i64,
+) -> Vec<NoticeRow> {
+    notices
+        .into_iter()
+        .map(|n| {
+            let (badge, label) = match n.event_type {
+                OperationalEventType::WebhookDisabled => ("off", "Disabled"),
+                OperationalEventType::WebhookCircuitOpened => ("off", "Circuit opened"),
+                OperationalEventType::WebhookCircuitClosed => ("ok", "Circuit closed"),
+                _ => ("off", "Delivery exhausted"),
+            };
+            let detail = match (n.event_type, &n.delivery) {
+                (OperationalEventType::WebhookDisabled, _) => n
+                    .disabled_reason
+                    .clone()
+                    .unwrap_or_else(|| "disabled".to_owned()),
+                (OperationalEventType::WebhookCircuitOpened, _) => {
+                    "failed attempts in a row: only probes are sent until one succeeds".to_owned()
+                }
+                (OperationalEventType::WebhookCircuitClosed, _) => {
+                    "a probe succeeded: deliveries flow again".to_owned()
+                }
+                (_, Some((_, event_type, attempts))) => {
+                    format!("a {event_type} delivery failed all {attempts} attempts")
+                }
+                _ => String::new(),
+            };
+            NoticeRow {
+                ago: ago(n.created_at, now),
+                at: time(n.created_at),
+                badge,
+                label,
+                webhook_name: n
+                    .webhook_name
+                    .clone()
+                    .or_else(|| names.get(&n.webhook_id).cloned())
+                    .unwrap_or_else(|| n.webhook_id.clone()),
+                delivery_href: n
+                    .delivery
+                    .as_ref()
+                    .map(|(id, _, _)| format!("/dashboard/deliveries/{id}")),
+                webhook_id: n.webhook_id,
+                detail,
+            }
+        })
+        .collect()
 }

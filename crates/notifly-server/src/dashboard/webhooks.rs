@@ -11,7 +11,11 @@ use serde::Deserialize;
 
 use super::form::Form;
 use super::session::{Current, Flash};
-use super::view::{self, Chart, Chrome, EventGroup};
+use std::collections::HashMap;
+
+use notifly_webhooks::OperationalEventType;
+
+use super::view::{self, Chart, Chrome, EventChoice, EventGroup, NoticeRow};
 use super::{Dashboard, domain_error, render};
 use crate::domain::DomainError;
 use crate::domain::custom_headers::CustomHeaders;
@@ -30,6 +34,8 @@ const DELIVERIES_PER_PAGE: u32 = 20;
 /// The window of "recent" health: 24 hours, in hourly buckets on the chart.
 const HEALTH_WINDOW_SECS: i64 = 24 * 60 * 60;
 const HEALTH_BUCKETS: u32 = 24;
+/// Operational events shown as notices, at most.
+const NOTICES: usize = 5;
 
 /// `?after=<id>` (older) or `?before=<id>` (newer): keyset pages, newest first.
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +127,8 @@ struct ListPage {
     chrome: Chrome,
     rows: Vec<WebhookRow>,
     pager: Pager,
+    /// The account's latest operational events.
+    notices: Vec<NoticeRow>,
 }
 
 fn health_class(h: &WebhookHealth) -> &'static str {
@@ -172,12 +180,25 @@ pub async fn list(
     }
     let ids: Vec<&str> = listed.items.iter().map(|w| w.id.as_str()).collect();
     let pager = Pager::new("/dashboard/webhooks", &ids, listed.has_more, &page, "");
+    let notices = match notifly
+        .recent_notices(&current.account_id, None, NOTICES)
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => return domain_error(e),
+    };
+    let names: HashMap<String, String> = listed
+        .items
+        .iter()
+        .map(|w| (w.id.clone(), w.name.clone()))
+        .collect();
     render(
         StatusCode::OK,
         &ListPage {
             chrome: Chrome::of(&current, "webhooks"),
             rows,
             pager,
+            notices: view::notice_rows(notices, &names, now),
         },
     )
 }
@@ -239,6 +260,7 @@ struct FormPage {
     v: FormValues,
     errors: FieldErrors,
     groups: Vec<EventGroup>,
+    operational: Vec<EventChoice>,
 }
 
 impl std::fmt::Debug for FormValues {
@@ -351,10 +373,18 @@ impl FormValues {
             .map_err(|e| e.to_string())
     }
 
-    /// The subscription the form asks for: "all events" wins over single types.
+    /// The subscription the form asks for: "all resource events" wins over
+    /// single resource types; operational types are added to either.
     fn event_list(&self) -> Vec<String> {
         if self.all_events {
-            vec!["*".to_owned()]
+            std::iter::once("*".to_owned())
+                .chain(
+                    self.events
+                        .iter()
+                        .filter(|e| e.parse::<OperationalEventType>().is_ok())
+                        .cloned(),
+                )
+                .collect()
         } else {
             self.events.clone()
         }
@@ -372,6 +402,7 @@ fn form_page(
     errors: FieldErrors,
 ) -> FormPage {
     let groups = view::event_groups(&v.events);
+    let operational = view::operational_choices(&v.events);
     match existing {
         None => FormPage {
             chrome: Chrome::of(current, "webhooks"),
@@ -382,6 +413,7 @@ fn form_page(
             v,
             errors,
             groups,
+            operational,
         },
         Some(w) => FormPage {
             chrome: Chrome::of(current, "webhooks"),
@@ -392,6 +424,7 @@ fn form_page(
             v,
             errors,
             groups,
+            operational,
         },
     }
 }
@@ -427,7 +460,7 @@ async fn field_errors(
         };
         // The API's wording names `["*"]`; this page has a checkbox for it.
         let m = if field == "events" && v.event_list().is_empty() {
-            "Pick at least one event type, or “All events”.".to_owned()
+            "Pick at least one event type, or “All resource events”.".to_owned()
         } else {
             m
         };
@@ -670,6 +703,9 @@ struct WebhookPage {
     pager: Pager,
     live: bool,
     groups: Vec<EventGroup>,
+    operational: Vec<EventChoice>,
+    /// The latest operational events about this webhook.
+    notices: Vec<NoticeRow>,
     self_href: String,
 }
 
@@ -740,6 +776,10 @@ pub async fn show(
     } else {
         w.headers.clone().into_iter().collect()
     };
+    let notices = match notifly.recent_notices(account, Some(&id), NOTICES).await {
+        Ok(n) => n,
+        Err(e) => return domain_error(e),
+    };
     let now = ids::now();
     let base = format!("/dashboard/webhooks/{}", w.id);
     let extra = status
@@ -783,6 +823,8 @@ pub async fn show(
         live: page.cursor.is_none(),
         pager,
         groups: view::event_groups(&[]),
+        operational: view::operational_choices(&[]),
+        notices: view::notice_rows(notices, &HashMap::new(), now),
         self_href: base,
         w,
     };

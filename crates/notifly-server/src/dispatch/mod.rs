@@ -107,13 +107,15 @@ impl Dispatcher {
     /// `node` names this process; each claim's lease token is `<node>:<n>`,
     /// and at shutdown the leases under `node` are handed back. `slots`
     /// (from [`slots`]) counts the attempts in flight; `keyring` opens the
-    /// endpoints' sealed signing keys.
+    /// endpoints' sealed signing keys; `notices` is notified when a
+    /// write-back notes operational events to publish.
     // Each argument is a handle `crate::run` shares with other parts.
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         node: String,
         store: Arc<dyn Store>,
         wake: Arc<Notify>,
+        notices: Arc<Notify>,
         config: DispatchConfig,
         slots: Arc<HandOff>,
         metrics: Arc<Metrics>,
@@ -122,7 +124,7 @@ impl Dispatcher {
     ) -> anyhow::Result<Self> {
         let sender = Sender::new(config.timeout, config.allow_private_urls, keyring)?;
         let task = tokio::spawn(run(
-            store, wake, config, slots, metrics, shutdown, sender, node,
+            store, wake, notices, config, slots, metrics, shutdown, sender, node,
         ));
         Ok(Dispatcher { task })
     }
@@ -235,6 +237,7 @@ impl Drop for Slot {
 async fn run(
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
+    notices: Arc<Notify>,
     config: DispatchConfig,
     slots: Arc<HandOff>,
     metrics: Arc<Metrics>,
@@ -262,6 +265,7 @@ async fn run(
         WakeAfterWrite {
             wake: wake.clone(),
             blocked: blocked.clone(),
+            notices,
         },
         policy,
         metrics.clone(),
@@ -435,6 +439,8 @@ struct WakeAfterWrite {
     wake: Arc<Notify>,
     /// Due work is waiting for a slot.
     blocked: Arc<AtomicBool>,
+    /// The publisher of operational events (`crate::notices`).
+    notices: Arc<Notify>,
 }
 
 impl WakeAfterWrite {
@@ -442,7 +448,11 @@ impl WakeAfterWrite {
     /// a retry is now scheduled (perhaps before the dispatcher's next look),
     /// or a delivery of an endpoint with per-resource ordering ended (the
     /// next about its resource may go now).
-    fn after(&self, batch: &[AttemptResult]) {
+    /// The publisher too, if it noted operational events.
+    fn after(&self, batch: &[AttemptResult], notices: u64) {
+        if notices > 0 {
+            self.notices.notify_one();
+        }
         let wake = batch
             .iter()
             .any(|r| matches!(r.next, NextStep::Retry { .. }) || (r.ordered && !r.unsent));
@@ -464,9 +474,13 @@ async fn write_back(
     let mut batch = Vec::with_capacity(512);
     while results.recv_many(&mut batch, 512).await > 0 {
         let mut backoff = Duration::from_millis(100);
+        let mut notices = 0;
         loop {
             match store.record_attempts(&batch, &policy).await {
-                Ok(()) => break,
+                Ok(n) => {
+                    notices = n;
+                    break;
+                }
                 Err(e) => {
                     // Not lost either way: unrecorded leases expire and the
                     // deliveries are attempted again.
@@ -484,7 +498,7 @@ async fn write_back(
             }
         }
         metrics.observe_outcomes(&batch);
-        wake.after(&batch);
+        wake.after(&batch, notices);
         batch.clear();
     }
 }

@@ -1,6 +1,6 @@
 //! The account's event log: the outbox, read back.
 
-use notifly_webhooks::{Envelope, EventType};
+use notifly_webhooks::{AnyEventType, Envelope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -56,11 +56,11 @@ impl Notifly {
         page: &Page,
     ) -> DomainResult<Listed<Event>> {
         if let Some(t) = event_type {
-            t.parse::<EventType>().map_err(|_| {
+            t.parse::<AnyEventType>().map_err(|_| {
                 DomainError::BadRequest(format!(
                     "type: unknown event type `{}`; expected one of {}",
                     ids::printable(t),
-                    EventType::ALL.map(EventType::as_str).join(", ")
+                    AnyEventType::ALL.map(AnyEventType::as_str).join(", ")
                 ))
             })?;
         }

@@ -13,6 +13,7 @@ pub mod deliveries;
 pub mod events;
 pub mod groups;
 pub mod messages;
+pub mod notices;
 mod outbox;
 pub mod samples;
 pub mod sessions;
@@ -171,8 +172,21 @@ impl Notifly {
     /// then paces the caller if the write queued deliveries to a backed-up
     /// endpoint that keeps up (backpressure, see [`HandOff::pace`]).
     pub(crate) async fn commit(&self, tx: Box<dyn WriteTx>) -> DomainResult<()> {
-        let claimable = tx.claimable_work();
         let queued = tx.queued_to();
+        self.commit_unpaced(tx).await?;
+        if !queued.is_empty()
+            && let Some(slots) = &self.pacing
+        {
+            slots.pace(&queued).await;
+        }
+        Ok(())
+    }
+
+    /// Commits `tx` and tells whom it concerns (the dispatcher, the event
+    /// streams, other nodes), without the pacing of [`Notifly::commit`]:
+    /// for background writes, which no client waits for.
+    pub(crate) async fn commit_unpaced(&self, tx: Box<dyn WriteTx>) -> DomainResult<()> {
+        let claimable = tx.claimable_work();
         tx.commit().await?;
         if claimable {
             self.wake.notify_one();
@@ -181,11 +195,6 @@ impl Notifly {
         }
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
         self.announce.notify_one();
-        if !queued.is_empty()
-            && let Some(slots) = &self.pacing
-        {
-            slots.pace(&queued).await;
-        }
         Ok(())
     }
 

@@ -29,7 +29,7 @@ pub async fn emit<P: Resource>(
 ) -> DomainResult<()> {
     let envelope = Envelope {
         id: ids::new_id(),
-        event_type: EventType::new(resource, action),
+        event_type: EventType::new(resource, action).into(),
         payload,
     };
     let body = serde_json::to_string(&envelope).map_err(StoreError::Corrupt)?;

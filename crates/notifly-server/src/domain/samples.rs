@@ -1,8 +1,12 @@
-//! Realistic sample payloads, one per resource kind: what a test event carries.
+//! Realistic sample payloads, one per resource kind and per operational
+//! event type: what a test event carries.
 
-use notifly_webhooks::ResourceKind;
+use notifly_webhooks::{AnyEventType, OperationalEventType, ResourceKind};
 use serde_json::{Value, json};
 
+use super::deliveries::Delivery;
+use super::notices::{ExhaustedDelivery, LastAttempt};
+use super::webhooks::{Circuit, Ordering, SignatureScheme, Webhook};
 use crate::ids;
 
 /// A sample of `kind` exactly in the shape the REST API returns it, with
@@ -90,4 +94,102 @@ fn build(
         }),
         ResourceKind::Attachment => attachment,
     }
+}
+
+/// A sample payload of any event type, with fresh ids and current times.
+pub fn any_payload(t: AnyEventType, public_url: &str) -> Value {
+    match t {
+        AnyEventType::Resource(t) => payload(t.resource(), public_url),
+        AnyEventType::Operational(t) => {
+            build_operational(t, public_url, &mut |_| ids::new_id(), ids::now())
+        }
+    }
+}
+
+/// The same sample with fixed ids and times (see [`example`]).
+pub fn any_example(t: AnyEventType, public_url: &str) -> Value {
+    match t {
+        AnyEventType::Resource(t) => example(t.resource(), public_url),
+        AnyEventType::Operational(t) => build_operational(
+            t,
+            public_url,
+            &mut |n| {
+                [
+                    "Hn3kQ9vLs2XcB7tA",
+                    "Zr5pW1mJd8YuE4gN",
+                    "a056V7R7NmNRjl70",
+                    "Lf6tR0bKq3NwS9hC",
+                ][n]
+                    .to_owned()
+            },
+            705_103_200,
+        ),
+    }
+}
+
+/// An operational event's payload, built from the types the API answers
+/// with, so it has their exact shape.
+fn build_operational(
+    t: OperationalEventType,
+    _public_url: &str,
+    id: &mut dyn FnMut(usize) -> String,
+    now: i64,
+) -> Value {
+    let webhook_id = id(0);
+    let (enabled, disabled_reason, circuit) = match t {
+        OperationalEventType::WebhookDisabled => (
+            false,
+            Some("the endpoint answered 410 Gone".to_owned()),
+            Circuit::Closed,
+        ),
+        OperationalEventType::WebhookCircuitOpened => (true, None, Circuit::Open),
+        _ => (true, None, Circuit::Closed),
+    };
+    if t == OperationalEventType::DeliveryExhausted {
+        let delivery = ExhaustedDelivery {
+            delivery: Delivery {
+                id: id(1),
+                webhook_id,
+                event_id: id(2),
+                event_type: "message.created".to_owned(),
+                status: "failed".to_owned(),
+                attempts: 9,
+                next_attempt_at: None,
+                last_attempt_at: Some(now),
+                last_status_code: Some(503),
+                created_at: now - 4 * 86_400,
+                updated_at: now,
+            },
+            last_attempt: Some(LastAttempt {
+                id: id(3),
+                attempt: 9,
+                started_at: now,
+                duration_ms: 212,
+                status_code: Some(503),
+                error: Some("the endpoint answered HTTP 503".to_owned()),
+            }),
+        };
+        return serde_json::to_value(delivery).unwrap_or_default();
+    }
+    let webhook = Webhook {
+        id: webhook_id,
+        name: "Order sync".to_owned(),
+        url: "https://example.com/webhooks/notifly".to_owned(),
+        description: None,
+        events: vec!["message.created".to_owned(), "message.updated".to_owned()],
+        enabled,
+        disabled_reason,
+        secret: None,
+        signature_scheme: SignatureScheme::HmacSha256,
+        public_key: None,
+        circuit,
+        circuit_since: Some(now),
+        rate_limit: None,
+        ordering: Ordering::None,
+        headers: [("Authorization".to_owned(), "••••••••9a7d".to_owned())].into(),
+        filter: None,
+        created_at: now - 30 * 86_400,
+        updated_at: now,
+    };
+    serde_json::to_value(webhook).unwrap_or_default()
 }

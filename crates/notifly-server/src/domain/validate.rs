@@ -430,10 +430,10 @@ pub mod schema {
     }
     /// One of the event types.
     pub fn event_type() -> Object {
-        use notifly_webhooks::EventType;
+        use notifly_webhooks::AnyEventType;
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .enum_values(Some(EventType::ALL.map(EventType::as_str)))
+            .enum_values(Some(AnyEventType::ALL.map(AnyEventType::as_str)))
             .examples(["message.created"])
             .build()
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use notifly_webhooks::EventType;
+use notifly_webhooks::{AnyEventType, OperationalEventType};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -34,7 +34,8 @@ pub struct Webhook {
     #[schema(example = "https://example.com/webhooks/notifly")]
     pub url: String,
     pub description: Option<String>,
-    /// Subscribed event types, or `["*"]` for all.
+    /// Subscribed event types; `"*"` (first) stands for every resource
+    /// event, and operational event types may follow it.
     #[schema(example = json!(["message.created", "message.updated"]))]
     pub events: Vec<String>,
     pub enabled: bool,
@@ -303,7 +304,9 @@ pub struct CreateWebhook {
     /// Where deliveries are POSTed.
     #[schema(schema_with = validate::schema::url)]
     pub url: String,
-    /// Event types to receive, or `["*"]` for all.
+    /// Event types to receive: names, or `["*"]` for every resource event
+    /// (operational event types may follow `"*"`; it does not include
+    /// them).
     #[schema(schema_with = events_schema)]
     pub events: Vec<String>,
     #[schema(schema_with = validate::schema::description)]
@@ -412,7 +415,8 @@ fn overlap_schema() -> utoipa::openapi::Object {
     OVERLAP.nullable_schema()
 }
 
-/// What [`events`] accepts: event types (repeats are dropped), or `"*"` alone.
+/// What [`events`] accepts: event types (repeats are dropped), or `"*"`
+/// followed by operational event types only.
 fn events_schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
     let one_of = OneOfBuilder::new()
@@ -424,11 +428,17 @@ fn events_schema() -> utoipa::openapi::schema::Schema {
         )
         .item(
             ArrayBuilder::new()
-                .title(Some("Every event type"))
+                .title(Some("Every resource event type, and operational ones"))
+                .prefix_items([ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["*"]))])
                 .items(
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .enum_values(Some(["*"])),
+                        .enum_values(Some(
+                            std::iter::once("*")
+                                .chain(OperationalEventType::ALL.map(OperationalEventType::as_str)),
+                        )),
                 )
                 .min_items(Some(1)),
         )
@@ -441,29 +451,50 @@ fn name(value: &str) -> DomainResult<String> {
     validate::NAME.check("name", value)
 }
 
-/// Event types: at least one, each one of the 15, or exactly `["*"]`.
-/// Duplicates are dropped.
+/// Event types: at least one, each one of the 15 resource event types or
+/// an operational one; or `"*"` (every resource event), first, followed
+/// by operational event types only. Duplicates are dropped.
 fn events(list: &[String]) -> DomainResult<Vec<String>> {
     if list.is_empty() {
         return Err(DomainError::Invalid(
-            "events must list at least one event type, or [\"*\"] for all".into(),
-        ));
-    }
-    if list.iter().any(|e| e == "*") {
-        if list.iter().all(|e| e == "*") {
-            return Ok(vec!["*".to_owned()]);
-        }
-        return Err(DomainError::Invalid(
-            "events: \"*\" already means every event type; give it alone".into(),
+            "events must list at least one event type, or [\"*\"] for every resource event".into(),
         ));
     }
     let mut out: Vec<String> = Vec::with_capacity(list.len());
+    if list.iter().any(|e| e == "*") {
+        if list[0] != "*" {
+            return Err(DomainError::Invalid(
+                "events: put \"*\" first, followed by operational event types if you want any"
+                    .into(),
+            ));
+        }
+        out.push("*".to_owned());
+        for e in list.iter().filter(|e| *e != "*") {
+            match e.parse::<AnyEventType>() {
+                Ok(AnyEventType::Operational(t)) => {
+                    if !out.iter().any(|o| o == t.as_str()) {
+                        out.push(t.as_str().to_owned());
+                    }
+                }
+                _ => {
+                    return Err(DomainError::Invalid(format!(
+                        "events: \"*\" already means every resource event type; only operational event types ({}) may follow it, not `{}`",
+                        OperationalEventType::ALL
+                            .map(OperationalEventType::as_str)
+                            .join(", "),
+                        ids::printable(e)
+                    )));
+                }
+            }
+        }
+        return Ok(out);
+    }
     for e in list {
-        let t: EventType = e.parse().map_err(|_| {
+        let t: AnyEventType = e.parse().map_err(|_| {
             DomainError::Invalid(format!(
                 "events: unknown event type `{}`; expected one of {}",
                 ids::printable(e),
-                EventType::ALL.map(EventType::as_str).join(", ")
+                AnyEventType::ALL.map(AnyEventType::as_str).join(", ")
             ))
         })?;
         if !out.iter().any(|o| o == t.as_str()) {
@@ -808,11 +839,11 @@ impl Notifly {
         id: &str,
         input: TestEvent,
     ) -> DomainResult<String> {
-        let event_type: EventType = input.event_type.parse().map_err(|_| {
+        let event_type: AnyEventType = input.event_type.parse().map_err(|_| {
             DomainError::Invalid(format!(
                 "type: unknown event type `{}`; expected one of {}",
                 ids::printable(&input.event_type),
-                EventType::ALL.map(EventType::as_str).join(", ")
+                AnyEventType::ALL.map(AnyEventType::as_str).join(", ")
             ))
         })?;
         let mut tx = self.store.write().await?;
@@ -825,7 +856,7 @@ impl Notifly {
         let envelope = notifly_webhooks::Envelope {
             id: ids::new_id(),
             event_type,
-            payload: samples::payload(event_type.resource(), &self.public_url),
+            payload: samples::any_payload(event_type, &self.public_url),
         };
         let body = serde_json::to_string(&envelope).map_err(StoreError::Corrupt)?;
         let event = EventRecord {
@@ -867,7 +898,7 @@ impl Notifly {
     /// still be read, deleted, or given new headers, but writing back what
     /// was read is refused rather than taken as "no headers". Its
     /// deliveries fail visibly meanwhile (see the sender).
-    fn view(&self, r: EndpointRecord) -> Webhook {
+    pub(super) fn view(&self, r: EndpointRecord) -> Webhook {
         match self.open_headers(&r) {
             Ok(headers) => Webhook::of(r, &headers),
             Err(e) => {
@@ -911,7 +942,16 @@ mod tests {
         assert!(events(&[]).is_err());
         assert!(events(&list(&["message.sent"])).is_err());
         assert!(events(&list(&["*", "message.created"])).is_err());
+        assert!(events(&list(&["webhook.disabled", "*"])).is_err());
         assert_eq!(events(&list(&["*", "*"])).unwrap(), list(&["*"]));
+        assert_eq!(
+            events(&list(&["*", "webhook.disabled", "*", "webhook.disabled"])).unwrap(),
+            list(&["*", "webhook.disabled"])
+        );
+        assert_eq!(
+            events(&list(&["delivery.exhausted", "message.created"])).unwrap(),
+            list(&["delivery.exhausted", "message.created"])
+        );
         assert_eq!(
             events(&list(&[
                 "message.created",

@@ -38,6 +38,9 @@ pub trait EventReads: Send {
         account: &str,
         key: &str,
     ) -> StoreResult<Option<IdempotentResponse>>;
+
+    /// Whether operational events are owed (see [`NoticeRecord`]).
+    async fn has_notices(&mut self) -> StoreResult<bool>;
 }
 
 /// Appends to the event log, fanning each event out to its deliveries,
@@ -57,6 +60,24 @@ pub trait EventWrites: Send {
         event: &EventRecord,
         endpoint_id: &str,
     ) -> StoreResult<String>;
+
+    /// Appends an operational event to the account's log and fans it out
+    /// to the enabled endpoints subscribed to its type by name (`"*"` does
+    /// not select it), except `about`, the endpoint it concerns. Its
+    /// deliveries are paced and handed off like any others. Returns how
+    /// many it created.
+    async fn insert_operational_event(
+        &mut self,
+        account: &str,
+        event: &EventRecord,
+        about: &str,
+    ) -> StoreResult<u64>;
+
+    /// Takes up to `limit` owed operational events, oldest first: deleted in
+    /// this transaction, so they are published once if it commits and stay
+    /// owed if it does not. On PostgreSQL, notices another transaction
+    /// has taken are skipped.
+    async fn take_notices(&mut self, limit: u32) -> StoreResult<Vec<NoticeRecord>>;
 
     /// Remembers the response to an idempotent request. A second insert of the
     /// same key is a [`StoreError::Conflict`].

@@ -4,6 +4,7 @@
 //! limiter, what results do to an endpoint's health and circuit).
 
 use async_trait::async_trait;
+use notifly_webhooks::OperationalEventType;
 
 use super::*;
 
@@ -251,6 +252,66 @@ pub(crate) fn circuit_steps(results: &[AttemptResult]) -> Vec<(&str, CircuitStep
     out
 }
 
+/// An endpoint's state as far as operational events go, read before and
+/// after a write-back's changes (in its transaction, the rows locked).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct EndpointState {
+    pub id: String,
+    pub account_id: String,
+    pub enabled: bool,
+    pub circuit: String,
+}
+
+/// The notices policy, shared by every backend: from each endpoint's state
+/// before and after a write-back, the operational events its account is
+/// owed, as `(account, endpoint, event type)`: a circuit that was closed
+/// and is open opened; one that was not closed and is closed closed; an
+/// enabled endpoint now disabled was disabled. A probe failing again (from
+/// half-open to open) is no news.
+pub(crate) fn endpoint_notices<'a>(
+    before: &[EndpointState],
+    after: &'a [EndpointState],
+) -> Vec<(&'a str, &'a str, OperationalEventType)> {
+    let mut out = Vec::new();
+    for a in after {
+        let Some(b) = before.iter().find(|b| b.id == a.id) else {
+            continue;
+        };
+        if b.circuit == "closed" && a.circuit == "open" {
+            out.push((
+                a.account_id.as_str(),
+                a.id.as_str(),
+                OperationalEventType::WebhookCircuitOpened,
+            ));
+        }
+        if b.circuit != "closed" && a.circuit == "closed" {
+            out.push((
+                a.account_id.as_str(),
+                a.id.as_str(),
+                OperationalEventType::WebhookCircuitClosed,
+            ));
+        }
+        if b.enabled && !a.enabled {
+            out.push((
+                a.account_id.as_str(),
+                a.id.as_str(),
+                OperationalEventType::WebhookDisabled,
+            ));
+        }
+    }
+    out
+}
+
+/// The deliveries of `results` whose retries ran out (`NextStep::Failed`):
+/// those the write-back moves to `failed` are owed `delivery.exhausted`.
+pub(crate) fn exhausting(results: &[AttemptResult]) -> Vec<&str> {
+    results
+        .iter()
+        .filter(|r| r.next == NextStep::Failed)
+        .map(|r| r.attempt.delivery_id.as_str())
+        .collect()
+}
+
 /// The dispatcher's work on the pool: claims, the write-back of attempt
 /// results, when work is next due, leases and queue figures.
 #[async_trait]
@@ -261,12 +322,15 @@ pub trait DeliveryQueue: Send + Sync {
     /// Records attempts and moves their deliveries on, in one transaction.
     /// An endpoint failing without a success for `policy.disable_after_secs`
     /// is disabled; `policy.circuit_failures` failures in a row open its
-    /// circuit (see [`circuit_steps`]).
+    /// circuit (see [`circuit_steps`]). What that does to endpoints and
+    /// deliveries that their accounts hear of is noted in the same
+    /// transaction (see [`endpoint_notices`], [`exhausting`]); returns how
+    /// many notices it wrote.
     async fn record_attempts(
         &self,
         results: &[AttemptResult],
         policy: &EndpointPolicy,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<u64>;
     /// When the next pending delivery is due (Unix ms), if any.
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
     /// Hands back the leases a node holds (tokens `<node>:…`), so other nodes

@@ -463,6 +463,20 @@ pub struct AttemptResult {
     pub ordered: bool,
 }
 
+/// An operational event owed (migration `notices`): what a write-back did
+/// to an endpoint or a delivery that its account hears of.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NoticeRecord {
+    pub seq: i64,
+    pub account_id: String,
+    pub endpoint_id: String,
+    /// An operational event type, e.g. `webhook.disabled`.
+    pub event_type: String,
+    /// The exhausted delivery, for `delivery.exhausted`.
+    pub delivery_id: Option<String>,
+    pub created_at: i64,
+}
+
 /// What the write-back does to an endpoint that keeps failing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointPolicy {

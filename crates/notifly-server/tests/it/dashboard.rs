@@ -427,7 +427,7 @@ async fn create_shows_every_field_error_next_to_its_field_and_keeps_the_input() 
     page.assert_has(r#"<p class="field-error" id="name-error">name must not be empty</p>"#);
     page.assert_has(r#"<p class="field-error" id="url-error">url must use http or https"#);
     page.assert_has(
-        r#"<p class="field-error" id="events-error">Pick at least one event type, or “All events”.</p>"#,
+        r#"<p class="field-error" id="events-error">Pick at least one event type, or “All resource events”.</p>"#,
     );
     page.assert_has(r#"value="ftp://files.example/in""#);
     page.assert_has("kept &#60;b&#62;as typed&#60;/b&#62;");
@@ -1320,6 +1320,66 @@ async fn a_content_filter_is_set_shown_and_checked_through_the_forms() {
         get_ok(&api, &format!("/v1/webhooks/{id}")).await["filter"],
         Value::Null
     );
+}
+
+#[tokio::test]
+async fn operational_events_are_picked_in_the_form_and_shown_as_notices() {
+    let receiver = Receiver::start().await;
+    receiver.set("/gone", Behavior::Gone);
+    let (_server, api, mut b) = setup().await;
+    // Offered apart from "All resource events", and kept beside it.
+    let form = b.get("/dashboard/webhooks/new").await;
+    form.assert_has("Operational events");
+    form.assert_has(r#"value="webhook.disabled""#);
+    let page = b
+        .submit(
+            "/dashboard/webhooks",
+            &[
+                ("name", "Ops".to_owned()),
+                ("url", receiver.url("/ops")),
+                ("events", "*".to_owned()),
+                ("events", "webhook.disabled".to_owned()),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let ops = api.list_all("/v1/webhooks").await[0].clone();
+    assert_eq!(ops["events"], json!(["*", "webhook.disabled"]));
+    let ops_page = format!("/dashboard/webhooks/{}", id_of(&ops));
+    b.get(&ops_page)
+        .await
+        .assert_has("All resource events <code class=\"chip\">webhook.disabled</code>");
+
+    // A webhook a 410 disables shows in the notices of the list and of its
+    // own page, not of the other webhook's.
+    let gone = webhook(&api, "Gone", &receiver.url("/gone"), &["*"]).await;
+    api.contact("gina").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let list = loop {
+        let list = b.get("/dashboard/webhooks").await;
+        if list.body.contains("Delivery exhausted") && list.body.contains("Disabled</span> <a") {
+            break list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no notices: {}",
+            list.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    list.assert_has(r#"class="card notices""#);
+    list.assert_has("the endpoint answered 410 Gone");
+    list.assert_has(&format!(
+        r#"<a href="/dashboard/webhooks/{}">Gone</a>"#,
+        gone.id
+    ));
+    let own = b.get(&format!("/dashboard/webhooks/{}", gone.id)).await;
+    own.assert_has(r#"class="card notices""#);
+    own.assert_has("a contact.created delivery failed all 1 attempts");
+    own.assert_has("/dashboard/deliveries/");
+    b.get(&ops_page)
+        .await
+        .assert_lacks(r#"class="card notices""#);
 }
 
 #[tokio::test]

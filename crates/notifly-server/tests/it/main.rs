@@ -26,6 +26,7 @@ mod delivery_shutdown;
 mod docs_catalogue;
 mod docs_examples;
 mod openapi;
+mod operational_events;
 mod peers;
 mod postgres_plans;
 mod postgres_timeouts;

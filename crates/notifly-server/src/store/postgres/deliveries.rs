@@ -29,7 +29,7 @@ struct Target {
 
 impl PgTx {
     /// Notes a new delivery to `endpoint` that waits for a claim.
-    fn queued(&mut self, endpoint: &str) {
+    pub(super) fn queued(&mut self, endpoint: &str) {
         self.claimable = true;
         if !self.queued_to.iter().any(|e| e == endpoint) {
             self.queued_to.push(endpoint.to_owned());
@@ -76,7 +76,7 @@ pub(super) async fn insert_delivery(
 /// Inserts one pending delivery of `e` per endpoint in `endpoints` (ids of
 /// the account's endpoints, just read) with one statement per
 /// [`ROWS_PER_STATEMENT`].
-async fn fan_out(
+pub(super) async fn fan_out(
     conn: &mut PgConnection,
     account: &str,
     e: &EventRecord,

@@ -1,6 +1,6 @@
 //! The event log (the outbox), its order for readers, and idempotent responses.
 
-use super::deliveries::{insert_delivery, insert_event_with_deliveries};
+use super::deliveries::{fan_out, insert_delivery, insert_event_with_deliveries};
 use super::*;
 
 /// The condition that keeps a reader of the event log to its settled part:
@@ -72,6 +72,13 @@ impl<C> EventReads for Handle<C>
 where
     C: Scope,
 {
+    async fn has_notices(&mut self) -> StoreResult<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notices)")
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(backend)
+    }
+
     async fn event(&mut self, account: &str, id: &str) -> StoreResult<Option<EventRecord>> {
         sqlx::query_as(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = $1 AND id = $2 AND NOT is_test"
@@ -200,6 +207,63 @@ where
 impl EventWrites for Handle<PgTx> {
     async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {
         insert_event_with_deliveries(&mut self.0, account, e).await
+    }
+
+    async fn insert_operational_event(
+        &mut self,
+        account: &str,
+        e: &EventRecord,
+        about: &str,
+    ) -> StoreResult<u64> {
+        // Rare (a state change of an endpoint): the plain way, its
+        // deliveries left for a claim, not the hot path's hand-off.
+        self.0.lock_endpoints(account, false).await?;
+        sqlx::query(
+            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(account)
+        .bind(&e.id)
+        .bind(&e.event_type)
+        .bind(&e.body)
+        .bind(e.created_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        let subscribed: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT e.id, e.filter FROM endpoints e
+             WHERE e.account_id = $1 AND e.enabled AND e.id <> $2
+               AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type = $3)",
+        )
+        .bind(account)
+        .bind(about)
+        .bind(&e.event_type)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        let ids: Vec<String> =
+            crate::store::passing_filters(subscribed, |(id, _)| id, |(_, f)| f.as_deref(), e)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+        fan_out(&mut self.0, account, e, &ids).await?;
+        for id in &ids {
+            self.0.queued(id);
+        }
+        Ok(ids.len() as u64)
+    }
+
+    async fn take_notices(&mut self, limit: u32) -> StoreResult<Vec<NoticeRecord>> {
+        let mut taken: Vec<NoticeRecord> = sqlx::query_as(
+            "DELETE FROM notices WHERE seq IN (
+                SELECT seq FROM notices ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING seq, account_id, endpoint_id, event_type, delivery_id, created_at",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        taken.sort_by_key(|n| n.seq);
+        Ok(taken)
     }
 
     async fn insert_event_for_endpoint(

@@ -2,6 +2,8 @@
 //! the write-back of attempt results, when work is next due, leases handed
 //! back, and queue figures.
 
+use notifly_webhooks::OperationalEventType;
+
 use super::*;
 
 /// The dispatcher's look-ups, which run on every wake-up of every node.
@@ -151,8 +153,17 @@ pub mod dispatcher_sql {
             circuit_since = CASE WHEN circuit <> 'closed' THEN $17 ELSE circuit_since END,
             circuit = 'closed', probe_at_ms = NULL, probe_interval_ms = NULL
         WHERE id = ANY($18) AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR circuit <> 'closed')
-          AND (SELECT COUNT(*) FROM locked) >= 0)
-     SELECT 1";
+          AND (SELECT COUNT(*) FROM locked) >= 0
+        RETURNING id, account_id),
+     -- The circuits this closes (read in the statement's snapshot, before
+     -- `healthy`; one another write-back closed since is not in `healthy`).
+     closed AS (
+        SELECT h.id, h.account_id FROM healthy h
+        WHERE h.id IN (SELECT id FROM endpoints WHERE id = ANY($18) AND circuit <> 'closed')),
+     noticed AS (
+        INSERT INTO notices (account_id, endpoint_id, event_type, created_at)
+        SELECT account_id, id, 'webhook.circuit_closed', $17 FROM closed)
+     SELECT COUNT(*) FROM closed";
 }
 /// The condition that the delivery `delivery` of the endpoint `endpoint`
 /// (SQL expressions) is leased at `now` (ms): a slot of the endpoint names
@@ -390,7 +401,7 @@ impl DeliveryQueue for PgStore {
         &self,
         results: &[AttemptResult],
         policy: &EndpointPolicy,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<u64> {
         if is_plain(results) {
             return record_plain_attempts(&self.work, &self.metrics, results).await;
         }
@@ -399,6 +410,8 @@ impl DeliveryQueue for PgStore {
         let now_ms = crate::ids::now_ms();
         let disable_after_secs = policy.disable_after_secs;
         let circuits: HashMap<&str, CircuitStep> = circuit_steps(results).into_iter().collect();
+        let exhausting = exhausting(results);
+        let mut exhausted: Vec<String> = Vec::new();
         // Rows are locked in one order by every write-back (deliveries by
         // id, then endpoints by id), so that two nodes' batches cannot
         // deadlock each other. A handful of statements per batch, not
@@ -484,8 +497,51 @@ impl DeliveryQueue for PgStore {
             )
             .push_bind(&held)
             .push(")");
-            q.build().execute(&mut *tx).await.map_err(backend)?;
+            if chunk.iter().any(|r| r.next == NextStep::Failed) {
+                // The deliveries this moved to `failed` are owed
+                // `delivery.exhausted`.
+                q.push(" RETURNING deliveries.id, deliveries.status");
+                let moved: Vec<(String, String)> = q
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                exhausted.extend(
+                    moved
+                        .into_iter()
+                        .filter(|(id, status)| {
+                            status == "failed" && exhausting.contains(&id.as_str())
+                        })
+                        .map(|(id, _)| id),
+                );
+            } else {
+                q.build().execute(&mut *tx).await.map_err(backend)?;
+            }
         }
+        // The endpoints' state before this batch changes it, their rows
+        // locked (after the deliveries and slots, in id order, as every
+        // write-back takes them), so no other write-back can change it
+        // before this one commits.
+        let mut endpoint_ids: Vec<&str> = endpoint_health(results)
+            .into_iter()
+            .map(|(id, _)| id)
+            .chain(
+                results
+                    .iter()
+                    .filter(|r| r.disable.is_some())
+                    .map(|r| r.endpoint_id.as_str()),
+            )
+            .collect();
+        endpoint_ids.sort_unstable();
+        endpoint_ids.dedup();
+        let before: Vec<EndpointState> = sqlx::query_as(
+            "SELECT id, account_id, enabled, circuit FROM endpoints WHERE id = ANY($1)
+             ORDER BY id FOR NO KEY UPDATE",
+        )
+        .bind(&endpoint_ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
         // Endpoint health, once per endpoint, from the order of its results.
         let mut health = endpoint_health(results);
         health.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -598,7 +654,50 @@ impl DeliveryQueue for PgStore {
                 .await
                 .map_err(backend)?;
         }
-        tx.commit().await.map_err(backend)
+        // What the accounts hear of, in the same transaction.
+        let after: Vec<EndpointState> = sqlx::query_as(
+            "SELECT id, account_id, enabled, circuit FROM endpoints WHERE id = ANY($1)",
+        )
+        .bind(&endpoint_ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let (mut accounts, mut endpoints, mut types) = (Vec::new(), Vec::new(), Vec::new());
+        for (account, endpoint, event_type) in endpoint_notices(&before, &after) {
+            accounts.push(account);
+            endpoints.push(endpoint);
+            types.push(event_type.as_str());
+        }
+        let mut notices = 0;
+        if !types.is_empty() {
+            notices += sqlx::query(
+                "INSERT INTO notices (account_id, endpoint_id, event_type, created_at)
+                 SELECT a, e, t, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS n(a, e, t)",
+            )
+            .bind(&accounts)
+            .bind(&endpoints)
+            .bind(&types)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        }
+        if !exhausted.is_empty() {
+            notices += sqlx::query(
+                "INSERT INTO notices (account_id, endpoint_id, event_type, delivery_id, created_at)
+                 SELECT account_id, endpoint_id, $1, id, $2 FROM deliveries WHERE id = ANY($3) ORDER BY id",
+            )
+            .bind(OperationalEventType::DeliveryExhausted.as_str())
+            .bind(now)
+            .bind(&exhausted)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(notices)
     }
 
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
@@ -686,13 +785,14 @@ impl DeliveryQueue for PgStore {
 
 /// Results that change nothing of their endpoints but, at most, close a
 /// circuit or end a failing streak: no endpoint failed in them (the last
-/// result of each succeeded), none throttles or disables its endpoint, and
-/// they fit one statement. Nearly every batch, when receivers are healthy.
+/// result of each succeeded), none throttles or disables its endpoint or
+/// runs out of retries, and they fit one statement. Nearly every batch,
+/// when receivers are healthy.
 fn is_plain(results: &[AttemptResult]) -> bool {
     results.len() <= ROWS_PER_STATEMENT
-        && results
-            .iter()
-            .all(|r| r.disable.is_none() && r.throttle_until_ms.is_none())
+        && results.iter().all(|r| {
+            r.disable.is_none() && r.throttle_until_ms.is_none() && r.next != NextStep::Failed
+        })
         && endpoint_health(results)
             .iter()
             .all(|(_, h)| *h == Health::Recovered)
@@ -709,7 +809,7 @@ async fn record_plain_attempts(
     pool: &PgPool,
     metrics: &StoreMetrics,
     results: &[AttemptResult],
-) -> StoreResult<()> {
+) -> StoreResult<u64> {
     let now = crate::ids::now();
     // One array per column, one element per result.
     let column = |f: fn(&AttemptResult) -> &str| -> Vec<&str> { results.iter().map(f).collect() };
@@ -746,7 +846,7 @@ async fn record_plain_attempts(
     let mut conn = pool.acquire().await.map_err(backend)?;
     let began = Instant::now();
     metrics.waited(Pool::Background, began - asked);
-    sqlx::query(dispatcher_sql::PLAIN_WRITE_BACK)
+    let notices: i64 = sqlx::query_scalar(dispatcher_sql::PLAIN_WRITE_BACK)
         .bind(&ids)
         .bind(&owners)
         .bind(&endpoints)
@@ -765,11 +865,11 @@ async fn record_plain_attempts(
         .bind(&succeeded)
         .bind(now)
         .bind(&recovered)
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
         .map_err(backend)?;
     // One statement, committed as it ends: a write with no `COMMIT` of its
     // own to observe.
     metrics.wrote(began.elapsed());
-    Ok(())
+    Ok(notices as u64)
 }

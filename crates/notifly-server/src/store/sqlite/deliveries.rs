@@ -244,17 +244,31 @@ impl DeliveryWrites for Handle<WriterGuard> {
 /// Fans out an event just appended (see [`EventWrites::insert_event`]):
 /// one pending delivery per enabled endpoint subscribed to its type.
 /// Returns how many.
+/// Fans `e` out to the account's enabled endpoints subscribed to its type.
+/// A resource event goes to those subscribed by name or to `"*"`; an
+/// operational event (`about` names the endpoint it concerns) to those
+/// subscribed by name, that endpoint aside.
 pub(super) fn fan_out_event(
     c: &mut WriterGuard,
     account: &str,
     e: &EventRecord,
+    about: Option<&str>,
 ) -> StoreResult<u64> {
+    let audience = match about {
+        None => "s.event_type IN (?2, '*')",
+        Some(_) => "s.event_type = ?2 AND e.id <> ?5",
+    };
+    let now_ms = crate::ids::now_ms();
+    let mut values: Vec<&dyn ToSql> = vec![&account, &e.event_type, &now_ms, &e.resource_id];
+    if let Some(about) = &about {
+        values.push(about);
+    }
     let endpoints: Vec<Target> = all(
         c,
         // Held for a claim: an endpoint whose circuit is not closed,
         // that is rate-limited or throttled (claims keep count), or
         // ordered with a delivery about the same resource pending.
-        "SELECT e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
+        &format!("SELECT e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
                 e.ordering <> 'none', e.failing_since IS NOT NULL,
                 e.circuit <> 'closed' OR e.rate_limit IS NOT NULL OR COALESCE(e.throttled_until_ms, 0) > ?3
                 OR (e.ordering <> 'none' AND EXISTS (
@@ -262,8 +276,8 @@ pub(super) fn fan_out_event(
                     WHERE p.endpoint_id = e.id AND p.resource_id = ?4 AND p.status = 'pending')),
                 e.headers, e.filter
          FROM endpoints e WHERE e.account_id = ?1 AND e.enabled = 1
-           AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN (?2, '*'))",
-        params![account, &e.event_type, crate::ids::now_ms(), e.resource_id],
+           AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND {audience})"),
+        params_from_iter(values),
         |row| {
             Ok(Target {
                 id: row.get(0)?,

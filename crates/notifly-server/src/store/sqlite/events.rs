@@ -75,6 +75,13 @@ where
         self.list(account, &filters, page).await
     }
 
+    async fn has_notices(&mut self) -> StoreResult<bool> {
+        Ok(one(&self.0, "SELECT 1 FROM notices LIMIT 1", [], |row| {
+            row.get::<_, i64>(0)
+        })?
+        .is_some())
+    }
+
     async fn idempotent_response(
         &mut self,
         account: &str,
@@ -98,7 +105,46 @@ impl EventWrites for Handle<WriterGuard> {
             params![account, e.id, e.event_type, e.body, e.created_at],
         )
         .map_err(sqlite)?;
-        fan_out_event(&mut self.0, account, e)
+        fan_out_event(&mut self.0, account, e, None)
+    }
+
+    async fn insert_operational_event(
+        &mut self,
+        account: &str,
+        e: &EventRecord,
+        about: &str,
+    ) -> StoreResult<u64> {
+        exec(
+            &self.0,
+            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            params![account, e.id, e.event_type, e.body, e.created_at],
+        )
+        .map_err(sqlite)?;
+        fan_out_event(&mut self.0, account, e, Some(about))
+    }
+
+    async fn take_notices(&mut self, limit: u32) -> StoreResult<Vec<NoticeRecord>> {
+        all(
+            &self.0,
+            "DELETE FROM notices WHERE seq IN (SELECT seq FROM notices ORDER BY seq LIMIT ?)
+             RETURNING seq, account_id, endpoint_id, event_type, delivery_id, created_at",
+            [i64::from(limit)],
+            |row| {
+                Ok(NoticeRecord {
+                    seq: row.get(0)?,
+                    account_id: row.get(1)?,
+                    endpoint_id: row.get(2)?,
+                    event_type: row.get(3)?,
+                    delivery_id: row.get(4)?,
+                    created_at: row.get(5)?,
+                })
+            },
+        )
+        .map(|mut taken| {
+            // RETURNING's order is not the statement's.
+            taken.sort_by_key(|n: &NoticeRecord| n.seq);
+            taken
+        })
     }
 
     async fn insert_event_for_endpoint(

@@ -2,6 +2,8 @@
 //! the write-back of attempt results, when work is next due, leases handed
 //! back, and queue figures.
 
+use notifly_webhooks::OperationalEventType;
+
 use super::*;
 
 /// What a claim returns per delivery, in [`Claimed`]'s order.
@@ -131,12 +133,14 @@ fn record_attempts(
     tx: &Connection,
     results: &[AttemptResult],
     policy: &EndpointPolicy,
-) -> StoreResult<()> {
+) -> StoreResult<u64> {
     let now = crate::ids::now();
     let now_ms = crate::ids::now_ms();
     let disable_after_secs = policy.disable_after_secs;
     let circuits: std::collections::HashMap<&str, CircuitStep> =
         circuit_steps(results).into_iter().collect();
+    let exhausting = exhausting(results);
+    let mut exhausted: Vec<String> = Vec::new();
     // A handful of statements for the whole batch, not three per result.
     for chunk in results.chunks(ROWS_PER_STATEMENT) {
         let mut headers = Vec::with_capacity(chunk.len());
@@ -199,22 +203,46 @@ fn record_attempts(
             ]);
         }
         values.push(&now);
-        exec(
-            tx,
-            &format!(
-                "WITH r(id, owner, status, attempt, next_ms, pos, at, code) AS (VALUES {})
-                 UPDATE deliveries SET status = r.status, attempts = MAX(deliveries.attempts, r.attempt),
-                    next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
-                    lease_until_ms = NULL, lease_owner = NULL, last_attempt_at = r.at,
-                    last_status_code = r.code, updated_at = ?
-                 FROM r WHERE deliveries.id = r.id AND deliveries.status = 'pending'
-                    AND deliveries.lease_owner = r.owner",
-                value_rows(chunk.len(), 8)
-            ),
-            params_from_iter(values),
-        )
-        .map_err(sqlite)?;
+        let update = format!(
+            "WITH r(id, owner, status, attempt, next_ms, pos, at, code) AS (VALUES {})
+             UPDATE deliveries SET status = r.status, attempts = MAX(deliveries.attempts, r.attempt),
+                next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
+                lease_until_ms = NULL, lease_owner = NULL, last_attempt_at = r.at,
+                last_status_code = r.code, updated_at = ?
+             FROM r WHERE deliveries.id = r.id AND deliveries.status = 'pending'
+                AND deliveries.lease_owner = r.owner",
+            value_rows(chunk.len(), 8)
+        );
+        if chunk.iter().any(|r| r.next == NextStep::Failed) {
+            // The deliveries this moved to `failed` are owed
+            // `delivery.exhausted`; those whose lease was lost are not ours.
+            let moved: Vec<(String, String)> = all(
+                tx,
+                &format!("{update} RETURNING deliveries.id, deliveries.status"),
+                params_from_iter(values),
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            exhausted.extend(
+                moved
+                    .into_iter()
+                    .filter(|(id, status)| status == "failed" && exhausting.contains(&id.as_str()))
+                    .map(|(id, _)| id),
+            );
+        } else {
+            exec(tx, &update, params_from_iter(values)).map_err(sqlite)?;
+        }
     }
+    let endpoint_ids: Vec<&str> = endpoint_health(results)
+        .into_iter()
+        .map(|(id, _)| id)
+        .chain(
+            results
+                .iter()
+                .filter(|r| r.disable.is_some())
+                .map(|r| r.endpoint_id.as_str()),
+        )
+        .collect();
+    let before = endpoint_states(tx, &endpoint_ids)?;
     // Endpoint health, once per endpoint, from the order of its results.
     for (endpoint_id, health) in endpoint_health(results) {
         match health {
@@ -300,7 +328,51 @@ fn record_attempts(
             .map_err(sqlite)?;
         }
     }
-    Ok(())
+    // What the account hears of, in the same transaction.
+    let after = endpoint_states(tx, &endpoint_ids)?;
+    let mut notices = 0;
+    for (account, endpoint, event_type) in endpoint_notices(&before, &after) {
+        notices += exec(
+            tx,
+            "INSERT INTO notices (account_id, endpoint_id, event_type, created_at) VALUES (?, ?, ?, ?)",
+            params![account, endpoint, event_type.as_str(), now],
+        )
+        .map_err(sqlite)? as u64;
+    }
+    for id in &exhausted {
+        notices += exec(
+            tx,
+            "INSERT INTO notices (account_id, endpoint_id, event_type, delivery_id, created_at)
+             SELECT account_id, endpoint_id, ?, id, ? FROM deliveries WHERE id = ?",
+            params![OperationalEventType::DeliveryExhausted.as_str(), now, id],
+        )
+        .map_err(sqlite)? as u64;
+    }
+    Ok(notices)
+}
+
+/// The state of these endpoints that operational events follow.
+fn endpoint_states(tx: &Connection, ids: &[&str]) -> StoreResult<Vec<EndpointState>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        out.extend(all(
+            tx,
+            &format!(
+                "SELECT id, account_id, enabled, circuit FROM endpoints WHERE id IN ({})",
+                placeholders(chunk.len())
+            ),
+            params_from_iter(chunk),
+            |row| {
+                Ok(EndpointState {
+                    id: row.get(0)?,
+                    account_id: row.get(1)?,
+                    enabled: row.get(2)?,
+                    circuit: row.get(3)?,
+                })
+            },
+        )?);
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -325,10 +397,11 @@ impl DeliveryQueue for SqliteStore {
         &self,
         results: &[AttemptResult],
         policy: &EndpointPolicy,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<u64> {
         let tx = self.writer.begin().await?;
-        record_attempts(&tx, results, policy)?;
-        tx.commit().await
+        let notices = record_attempts(&tx, results, policy)?;
+        tx.commit().await?;
+        Ok(notices)
     }
 
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {

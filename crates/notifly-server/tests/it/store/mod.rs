@@ -121,6 +121,7 @@ mod events;
 mod hand_off;
 mod isolation;
 mod lists;
+mod notices;
 mod resources;
 mod retention;
 

@@ -1,0 +1,14 @@
+-- Operational events owed: a write-back that disables an endpoint, opens or
+-- closes its circuit, or exhausts a delivery's retries notes it here, in
+-- its own transaction; a node's publisher (notices.rs) turns each row into
+-- a `webhook.*` / `delivery.exhausted` event and deletes it, in one
+-- transaction (rows taken with SKIP LOCKED, so nodes share the work). So a
+-- notice is neither lost nor published twice.
+CREATE TABLE notices (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    delivery_id TEXT,
+    created_at BIGINT NOT NULL
+);

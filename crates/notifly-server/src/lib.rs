@@ -14,6 +14,7 @@ pub mod ids;
 pub mod metrics;
 pub mod notices;
 pub mod peers;
+pub mod replayer;
 pub mod retention;
 pub mod secrets;
 pub mod ssrf;
@@ -151,6 +152,11 @@ pub async fn run(
         poll_interval,
         stop_dispatch.clone(),
     ));
+    let replaying = tokio::spawn(replayer::run(
+        notifly.clone(),
+        poll_interval,
+        stop_dispatch.clone(),
+    ));
     let announcer = tokio::spawn(peers::announce(
         store.clone(),
         notifly.announce_signal(),
@@ -202,6 +208,7 @@ pub async fn run(
     dispatcher.join().await;
     let _ = purger.await;
     let _ = publisher.await;
+    let _ = replaying.await;
     let _ = announcer.await;
     let _ = follower.await;
     store.close().await;

@@ -1,5 +1,5 @@
 //! The publisher of operational events: turns the notices that write-backs
-//! leave into events (`Notifly::publish_notices`). Woken by the write-back
+//! leave into events (`Notifly::publish_notice`). Woken by the write-back
 //! that left them; it also looks every poll interval, for notices a node
 //! that stopped or died left behind (another node's, on PostgreSQL).
 
@@ -40,13 +40,13 @@ async fn owed(notifly: &Notifly) -> bool {
     }
 }
 
-/// Publishes every owed notice, a batch per transaction. A failed batch
-/// stays owed (its transaction rolled back) for the next look.
+/// Publishes every owed notice, one per transaction. A failed one stays
+/// owed (its transaction rolled back) for the next look.
 async fn publish(notifly: &Notifly, shutdown: &CancellationToken) {
     while !shutdown.is_cancelled() {
-        match notifly.publish_notices().await {
-            Ok(0) => return,
-            Ok(_) => {}
+        match notifly.publish_notice().await {
+            Ok(false) => return,
+            Ok(true) => {}
             Err(e) => {
                 tracing::warn!(error = ?e, "publishing operational events failed; retrying at the next look");
                 return;

@@ -71,7 +71,8 @@ impl Action {
     }
 }
 
-/// One of the 15 event types, such as `message.updated`.
+/// One of the 15 resource event types, such as `message.updated` (the
+/// operational ones are [`OperationalEventType`](crate::OperationalEventType)).
 ///
 /// It displays and (de)serializes as its wire name.
 ///
@@ -90,7 +91,7 @@ pub struct EventType {
 }
 
 impl EventType {
-    /// Every event type, grouped by resource.
+    /// Every resource event type, grouped by resource.
     pub const ALL: [EventType; 15] = {
         let mut all = [EventType::new(ResourceKind::Contact, Action::Created); 15];
         let mut i = 0;

@@ -9,5 +9,9 @@ CREATE TABLE notices (
     endpoint_id TEXT NOT NULL,
     event_type TEXT NOT NULL,
     delivery_id TEXT,
+    -- What the change left the endpoint at (JSON: enabled, disabled_reason,
+    -- circuit, circuit_since), which the payload shows even if the endpoint
+    -- changed again before the notice was published.
+    state TEXT,
     created_at INTEGER NOT NULL
 );

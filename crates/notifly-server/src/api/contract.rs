@@ -49,13 +49,13 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut O
     .filter_map(|(method, op)| op.map(|op| (method, op)))
 }
 
-/// Every `{id}` is an id; every list's `limit`, `starting_after` and
+/// Every `{id}` (and `{replay_id}`) is an id; every list's `limit`, `starting_after` and
 /// `ending_before` are read by [`super::extract::page`]; `type` filters by
 /// event type and `status` by delivery status.
 fn describe_parameters(op: &mut Operation) {
     for p in op.parameters.iter_mut().flatten() {
         let schema = match (&p.parameter_in, p.name.as_str()) {
-            (ParameterIn::Path, "id") => validate::ID.schema(),
+            (ParameterIn::Path, "id" | "replay_id") => validate::ID.schema(),
             (ParameterIn::Query, "starting_after" | "ending_before") => validate::ID.schema(),
             (ParameterIn::Header, "Idempotency-Key") => validate::IDEMPOTENCY_KEY.schema(),
             (ParameterIn::Query, "type") => validate::schema::event_type(),

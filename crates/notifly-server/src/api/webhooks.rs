@@ -1,4 +1,5 @@
-//! `/v1/webhooks`: endpoints, their secrets, test events and recovery.
+//! `/v1/webhooks`: endpoints, their secrets, test events, recovery and
+//! replays.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,6 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, JsonBody, Query, page};
 use super::{AppState, List};
 use crate::domain::deliveries::{Delivery, DeliveryDetail, Recover, Recovered};
+use crate::domain::replays::{CreateReplay, Replay};
 use crate::domain::webhooks::{
     CreateWebhook, RotateSecret, TestEvent, UpdateWebhook, Webhook, WebhookCustomHeaders,
     WebhookSecret,
@@ -27,6 +29,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(send_test))
         .routes(routes!(list_deliveries))
         .routes(routes!(recover))
+        .routes(routes!(create_replay))
+        .routes(routes!(get_replay, cancel_replay))
 }
 
 /// Query of `GET /v1/webhooks`.
@@ -248,5 +252,63 @@ async fn recover(
                 .recover_webhook(&auth.account_id, &id, body.value)
                 .await?,
         ),
+    ))
+}
+
+/// Replay to this webhook every event of the account's log in a time window
+/// that its event types and filter select, including events older than the
+/// webhook, in log order: each a normal delivery with the event's own
+/// `webhook-id` (so a receiver drops what it already has). A replay keeps
+/// the webhook's rate limit, ordering and circuit, and its live events
+/// never wait behind more than a few of its deliveries.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", tag = "deliveries", params(("id" = String, Path)),
+    request_body = CreateReplay, security(("api_key" = [])),
+    responses((status = 202, body = Replay), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_replay(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: JsonBody<CreateReplay>,
+) -> Result<(StatusCode, Json<Replay>), ApiError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            s.notifly
+                .create_replay(&auth.account_id, &id, body.value)
+                .await?,
+        ),
+    ))
+}
+
+/// A replay and its progress.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/replays/{replay_id}", tag = "deliveries",
+    params(("id" = String, Path), ("replay_id" = String, Path)), security(("api_key" = [])),
+    responses((status = 200, body = Replay), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_replay(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, replay_id)): Path<(String, String)>,
+) -> Result<Json<Replay>, ApiError> {
+    Ok(Json(
+        s.notifly.replay(&auth.account_id, &id, &replay_id).await?,
+    ))
+}
+
+/// Cancel a replay in progress: it makes no more deliveries (those it made
+/// go on). A replay that has ended is a conflict.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}/replays/{replay_id}", tag = "deliveries",
+    params(("id" = String, Path), ("replay_id" = String, Path)), security(("api_key" = [])),
+    responses((status = 200, body = Replay), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn cancel_replay(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, replay_id)): Path<(String, String)>,
+) -> Result<Json<Replay>, ApiError> {
+    Ok(Json(
+        s.notifly
+            .cancel_replay(&auth.account_id, &id, &replay_id)
+            .await?,
     ))
 }

@@ -38,6 +38,7 @@ struct EventsPage {
     rows: Vec<EventRow>,
     type_filter: String,
     groups: Vec<EventGroup>,
+    operational: Vec<view::EventChoice>,
     pager: Pager,
 }
 
@@ -92,6 +93,7 @@ pub async fn list(
             rows,
             type_filter: event_type.unwrap_or_default(),
             groups: view::event_groups(&[]),
+            operational: view::operational_choices(&[]),
             pager,
         },
     )

@@ -15,6 +15,7 @@ pub mod groups;
 pub mod messages;
 pub mod notices;
 mod outbox;
+pub mod replays;
 pub mod samples;
 pub mod sessions;
 pub(crate) mod validate;
@@ -100,6 +101,8 @@ pub struct Notifly {
     pub(crate) pacing: Option<Arc<HandOff>>,
     /// Seals and opens endpoints' signing keys.
     pub(crate) keyring: Arc<Keyring>,
+    /// Wakes the replayer (`crate::replayer`): a replay was made.
+    pub(crate) replays: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Notifly {
@@ -145,6 +148,7 @@ impl Notifly {
             announce_claimable: Arc::default(),
             pacing: None,
             keyring,
+            replays: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

@@ -4,10 +4,11 @@
 //! other webhooks that subscribe to them by name.
 //!
 //! A write-back notes them in its own transaction (`notices` rows, see
-//! `store::endpoint_notices`); [`Notifly::publish_notices`] turns each into
-//! an event of the account's log, and deletes it, in one transaction. The
-//! payload is read then: the webhook as the API shows it, or the delivery
-//! with its last attempt.
+//! `store::endpoint_notices`), with the endpoint's state it left;
+//! [`Notifly::publish_notice`] turns each into an event of the account's
+//! log, and deletes it, in one transaction. The payload is the webhook as
+//! the API shows it, with that state, or the delivery with its last
+//! attempt.
 
 use notifly_webhooks::{Envelope, OperationalEventType};
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use utoipa::ToSchema;
 use super::deliveries::Delivery;
 use super::{DomainResult, Notifly};
 use crate::ids;
-use crate::store::{AttemptRecord, EventRecord, NoticeRecord, StoreError, WriteTx};
+use crate::store::{AttemptRecord, EventRecord, NoticeRecord, StoreError};
 
 /// The last attempt of an exhausted delivery (the whole log is at
 /// `GET /v1/deliveries/{id}`).
@@ -55,68 +56,84 @@ pub struct ExhaustedDelivery {
     pub last_attempt: Option<LastAttempt>,
 }
 
-/// How many notices one transaction publishes at most.
-const BATCH: u32 = 100;
-
 impl Notifly {
-    /// Publishes up to 100 owed operational events, in one transaction: each
+    /// Publishes the oldest owed operational event, in one transaction: it
     /// becomes an event of its account's log, fanned out to the account's
     /// webhooks subscribed to its type by name, the webhook it is about
-    /// aside. Returns how many notices it took (0: none are owed, or
-    /// another node is publishing them).
+    /// aside. Returns whether it took one (`false`: none is owed, or
+    /// another node is publishing).
     ///
     /// Nothing is published about a webhook deleted since, nor
     /// `delivery.exhausted` for the delivery of a test event or of an
     /// operational event (two failing webhooks subscribed to each other's
-    /// exhaustions would otherwise tell each other forever).
-    pub async fn publish_notices(&self) -> DomainResult<usize> {
+    /// exhaustions would otherwise tell each other forever). A notice of a
+    /// type this node does not know (written by a newer one) stays owed.
+    pub async fn publish_notice(&self) -> DomainResult<bool> {
+        let known = OperationalEventType::ALL.map(OperationalEventType::as_str);
         let mut tx = self.store.write().await?;
-        let notices = tx.take_notices(BATCH).await?;
-        if notices.is_empty() {
-            return Ok(0);
-        }
-        for notice in &notices {
-            self.publish(tx.as_mut(), notice).await?;
+        let Some(notice) = tx.take_notices(1, &known).await?.pop() else {
+            return Ok(false);
+        };
+        // Read apart from the transaction (which then takes only the
+        // account's shared endpoint lock, for the fan-out).
+        if let Some(event) = self.operational_event(&notice).await? {
+            tx.insert_operational_event(&notice.account_id, &event, &notice.endpoint_id)
+                .await?;
         }
         // Not paced: nobody waits for this write.
         self.commit_unpaced(tx).await?;
-        Ok(notices.len())
+        Ok(true)
     }
 
-    async fn publish(&self, tx: &mut dyn WriteTx, notice: &NoticeRecord) -> DomainResult<()> {
+    /// The event a notice tells, if there is one to tell.
+    async fn operational_event(&self, notice: &NoticeRecord) -> DomainResult<Option<EventRecord>> {
         let account = notice.account_id.as_str();
         let Ok(event_type) = notice.event_type.parse::<OperationalEventType>() else {
-            tracing::warn!(event_type = %notice.event_type, "dropping a notice of an unknown type");
-            return Ok(());
+            return Ok(None);
         };
-        let Some(endpoint) = tx.endpoint(account, &notice.endpoint_id).await? else {
-            return Ok(());
+        let mut conn = self.store.read().await?;
+        let Some(endpoint) = conn.endpoint(account, &notice.endpoint_id).await? else {
+            return Ok(None);
         };
-        let payload = match event_type {
-            OperationalEventType::DeliveryExhausted => {
-                let Some(id) = notice.delivery_id.as_deref() else {
-                    return Ok(());
-                };
-                let Some(delivery) = tx.delivery(account, id).await? else {
-                    return Ok(());
-                };
-                let operational = delivery.event_type.parse::<OperationalEventType>().is_ok();
-                // A test event is a delivered event that is not in the log.
-                let test = tx.event(account, &delivery.event_id).await?.is_none()
-                    && tx
-                        .delivered_event(account, &delivery.event_id)
-                        .await?
-                        .is_some();
-                if operational || test {
-                    return Ok(());
-                }
-                let last_attempt = tx.attempts(account, id).await?.pop().map(LastAttempt::from);
-                serde_json::to_value(ExhaustedDelivery {
-                    delivery: delivery.into(),
-                    last_attempt,
-                })
+        let payload = if event_type == OperationalEventType::DeliveryExhausted {
+            let Some(id) = notice.delivery_id.as_deref() else {
+                return Ok(None);
+            };
+            let Some(delivery) = conn.delivery(account, id).await? else {
+                return Ok(None);
+            };
+            let operational = delivery.event_type.parse::<OperationalEventType>().is_ok();
+            // A test event is a delivered event that is not in the log.
+            let test = conn.event(account, &delivery.event_id).await?.is_none()
+                && conn
+                    .delivered_event(account, &delivery.event_id)
+                    .await?
+                    .is_some();
+            if operational || test {
+                return Ok(None);
             }
-            _ => serde_json::to_value(self.view(endpoint)),
+            let last_attempt = conn
+                .attempts(account, id)
+                .await?
+                .pop()
+                .map(LastAttempt::from);
+            let mut delivery = Delivery::from(delivery);
+            // As it ended, even if retried by hand since.
+            delivery.status = "failed".to_owned();
+            delivery.next_attempt_at = None;
+            serde_json::to_value(ExhaustedDelivery {
+                delivery,
+                last_attempt,
+            })
+        } else {
+            let mut webhook = serde_json::to_value(self.view(endpoint));
+            // As the change left it, even if it changed again since.
+            if let (Ok(serde_json::Value::Object(w)), Some(state)) = (&mut webhook, &notice.state)
+                && let Ok(serde_json::Value::Object(state)) = serde_json::from_str(state)
+            {
+                w.extend(state);
+            }
+            webhook
         }
         .map_err(StoreError::Corrupt)?;
         let envelope = Envelope {
@@ -125,16 +142,13 @@ impl Notifly {
             payload,
         };
         let body = serde_json::to_string(&envelope).map_err(StoreError::Corrupt)?;
-        let record = EventRecord {
+        Ok(Some(EventRecord {
             resource_id: envelope.payload["id"].as_str().map(str::to_owned),
             id: envelope.id,
             event_type: event_type.as_str().to_owned(),
             body,
             created_at: ids::now(),
-        };
-        tx.insert_operational_event(account, &record, &notice.endpoint_id)
-            .await?;
-        Ok(())
+        }))
     }
 }
 

@@ -117,7 +117,7 @@ pub fn any_example(t: AnyEventType, public_url: &str) -> Value {
                 [
                     "Hn3kQ9vLs2XcB7tA",
                     "Zr5pW1mJd8YuE4gN",
-                    "a056V7R7NmNRjl70",
+                    "Qm8sV2nYc5TjR1aD",
                     "Lf6tR0bKq3NwS9hC",
                 ][n]
                     .to_owned()

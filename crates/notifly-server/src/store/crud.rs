@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use super::{
     ATTACHMENT_COLUMNS, Attachment, CONTACT_COLUMNS, CONVERSATION_COLUMNS, Contact, Conversation,
     DELIVERY_COLUMNS, DeliveryRecord, ENDPOINT_COLUMNS, EVENT_COLUMNS, EndpointRecord, EventRecord,
-    Filter, GROUP_COLUMNS, GroupRecord, Listed, MESSAGE_COLUMNS, MessageRecord, Page, StoreError,
-    StoreResult,
+    Filter, GROUP_COLUMNS, GroupRecord, Listed, MESSAGE_COLUMNS, MessageRecord, Page,
+    REPLAY_COLUMNS, ReplayRecord, StoreError, StoreResult,
 };
 
 /// A record stored as one row of its own table, keyed by account and id,
@@ -55,6 +55,7 @@ record!(Attachment, "attachments", ATTACHMENT_COLUMNS);
 record!(DeliveryRecord, "deliveries", DELIVERY_COLUMNS);
 record!(EndpointRecord, "endpoints", ENDPOINT_COLUMNS);
 record!(EventRecord, "events", EVENT_COLUMNS);
+record!(ReplayRecord, "replays", REPLAY_COLUMNS);
 
 /// The plain reads, which each backend's handles implement once for every
 /// [`Record`]. Generic, so only the store sees it.
@@ -273,6 +274,10 @@ row!(GroupRecord, conflict: None,
 row!(Attachment, conflict: None,
     insert: [id, message_id, filename, file_type, file_size, created_at],
     update: [filename]);
+
+row!(ReplayRecord, conflict: None,
+    insert: [id, endpoint_id, since, until, status, total, sent, cursor, created_at, updated_at],
+    update: [status, total, sent, cursor, updated_at]);
 
 #[cfg(test)]
 mod tests {

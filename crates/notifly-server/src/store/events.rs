@@ -63,9 +63,9 @@ pub trait EventWrites: Send {
 
     /// Appends an operational event to the account's log and fans it out
     /// to the enabled endpoints subscribed to its type by name (`"*"` does
-    /// not select it), except `about`, the endpoint it concerns. Its
-    /// deliveries are paced and handed off like any others. Returns how
-    /// many it created.
+    /// not select it), except `about`, the endpoint it concerns. Returns
+    /// how many deliveries it created (on SQLite handed off like any
+    /// others, on PostgreSQL left for a claim).
     async fn insert_operational_event(
         &mut self,
         account: &str,
@@ -73,11 +73,12 @@ pub trait EventWrites: Send {
         about: &str,
     ) -> StoreResult<u64>;
 
-    /// Takes up to `limit` owed operational events, oldest first: deleted in
-    /// this transaction, so they are published once if it commits and stay
-    /// owed if it does not. On PostgreSQL, notices another transaction
-    /// has taken are skipped.
-    async fn take_notices(&mut self, limit: u32) -> StoreResult<Vec<NoticeRecord>>;
+    /// Takes up to `limit` owed operational events of these types (those
+    /// this node knows), oldest first: deleted in this transaction, so they
+    /// are published once if it commits and stay owed if it does not. On
+    /// PostgreSQL one transaction at a time takes any (the others take
+    /// none), so that they are published in order.
+    async fn take_notices(&mut self, limit: u32, types: &[&str]) -> StoreResult<Vec<NoticeRecord>>;
 
     /// Remembers the response to an idempotent request. A second insert of the
     /// same key is a [`StoreError::Conflict`].

@@ -32,6 +32,7 @@ mod metrics;
 pub mod postgres;
 mod queue;
 mod records;
+mod replays;
 mod resources;
 mod retention;
 pub mod sqlite;
@@ -50,6 +51,7 @@ pub use metrics::StoreMetrics;
 pub use queue::DeliveryQueue;
 pub(crate) use queue::*;
 pub use records::*;
+pub use replays::{ReplayReads, ReplayWrites};
 pub use resources::{
     GroupWrites, MessageWrites, NewMessage, ResourceQueries, ResourceReads, ResourceWrites,
 };
@@ -190,6 +192,7 @@ pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, e
 pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
 /// A dashboard session's columns, from `dashboard_sessions s JOIN accounts a`.
 pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message, s.key_id";
+pub(crate) const REPLAY_COLUMNS: &str = "id, account_id, endpoint_id, since, until, status, total, sent, cursor, created_at, updated_at";
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, started_at_ms, duration_ms, request_headers, response_status, response_headers, response_body, error, succeeded";
 
 /// `columns` (a `*_COLUMNS` list), each qualified by the table alias
@@ -315,6 +318,7 @@ pub trait Conn:
     + EndpointReads
     + DeliveryReads
     + AttemptReads
+    + ReplayReads
 {
 }
 
@@ -330,6 +334,7 @@ pub trait WriteTx:
     + EventWrites
     + EndpointWrites
     + DeliveryWrites
+    + ReplayWrites
 {
     /// Says that this transaction reads rows only to refer to them (a new
     /// message reads its conversation and sender): from now on its reads

@@ -260,54 +260,63 @@ pub(crate) struct EndpointState {
     pub account_id: String,
     pub enabled: bool,
     pub circuit: String,
+    pub disabled_reason: Option<String>,
+    pub circuit_since: Option<i64>,
+}
+
+/// The columns of [`EndpointState`], in its order.
+pub(crate) const ENDPOINT_STATE_COLUMNS: &str =
+    "id, account_id, enabled, circuit, disabled_reason, circuit_since";
+
+impl EndpointState {
+    /// What a notice keeps of it (see [`NoticeRecord::state`]).
+    pub(crate) fn json(&self) -> String {
+        serde_json::json!({
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "circuit": self.circuit,
+            "circuit_since": self.circuit_since,
+        })
+        .to_string()
+    }
 }
 
 /// The notices policy, shared by every backend: from each endpoint's state
 /// before and after a write-back, the operational events its account is
-/// owed, as `(account, endpoint, event type)`: a circuit that was closed
-/// and is open opened; one that was not closed and is closed closed; an
-/// enabled endpoint now disabled was disabled. A probe failing again (from
-/// half-open to open) is no news.
+/// owed, each with the endpoint's state after it: a circuit that was
+/// closed and is open opened; one that was not closed and is closed
+/// closed; an enabled endpoint now disabled was disabled. A probe failing
+/// again (from half-open to open) is no news.
 pub(crate) fn endpoint_notices<'a>(
     before: &[EndpointState],
     after: &'a [EndpointState],
-) -> Vec<(&'a str, &'a str, OperationalEventType)> {
+) -> Vec<(&'a EndpointState, OperationalEventType)> {
     let mut out = Vec::new();
     for a in after {
         let Some(b) = before.iter().find(|b| b.id == a.id) else {
             continue;
         };
         if b.circuit == "closed" && a.circuit == "open" {
-            out.push((
-                a.account_id.as_str(),
-                a.id.as_str(),
-                OperationalEventType::WebhookCircuitOpened,
-            ));
+            out.push((a, OperationalEventType::WebhookCircuitOpened));
         }
         if b.circuit != "closed" && a.circuit == "closed" {
-            out.push((
-                a.account_id.as_str(),
-                a.id.as_str(),
-                OperationalEventType::WebhookCircuitClosed,
-            ));
+            out.push((a, OperationalEventType::WebhookCircuitClosed));
         }
         if b.enabled && !a.enabled {
-            out.push((
-                a.account_id.as_str(),
-                a.id.as_str(),
-                OperationalEventType::WebhookDisabled,
-            ));
+            out.push((a, OperationalEventType::WebhookDisabled));
         }
     }
     out
 }
 
-/// The deliveries of `results` whose retries ran out (`NextStep::Failed`):
-/// those the write-back moves to `failed` are owed `delivery.exhausted`.
+/// The deliveries of `results` whose retries ran out (`NextStep::Failed`,
+/// not by a `410`, which disables the endpoint and is told as
+/// `webhook.disabled`): those the write-back moves to `failed` are owed
+/// `delivery.exhausted`.
 pub(crate) fn exhausting(results: &[AttemptResult]) -> Vec<&str> {
     results
         .iter()
-        .filter(|r| r.next == NextStep::Failed)
+        .filter(|r| r.next == NextStep::Failed && r.disable.is_none())
         .map(|r| r.attempt.delivery_id.as_str())
         .collect()
 }

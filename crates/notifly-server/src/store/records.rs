@@ -258,7 +258,8 @@ pub struct EndpointRecord {
     pub name: String,
     pub url: String,
     pub description: Option<String>,
-    /// Subscribed event types, or `["*"]`.
+    /// Subscribed event types; `"*"` (first) for every resource event,
+    /// optionally followed by operational types.
     pub events: sqlx::types::Json<Vec<String>>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
@@ -474,7 +475,31 @@ pub struct NoticeRecord {
     pub event_type: String,
     /// The exhausted delivery, for `delivery.exhausted`.
     pub delivery_id: Option<String>,
+    /// For `webhook.*`: what the change left the endpoint at (JSON with
+    /// `enabled`, `disabled_reason`, `circuit`, `circuit_since`).
+    pub state: Option<String>,
     pub created_at: i64,
+}
+
+/// A replay (migration `replays`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReplayRecord {
+    pub id: String,
+    pub account_id: String,
+    pub endpoint_id: String,
+    /// The window, Unix seconds, both ends included.
+    pub since: i64,
+    pub until: i64,
+    /// `queued`, `running`, `completed`, `cancelled` or `failed`.
+    pub status: String,
+    /// Events of the window the endpoint selects, counted when it was made.
+    pub total: i64,
+    /// Deliveries made so far.
+    pub sent: i64,
+    /// The last event of the log looked at (`None`: the start of the log).
+    pub cursor: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 /// What the write-back does to an endpoint that keeps failing.

@@ -1350,9 +1350,12 @@ async fn operational_events_are_picked_in_the_form_and_shown_as_notices() {
         .await
         .assert_has("All resource events <code class=\"chip\">webhook.disabled</code>");
 
-    // A webhook a 410 disables shows in the notices of the list and of its
-    // own page, not of the other webhook's.
+    // A webhook a 410 disables, and one whose delivery fails its three
+    // attempts, show in the notices of the list and of their own pages,
+    // not of the other webhook's.
+    receiver.set("/down", Behavior::Status(500));
     let gone = webhook(&api, "Gone", &receiver.url("/gone"), &["*"]).await;
+    let down = webhook(&api, "Down", &receiver.url("/down"), &["*"]).await;
     api.contact("gina").await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let list = loop {
@@ -1375,8 +1378,12 @@ async fn operational_events_are_picked_in_the_form_and_shown_as_notices() {
     ));
     let own = b.get(&format!("/dashboard/webhooks/{}", gone.id)).await;
     own.assert_has(r#"class="card notices""#);
-    own.assert_has("a contact.created delivery failed all 1 attempts");
+    own.assert_lacks("Delivery exhausted");
+    let own = b.get(&format!("/dashboard/webhooks/{}", down.id)).await;
+    own.assert_has(r#"class="card notices""#);
+    own.assert_has("a contact.created delivery failed all 3 attempts");
     own.assert_has("/dashboard/deliveries/");
+    own.assert_lacks("410 Gone");
     b.get(&ops_page)
         .await
         .assert_lacks(r#"class="card notices""#);

@@ -36,3 +36,4 @@ mod store;
 mod webhook_filters;
 mod webhook_headers;
 mod webhook_health;
+mod webhook_replays;

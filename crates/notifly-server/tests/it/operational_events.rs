@@ -229,6 +229,42 @@ async fn operational_subscriptions_are_checked_and_test_events_have_samples() {
     assert_eq!(listed["data"], json!([]));
 }
 
+/// A delivery of a test event or of an operational event that fails its
+/// last attempt is not told as `delivery.exhausted` (two failing webhooks
+/// subscribed to each other's would tell each other forever); a 410 is
+/// told as `webhook.disabled` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_test_and_operational_deliveries_and_410s_are_not_told() {
+    let rx = Receiver::start().await;
+    rx.set("/down", Behavior::Status(500));
+    rx.set("/gone", Behavior::Gone);
+    let server = helpers::server(|_| {}).await;
+    let c = server.account("acme").await;
+    webhook(&c, "watcher", &rx.url("/watcher"), &["delivery.exhausted"]).await;
+    let down = webhook(&c, "down", &rx.url("/down"), &["webhook.disabled"]).await;
+    webhook(&c, "gone", &rx.url("/gone"), &["*"]).await;
+    let (status, body) = c
+        .post(
+            &format!("/v1/webhooks/{}/test", down.id),
+            json!({"type": "contact.created"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // `gone` is disabled: `down` gets (and fails) its webhook.disabled.
+    c.contact("gina").await;
+    let failed = helpers::wait_deliveries(&c, &down.id, 2, "failed").await;
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(rx.count_to("/down"), 6, "three attempts each");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        rx.requests_to("/watcher").is_empty(),
+        "{:?}",
+        types_to(&rx, "/watcher")
+    );
+    let (_, listed) = c.get("/v1/events?type=delivery.exhausted").await;
+    assert_eq!(listed["data"], json!([]));
+}
+
 /// The event stream (what `notifly listen` reads) leaves operational
 /// events out unless they are asked for by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,8 +331,10 @@ async fn write_back_plan(conn: &mut sqlx::PgConnection, when: &str) {
                 + n["Shared Read Blocks"].as_i64().unwrap_or(0)
         })
         .sum();
+    // About 380 (the endpoints it clears are also read locked, to note the
+    // circuits it closes); a scan of the backlog would be thousands.
     assert!(
-        buffers < 400,
+        buffers < 500,
         "write-back ({when}): touched {buffers} buffers:\n{plan:#}"
     );
     check(

@@ -262,14 +262,14 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    /// Any type name that is not one of the 15, with any payload, parses as
+    /// Any type name that is not a known one, with any payload, parses as
     /// `Unknown` with the payload intact.
     #[test]
     fn any_unknown_type_parses_as_unknown(
         event_type in any::<String>(),
         payload in json_value(),
     ) {
-        prop_assume!(event_type.parse::<EventType>().is_err());
+        prop_assume!(event_type.parse::<notifly_webhooks::AnyEventType>().is_err());
         let event = WebhookEvent::parse(&envelope(&event_type, payload.clone())).unwrap();
         prop_assert_eq!(event.event_type(), event_type.as_str());
         prop_assert_eq!(event.event, Event::Unknown { event_type, payload });

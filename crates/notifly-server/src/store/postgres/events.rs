@@ -252,13 +252,26 @@ impl EventWrites for Handle<PgTx> {
         Ok(ids.len() as u64)
     }
 
-    async fn take_notices(&mut self, limit: u32) -> StoreResult<Vec<NoticeRecord>> {
+    async fn take_notices(&mut self, limit: u32, types: &[&str]) -> StoreResult<Vec<NoticeRecord>> {
+        // One publisher at a time across the nodes, so that notices are
+        // published in the order they were written; another node's
+        // publisher at work takes nothing.
+        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(NS_GLOBAL)
+            .bind(KEY_NOTICES)
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(backend)?;
+        if !mine {
+            return Ok(Vec::new());
+        }
         let mut taken: Vec<NoticeRecord> = sqlx::query_as(
             "DELETE FROM notices WHERE seq IN (
-                SELECT seq FROM notices ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING seq, account_id, endpoint_id, event_type, delivery_id, created_at",
+                SELECT seq FROM notices WHERE event_type = ANY($2) ORDER BY seq LIMIT $1)
+             RETURNING seq, account_id, endpoint_id, event_type, delivery_id, state, created_at",
         )
         .bind(i64::from(limit))
+        .bind(types)
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;

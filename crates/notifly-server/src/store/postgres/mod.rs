@@ -66,6 +66,7 @@ mod deliveries;
 mod endpoints;
 mod events;
 mod queue;
+mod replays;
 mod resources;
 mod retention;
 mod rows;
@@ -83,6 +84,7 @@ const NS_ENDPOINTS: i32 = 0x4E46_0004;
 /// Keys in [`NS_GLOBAL`].
 const KEY_ACCOUNTS: i32 = 1;
 const KEY_CLAIM: i32 = 2;
+const KEY_NOTICES: i32 = 3;
 
 /// The `NOTIFY` channel on which nodes announce their writes.
 const CHANGES_CHANNEL: &str = "notifly_changes";

@@ -148,22 +148,28 @@ pub mod dispatcher_sql {
         FROM r
         WHERE deliveries.id = r.id AND deliveries.status = 'pending'
           AND r.id IN (SELECT delivery_id FROM slots) AND r.id IN (SELECT id FROM locked)),
-     healthy AS (
-        UPDATE endpoints SET failing_since = NULL, consecutive_failures = 0,
-            circuit_since = CASE WHEN circuit <> 'closed' THEN $17 ELSE circuit_since END,
-            circuit = 'closed', probe_at_ms = NULL, probe_interval_ms = NULL
+     -- The endpoints to clear, locked, as they are now (a locking read sees
+     -- the latest version: a circuit another write-back opened since this
+     -- statement's snapshot is seen open, and its closing told).
+     failing AS MATERIALIZED (
+        SELECT id, circuit FROM endpoints
         WHERE id = ANY($18) AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR circuit <> 'closed')
           AND (SELECT COUNT(*) FROM locked) >= 0
-        RETURNING id, account_id),
-     -- The circuits this closes (read in the statement's snapshot, before
-     -- `healthy`; one another write-back closed since is not in `healthy`).
-     closed AS (
-        SELECT h.id, h.account_id FROM healthy h
-        WHERE h.id IN (SELECT id FROM endpoints WHERE id = ANY($18) AND circuit <> 'closed')),
+        ORDER BY id FOR NO KEY UPDATE),
+     healthy AS (
+        UPDATE endpoints SET failing_since = NULL, consecutive_failures = 0,
+            circuit_since = CASE WHEN failing.circuit <> 'closed' THEN $17 ELSE endpoints.circuit_since END,
+            circuit = 'closed', probe_at_ms = NULL, probe_interval_ms = NULL
+        FROM failing WHERE endpoints.id = failing.id
+        RETURNING endpoints.id, endpoints.account_id, endpoints.enabled, endpoints.disabled_reason,
+                  endpoints.circuit_since, failing.circuit AS was),
      noticed AS (
-        INSERT INTO notices (account_id, endpoint_id, event_type, created_at)
-        SELECT account_id, id, 'webhook.circuit_closed', $17 FROM closed)
-     SELECT COUNT(*) FROM closed";
+        INSERT INTO notices (account_id, endpoint_id, event_type, state, created_at)
+        SELECT account_id, id, 'webhook.circuit_closed',
+               json_build_object('enabled', enabled, 'disabled_reason', disabled_reason,
+                                 'circuit', 'closed', 'circuit_since', circuit_since)::text, $17
+        FROM healthy WHERE was <> 'closed')
+     SELECT COUNT(*) FROM healthy WHERE was <> 'closed'";
 }
 /// The condition that the delivery `delivery` of the endpoint `endpoint`
 /// (SQL expressions) is leased at `now` (ms): a slot of the endpoint names
@@ -534,10 +540,10 @@ impl DeliveryQueue for PgStore {
             .collect();
         endpoint_ids.sort_unstable();
         endpoint_ids.dedup();
-        let before: Vec<EndpointState> = sqlx::query_as(
-            "SELECT id, account_id, enabled, circuit FROM endpoints WHERE id = ANY($1)
-             ORDER BY id FOR NO KEY UPDATE",
-        )
+        let before: Vec<EndpointState> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_STATE_COLUMNS} FROM endpoints WHERE id = ANY($1)
+             ORDER BY id FOR NO KEY UPDATE"
+        ))
         .bind(&endpoint_ids)
         .fetch_all(&mut *tx)
         .await
@@ -655,28 +661,31 @@ impl DeliveryQueue for PgStore {
                 .map_err(backend)?;
         }
         // What the accounts hear of, in the same transaction.
-        let after: Vec<EndpointState> = sqlx::query_as(
-            "SELECT id, account_id, enabled, circuit FROM endpoints WHERE id = ANY($1)",
-        )
+        let after: Vec<EndpointState> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_STATE_COLUMNS} FROM endpoints WHERE id = ANY($1)"
+        ))
         .bind(&endpoint_ids)
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        let (mut accounts, mut endpoints, mut types) = (Vec::new(), Vec::new(), Vec::new());
-        for (account, endpoint, event_type) in endpoint_notices(&before, &after) {
-            accounts.push(account);
-            endpoints.push(endpoint);
+        let (mut accounts, mut endpoints, mut types, mut states) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (endpoint, event_type) in endpoint_notices(&before, &after) {
+            accounts.push(endpoint.account_id.as_str());
+            endpoints.push(endpoint.id.as_str());
             types.push(event_type.as_str());
+            states.push(endpoint.json());
         }
         let mut notices = 0;
         if !types.is_empty() {
             notices += sqlx::query(
-                "INSERT INTO notices (account_id, endpoint_id, event_type, created_at)
-                 SELECT a, e, t, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS n(a, e, t)",
+                "INSERT INTO notices (account_id, endpoint_id, event_type, state, created_at)
+                 SELECT a, e, t, s, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS n(a, e, t, s)",
             )
             .bind(&accounts)
             .bind(&endpoints)
             .bind(&types)
+            .bind(&states)
             .bind(now)
             .execute(&mut *tx)
             .await
@@ -786,7 +795,7 @@ impl DeliveryQueue for PgStore {
 /// Results that change nothing of their endpoints but, at most, close a
 /// circuit or end a failing streak: no endpoint failed in them (the last
 /// result of each succeeded), none throttles or disables its endpoint or
-/// runs out of retries, and they fit one statement. Nearly every batch,
+/// ends its delivery as failed, and they fit one statement. Nearly every batch,
 /// when receivers are healthy.
 fn is_plain(results: &[AttemptResult]) -> bool {
     results.len() <= ROWS_PER_STATEMENT

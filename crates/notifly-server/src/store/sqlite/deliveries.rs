@@ -244,7 +244,7 @@ impl DeliveryWrites for Handle<WriterGuard> {
 /// Fans out an event just appended (see [`EventWrites::insert_event`]):
 /// one pending delivery per enabled endpoint subscribed to its type.
 /// Returns how many.
-/// Fans `e` out to the account's enabled endpoints subscribed to its type.
+/// to the account's enabled endpoints subscribed to its type.
 /// A resource event goes to those subscribed by name or to `"*"`; an
 /// operational event (`about` names the endpoint it concerns) to those
 /// subscribed by name, that endpoint aside.

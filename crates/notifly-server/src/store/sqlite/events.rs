@@ -123,12 +123,15 @@ impl EventWrites for Handle<WriterGuard> {
         fan_out_event(&mut self.0, account, e, Some(about))
     }
 
-    async fn take_notices(&mut self, limit: u32) -> StoreResult<Vec<NoticeRecord>> {
+    async fn take_notices(&mut self, limit: u32, types: &[&str]) -> StoreResult<Vec<NoticeRecord>> {
+        let types = serde_json::to_string(types).map_err(StoreError::Corrupt)?;
         all(
             &self.0,
-            "DELETE FROM notices WHERE seq IN (SELECT seq FROM notices ORDER BY seq LIMIT ?)
-             RETURNING seq, account_id, endpoint_id, event_type, delivery_id, created_at",
-            [i64::from(limit)],
+            "DELETE FROM notices WHERE seq IN (
+                SELECT seq FROM notices WHERE event_type IN (SELECT value FROM json_each(?2))
+                ORDER BY seq LIMIT ?1)
+             RETURNING seq, account_id, endpoint_id, event_type, delivery_id, state, created_at",
+            params![i64::from(limit), types],
             |row| {
                 Ok(NoticeRecord {
                     seq: row.get(0)?,
@@ -136,7 +139,8 @@ impl EventWrites for Handle<WriterGuard> {
                     endpoint_id: row.get(2)?,
                     event_type: row.get(3)?,
                     delivery_id: row.get(4)?,
-                    created_at: row.get(5)?,
+                    state: row.get(5)?,
+                    created_at: row.get(6)?,
                 })
             },
         )

@@ -36,6 +36,7 @@ mod deliveries;
 mod endpoints;
 mod events;
 mod queue;
+mod replays;
 mod resources;
 mod retention;
 mod rows;

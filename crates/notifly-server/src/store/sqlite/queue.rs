@@ -232,7 +232,7 @@ fn record_attempts(
             exec(tx, &update, params_from_iter(values)).map_err(sqlite)?;
         }
     }
-    let endpoint_ids: Vec<&str> = endpoint_health(results)
+    let mut endpoint_ids: Vec<&str> = endpoint_health(results)
         .into_iter()
         .map(|(id, _)| id)
         .chain(
@@ -242,6 +242,9 @@ fn record_attempts(
                 .map(|r| r.endpoint_id.as_str()),
         )
         .collect();
+    // Once each, or an endpoint in two chunks would be read twice.
+    endpoint_ids.sort_unstable();
+    endpoint_ids.dedup();
     let before = endpoint_states(tx, &endpoint_ids)?;
     // Endpoint health, once per endpoint, from the order of its results.
     for (endpoint_id, health) in endpoint_health(results) {
@@ -331,11 +334,11 @@ fn record_attempts(
     // What the account hears of, in the same transaction.
     let after = endpoint_states(tx, &endpoint_ids)?;
     let mut notices = 0;
-    for (account, endpoint, event_type) in endpoint_notices(&before, &after) {
+    for (endpoint, event_type) in endpoint_notices(&before, &after) {
         notices += exec(
             tx,
-            "INSERT INTO notices (account_id, endpoint_id, event_type, created_at) VALUES (?, ?, ?, ?)",
-            params![account, endpoint, event_type.as_str(), now],
+            "INSERT INTO notices (account_id, endpoint_id, event_type, state, created_at) VALUES (?, ?, ?, ?, ?)",
+            params![endpoint.account_id, endpoint.id, event_type.as_str(), endpoint.json(), now],
         )
         .map_err(sqlite)? as u64;
     }
@@ -358,7 +361,7 @@ fn endpoint_states(tx: &Connection, ids: &[&str]) -> StoreResult<Vec<EndpointSta
         out.extend(all(
             tx,
             &format!(
-                "SELECT id, account_id, enabled, circuit FROM endpoints WHERE id IN ({})",
+                "SELECT {ENDPOINT_STATE_COLUMNS} FROM endpoints WHERE id IN ({})",
                 placeholders(chunk.len())
             ),
             params_from_iter(chunk),
@@ -368,6 +371,8 @@ fn endpoint_states(tx: &Connection, ids: &[&str]) -> StoreResult<Vec<EndpointSta
                     account_id: row.get(1)?,
                     enabled: row.get(2)?,
                     circuit: row.get(3)?,
+                    disabled_reason: row.get(4)?,
+                    circuit_since: row.get(5)?,
                 })
             },
         )?);

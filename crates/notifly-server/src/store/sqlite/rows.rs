@@ -516,3 +516,21 @@ impl Decode for SessionFlash {
         })
     }
 }
+
+impl Decode for ReplayRecord {
+    fn decode(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(ReplayRecord {
+            id: row.get(0)?,
+            account_id: row.get(1)?,
+            endpoint_id: row.get(2)?,
+            since: row.get(3)?,
+            until: row.get(4)?,
+            status: row.get(5)?,
+            total: row.get(6)?,
+            sent: row.get(7)?,
+            cursor: row.get(8)?,
+            created_at: row.get(9)?,
+            updated_at: row.get(10)?,
+        })
+    }
+}

@@ -1,0 +1,19 @@
+-- Replays: a webhook sent again every event of its account's log in a time
+-- window that it selects. The replayer advances `cursor` (the last event of
+-- the log it has looked at) batch by batch, in the transaction that makes
+-- the batch's deliveries, so a restart resumes where it was.
+CREATE TABLE replays (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    since BIGINT NOT NULL,
+    until BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    total BIGINT NOT NULL,
+    sent BIGINT NOT NULL DEFAULT 0,
+    cursor TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX replays_endpoint ON replays(endpoint_id, created_at);
+CREATE INDEX replays_active ON replays(updated_at) WHERE status IN ('queued', 'running');

@@ -1,0 +1,381 @@
+//! Replays: a webhook sent again every event of its account's log in a time
+//! window that its event types (and filter) select, in log order, each as
+//! a normal delivery carrying the event's own id.
+//!
+//! A replay is a row with a cursor in the log. The replayer
+//! ([`Notifly::advance_replays`], run by `crate::replays`) reads the log
+//! after the cursor and, in one transaction, makes the deliveries of the
+//! events the webhook selects and moves the cursor past them (only if no
+//! other node moved it meanwhile). So a restart, `kill -9` included,
+//! resumes where the last committed step left off, and no event is
+//! replayed twice. It adds deliveries only while the webhook has fewer than
+//! [`WINDOW`] pending: its live events never queue behind more than that,
+//! and the claims that send them keep its rate limit, ordering and circuit.
+
+use notifly_webhooks::AnyEventType;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{DomainError, DomainResult, Notifly, found, validate};
+use crate::filter::Filter;
+use crate::ids;
+use crate::store::{Conn, EndpointRecord, EventRecord, ReplayRecord, StoreError};
+
+const KIND: &str = "replay";
+
+/// A replay adds deliveries while its webhook has fewer than this many
+/// pending.
+pub const WINDOW: i64 = 32;
+/// Events of the log read per look.
+const READ: u32 = 200;
+
+/// The statuses a replay can have.
+pub const STATUSES: [&str; 5] = ["queued", "running", "completed", "cancelled", "failed"];
+
+/// Body of `POST /v1/webhooks/{id}/replay`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReplay {
+    /// Replay the events created at or after this time (Unix seconds).
+    #[serde(deserialize_with = "validate::whole")]
+    #[schema(schema_with = validate::schema::timestamp_required)]
+    pub since: i64,
+    /// …and at or before this one (default: now; a later time is now).
+    #[serde(default, deserialize_with = "validate::whole_option")]
+    #[schema(schema_with = validate::schema::timestamp)]
+    pub until: Option<i64>,
+}
+
+/// A replay and its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Replay {
+    pub id: String,
+    pub webhook_id: String,
+    /// The window replayed (Unix seconds, both included).
+    pub since: i64,
+    pub until: i64,
+    /// `queued` (nothing sent yet), `running`, `completed` (every event of
+    /// the window is a delivery: see the webhook's deliveries for how they
+    /// went), `cancelled` or `failed` (the webhook was deleted, or the
+    /// log's retention purged the replay's place in it).
+    #[schema(example = "running")]
+    pub status: String,
+    /// Events of the window that the webhook selects (its types and
+    /// filter), counted when the replay was made.
+    pub total: i64,
+    /// Of those, how many are deliveries so far.
+    pub sent: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<ReplayRecord> for Replay {
+    fn from(r: ReplayRecord) -> Self {
+        Replay {
+            id: r.id,
+            webhook_id: r.endpoint_id,
+            since: r.since,
+            until: r.until,
+            status: r.status,
+            total: r.total,
+            sent: r.sent,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+fn active(status: &str) -> bool {
+    status == "queued" || status == "running"
+}
+
+/// Whether a replay to `endpoint` sends `e`: its types select it (`"*"`
+/// only resource events), it is not an operational event about the
+/// endpoint itself, and it passes the endpoint's filter.
+fn selects(endpoint: &EndpointRecord, e: &EventRecord) -> bool {
+    let Ok(t) = e.event_type.parse::<AnyEventType>() else {
+        return false;
+    };
+    let subscribed = endpoint
+        .events
+        .0
+        .iter()
+        .any(|s| s == t.as_str() || (s == "*" && !t.is_operational()));
+    if !subscribed {
+        return false;
+    }
+    let envelope: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
+    if t.is_operational() {
+        let payload = &envelope["payload"];
+        let about = payload["webhook_id"].as_str().or(payload["id"].as_str());
+        if about == Some(endpoint.id.as_str()) {
+            return false;
+        }
+    }
+    match endpoint.filter.as_deref().map(Filter::from_stored) {
+        None => true,
+        Some(Ok(f)) => f.matches(&envelope),
+        // Passes nothing, as at fan-out (which warns).
+        Some(Err(_)) => false,
+    }
+}
+
+impl Notifly {
+    /// Starts replaying a webhook's window of the log. Its `total` is
+    /// counted now, by reading the window once.
+    pub async fn create_replay(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        input: CreateReplay,
+    ) -> DomainResult<Replay> {
+        let now = ids::now();
+        let since = validate::timestamp("since", input.since)?;
+        let until = match input.until {
+            Some(u) => validate::timestamp("until", u)?.min(now),
+            None => now,
+        };
+        if since > now {
+            return Err(DomainError::Invalid(
+                "since is in the future: a replay sends events already written".into(),
+            ));
+        }
+        if until < since {
+            return Err(DomainError::Invalid(
+                "until must not be before since".into(),
+            ));
+        }
+        let mut conn = self.store.read().await?;
+        let endpoint = found(
+            conn.endpoint(account, webhook_id).await,
+            "webhook",
+            webhook_id,
+        )?;
+        self.replayable(conn.as_mut(), account, &endpoint).await?;
+        let start = conn.event_before(account, since).await?;
+        let total = count(conn.as_mut(), account, &endpoint, start.clone(), until).await?;
+        drop(conn);
+        let mut tx = self.store.write().await?;
+        // Again in the write, which orders it after any other replay made
+        // of this webhook meanwhile.
+        let endpoint = found(
+            tx.endpoint(account, webhook_id).await,
+            "webhook",
+            webhook_id,
+        )?;
+        self.replayable(tx.as_mut(), account, &endpoint).await?;
+        let record = ReplayRecord {
+            id: ids::new_id(),
+            account_id: account.to_owned(),
+            endpoint_id: endpoint.id,
+            since,
+            until,
+            status: "queued".to_owned(),
+            total,
+            sent: 0,
+            cursor: start,
+            created_at: now,
+            updated_at: now,
+        };
+        tx.insert_replay(account, &record).await?;
+        self.commit_unpaced(tx).await?;
+        self.replays.notify_one();
+        Ok(record.into())
+    }
+
+    /// Refuses a replay to a disabled webhook, or to one with a replay in
+    /// progress.
+    async fn replayable(
+        &self,
+        conn: &mut dyn Conn,
+        account: &str,
+        endpoint: &EndpointRecord,
+    ) -> DomainResult<()> {
+        if !endpoint.enabled {
+            return Err(DomainError::Conflict(format!(
+                "webhook `{}` is disabled; enable it to replay events to it",
+                endpoint.id
+            )));
+        }
+        if let Some(r) = conn
+            .replays_of(account, &endpoint.id, 10)
+            .await?
+            .into_iter()
+            .find(|r| active(&r.status))
+        {
+            return Err(DomainError::Conflict(format!(
+                "webhook `{}` has a replay in progress (`{}`); wait for it or cancel it",
+                endpoint.id, r.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// One replay of a webhook.
+    pub async fn replay(&self, account: &str, webhook_id: &str, id: &str) -> DomainResult<Replay> {
+        let mut conn = self.store.read().await?;
+        found(
+            conn.endpoint(account, webhook_id).await,
+            "webhook",
+            webhook_id,
+        )?;
+        let r = found(conn.replay(account, id).await, KIND, id)?;
+        if r.endpoint_id != webhook_id {
+            return Err(DomainError::not_found(KIND, id));
+        }
+        Ok(r.into())
+    }
+
+    /// A webhook's latest replays, newest first.
+    pub async fn replays(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        limit: u32,
+    ) -> DomainResult<Vec<Replay>> {
+        let mut conn = self.store.read().await?;
+        found(
+            conn.endpoint(account, webhook_id).await,
+            "webhook",
+            webhook_id,
+        )?;
+        Ok(conn
+            .replays_of(account, webhook_id, limit)
+            .await?
+            .into_iter()
+            .map(Replay::from)
+            .collect())
+    }
+
+    /// Cancels a replay in progress: it makes no more deliveries (those it
+    /// made go on). A replay that has ended is a conflict.
+    pub async fn cancel_replay(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        id: &str,
+    ) -> DomainResult<Replay> {
+        let current = self.replay(account, webhook_id, id).await?;
+        let mut tx = self.store.write().await?;
+        if !tx.end_replay(account, id, "cancelled", ids::now()).await? {
+            return Err(DomainError::Conflict(format!(
+                "replay `{id}` is {} already",
+                current.status
+            )));
+        }
+        let r = found(tx.replay(account, id).await, KIND, id)?;
+        self.commit_unpaced(tx).await?;
+        Ok(r.into())
+    }
+
+    /// One step of every replay in progress (up to 10, the least recently
+    /// advanced first). Returns whether any made progress, and whether any
+    /// is still in progress.
+    pub async fn advance_replays(&self) -> DomainResult<(bool, bool)> {
+        let active = self.store.read().await?.active_replays(10).await?;
+        let mut progressed = false;
+        for r in &active {
+            progressed |= self.advance_replay(r).await?;
+        }
+        Ok((progressed, !active.is_empty()))
+    }
+
+    async fn advance_replay(&self, r: &ReplayRecord) -> DomainResult<bool> {
+        let account = r.account_id.as_str();
+        let mut conn = self.store.read().await?;
+        let Some(endpoint) = conn.endpoint(account, &r.endpoint_id).await? else {
+            return self.end_replay(r, "failed").await;
+        };
+        if !endpoint.enabled {
+            // Waits until it is enabled again (or the replay is cancelled).
+            return Ok(false);
+        }
+        let room = WINDOW - conn.pending_deliveries(&endpoint.id, WINDOW).await?;
+        if room <= 0 {
+            return Ok(false);
+        }
+        let events = match conn.events_after(account, r.cursor.as_deref(), READ).await {
+            Ok(events) => events,
+            Err(StoreError::UnknownCursor) => {
+                tracing::warn!(replay = %r.id, "the replay's place in the log was purged; it failed");
+                return self.end_replay(r, "failed").await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        drop(conn);
+        let mut next = r.clone();
+        let mut chosen = Vec::new();
+        let mut done = events.len() < READ as usize;
+        for e in events {
+            if e.created_at > r.until {
+                done = true;
+                break;
+            }
+            next.cursor = Some(e.id.clone());
+            if selects(&endpoint, &e) {
+                chosen.push(e);
+                if chosen.len() as i64 == room {
+                    done = false;
+                    break;
+                }
+            }
+        }
+        next.sent += chosen.len() as i64;
+        next.status = if done { "completed" } else { "running" }.to_owned();
+        next.updated_at = ids::now();
+        if next.cursor == r.cursor && next.status == r.status {
+            return Ok(false);
+        }
+        let mut tx = self.store.write().await?;
+        if !tx
+            .advance_replay(account, &next, r.cursor.as_deref())
+            .await?
+        {
+            // Cancelled, or another node took this step.
+            return Ok(false);
+        }
+        for mut e in chosen {
+            let envelope: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
+            e.resource_id = envelope["payload"]["id"].as_str().map(str::to_owned);
+            tx.insert_replayed_delivery(account, &e, &endpoint.id)
+                .await?;
+        }
+        self.commit_unpaced(tx).await?;
+        Ok(true)
+    }
+
+    async fn end_replay(&self, r: &ReplayRecord, status: &str) -> DomainResult<bool> {
+        let mut tx = self.store.write().await?;
+        let ended = tx
+            .end_replay(&r.account_id, &r.id, status, ids::now())
+            .await?;
+        self.commit_unpaced(tx).await?;
+        Ok(ended)
+    }
+}
+
+/// How many events of the log after `cursor`, created up to `until`,
+/// `endpoint` selects.
+async fn count(
+    conn: &mut dyn Conn,
+    account: &str,
+    endpoint: &EndpointRecord,
+    mut cursor: Option<String>,
+    until: i64,
+) -> DomainResult<i64> {
+    let mut total = 0;
+    loop {
+        let events = conn.events_after(account, cursor.as_deref(), 500).await?;
+        let last_page = events.len() < 500;
+        for e in &events {
+            if e.created_at > until {
+                return Ok(total);
+            }
+            total += i64::from(selects(endpoint, e));
+        }
+        match events.last() {
+            Some(e) if !last_page => cursor = Some(e.id.clone()),
+            _ => return Ok(total),
+        }
+    }
+}

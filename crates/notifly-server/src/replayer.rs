@@ -1,0 +1,42 @@
+//! The replayer: moves replays on (`Notifly::advance_replays`). Woken when
+//! a replay is made; while any is in progress it looks again every 50 ms
+//! (a replay adds deliveries as its webhook's earlier ones go), otherwise
+//! every poll interval (for replays made on another node).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Notifly;
+
+/// How soon a replay in progress is looked at again when it could not go
+/// on (its webhook has a full window of pending deliveries).
+const BUSY_LOOK: Duration = Duration::from_millis(50);
+
+/// Advances replays until `shutdown`.
+pub async fn run(notifly: Notifly, poll: Duration, shutdown: CancellationToken) {
+    let wake = notifly.replays.clone();
+    loop {
+        let mut wait = poll;
+        while !shutdown.is_cancelled() {
+            match notifly.advance_replays().await {
+                Ok((true, _)) => {}
+                Ok((false, in_progress)) => {
+                    if in_progress {
+                        wait = BUSY_LOOK.min(poll);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "advancing replays failed; retrying at the next look");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}

@@ -33,6 +33,10 @@ SEMANTIC_REFUSALS = [
     # A content filter's size and depth: JSON Schema bounds neither.
     re.compile(r"^filter: \d+ bytes; at most 4096"),
     re.compile(r"^filter: nested more than 10 levels deep"),
+    # A replay's window: its start against the clock, and its two ends
+    # against each other.
+    re.compile(r"^since is in the future: a replay sends events already written$"),
+    re.compile(r"^until must not be before since$"),
 ]
 
 # Statuses that are never a shape refusal: conflicts with existing data,

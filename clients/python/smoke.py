@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from notifly_client import AuthenticatedClient
 from notifly_client.api.contacts import create_contact, list_contacts
 from notifly_client.api.conversations import create_conversation
+from notifly_client.api.deliveries import create_replay, get_replay
 from notifly_client.api.messages import create_message
 from notifly_client.api.webhooks import create_webhook, delete_webhook
 from notifly_client.models import (
@@ -34,12 +35,14 @@ from notifly_client.models import (
     Conversation,
     CreateContact,
     CreateMessage,
+    CreateReplay,
     CreateWebhook,
     CreateWebhookEventsEventTypesItem,
     CreateWebhookHeaders,
     ErrorBody,
     ListContact,
     Message,
+    Replay,
     Webhook,
     WithAContact,
 )
@@ -200,6 +203,28 @@ def main() -> None:
     check(event["payload"]["message"] == "I hate meetings.", "the delivered payload is the message")
     check(event["payload"]["conversation_id"] == conversation.id, "the delivered payload names its conversation")
     step(f"received {event['type']} {event['id']}, both signatures verified")
+
+    # A replay of the last minute sends it again, with the same event id.
+    started = create_replay.sync_detailed(
+        client=client, id=webhook.id, body=CreateReplay(since=int(time.time()) - 60)
+    )
+    check(started.status_code == HTTPStatus.ACCEPTED, f"replay: {started.status_code} {started.content!r}")
+    replay = started.parsed
+    check(isinstance(replay, Replay), f"replay parsed as {type(replay).__name__}")
+    assert isinstance(replay, Replay)
+    again = wait_for_event("message.created", message.id)
+    check(again["id"] == event["id"], "the replayed event keeps its id")
+    deadline = time.monotonic() + 20
+    while True:
+        progress = get_replay.sync(client=client, id=webhook.id, replay_id=replay.id)
+        check(isinstance(progress, Replay), f"replay progress parsed as {type(progress).__name__}")
+        assert isinstance(progress, Replay)
+        if progress.status == "completed":
+            break
+        check(time.monotonic() < deadline, f"replay not completed: {progress!r}")
+        time.sleep(0.1)
+    check(progress.sent == progress.total >= 3, f"the replay sent its window: {progress!r}")
+    step(f"replay {replay.id}: {progress.sent} of {progress.total} events sent again")
 
     # Pagination: three more contacts, then one page of one at a time.
     created_ids = {contact.id}

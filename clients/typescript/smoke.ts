@@ -98,12 +98,13 @@ const receiver = createServer((req, res) => {
   });
 });
 
-async function waitForEvent(type: string, payloadId: string, timeoutMs = 20_000): Promise<Delivered> {
+async function waitForEvent(type: string, payloadId: string, nth = 1, timeoutMs = 20_000): Promise<Delivered> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const bad = received.find((r) => r.problem !== undefined);
     check(bad === undefined, `a delivery failed verification: ${bad?.problem}`);
-    const hit = received.find((r) => r.event?.type === type && r.event.payload.id === payloadId);
+    const hits = received.filter((r) => r.event?.type === type && r.event.payload.id === payloadId);
+    const hit = hits[nth - 1];
     if (hit?.event) return hit.event;
     check(Date.now() < deadline, `no verified ${type} for ${payloadId} within ${timeoutMs / 1000} s`);
     await new Promise((r) => setTimeout(r, 50));
@@ -164,6 +165,30 @@ async function main(): Promise<void> {
   check(event.payload.message === "I hate meetings.", "the delivered payload is the message");
   check(event.payload.conversation_id === conversation.id, "the delivered payload names its conversation");
   step(`received ${event.type} ${event.id}, both signatures verified`);
+
+  // A replay of the last minute sends it again, with the same event id.
+  const started = await client.POST("/v1/webhooks/{id}/replay", {
+    params: { path: { id: webhook.id } },
+    body: { since: Math.floor(Date.now() / 1000) - 60 },
+  });
+  check(started.response.status === 202 && started.data, `replay: ${started.response.status} ${JSON.stringify(started.error)}`);
+  const replay: Schemas["Replay"] = started.data;
+  const again = await waitForEvent("message.created", message.id, 2);
+  check(again.id === event.id, "the replayed event keeps its id");
+  const replayDeadline = Date.now() + 20_000;
+  let progress: Schemas["Replay"];
+  for (;;) {
+    const got = await client.GET("/v1/webhooks/{id}/replays/{replay_id}", {
+      params: { path: { id: webhook.id, replay_id: replay.id } },
+    });
+    check(got.data, `replay progress: ${got.response.status}`);
+    progress = got.data;
+    if (progress.status === "completed") break;
+    check(Date.now() < replayDeadline, `replay not completed: ${JSON.stringify(progress)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  check(progress.sent === progress.total && progress.total >= 3, `the replay sent its window: ${JSON.stringify(progress)}`);
+  step(`replay ${replay.id}: ${progress.sent} of ${progress.total} events sent again`);
 
   // Pagination: three more contacts, then one page of one at a time.
   const createdIds = new Set([contact.id]);

@@ -1,7 +1,7 @@
 //! The replayer: moves replays on (`Notifly::advance_replays`). Woken when
-//! a replay is made; while any is in progress it looks again every 50 ms
-//! (a replay adds deliveries as its webhook's earlier ones go), otherwise
-//! every poll interval (for replays made on another node).
+//! a replay is made; while one waits for its webhook's pending deliveries
+//! to go it looks again every 50 ms, otherwise every poll interval (for
+//! replays made on another node, or whose webhook is disabled).
 
 use std::time::Duration;
 
@@ -21,8 +21,8 @@ pub async fn run(notifly: Notifly, poll: Duration, shutdown: CancellationToken) 
         while !shutdown.is_cancelled() {
             match notifly.advance_replays().await {
                 Ok((true, _)) => {}
-                Ok((false, in_progress)) => {
-                    if in_progress {
+                Ok((false, waiting)) => {
+                    if waiting {
                         wait = BUSY_LOOK.min(poll);
                     }
                     break;

@@ -76,6 +76,11 @@ pub fn router(state: Dashboard) -> Router {
         .route("/webhooks/{id}/rotate", post(webhooks::rotate))
         .route("/webhooks/{id}/test", post(webhooks::send_test))
         .route("/webhooks/{id}/recover", post(webhooks::recover))
+        .route("/webhooks/{id}/replay", post(webhooks::replay))
+        .route(
+            "/webhooks/{id}/replays/{replay_id}/cancel",
+            post(webhooks::cancel_replay),
+        )
         .route(
             "/webhooks/{id}/delete",
             get(webhooks::delete_page).post(webhooks::delete),

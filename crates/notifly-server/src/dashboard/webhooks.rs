@@ -20,6 +20,7 @@ use super::{Dashboard, domain_error, render};
 use crate::domain::DomainError;
 use crate::domain::custom_headers::CustomHeaders;
 use crate::domain::deliveries::{DeliveryDetail, Recover, STATUSES, WebhookHealth};
+use crate::domain::replays::CreateReplay;
 use crate::domain::webhooks::{
     self, CreateWebhook, DEFAULT_OVERLAP_SECS, MAX_RATE_LIMIT, Ordering, RotateSecret,
     SignatureScheme, TestEvent, UpdateWebhook, Webhook, WebhookSecret,
@@ -36,6 +37,19 @@ const HEALTH_WINDOW_SECS: i64 = 24 * 60 * 60;
 const HEALTH_BUCKETS: u32 = 24;
 /// Operational events shown as notices, at most.
 const NOTICES: usize = 5;
+/// Replays shown on a webhook's page, at most.
+const REPLAYS: u32 = 3;
+
+/// A replay as a webhook's page shows it.
+struct ReplayRow {
+    id: String,
+    status: String,
+    total: i64,
+    sent: i64,
+    since: String,
+    created: String,
+    active: bool,
+}
 
 /// `?after=<id>` (older) or `?before=<id>` (newer): keyset pages, newest first.
 #[derive(Debug, Default, Deserialize)]
@@ -706,6 +720,8 @@ struct WebhookPage {
     operational: Vec<EventChoice>,
     /// The latest operational events about this webhook.
     notices: Vec<NoticeRow>,
+    /// Its latest replays.
+    replays: Vec<ReplayRow>,
     self_href: String,
 }
 
@@ -780,6 +796,10 @@ pub async fn show(
         Ok(n) => n,
         Err(e) => return domain_error(e),
     };
+    let replays = match notifly.replays(account, &id, REPLAYS).await {
+        Ok(r) => r,
+        Err(e) => return domain_error(e),
+    };
     let now = ids::now();
     let base = format!("/dashboard/webhooks/{}", w.id);
     let extra = status
@@ -825,6 +845,18 @@ pub async fn show(
         groups: view::event_groups(&[]),
         operational: view::operational_choices(&[]),
         notices: view::notice_rows(notices, &HashMap::new(), now),
+        replays: replays
+            .into_iter()
+            .map(|r| ReplayRow {
+                active: r.status == "queued" || r.status == "running",
+                since: view::time(r.since),
+                created: view::ago(r.created_at, now),
+                id: r.id,
+                status: r.status,
+                total: r.total,
+                sent: r.sent,
+            })
+            .collect(),
         self_href: base,
         w,
     };
@@ -983,33 +1015,15 @@ pub async fn recover(
         return refused;
     }
     let back = format!("/dashboard/webhooks/{id}");
-    let now = ids::now();
-    let since = match form
-        .get("since_utc")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        Some(text) => match view::parse_utc(text) {
-            Some(t) => t,
-            None => {
-                state
-                    .sessions
-                    .flash(
-                        &current,
-                        Flash::error("Give the time as YYYY-MM-DD HH:MM, in UTC."),
-                    )
-                    .await;
-                return Redirect::to(&back).into_response();
-            }
-        },
-        None => {
-            let back_secs = form
-                .get("since")
-                .and_then(|s| s.parse::<i64>().ok())
-                .filter(|s| RECOVER_PRESETS.iter().any(|(p, _)| p == s))
-                .unwrap_or(24 * 3600);
-            now - back_secs
-        }
+    let Some(since) = since_of(&form, ids::now()) else {
+        state
+            .sessions
+            .flash(
+                &current,
+                Flash::error("Give the time as YYYY-MM-DD HH:MM, in UTC."),
+            )
+            .await;
+        return Redirect::to(&back).into_response();
     };
     match state
         .app
@@ -1209,4 +1223,88 @@ pub async fn retry(
 /// The recovery picker's choices, for the template.
 pub fn recover_presets() -> &'static [(i64, &'static str)] {
     &RECOVER_PRESETS
+}
+
+/// The start of a window a form asks for: a preset (`since`, seconds back
+/// from now) or a UTC time (`since_utc`), which wins. `None`: a time that
+/// does not parse.
+fn since_of(form: &Form, now: i64) -> Option<i64> {
+    match form
+        .get("since_utc")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(text) => view::parse_utc(text),
+        None => {
+            let back_secs = form
+                .get("since")
+                .and_then(|s| s.parse::<i64>().ok())
+                .filter(|s| RECOVER_PRESETS.iter().any(|(p, _)| p == s))
+                .unwrap_or(24 * 3600);
+            Some(now - back_secs)
+        }
+    }
+}
+
+pub async fn replay(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    let back = format!("/dashboard/webhooks/{id}");
+    let Some(since) = since_of(&form, ids::now()) else {
+        state
+            .sessions
+            .flash(
+                &current,
+                Flash::error("Give the time as YYYY-MM-DD HH:MM, in UTC."),
+            )
+            .await;
+        return Redirect::to(&back).into_response();
+    };
+    let input = CreateReplay { since, until: None };
+    match state
+        .app
+        .notifly
+        .create_replay(&current.account_id, &id, input)
+        .await
+    {
+        Ok(r) => {
+            let message = match r.total {
+                0 => format!("No events of its types since {}.", view::time(since)),
+                1 => format!("Replaying 1 event since {}.", view::time(since)),
+                n => format!("Replaying {n} events since {}.", view::time(since)),
+            };
+            done(&state, &current, &format!("{back}#replays"), message).await
+        }
+        Err(e) => refused(&state, &current, &back, e).await,
+    }
+}
+
+pub async fn cancel_replay(
+    State(state): State<Dashboard>,
+    current: Current,
+    Path((id, replay_id)): Path<(String, String)>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = form.csrf_refusal(&current) {
+        return refused;
+    }
+    let back = format!("/dashboard/webhooks/{id}");
+    match state
+        .app
+        .notifly
+        .cancel_replay(&current.account_id, &id, &replay_id)
+        .await
+    {
+        Ok(r) => {
+            let message = format!("Replay cancelled after {} of {} events.", r.sent, r.total);
+            done(&state, &current, &format!("{back}#replays"), message).await
+        }
+        Err(e) => refused(&state, &current, &back, e).await,
+    }
 }

@@ -85,6 +85,16 @@ impl From<ReplayRecord> for Replay {
     }
 }
 
+/// What one look at a replay did.
+enum Step {
+    /// It moved on (or ended).
+    Moved,
+    /// Its webhook has a full window of pending deliveries.
+    Full,
+    /// Nothing to do now (its webhook is disabled, or another node moved it).
+    Idle,
+}
+
 fn active(status: &str) -> bool {
     status == "queued" || status == "running"
 }
@@ -270,17 +280,22 @@ impl Notifly {
 
     /// One step of every replay in progress (up to 10, the least recently
     /// advanced first). Returns whether any made progress, and whether any
-    /// is still in progress.
+    /// waits only for its webhook's pending deliveries to go (so that a
+    /// look soon would find room).
     pub async fn advance_replays(&self) -> DomainResult<(bool, bool)> {
         let active = self.store.read().await?.active_replays(10).await?;
-        let mut progressed = false;
+        let (mut progressed, mut waiting) = (false, false);
         for r in &active {
-            progressed |= self.advance_replay(r).await?;
+            match self.advance_replay(r).await? {
+                Step::Moved => progressed = true,
+                Step::Full => waiting = true,
+                Step::Idle => {}
+            }
         }
-        Ok((progressed, !active.is_empty()))
+        Ok((progressed, waiting))
     }
 
-    async fn advance_replay(&self, r: &ReplayRecord) -> DomainResult<bool> {
+    async fn advance_replay(&self, r: &ReplayRecord) -> DomainResult<Step> {
         let account = r.account_id.as_str();
         let mut conn = self.store.read().await?;
         let Some(endpoint) = conn.endpoint(account, &r.endpoint_id).await? else {
@@ -288,11 +303,11 @@ impl Notifly {
         };
         if !endpoint.enabled {
             // Waits until it is enabled again (or the replay is cancelled).
-            return Ok(false);
+            return Ok(Step::Idle);
         }
         let room = WINDOW - conn.pending_deliveries(&endpoint.id, WINDOW).await?;
         if room <= 0 {
-            return Ok(false);
+            return Ok(Step::Full);
         }
         let events = match conn.events_after(account, r.cursor.as_deref(), READ).await {
             Ok(events) => events,
@@ -324,7 +339,7 @@ impl Notifly {
         next.status = if done { "completed" } else { "running" }.to_owned();
         next.updated_at = ids::now();
         if next.cursor == r.cursor && next.status == r.status {
-            return Ok(false);
+            return Ok(Step::Idle);
         }
         let mut tx = self.store.write().await?;
         if !tx
@@ -332,7 +347,7 @@ impl Notifly {
             .await?
         {
             // Cancelled, or another node took this step.
-            return Ok(false);
+            return Ok(Step::Idle);
         }
         for mut e in chosen {
             let envelope: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
@@ -341,16 +356,16 @@ impl Notifly {
                 .await?;
         }
         self.commit_unpaced(tx).await?;
-        Ok(true)
+        Ok(Step::Moved)
     }
 
-    async fn end_replay(&self, r: &ReplayRecord, status: &str) -> DomainResult<bool> {
+    async fn end_replay(&self, r: &ReplayRecord, status: &str) -> DomainResult<Step> {
         let mut tx = self.store.write().await?;
         let ended = tx
             .end_replay(&r.account_id, &r.id, status, ids::now())
             .await?;
         self.commit_unpaced(tx).await?;
-        Ok(ended)
+        Ok(if ended { Step::Moved } else { Step::Idle })
     }
 }
 

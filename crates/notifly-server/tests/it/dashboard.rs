@@ -1390,6 +1390,76 @@ async fn operational_events_are_picked_in_the_form_and_shown_as_notices() {
 }
 
 #[tokio::test]
+async fn a_replay_is_started_shown_with_its_progress_and_cancelled_from_the_page() {
+    let receiver = Receiver::start().await;
+    let (_server, api, mut b) = setup().await;
+    for n in 0..5 {
+        api.contact(&format!("c{n}")).await;
+    }
+    let hook = webhook(&api, "Late", &receiver.url("/late"), &["contact.created"]).await;
+    let page_path = format!("/dashboard/webhooks/{}", hook.id);
+    b.get(&page_path).await.assert_has("Replay events");
+    let page = b
+        .post(
+            &page_path,
+            &format!("{page_path}/replay"),
+            &[("since", "3600")],
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let page = b.follow(&page).await;
+    page.assert_has("Replaying 5 events since");
+    receiver.wait_for_path("/late", 5, DEADLINE).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let page = b.get(&page_path).await;
+        if page.body.contains(r#"<progress max="5" value="5""#)
+            && page
+                .body
+                .contains(r#"<span class="badge ok">completed</span>"#)
+        {
+            page.assert_lacks("/cancel");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no completed replay: {}",
+            page.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A bad time is refused with a message, and nothing is replayed.
+    let page = b
+        .post(
+            &page_path,
+            &format!("{page_path}/replay"),
+            &[("since_utc", "yesterday")],
+        )
+        .await;
+    b.follow(&page)
+        .await
+        .assert_has("Give the time as YYYY-MM-DD HH:MM, in UTC.");
+    // Cancelling an ended replay says why not.
+    let replay_id = b
+        .get(&page_path)
+        .await
+        .body
+        .split(r#"aria-label="Replay "#)
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_owned();
+    let page = b
+        .post(
+            &page_path,
+            &format!("{page_path}/replays/{replay_id}/cancel"),
+            &[],
+        )
+        .await;
+    b.follow(&page).await.assert_has("is completed already");
+}
+
+#[tokio::test]
 async fn a_browser_at_the_root_is_sent_to_the_dashboard_and_api_clients_get_json() {
     let server = TestServer::start().await;
     let http = reqwest::Client::builder()

@@ -146,3 +146,140 @@ async fn acknowledged_events_survive_kill_9() {
         recovered_in.as_secs_f64()
     );
 }
+
+/// A replay killed with SIGKILL half-way resumes after the restart where its
+/// last committed step left it: every event of the window reaches the
+/// receiver, the replay completes with `sent == total`, it made exactly one
+/// delivery per event, and only attempts in flight at the kill may arrive
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_resumes_after_kill_9() {
+    const EVENTS: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("notifly.db").display());
+    let key = create_account(&db, "replayed");
+    let (receiver_url, seen) = receiver(Duration::from_millis(5)).await;
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = serve(&db, dir.path(), port);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+    let auth = format!("Bearer {key}");
+    let mut written = HashSet::new();
+    for n in 0..EVENTS {
+        let r: Value = client
+            .post(format!("{base}/v1/contacts"))
+            .header("authorization", &auth)
+            .json(&json!({"username": format!("r{n}"), "phone_number": "+1 555 0100"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        written.insert(r["id"].as_str().unwrap().to_owned());
+    }
+    // A webhook made after them, and a replay of them all.
+    let hook: Value = client
+        .post(format!("{base}/v1/webhooks"))
+        .header("authorization", &auth)
+        .json(&json!({"name": "late", "url": receiver_url, "events": ["contact.created"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hook = hook["id"].as_str().unwrap().to_owned();
+    let r = client
+        .post(format!("{base}/v1/webhooks/{hook}/replay"))
+        .header("authorization", &auth)
+        .json(&json!({"since": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let replay: Value = r.json().await.unwrap();
+    assert_eq!(replay["total"], EVENTS);
+    let replay_url = format!(
+        "{base}/v1/webhooks/{hook}/replays/{}",
+        replay["id"].as_str().unwrap()
+    );
+
+    // Kill it half-way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().delivered.len() < EVENTS / 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let delivered_at_kill = seen.lock().unwrap().delivered.len();
+    assert!(
+        delivered_at_kill < EVENTS,
+        "the kill should land mid-replay ({delivered_at_kill} of {EVENTS} delivered)"
+    );
+
+    let mut server = serve(&db, dir.path(), port);
+    wait_ready(&client, &base).await;
+    let missing = wait_delivered(&seen, &written, Duration::from_secs(60)).await;
+    let mut status = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        status = client
+            .get(&replay_url)
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One delivery per event: the replay repeated no step.
+    let mut deliveries = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v1/webhooks/{hook}/deliveries?limit=100");
+        if let Some(a) = &after {
+            url.push_str(&format!("&starting_after={a}"));
+        }
+        let page: Value = client
+            .get(&url)
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let data = page["data"].as_array().unwrap();
+        deliveries += data.len();
+        if page["has_more"] != true {
+            break;
+        }
+        after = data.last().map(|d| d["id"].as_str().unwrap().to_owned());
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        missing.is_empty(),
+        "{} replayed events never delivered, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["sent"], EVENTS, "{status}");
+    assert_eq!(deliveries, EVENTS, "one delivery per replayed event");
+    let duplicates = seen.lock().unwrap().duplicates();
+    // The attempts in flight at the kill (at most the webhook's 16) are
+    // the only ones sent again.
+    assert!(duplicates <= 16, "{duplicates} events arrived twice");
+    println!(
+        "replayed {EVENTS}: {delivered_at_kill} delivered before the kill, {duplicates} twice"
+    );
+}

@@ -610,3 +610,112 @@ async fn a_rate_limit_holds_across_three_nodes() {
         at.len()
     );
 }
+
+/// Progress as the API shows it on one node, while any node's replayer
+/// advances it: `sent` only grows, the replay completes with
+/// `sent == total`, every event arrives, and no step is taken twice (one
+/// delivery per event), although the nodes take turns and one of them is
+/// killed half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set NOTIFLY_TEST_POSTGRES_URL and run with --include-ignored"]
+async fn a_replay_progresses_across_three_nodes_and_survives_one_killed() {
+    const EVENTS: usize = 300;
+    let _serial = SERIAL.lock().await;
+    let db = ScratchDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, auth) = cluster(&db, dir.path()).await;
+    let (receiver_url, seen) = receiver(Duration::from_millis(5)).await;
+    let client = reqwest::Client::new();
+    let mut written = HashSet::new();
+    for n in 0..EVENTS {
+        let r: Value = client
+            .post(format!("{}/v1/contacts", nodes[n % 3].base))
+            .header("authorization", &auth)
+            .json(&json!({"username": format!("r{n}"), "phone_number": "+1 555 0100"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        written.insert(r["id"].as_str().unwrap().to_owned());
+    }
+    let hook: Value = client
+        .post(format!("{}/v1/webhooks", nodes[0].base))
+        .header("authorization", &auth)
+        .json(&json!({"name": "late", "url": receiver_url, "events": ["contact.created"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hook = hook["id"].as_str().unwrap().to_owned();
+    let r = client
+        .post(format!("{}/v1/webhooks/{hook}/replay", nodes[1].base))
+        .header("authorization", &auth)
+        .json(&json!({"since": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let replay: Value = r.json().await.unwrap();
+    assert_eq!(replay["total"], EVENTS);
+    let path = format!(
+        "/v1/webhooks/{hook}/replays/{}",
+        replay["id"].as_str().unwrap()
+    );
+
+    // Watched on node 2; node 0 is killed once a quarter has arrived.
+    let mut sent_seen = vec![0_i64];
+    let mut killed = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let r: Value = client
+            .get(format!("{}{path}", nodes[2].base))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sent = r["sent"].as_i64().unwrap();
+        assert!(sent >= *sent_seen.last().unwrap(), "sent went back: {r}");
+        if sent != *sent_seen.last().unwrap() {
+            sent_seen.push(sent);
+        }
+        if r["status"] == "completed" {
+            break r;
+        }
+        if !killed && seen.lock().unwrap().delivered.len() >= EVENTS / 4 {
+            nodes[0].alive.store(false, Ordering::Relaxed);
+            Command::new("kill")
+                .args(["-9", &nodes[0].child.id().to_string()])
+                .status()
+                .unwrap();
+            killed = true;
+        }
+        assert!(Instant::now() < deadline, "replay not completed: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(done["sent"], EVENTS, "{done}");
+    // The dead node's leases expire after 2 × 2 s + 10 s; allow more.
+    let missing = wait_delivered(&seen, &written, Duration::from_secs(60)).await;
+    let deliveries: i64 = {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE endpoint_id = $1")
+            .bind(&hook)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    kill_all(nodes);
+    assert!(missing.is_empty(), "{} never delivered", missing.len());
+    assert_eq!(deliveries, EVENTS as i64, "one delivery per replayed event");
+    println!(
+        "3 nodes, one killed: replayed {EVENTS}, progress seen at {} steps, {} duplicate successful deliveries",
+        sent_seen.len(),
+        seen.lock().unwrap().duplicates()
+    );
+}

@@ -60,6 +60,12 @@
           if (fresh) {
             live.replaceChildren.apply(live, Array.from(fresh.childNodes));
           }
+          // A webhook's replays show their progress too.
+          var replays = document.getElementById("replays-body");
+          var freshReplays = doc.getElementById("replays-body");
+          if (replays && freshReplays) {
+            replays.replaceChildren.apply(replays, Array.from(freshReplays.childNodes));
+          }
         })
         .catch(function () {
           note.textContent = "Live updates paused; reload the page.";

@@ -25,8 +25,8 @@ use notifly_server::store::{
     Account, ApiKeyRecord, Attachment, AttemptRecord, AttemptResult, ClaimRequest, Claimed,
     Contact, Conversation, ConversationFilter, Cursor, DashboardSession, DeliveryRecord,
     EndpointPolicy, EndpointRecord, EventRecord, GroupRecord, IdempotentResponse, KeyRevocation,
-    Listed, MessageRecord, NewMessage, NextStep, Page, Reaction, SessionFlash, Store, StoreError,
-    StoreResult, StoredKeys, WriteTx,
+    Listed, MessageRecord, NewMessage, NextStep, Page, Reaction, ReplayRecord, SessionFlash, Store,
+    StoreError, StoreResult, StoredKeys, WriteTx,
 };
 use serde_json::json;
 use sqlx::types::Json;
@@ -122,6 +122,7 @@ mod hand_off;
 mod isolation;
 mod lists;
 mod notices;
+mod replays;
 mod resources;
 mod retention;
 

@@ -12,6 +12,13 @@ CREATE TABLE replays (
     total INTEGER NOT NULL,
     sent INTEGER NOT NULL DEFAULT 0,
     cursor TEXT,
+    -- When the cursor's event was written: where to look again if
+    -- retention purges that event before the replay passes it.
+    cursor_at INTEGER,
+    -- The newest event of the log when the replay was made: it ends there,
+    -- so events written since (which the webhook gets live) are not sent
+    -- twice.
+    last_event TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );

@@ -49,6 +49,9 @@ struct ReplayRow {
     since: String,
     created: String,
     active: bool,
+    /// The progress bar's value and maximum (at least 1, and the value
+    /// within it, even if `sent` passed `total`).
+    bar: (i64, i64),
 }
 
 /// `?after=<id>` (older) or `?before=<id>` (newer): keyset pages, newest first.
@@ -849,6 +852,7 @@ pub async fn show(
             .into_iter()
             .map(|r| ReplayRow {
                 active: r.status == "queued" || r.status == "running",
+                bar: (r.sent.min(r.total.max(1)), r.total.max(1)),
                 since: view::time(r.since),
                 created: view::ago(r.created_at, now),
                 id: r.id,

@@ -8,9 +8,12 @@
 //! events the webhook selects and moves the cursor past them (only if no
 //! other node moved it meanwhile). So a restart, `kill -9` included,
 //! resumes where the last committed step left off, and no event is
-//! replayed twice. It adds deliveries only while the webhook has fewer than
-//! [`WINDOW`] pending: its live events never queue behind more than that,
-//! and the claims that send them keep its rate limit, ordering and circuit.
+//! replayed twice. It ends at the newest event of the log when it was made
+//! (later ones the webhook gets live). It adds deliveries only while the
+//! webhook has fewer than [`WINDOW`] pending (fewer than its rate limit,
+//! if lower): its live events never queue behind more than that, about a
+//! second of its own rate at most, and the claims that send them keep its
+//! rate limit, ordering and circuit.
 
 use notifly_webhooks::AnyEventType;
 use serde::{Deserialize, Serialize};
@@ -24,8 +27,14 @@ use crate::store::{Conn, EndpointRecord, EventRecord, ReplayRecord, StoreError};
 const KIND: &str = "replay";
 
 /// A replay adds deliveries while its webhook has fewer than this many
-/// pending.
+/// pending (or than its rate limit, if lower).
 pub const WINDOW: i64 = 32;
+/// Writers in parallel (and nodes' clocks) may put an event this many
+/// seconds out of time order in the log: a replay starts looking this far
+/// before its window, and stops this far after it.
+const SKEW_SECS: i64 = 60;
+/// Replays the replayer looks at per pass, the least recently moved first.
+const PER_PASS: u32 = 100;
 /// Events of the log read per look.
 const READ: u32 = 200;
 
@@ -162,8 +171,14 @@ impl Notifly {
             webhook_id,
         )?;
         self.replayable(conn.as_mut(), account, &endpoint).await?;
-        let start = conn.event_before(account, since).await?;
-        let total = count(conn.as_mut(), account, &endpoint, start.clone(), until).await?;
+        let start = conn.event_before(account, since - SKEW_SECS).await?;
+        let last_event = conn.latest_event_id(account).await?;
+        let window = Window {
+            since,
+            until,
+            last_event: last_event.as_deref(),
+        };
+        let total = count(conn.as_mut(), account, &endpoint, start.clone(), &window).await?;
         drop(conn);
         let mut tx = self.store.write().await?;
         // Again in the write, which orders it after any other replay made
@@ -184,6 +199,8 @@ impl Notifly {
             total,
             sent: 0,
             cursor: start,
+            cursor_at: None,
+            last_event,
             created_at: now,
             updated_at: now,
         };
@@ -283,13 +300,18 @@ impl Notifly {
     /// waits only for its webhook's pending deliveries to go (so that a
     /// look soon would find room).
     pub async fn advance_replays(&self) -> DomainResult<(bool, bool)> {
-        let active = self.store.read().await?.active_replays(10).await?;
+        let active = self.store.read().await?.active_replays(PER_PASS).await?;
         let (mut progressed, mut waiting) = (false, false);
         for r in &active {
-            match self.advance_replay(r).await? {
-                Step::Moved => progressed = true,
-                Step::Full => waiting = true,
-                Step::Idle => {}
+            match self.advance_replay(r).await {
+                Ok(Step::Moved) => progressed = true,
+                Ok(Step::Full) => waiting = true,
+                Ok(Step::Idle) => {}
+                // One replay's trouble holds up no other; it is looked at
+                // again next pass.
+                Err(e) => {
+                    tracing::warn!(replay = %r.id, error = ?e, "advancing a replay failed");
+                }
             }
         }
         Ok((progressed, waiting))
@@ -301,38 +323,65 @@ impl Notifly {
         let Some(endpoint) = conn.endpoint(account, &r.endpoint_id).await? else {
             return self.end_replay(r, "failed").await;
         };
-        if !endpoint.enabled {
-            // Waits until it is enabled again (or the replay is cancelled).
+        if !endpoint.enabled || endpoint.circuit != "closed" {
+            // Waits until it is enabled again, or its circuit closes (or
+            // the replay is cancelled).
             return Ok(Step::Idle);
         }
-        let room = WINDOW - conn.pending_deliveries(&endpoint.id, WINDOW).await?;
+        let window = endpoint.rate_limit.map_or(WINDOW, |r| r.clamp(1, WINDOW));
+        let room = window - conn.pending_deliveries(&endpoint.id, window).await?;
         if room <= 0 {
             return Ok(Step::Full);
         }
-        let events = match conn.events_after(account, r.cursor.as_deref(), READ).await {
+        let mut from = r.cursor.clone();
+        let events = match conn.events_after(account, from.as_deref(), READ).await {
             Ok(events) => events,
             Err(StoreError::UnknownCursor) => {
-                tracing::warn!(replay = %r.id, "the replay's place in the log was purged; it failed");
-                return self.end_replay(r, "failed").await;
+                // Retention purged the cursor's event (and so everything
+                // older): look again from where it was written. What lies
+                // between may be sent twice; nothing is skipped.
+                tracing::warn!(replay = %r.id, "the replay's place in the log was purged; it goes on from the oldest event left");
+                from = match r.cursor_at {
+                    Some(at) => conn.event_before(account, at).await?,
+                    None => None,
+                };
+                conn.events_after(account, from.as_deref(), READ).await?
             }
             Err(e) => return Err(e.into()),
         };
+        // Nothing after the cursor, its last event not reached: not settled
+        // yet (PostgreSQL), or retention purged it, which ends the replay.
+        let purged_end = match (&r.last_event, events.is_empty()) {
+            (Some(last), true) => conn.event(account, last).await?.is_none(),
+            _ => false,
+        };
         drop(conn);
+        let window = Window {
+            since: r.since,
+            until: r.until,
+            last_event: r.last_event.as_deref(),
+        };
         let mut next = r.clone();
+        next.cursor = from;
         let mut chosen = Vec::new();
-        let mut done = events.len() < READ as usize;
+        let mut done = r.last_event.is_none() || purged_end;
         for e in events {
-            if e.created_at > r.until {
+            if window.is_past(&e) {
                 done = true;
                 break;
             }
             next.cursor = Some(e.id.clone());
-            if selects(&endpoint, &e) {
+            next.cursor_at = Some(e.created_at);
+            let last = window.is_last(&e);
+            if window.holds(&e) && selects(&endpoint, &e) {
                 chosen.push(e);
-                if chosen.len() as i64 == room {
-                    done = false;
-                    break;
-                }
+            }
+            if last {
+                done = true;
+                break;
+            }
+            if chosen.len() as i64 == room {
+                break;
             }
         }
         next.sent += chosen.len() as i64;
@@ -352,6 +401,8 @@ impl Notifly {
         for mut e in chosen {
             let envelope: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
             e.resource_id = envelope["payload"]["id"].as_str().map(str::to_owned);
+            // The delivery is made now (retention and recovery go by it).
+            e.created_at = ids::now();
             tx.insert_replayed_delivery(account, &e, &endpoint.id)
                 .await?;
         }
@@ -369,28 +420,60 @@ impl Notifly {
     }
 }
 
-/// How many events of the log after `cursor`, created up to `until`,
-/// `endpoint` selects.
+/// A replay's window in the log.
+struct Window<'a> {
+    since: i64,
+    until: i64,
+    /// The newest event when the replay was made, where it ends.
+    last_event: Option<&'a str>,
+}
+
+impl Window<'_> {
+    /// Whether `e` was written in the window.
+    fn holds(&self, e: &EventRecord) -> bool {
+        (self.since..=self.until).contains(&e.created_at)
+    }
+
+    /// Whether `e` is the replay's last event.
+    fn is_last(&self, e: &EventRecord) -> bool {
+        self.last_event == Some(e.id.as_str())
+    }
+
+    /// Whether `e`, and so (but for skew) everything after it, is past the
+    /// window: the replay can end before its last event.
+    fn is_past(&self, e: &EventRecord) -> bool {
+        e.created_at > self.until.saturating_add(SKEW_SECS)
+    }
+}
+
+/// How many events of the log after `cursor`, in `window`, `endpoint`
+/// selects.
 async fn count(
     conn: &mut dyn Conn,
     account: &str,
     endpoint: &EndpointRecord,
     mut cursor: Option<String>,
-    until: i64,
+    window: &Window<'_>,
 ) -> DomainResult<i64> {
     let mut total = 0;
+    if window.last_event.is_none() {
+        return Ok(0);
+    }
     loop {
         let events = conn.events_after(account, cursor.as_deref(), 500).await?;
-        let last_page = events.len() < 500;
         for e in &events {
-            if e.created_at > until {
+            if window.is_past(e) {
                 return Ok(total);
             }
-            total += i64::from(selects(endpoint, e));
+            total += i64::from(window.holds(e) && selects(endpoint, e));
+            if window.is_last(e) {
+                return Ok(total);
+            }
         }
         match events.last() {
-            Some(e) if !last_page => cursor = Some(e.id.clone()),
-            _ => return Ok(total),
+            Some(e) => cursor = Some(e.id.clone()),
+            // Not settled yet (PostgreSQL), or purged: counted so far.
+            None => return Ok(total),
         }
     }
 }

@@ -276,8 +276,9 @@ row!(Attachment, conflict: None,
     update: [filename]);
 
 row!(ReplayRecord, conflict: None,
-    insert: [id, endpoint_id, since, until, status, total, sent, cursor, created_at, updated_at],
-    update: [status, total, sent, cursor, updated_at]);
+    insert: [id, endpoint_id, since, until, status, total, sent, cursor, cursor_at, last_event,
+             created_at, updated_at],
+    update: [status, total, sent, cursor, cursor_at, updated_at]);
 
 #[cfg(test)]
 mod tests {

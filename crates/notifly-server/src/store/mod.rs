@@ -192,7 +192,7 @@ pub(crate) const ENDPOINT_COLUMNS: &str = "id, name, url, description, events, e
 pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_ms, last_attempt_at, last_status_code, created_at, updated_at";
 /// A dashboard session's columns, from `dashboard_sessions s JOIN accounts a`.
 pub(crate) const DASHBOARD_SESSION_COLUMNS: &str = "s.token_hash, s.account_id, a.name AS account_name, s.csrf, s.created_at, s.last_seen_at, s.expires_at, s.flash_kind, s.flash_message, s.key_id";
-pub(crate) const REPLAY_COLUMNS: &str = "id, account_id, endpoint_id, since, until, status, total, sent, cursor, created_at, updated_at";
+pub(crate) const REPLAY_COLUMNS: &str = "id, account_id, endpoint_id, since, until, status, total, sent, cursor, cursor_at, last_event, created_at, updated_at";
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, started_at_ms, duration_ms, request_headers, response_status, response_headers, response_body, error, succeeded";
 
 /// `columns` (a `*_COLUMNS` list), each qualified by the table alias

@@ -498,6 +498,10 @@ pub struct ReplayRecord {
     pub sent: i64,
     /// The last event of the log looked at (`None`: the start of the log).
     pub cursor: Option<String>,
+    /// When the cursor's event was written.
+    pub cursor_at: Option<i64>,
+    /// The newest event of the log when the replay was made: where it ends.
+    pub last_event: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -81,7 +81,7 @@ impl ReplayWrites for Handle<PgTx> {
         from: Option<&str>,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE replays SET status = $1, sent = $2, cursor = $3, updated_at = $4
+            "UPDATE replays SET status = $1, sent = $2, cursor = $3, cursor_at = $8, updated_at = $4
              WHERE account_id = $5 AND id = $6 AND status IN ('queued', 'running')
                AND cursor IS NOT DISTINCT FROM $7",
         )
@@ -92,6 +92,7 @@ impl ReplayWrites for Handle<PgTx> {
         .bind(account)
         .bind(&r.id)
         .bind(from)
+        .bind(r.cursor_at)
         .execute(&mut *self.0)
         .await
         .map_err(backend)?;

@@ -76,12 +76,13 @@ impl ReplayWrites for Handle<WriterGuard> {
     ) -> StoreResult<bool> {
         let done = exec(
             &self.0,
-            "UPDATE replays SET status = ?, sent = ?, cursor = ?, updated_at = ?
+            "UPDATE replays SET status = ?, sent = ?, cursor = ?, cursor_at = ?, updated_at = ?
              WHERE account_id = ? AND id = ? AND status IN ('queued', 'running') AND cursor IS ?",
             params![
                 r.status,
                 r.sent,
                 r.cursor,
+                r.cursor_at,
                 r.updated_at,
                 account,
                 r.id,

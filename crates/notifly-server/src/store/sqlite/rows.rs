@@ -529,8 +529,10 @@ impl Decode for ReplayRecord {
             total: row.get(6)?,
             sent: row.get(7)?,
             cursor: row.get(8)?,
-            created_at: row.get(9)?,
-            updated_at: row.get(10)?,
+            cursor_at: row.get(9)?,
+            last_event: row.get(10)?,
+            created_at: row.get(11)?,
+            updated_at: row.get(12)?,
         })
     }
 }

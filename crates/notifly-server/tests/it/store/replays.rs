@@ -21,6 +21,8 @@ fn replay_of(account: &str, endpoint: &str, since: i64, until: i64) -> ReplayRec
         total: 3,
         sent: 0,
         cursor: None,
+        cursor_at: None,
+        last_event: Some("evt-9".to_owned()),
         created_at: ids::now(),
         updated_at: ids::now(),
     }
@@ -49,6 +51,7 @@ async fn replays_round_trip_and_move_on_only_from_where_they_were(store: Arc<dyn
     step.status = "running".to_owned();
     step.sent = 2;
     step.cursor = Some("evt-2".to_owned());
+    step.cursor_at = Some(150);
     let mut tx = begin(&store).await;
     assert!(tx.advance_replay(&a, &step, None).await.unwrap());
     commit(tx).await;

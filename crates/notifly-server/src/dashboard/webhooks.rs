@@ -1019,15 +1019,9 @@ pub async fn recover(
         return refused;
     }
     let back = format!("/dashboard/webhooks/{id}");
-    let Some(since) = since_of(&form, ids::now()) else {
-        state
-            .sessions
-            .flash(
-                &current,
-                Flash::error("Give the time as YYYY-MM-DD HH:MM, in UTC."),
-            )
-            .await;
-        return Redirect::to(&back).into_response();
+    let since = match since_of(&form, ids::now()) {
+        Some(since) => since,
+        None => return bad_time(&state, &current, &back).await,
     };
     match state
         .app
@@ -1229,6 +1223,18 @@ pub fn recover_presets() -> &'static [(i64, &'static str)] {
     &RECOVER_PRESETS
 }
 
+/// Back to `back`, saying the form's time did not parse.
+async fn bad_time(state: &Dashboard, current: &Current, back: &str) -> Response {
+    state
+        .sessions
+        .flash(
+            current,
+            Flash::error("Give the time as YYYY-MM-DD HH:MM, in UTC."),
+        )
+        .await;
+    Redirect::to(back).into_response()
+}
+
 /// The start of a window a form asks for: a preset (`since`, seconds back
 /// from now) or a UTC time (`since_utc`), which wins. `None`: a time that
 /// does not parse.
@@ -1260,15 +1266,9 @@ pub async fn replay(
         return refused;
     }
     let back = format!("/dashboard/webhooks/{id}");
-    let Some(since) = since_of(&form, ids::now()) else {
-        state
-            .sessions
-            .flash(
-                &current,
-                Flash::error("Give the time as YYYY-MM-DD HH:MM, in UTC."),
-            )
-            .await;
-        return Redirect::to(&back).into_response();
+    let since = match since_of(&form, ids::now()) {
+        Some(since) => since,
+        None => return bad_time(&state, &current, &back).await,
     };
     let input = CreateReplay { since, until: None };
     match state

@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{create_account, free_port, receiver, wait_delivered, wait_ready};
+use crate::common::{
+    call, create_account, free_port, receiver, replay_everything, wait_delivered, wait_ready,
+    write_contacts,
+};
 use serde_json::{Value, json};
 
 fn serve(db: &str, dir: &std::path::Path, port: u16) -> Child {
@@ -166,46 +169,10 @@ async fn a_replay_resumes_after_kill_9() {
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await;
     let auth = format!("Bearer {key}");
-    let mut written = HashSet::new();
-    for n in 0..EVENTS {
-        let r: Value = client
-            .post(format!("{base}/v1/contacts"))
-            .header("authorization", &auth)
-            .json(&json!({"username": format!("r{n}"), "phone_number": "+1 555 0100"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        written.insert(r["id"].as_str().unwrap().to_owned());
-    }
+    let written = write_contacts(&client, &[&base], &auth, EVENTS).await;
     // A webhook made after them, and a replay of them all.
-    let hook: Value = client
-        .post(format!("{base}/v1/webhooks"))
-        .header("authorization", &auth)
-        .json(&json!({"name": "late", "url": receiver_url, "events": ["contact.created"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hook = hook["id"].as_str().unwrap().to_owned();
-    let r = client
-        .post(format!("{base}/v1/webhooks/{hook}/replay"))
-        .header("authorization", &auth)
-        .json(&json!({"since": 0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let replay: Value = r.json().await.unwrap();
-    assert_eq!(replay["total"], EVENTS);
-    let replay_url = format!(
-        "{base}/v1/webhooks/{hook}/replays/{}",
-        replay["id"].as_str().unwrap()
-    );
+    let (hook, path) = replay_everything(&client, &base, &auth, &receiver_url, EVENTS).await;
+    let replay_url = format!("{base}{path}");
 
     // Kill it half-way.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -226,15 +193,7 @@ async fn a_replay_resumes_after_kill_9() {
     let mut status = Value::Null;
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        status = client
-            .get(&replay_url)
-            .header("authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        status = call(client.get(&replay_url), &auth).await.1;
         if status["status"] == "completed" {
             break;
         }
@@ -248,15 +207,7 @@ async fn a_replay_resumes_after_kill_9() {
         if let Some(a) = &after {
             url.push_str(&format!("&starting_after={a}"));
         }
-        let page: Value = client
-            .get(&url)
-            .header("authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = call(client.get(&url), &auth).await.1;
         let data = page["data"].as_array().unwrap();
         deliveries += data.len();
         if page["has_more"] != true {

@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{create_account, free_port, receiver, wait_delivered, wait_ready};
+use crate::common::{
+    call, create_account, free_port, receiver, replay_everything, wait_delivered, wait_ready,
+    write_contacts,
+};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -626,60 +629,20 @@ async fn a_replay_progresses_across_three_nodes_and_survives_one_killed() {
     let (nodes, auth) = cluster(&db, dir.path()).await;
     let (receiver_url, seen) = receiver(Duration::from_millis(5)).await;
     let client = reqwest::Client::new();
-    let mut written = HashSet::new();
-    for n in 0..EVENTS {
-        let r: Value = client
-            .post(format!("{}/v1/contacts", nodes[n % 3].base))
-            .header("authorization", &auth)
-            .json(&json!({"username": format!("r{n}"), "phone_number": "+1 555 0100"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        written.insert(r["id"].as_str().unwrap().to_owned());
-    }
-    let hook: Value = client
-        .post(format!("{}/v1/webhooks", nodes[0].base))
-        .header("authorization", &auth)
-        .json(&json!({"name": "late", "url": receiver_url, "events": ["contact.created"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hook = hook["id"].as_str().unwrap().to_owned();
-    let r = client
-        .post(format!("{}/v1/webhooks/{hook}/replay", nodes[1].base))
-        .header("authorization", &auth)
-        .json(&json!({"since": 0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let replay: Value = r.json().await.unwrap();
-    assert_eq!(replay["total"], EVENTS);
-    let path = format!(
-        "/v1/webhooks/{hook}/replays/{}",
-        replay["id"].as_str().unwrap()
-    );
+    let bases: Vec<&str> = nodes.iter().map(|n| n.base.as_str()).collect();
+    let written = write_contacts(&client, &bases, &auth, EVENTS).await;
+    // Made and started through node 1, watched through node 2.
+    let (hook, path) =
+        replay_everything(&client, &nodes[1].base, &auth, &receiver_url, EVENTS).await;
 
     // Watched on node 2; node 0 is killed once a quarter has arrived.
     let mut sent_seen = vec![0_i64];
     let mut killed = false;
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {
-        let r: Value = client
-            .get(format!("{}{path}", nodes[2].base))
-            .header("authorization", &auth)
-            .send()
+        let r = call(client.get(format!("{}{path}", nodes[2].base)), &auth)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .1;
         let sent = r["sent"].as_i64().unwrap();
         assert!(sent >= *sent_seen.last().unwrap(), "sent went back: {r}");
         if sent != *sent_seen.last().unwrap() {

@@ -203,6 +203,29 @@ where
     }
 }
 
+/// Appends `e` to the account's log (a test event apart from it) with no
+/// fan-out, under the account's endpoint lock the caller took.
+async fn insert_plain_event(
+    tx: &mut PgTx,
+    account: &str,
+    e: &EventRecord,
+    is_test: bool,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(account)
+    .bind(&e.id)
+    .bind(&e.event_type)
+    .bind(&e.body)
+    .bind(e.created_at)
+    .bind(is_test)
+    .execute(&mut **tx)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 #[async_trait]
 impl EventWrites for Handle<PgTx> {
     async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {
@@ -218,17 +241,7 @@ impl EventWrites for Handle<PgTx> {
         // Rare (a state change of an endpoint): the plain way, its
         // deliveries left for a claim, not the hot path's hand-off.
         self.0.lock_endpoints(account, false).await?;
-        sqlx::query(
-            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(account)
-        .bind(&e.id)
-        .bind(&e.event_type)
-        .bind(&e.body)
-        .bind(e.created_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        insert_plain_event(&mut self.0, account, e, false).await?;
         let subscribed: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT e.id, e.filter FROM endpoints e
              WHERE e.account_id = $1 AND e.enabled AND e.id <> $2
@@ -286,17 +299,7 @@ impl EventWrites for Handle<PgTx> {
         endpoint_id: &str,
     ) -> StoreResult<String> {
         self.0.lock_endpoints(account, false).await?;
-        sqlx::query(
-            "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES ($1, $2, $3, $4, $5, true)",
-        )
-        .bind(account)
-        .bind(&e.id)
-        .bind(&e.event_type)
-        .bind(&e.body)
-        .bind(e.created_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(backend)?;
+        insert_plain_event(&mut self.0, account, e, true).await?;
         self.0.claimable = true;
         insert_delivery(&mut self.0, account, e, endpoint_id).await
     }

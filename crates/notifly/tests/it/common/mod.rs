@@ -163,3 +163,64 @@ pub fn create_account(database: &str, name: &str) -> String {
     let account: Value = serde_json::from_slice(&out.stdout).unwrap();
     account["api_key"].as_str().unwrap().to_owned()
 }
+
+/// A request with the account's `Authorization`, answered with JSON.
+pub async fn call(rb: reqwest::RequestBuilder, auth: &str) -> (u16, Value) {
+    let r = rb.header("authorization", auth).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Writes `n` contacts, spread over the servers at `bases` in turn; returns
+/// their ids.
+pub async fn write_contacts(
+    client: &reqwest::Client,
+    bases: &[&str],
+    auth: &str,
+    n: usize,
+) -> std::collections::HashSet<String> {
+    let mut written = std::collections::HashSet::new();
+    for i in 0..n {
+        let body = serde_json::json!({"username": format!("r{i}"), "phone_number": "+1 555 0100"});
+        let (status, c) = call(
+            client
+                .post(format!("{}/v1/contacts", bases[i % bases.len()]))
+                .json(&body),
+            auth,
+        )
+        .await;
+        assert_eq!(status, 201, "{c}");
+        written.insert(c["id"].as_str().unwrap().to_owned());
+    }
+    written
+}
+
+/// Registers a webhook for `contact.created` at `url` and starts a replay
+/// of the whole log to it (through the server at `base`), checking that it
+/// counts `total` events; returns the webhook's id and the replay's path.
+pub async fn replay_everything(
+    client: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    url: &str,
+    total: usize,
+) -> (String, String) {
+    let body = serde_json::json!({"name": "late", "url": url, "events": ["contact.created"]});
+    let (status, hook) = call(client.post(format!("{base}/v1/webhooks")).json(&body), auth).await;
+    assert_eq!(status, 201, "{hook}");
+    let hook = hook["id"].as_str().unwrap().to_owned();
+    let (status, replay) = call(
+        client
+            .post(format!("{base}/v1/webhooks/{hook}/replay"))
+            .json(&serde_json::json!({"since": 0})),
+        auth,
+    )
+    .await;
+    assert_eq!(status, 202, "{replay}");
+    assert_eq!(replay["total"], total, "{replay}");
+    let path = format!(
+        "/v1/webhooks/{hook}/replays/{}",
+        replay["id"].as_str().unwrap()
+    );
+    (hook, path)
+}

@@ -309,6 +309,20 @@ pub(crate) fn endpoint_notices<'a>(
     out
 }
 
+/// The endpoints a write-back of `results` may change in a way their
+/// accounts hear of: those it sent to (health, circuit) and those it
+/// disables; each once, in id order (the order rows are locked in).
+pub(crate) fn changing_endpoints(results: &[AttemptResult]) -> Vec<&str> {
+    let mut ids: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.unsent || r.disable.is_some())
+        .map(|r| r.endpoint_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// The deliveries of `results` whose retries ran out (`NextStep::Failed`,
 /// not by a `410`, which disables the endpoint and is told as
 /// `webhook.disabled`): those the write-back moves to `failed` are owed
@@ -504,6 +518,23 @@ mod tests {
             throttle_until_ms: None,
             ordered: false,
         }
+    }
+
+    #[test]
+    fn changing_endpoints_are_each_once_in_id_order_and_leave_out_unsent_results() {
+        let mut unsent = result("c", false);
+        unsent.unsent = true;
+        let mut gone = result("d", false);
+        gone.unsent = true;
+        gone.disable = Some("gone".into());
+        let results = [
+            result("b", true),
+            unsent,
+            result("a", false),
+            result("b", false),
+            gone,
+        ];
+        assert_eq!(changing_endpoints(&results), ["a", "b", "d"]);
     }
 
     #[test]

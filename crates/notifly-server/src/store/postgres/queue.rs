@@ -528,18 +528,7 @@ impl DeliveryQueue for PgStore {
         // locked (after the deliveries and slots, in id order, as every
         // write-back takes them), so no other write-back can change it
         // before this one commits.
-        let mut endpoint_ids: Vec<&str> = endpoint_health(results)
-            .into_iter()
-            .map(|(id, _)| id)
-            .chain(
-                results
-                    .iter()
-                    .filter(|r| r.disable.is_some())
-                    .map(|r| r.endpoint_id.as_str()),
-            )
-            .collect();
-        endpoint_ids.sort_unstable();
-        endpoint_ids.dedup();
+        let endpoint_ids = changing_endpoints(results);
         let before: Vec<EndpointState> = sqlx::query_as(&format!(
             "SELECT {ENDPOINT_STATE_COLUMNS} FROM endpoints WHERE id = ANY($1)
              ORDER BY id FOR NO KEY UPDATE"

@@ -232,19 +232,7 @@ fn record_attempts(
             exec(tx, &update, params_from_iter(values)).map_err(sqlite)?;
         }
     }
-    let mut endpoint_ids: Vec<&str> = endpoint_health(results)
-        .into_iter()
-        .map(|(id, _)| id)
-        .chain(
-            results
-                .iter()
-                .filter(|r| r.disable.is_some())
-                .map(|r| r.endpoint_id.as_str()),
-        )
-        .collect();
-    // Once each, or an endpoint in two chunks would be read twice.
-    endpoint_ids.sort_unstable();
-    endpoint_ids.dedup();
+    let endpoint_ids = changing_endpoints(results);
     let before = endpoint_states(tx, &endpoint_ids)?;
     // Endpoint health, once per endpoint, from the order of its results.
     for (endpoint_id, health) in endpoint_health(results) {

@@ -69,6 +69,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let metrics = Arc::new(metrics::Metrics::default());
+    metrics.storage().locate(storage_location(&config));
     let store = open_store_with(
         &config.database_url,
         config.database_pool_size,
@@ -218,6 +219,20 @@ pub async fn run(
 }
 
 /// A database URL without its password, for logs.
+/// Where the server's writes go, for an operator whose storage is full.
+fn storage_location(config: &Config) -> String {
+    let attachments = config.data_dir.join("attachments");
+    let url = &config.database_url;
+    let database = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        format!("PostgreSQL at {} (its data directory)", redact_url(url))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        format!("the SQLite database {path} (with its -wal file)")
+    };
+    format!("{database}; attachments in {}", attachments.display())
+}
+
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

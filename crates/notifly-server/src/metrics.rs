@@ -60,6 +60,80 @@ pub struct Metrics {
     request_duration: Family<RouteLabels, Histogram>,
     requests_in_flight: Gauge,
     store: Arc<StoreMetrics>,
+    storage: StorageWatch,
+}
+
+/// Whether writes are being refused because the server's storage is full,
+/// as its answers show it: set by a request refused for it (an
+/// [`crate::api::error::StorageFull`] response), cleared by the next write
+/// that succeeds. Each change is logged once, with where the storage is, so
+/// that a full disk is one line in the log, not one per request; `/healthz`
+/// and `/metrics` show the state.
+#[derive(Debug, Default)]
+pub struct StorageWatch {
+    /// Unix seconds since writes have been refused; 0 while they are not.
+    full_since: std::sync::atomic::AtomicI64,
+    /// Where the database and the attachments are, for the log.
+    location: std::sync::OnceLock<String>,
+    full: Gauge,
+    refused: Counter,
+}
+
+impl StorageWatch {
+    /// Says where the storage is (once, at start).
+    pub fn locate(&self, location: String) {
+        let _ = self.location.set(location);
+    }
+
+    /// Where the storage is, as [`StorageWatch::locate`] said.
+    pub fn location(&self) -> &str {
+        self.location.get().map_or("(unknown)", String::as_str)
+    }
+
+    /// Since when (Unix seconds) writes have been refused for want of
+    /// space, if they are.
+    pub fn full_since(&self) -> Option<i64> {
+        match self.full_since.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            since => Some(since),
+        }
+    }
+
+    /// A request was refused because the storage is full.
+    pub fn refused(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.refused.inc();
+        let now = crate::ids::now().max(1);
+        if self
+            .full_since
+            .compare_exchange(0, now, SeqCst, SeqCst)
+            .is_ok()
+        {
+            self.full.set(1);
+            tracing::error!(
+                storage = self.location(),
+                "writes are refused (503): the storage is full. Free space there; \
+                 writes resume by themselves"
+            );
+        }
+    }
+
+    /// A write succeeded: if writes were being refused, they no longer are.
+    pub fn wrote(&self) {
+        use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+        if self.full_since.load(Relaxed) == 0 {
+            return;
+        }
+        let since = self.full_since.swap(0, SeqCst);
+        if since != 0 {
+            self.full.set(0);
+            tracing::warn!(
+                storage = self.location(),
+                refused_for_secs = crate::ids::now() - since,
+                "the storage has space again: writes resumed"
+            );
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -114,6 +188,18 @@ impl Default for Metrics {
         let store = Arc::new(StoreMetrics::default());
         store.register(&mut registry);
 
+        let storage = StorageWatch::default();
+        registry.register(
+            "notifly_storage_full",
+            "1 while writes are refused because the server's storage (the database's or the attachments') is full: set by a refused write, cleared by the next write that succeeds",
+            storage.full.clone(),
+        );
+        registry.register(
+            "notifly_storage_full_refusals",
+            "Requests answered 503 because the server's storage was full",
+            storage.refused.clone(),
+        );
+
         // Every series of a fixed label set exists from the start (at 0),
         // and the hot paths increment them without a look-up.
         let label = |family: &Family<StaticLabel, Counter>, name, value| {
@@ -132,6 +218,7 @@ impl Default for Metrics {
             request_duration,
             requests_in_flight,
             store,
+            storage,
             registry,
         }
     }
@@ -146,6 +233,11 @@ impl Metrics {
     /// The store's metrics, to hand to the store when it is opened.
     pub fn store(&self) -> Arc<StoreMetrics> {
         self.store.clone()
+    }
+
+    /// Whether writes are being refused for want of storage space.
+    pub fn storage(&self) -> &StorageWatch {
+        &self.storage
     }
 
     /// Counts one attempt and its latency.

@@ -143,7 +143,7 @@ fn add_error_statuses(path: &str, method: &str, op: &mut Operation) {
     if path.starts_with("/v1/") {
         statuses.push((
             "503",
-            "The database is unavailable; retry after `Retry-After` seconds, with the same `Idempotency-Key`.",
+            "The database is unavailable, or the server's storage is full (the message says which); retry after `Retry-After` seconds, with the same `Idempotency-Key`.",
         ));
         statuses.push((
             "500",

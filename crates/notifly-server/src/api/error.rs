@@ -30,6 +30,31 @@ fn kind_schema() -> utoipa::openapi::Object {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// A write refused for want of storage space (see [`StorageFull`]).
+    storage_full: bool,
+}
+
+/// Marks a response that refused a write because the server's storage is
+/// full. The metrics middleware notes it (`/metrics`, `/healthz`, one log
+/// line with where the storage is: `metrics::StorageWatch`).
+#[derive(Debug, Clone, Copy)]
+pub struct StorageFull;
+
+/// What a client is told when the server's storage is full.
+pub const STORAGE_FULL: &str = "the server's storage is full, so nothing was written; \
+    retry later (with the same Idempotency-Key): writes resume once an operator frees space";
+
+/// How long a client should wait before retrying a write refused for want
+/// of space: freeing it takes a person.
+const STORAGE_FULL_RETRY_AFTER: HeaderValue = HeaderValue::from_static("30");
+
+/// Marks `response` as a write refused for want of storage space: a
+/// `Retry-After` for a person's time, and the [`StorageFull`] mark.
+pub(crate) fn mark_storage_full(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, STORAGE_FULL_RETRY_AFTER);
+    response.extensions_mut().insert(StorageFull);
 }
 
 impl ApiError {
@@ -37,6 +62,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            storage_full: false,
         }
     }
 
@@ -58,6 +84,15 @@ impl ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
+        if e.is_storage_full() {
+            // The cause and where the storage is are logged once, by the
+            // metrics middleware that sees the mark.
+            tracing::debug!(error = ?e, "write refused: the storage is full");
+            return ApiError {
+                storage_full: true,
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, STORAGE_FULL)
+            };
+        }
         let status = match &e {
             DomainError::BadRequest(_) => StatusCode::BAD_REQUEST,
             DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -105,7 +140,9 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.storage_full {
+            mark_storage_full(&mut response);
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

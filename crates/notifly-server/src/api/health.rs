@@ -44,21 +44,61 @@ async fn metrics(State(s): State<AppState>) -> impl axum::response::IntoResponse
 /// The status of a health probe.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`; `storage_full` while writes are refused for want of space (the
+    /// process still answers, and reads work); from `/readyz`, `database
+    /// unavailable` when the database does not answer.
     #[schema(example = "ok")]
     status: &'static str,
     /// This process: the leases its dispatcher holds are tagged with it.
     #[schema(example = "node-4bW6rDkPq1aZxY3sT9uV2n")]
     #[schema(value_type = String)]
     node: Arc<str>,
+    /// Present while writes are refused because the storage is full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_full: Option<StorageFullHealth>,
 }
 
-/// Liveness: the process answers.
+/// Writes refused because the server's storage is full: since when, where
+/// the storage is, and what to do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StorageFullHealth {
+    /// Since when (Unix seconds) writes have been refused.
+    since: i64,
+    /// Where the database and the attachments are.
+    #[schema(
+        example = "the SQLite database /var/lib/notifly/notifly.db (with its -wal file); attachments in /var/lib/notifly/attachments"
+    )]
+    location: String,
+    /// What an operator should do.
+    message: &'static str,
+}
+
+impl Health {
+    fn new(status: &'static str, s: &AppState) -> Health {
+        let storage = s.metrics.storage();
+        Health {
+            status,
+            node: s.node.clone(),
+            storage_full: storage.full_since().map(|since| StorageFullHealth {
+                since,
+                location: storage.location().to_owned(),
+                message: "writes are refused (503) because this storage is full: free space there; \
+                          writes resume by themselves",
+            }),
+        }
+    }
+}
+
+/// Liveness: the process answers. It still answers 200 while the storage
+/// is full (a restart would not free space), with `status` `storage_full`
+/// and what to do.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 async fn healthz(State(s): State<AppState>) -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        node: s.node,
-    })
+    let status = match s.metrics.storage().full_since() {
+        Some(_) => "storage_full",
+        None => "ok",
+    };
+    Json(Health::new(status, &s))
 }
 
 /// Readiness: the database answers.
@@ -66,21 +106,12 @@ async fn healthz(State(s): State<AppState>) -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     match s.notifly.store().ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(Health {
-                status: "ok",
-                node: s.node,
-            }),
-        ),
+        Ok(()) => (StatusCode::OK, Json(Health::new("ok", &s))),
         Err(e) => {
             tracing::warn!(error = ?e, "readiness check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: "database unavailable",
-                    node: s.node,
-                }),
+                Json(Health::new("database unavailable", &s)),
             )
         }
     }

@@ -1,6 +1,7 @@
 //! The HTTP side of `/metrics`: one middleware that counts every request
 //! (API, dashboard, operations) by route template, method and status class,
-//! times it, and keeps the in-flight gauge.
+//! times it, keeps the in-flight gauge, and notes writes refused because the
+//! storage is full (and the next that succeeds: `metrics::StorageWatch`).
 //!
 //! It is added with `Router::layer`, which wraps each route and the fallback
 //! after routing, so the matched route template is in the request's
@@ -14,6 +15,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::api::error::StorageFull;
 use crate::metrics::{Metrics, Route};
 
 /// Counts and times one request.
@@ -24,10 +26,16 @@ pub(super) async fn track(
 ) -> Response {
     let route = Route::new(req.extensions().get::<MatchedPath>().cloned());
     let method = method_label(req.method());
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let _in_flight = metrics.request_started();
     let started = Instant::now();
     let res = next.run(req).await;
     metrics.observe_request(route, method, status_class(res.status()), started.elapsed());
+    if res.extensions().get::<StorageFull>().is_some() {
+        metrics.storage().refused();
+    } else if writes && res.status().is_success() {
+        metrics.storage().wrote();
+    }
     res
 }
 

@@ -237,6 +237,15 @@ fn not_found() -> Response {
 /// A domain error as a page: the domain's message for what the person can
 /// fix, nothing internal for a server fault.
 pub(crate) fn domain_error(e: DomainError) -> Response {
+    if e.is_storage_full() {
+        tracing::debug!(error = ?e, "dashboard write refused: the storage is full");
+        let mut page = page_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server's storage is full, so nothing was changed. Try again once an operator has freed space.",
+        );
+        crate::api::error::mark_storage_full(&mut page);
+        return page;
+    }
     let status = match &e {
         DomainError::BadRequest(_) => StatusCode::BAD_REQUEST,
         DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -69,6 +69,16 @@ pub enum DomainError {
 pub type DomainResult<T> = Result<T, DomainError>;
 
 impl DomainError {
+    /// Whether a write was refused for want of space, on the database's
+    /// storage or the attachments' (see [`StoreError::is_storage_full`]).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            DomainError::Store(e) => e.is_storage_full(),
+            DomainError::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+
     pub(crate) fn not_found(kind: &'static str, id: &str) -> Self {
         DomainError::NotFound {
             kind,

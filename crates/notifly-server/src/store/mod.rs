@@ -108,12 +108,34 @@ impl StoreError {
 }
 
 impl StoreError {
+    /// Whether the database refused a write for want of space on its storage
+    /// (SQLite's `SQLITE_FULL`, PostgreSQL's `53100 disk_full`): nothing of
+    /// the write was kept, and it may succeed once an operator frees space.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) => sqlite_full(e),
+            StoreError::CommitFailed(e) => sqlite_full(e),
+            StoreError::Backend(sqlx::Error::Database(db)) => {
+                // 13: SQLITE_FULL (through sqlx's SQLite driver).
+                db.code()
+                    .is_some_and(|code| matches!(&*code, "53100" | "13"))
+            }
+            StoreError::Io(_, e) => e.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+
     /// Whether the database refused a value as text it cannot store (a NUL
     /// character): the input's fault, not the server's.
     pub fn is_invalid_text(&self) -> bool {
         matches!(self, StoreError::Backend(sqlx::Error::Database(db))
             if db.code().is_some_and(|code| matches!(&*code, "22021" | "22P05")))
     }
+}
+
+/// SQLite could not grow its file (or its WAL): the file system is full.
+fn sqlite_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
 /// Another process held SQLite's lock for longer than the busy timeout.

@@ -32,6 +32,7 @@ mod postgres_plans;
 mod postgres_timeouts;
 mod retention;
 mod secrets_at_rest;
+mod storage_full;
 mod store;
 mod webhook_filters;
 mod webhook_headers;

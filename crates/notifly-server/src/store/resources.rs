@@ -85,6 +85,9 @@ pub trait ResourceWrites: Send {
     async fn update_conversation(&mut self, account: &str, c: &Conversation) -> StoreResult<()>;
     async fn delete_conversation(&mut self, account: &str, id: &str) -> StoreResult<()>;
 
+    /// Writes a message whose conversation and sender the caller has
+    /// checked and locked ([`MessageWrites::insert_message_referring`] does
+    /// both): PostgreSQL does not check them again.
     async fn insert_message(&mut self, account: &str, message: &MessageRecord) -> StoreResult<()>;
     async fn update_message(&mut self, account: &str, message: &MessageRecord) -> StoreResult<()>;
     async fn delete_message(&mut self, account: &str, id: &str) -> StoreResult<()>;

@@ -309,13 +309,6 @@ pub(super) async fn insert_event_with_deliveries(
     // and returns them: their deliveries, if the event passes, are made
     // after it, for a claim, and the account is noted for next time.
     tx.lock_endpoints(account, false).await?;
-    let (matched, passing) = if tx.account_filters(account) {
-        filters_first(tx, account, e).await?
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let ids: Vec<String> = (0..FAN_OUT_IN_ONE).map(|_| crate::ids::new_id()).collect();
-    let hand_off = tx.staged.hand_off.clone();
     let fan_out_was = tx
         .fan_outs
         .lock()
@@ -323,6 +316,16 @@ pub(super) async fn insert_event_with_deliveries(
         .get(account)
         .copied()
         .unwrap_or(1);
+    if fan_out_was == 0 && !tx.account_filters(account) {
+        return insert_event_alone(tx, account, e).await;
+    }
+    let (matched, passing) = if tx.account_filters(account) {
+        filters_first(tx, account, e).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let ids: Vec<String> = (0..FAN_OUT_IN_ONE).map(|_| crate::ids::new_id()).collect();
+    let hand_off = tx.staged.hand_off.clone();
     let (took, blocked, owner, lease_ms) = match &hand_off {
         Some(h) => (
             h.take_total(fan_out_was.min(FAN_OUT_IN_ONE as u32)),
@@ -407,6 +410,7 @@ pub(super) async fn insert_event_with_deliveries(
     // the event passes their filter.
     let (filtered, targets): (Vec<Target>, Vec<Target>) =
         targets.into_iter().partition(|t| t.filter.is_some());
+    let filtered_count = filtered.len();
     if !filtered.is_empty() {
         tx.note_account_filters(account, true);
     }
@@ -457,14 +461,74 @@ pub(super) async fn insert_event_with_deliveries(
     }
     if let Some(h) = &hand_off {
         h.give_back(took - handed);
-        let n = u32::try_from(targets.len()).unwrap_or(u32::MAX);
-        if n != fan_out_was {
-            let mut fan_outs = tx.fan_outs.lock().unwrap_or_else(|e| e.into_inner());
-            fan_outs.insert(account.to_owned(), n.max(1));
-        }
     }
+    // Endpoints with a filter count even when the event did not pass it:
+    // the next event may.
+    let unpassed = matched.len() - passing.len();
+    note_fan_out(
+        tx,
+        account,
+        fan_out_was,
+        targets.len() + filtered_count + unpassed,
+    );
     if !rest.is_empty() {
         fan_out(tx, account, e, &rest).await?;
     }
     Ok((targets.len() + passed.len()) as u64)
+}
+
+/// Remembers how many endpoints `account`'s latest event found (see
+/// `PgTx::fan_outs`).
+fn note_fan_out(tx: &PgTx, account: &str, was: u32, found: usize) {
+    let n = u32::try_from(found).unwrap_or(u32::MAX);
+    if n != was {
+        let mut fan_outs = tx.fan_outs.lock().unwrap_or_else(|e| e.into_inner());
+        fan_outs.insert(account.to_owned(), n);
+    }
+}
+
+/// [`insert_event_with_deliveries`] for an account whose latest event on
+/// this node went to no endpoint (every write of an account without
+/// webhooks): the event, and the endpoints it goes to read in the same
+/// statement. The full statement's plan (slots, hand-off, filters) costs
+/// PostgreSQL more to start than the insert does to run
+/// (docs/benchmarks.md, twelfth round). An endpoint made since, on any
+/// node, is found under the same endpoint lock and gets its delivery,
+/// made after the event for a claim; the account's next event takes the
+/// full statement again.
+async fn insert_event_alone(tx: &mut PgTx, account: &str, e: &EventRecord) -> StoreResult<u64> {
+    let found: Vec<(String, Option<String>)> = sqlx::query_as(
+        "WITH event AS (
+            INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5))
+         SELECT e.id, e.filter FROM endpoints e
+         WHERE e.account_id = $1 AND e.enabled
+           AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))
+         ORDER BY e.seq",
+    )
+    .bind(account)
+    .bind(&e.id)
+    .bind(&e.event_type)
+    .bind(&e.body)
+    .bind(e.created_at)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(backend)?;
+    if found.is_empty() {
+        return Ok(0);
+    }
+    note_fan_out(tx, account, 0, found.len());
+    let (filtered, plain): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, f)| f.is_some());
+    if !filtered.is_empty() {
+        tx.note_account_filters(account, true);
+    }
+    let passed = crate::store::passing_filters(filtered, |(id, _)| id, |(_, f)| f.as_deref(), e);
+    tx.claimable |= !passed.is_empty();
+    let mut endpoints = Vec::with_capacity(plain.len() + passed.len());
+    for (id, _) in plain {
+        tx.queued(&id);
+        endpoints.push(id);
+    }
+    endpoints.extend(passed.into_iter().map(|(id, _)| id));
+    fan_out(tx, account, e, &endpoints).await?;
+    Ok(endpoints.len() as u64)
 }

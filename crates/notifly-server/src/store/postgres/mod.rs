@@ -124,7 +124,8 @@ pub struct PgStore {
     /// How many endpoints each account's latest event went to: a write
     /// sets aside that many of this node's slots for its hand-offs (not
     /// all it may hand off, which would leave claims none while many
-    /// writes run).
+    /// writes run). Zero: the account's next event is written alone (see
+    /// `insert_event_alone`).
     fan_outs: Arc<std::sync::Mutex<HashMap<String, u32>>>,
     /// Accounts with endpoints that have a content filter, as this node
     /// last saw them: their fan-outs match the filters first, so that the

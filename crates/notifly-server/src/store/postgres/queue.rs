@@ -140,7 +140,9 @@ pub mod dispatcher_sql {
         INSERT INTO attempts (id, delivery_id, attempt, started_at_ms, duration_ms, request_headers,
                               response_status, response_headers, response_body, error, succeeded)
         SELECT * FROM unnest($7::text[], $1::text[], $8::bigint[], $9::bigint[], $10::bigint[],
-                             $11::jsonb[], $12::bigint[], $13::jsonb[], $14::text[], $15::text[], $16::bool[])),
+                             $11::jsonb[], $12::bigint[], $13::jsonb[], $14::text[], $15::text[], $16::bool[])
+            AS a(id, delivery_id)
+        WHERE a.delivery_id IN (SELECT id FROM locked)),
      moved AS (
         UPDATE deliveries SET status = r.status, attempts = GREATEST(deliveries.attempts, r.attempt),
             next_attempt_ms = r.next_ms, schedule_pos = COALESCE(r.pos, deliveries.schedule_pos),
@@ -427,11 +429,19 @@ impl DeliveryQueue for PgStore {
             .map(|r| r.attempt.delivery_id.as_str())
             .collect();
         ids.sort_unstable();
-        sqlx::query("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        // Locked, and so kept: attempts are recorded only for deliveries that
+        // are still there (a late result's delivery may have been finished by
+        // another lease and purged since), as nothing else checks it
+        // (migration 0019).
+        let existing: std::collections::HashSet<String> = sqlx::query_scalar(
+            "SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?
+        .into_iter()
+        .collect();
         // Each attempt's slot is free again, if its lease still holds it (a
         // lease that ran out may have been taken, with its slot, by another);
         // only the deliveries whose slot it freed move on.
@@ -455,7 +465,11 @@ impl DeliveryQueue for PgStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        for chunk in results.chunks(ROWS_PER_STATEMENT) {
+        let recorded: Vec<_> = results
+            .iter()
+            .filter(|r| existing.contains(&r.attempt.delivery_id))
+            .collect();
+        for chunk in recorded.chunks(ROWS_PER_STATEMENT) {
             let mut q =
                 QueryBuilder::<Postgres>::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
             q.push_values(chunk, |mut row, r| {

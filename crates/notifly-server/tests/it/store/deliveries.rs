@@ -6,6 +6,7 @@ use super::*;
 conformance!(
     outbox_fan_out,
     content_filters_at_fan_out,
+    endpoints_made_after_events_that_went_nowhere,
     attempts_move_deliveries_on,
     retry_and_recover,
     deleting_an_endpoint_cancels_its_work,
@@ -60,6 +61,54 @@ async fn content_filters_at_fan_out(store: Arc<dyn Store>) {
     // Every delivery made is claimable, filtered or not.
     let claimed = claim(&store, &claim_all("node-a:1")).await;
     assert_eq!(claimed.len(), 6);
+}
+
+/// An account whose events went to no endpoint (PostgreSQL then writes
+/// them alone, without the fan-out's plan) still fans out to an endpoint
+/// made later, filtered or not, from its next event on; the deliveries are
+/// claimable.
+async fn endpoints_made_after_events_that_went_nowhere(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    for _ in 0..2 {
+        assert_eq!(emit_event(&store, &a, &event("contact.created")).await, 0);
+    }
+    let late = add_endpoint(&store, &a, "late", &["contact.created"], true).await;
+    let mut picky = endpoint("picky", &["*"]);
+    picky.filter = Some(json!({"payload": {"id": "r2"}}).to_string());
+    let mut tx = begin(&store).await;
+    tx.insert_endpoint(&a, &picky).await.unwrap();
+    commit(tx).await;
+    let r1 = about("contact.created", ids::now(), "r1");
+    let r2 = about("contact.created", ids::now(), "r2");
+    let r3 = about("contact.created", ids::now(), "r3");
+    assert_eq!(emit_event(&store, &a, &r1).await, 1, "late");
+    assert_eq!(emit_event(&store, &a, &r2).await, 2, "late, picky");
+    assert_eq!(emit_event(&store, &a, &r3).await, 1, "late");
+    let events_of = |ds: Vec<DeliveryRecord>| sorted(ds.into_iter().map(|d| d.event_id).collect());
+    assert_eq!(
+        events_of(deliveries(&store, &a, &late.id).await),
+        sorted(vec![r1.id.clone(), r2.id.clone(), r3.id.clone()])
+    );
+    assert_eq!(
+        events_of(deliveries(&store, &a, &picky.id).await),
+        vec![r2.id.clone()]
+    );
+    assert_eq!(claim(&store, &claim_all("node-a:1")).await.len(), 4);
+
+    // An account whose only endpoint, made later, has a filter.
+    let b = new_account(&store, "globex").await;
+    assert_eq!(emit_event(&store, &b, &event("contact.created")).await, 0);
+    let mut theirs = endpoint("picky-too", &["*"]);
+    theirs.filter = picky.filter.clone();
+    let mut tx = begin(&store).await;
+    tx.insert_endpoint(&b, &theirs).await.unwrap();
+    commit(tx).await;
+    for _ in 0..2 {
+        let miss = about("contact.created", ids::now(), "r1");
+        let hit = about("contact.created", ids::now(), "r2");
+        assert_eq!(emit_event(&store, &b, &miss).await, 0);
+        assert_eq!(emit_event(&store, &b, &hit).await, 1);
+    }
 }
 
 async fn outbox_fan_out(store: Arc<dyn Store>) {

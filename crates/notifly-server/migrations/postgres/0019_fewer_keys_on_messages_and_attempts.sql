@@ -1,7 +1,7 @@
--- Fewer checks and index entries for each message written and each
--- delivery attempt recorded (docs/benchmarks.md, twelfth round).
+-- Fewer checks and index entries for each message written, each delivery
+-- made and each attempt recorded (docs/benchmarks.md, twelfth round).
 --
--- 1. Three foreign keys go, as the account keys of the hot tables went in
+-- 1. Four foreign keys go, as the account keys of the hot tables went in
 --    0013: each check ran a statement of its own (through SPI) per inserted
 --    row, and they guarded nothing the application does not.
 --    - A message is inserted only by the statement that reads its
@@ -14,11 +14,15 @@
 --    - An attempt is inserted only for a delivery that the same write-back
 --      has locked `FOR UPDATE` and found; the purge deletes a delivery's
 --      attempts with it.
---    A delivery's key to its event stays: a replay can make a delivery for
---    an event the purge is deleting, and that key is what refuses it.
+--    - A delivery is inserted in the statement or the transaction that
+--      inserts its event, or, for an older event (a replay), by a statement
+--      that reads the event `FOR KEY SHARE`. The purge deletes only events
+--      it has locked `FOR UPDATE`, re-checking under that lock that none
+--      has a delivery.
 ALTER TABLE messages DROP CONSTRAINT messages_conversation_id_fkey;
 ALTER TABLE messages DROP CONSTRAINT messages_contact_id_fkey;
 ALTER TABLE attempts DROP CONSTRAINT attempts_delivery_id_fkey;
+ALTER TABLE deliveries DROP CONSTRAINT deliveries_event_id_fkey;
 
 -- 2. Messages and attempts are keyed by their id alone (unique, not null,
 --    and their replica identity for logical replication). Their `seq`

@@ -43,7 +43,10 @@ impl PgTx {
 
 /// A pending delivery of `e` to one of the account's endpoints. The endpoint
 /// must belong to the account: otherwise nothing is written and it is an
-/// error, so one account's event can never go to another's endpoint.
+/// error, so one account's event can never go to another's endpoint. So
+/// is an event that is gone: the event is read `FOR KEY SHARE`, which keeps
+/// the purge from deleting it until this transaction ends (no foreign key
+/// checks it: migration 0019; a replay makes deliveries of old events).
 pub(super) async fn insert_delivery(
     conn: &mut PgConnection,
     account: &str,
@@ -52,8 +55,10 @@ pub(super) async fn insert_delivery(
 ) -> StoreResult<String> {
     let id = crate::ids::new_id();
     let done = sqlx::query(
-        "INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, resource_id)
-         SELECT $1, account_id, id, $2, $3, 'pending', $4, $5, $6, $9 FROM endpoints WHERE id = $7 AND account_id = $8",
+        "WITH event AS MATERIALIZED (SELECT 1 FROM events WHERE id = $2 FOR KEY SHARE)
+         INSERT INTO deliveries (id, account_id, endpoint_id, event_id, event_type, status, next_attempt_ms, created_at, updated_at, resource_id)
+         SELECT $1, account_id, id, $2, $3, 'pending', $4, $5, $6, $9 FROM endpoints
+         WHERE id = $7 AND account_id = $8 AND EXISTS (SELECT 1 FROM event)",
     )
     .bind(&id)
     .bind(&e.id)

@@ -30,16 +30,25 @@ pub mod retention_sql {
              gone AS (DELETE FROM deliveries WHERE seq IN (SELECT seq FROM d) RETURNING 1)
              SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM gone)";
 
-    /// Events past retention with no delivery left, oldest first. Still a
-    /// scan of the table when the planner expects few to match (0.3 s a
-    /// batch at a million events): a window of the oldest events read by
-    /// `seq` would be cheap, but events held by pending deliveries (an
-    /// endpoint disabled with work pending keeps it forever) could fill any
-    /// window and stop the purge for good.
-    pub const EVENTS: &str = "DELETE FROM events WHERE seq IN (
-                SELECT e.seq FROM events e
+    /// Events past retention with no delivery left, oldest first, locked
+    /// (`$1`: the cutoff, `$2`: the batch). Still a scan of the table when
+    /// the planner expects few to match (0.3 s a batch at a million
+    /// events): a window of the oldest events read by `seq` would be cheap,
+    /// but events held by pending deliveries (an endpoint disabled with
+    /// work pending keeps it forever) could fill any window and stop the
+    /// purge for good.
+    pub const EVENTS_TO_DELETE: &str = "SELECT e.seq FROM events e
                 WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
-                ORDER BY e.seq LIMIT $2)";
+                ORDER BY e.seq LIMIT $2
+                FOR UPDATE SKIP LOCKED";
+
+    /// Deletes the events [`EVENTS_TO_DELETE`] locked (`$1`) that still have
+    /// no delivery. No foreign key keeps a delivery's event (migration
+    /// 0019): a replay makes deliveries of old events, reading each event
+    /// `FOR KEY SHARE` first. One that committed after the lock's snapshot
+    /// is seen by this statement's; none can start while the lock holds.
+    pub const EVENTS: &str = "DELETE FROM events e WHERE e.seq = ANY($1)
+                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)";
 }
 
 #[async_trait]
@@ -55,7 +64,6 @@ impl Retention for PgStore {
         // transaction; finished deliveries (with their attempts) first, so
         // that their events may go in the same batch.
         let statements = [
-            (retention_sql::EVENTS, before),
             (
                 "DELETE FROM idempotency_keys WHERE (account_id, key) IN (
                 SELECT account_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
@@ -80,6 +88,20 @@ impl Retention for PgStore {
             .await
             .map_err(backend)?;
         let mut deleted = u64::try_from(with_attempts).unwrap_or(0);
+        let events: Vec<i64> = sqlx::query_scalar(retention_sql::EVENTS_TO_DELETE)
+            .bind(before)
+            .bind(i64::from(batch))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if !events.is_empty() {
+            deleted += sqlx::query(retention_sql::EVENTS)
+                .bind(&events)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+        }
         for (sql, cutoff) in statements {
             deleted += sqlx::query(sql)
                 .bind(cutoff)

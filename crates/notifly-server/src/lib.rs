@@ -218,7 +218,6 @@ pub async fn run(
     Ok(())
 }
 
-/// A database URL without its password, for logs.
 /// Where the server's writes go, for an operator whose storage is full.
 fn storage_location(config: &Config) -> String {
     let attachments = config.data_dir.join("attachments");
@@ -233,6 +232,7 @@ fn storage_location(config: &Config) -> String {
     format!("{database}; attachments in {}", attachments.display())
 }
 
+/// A database URL without its password, for logs.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

@@ -75,11 +75,30 @@ pub struct StorageWatch {
     full_since: std::sync::atomic::AtomicI64,
     /// Where the database and the attachments are, for the log.
     location: std::sync::OnceLock<String>,
+    /// When (Unix seconds) the state was last logged: a disk that has room
+    /// for small writes but not large ones flips it often, and the log
+    /// says so at most once a minute.
+    logged_at: std::sync::atomic::AtomicI64,
+    /// Set from `full_since` when the metrics are rendered.
     full: Gauge,
     refused: Counter,
 }
 
 impl StorageWatch {
+    /// Adds its gauge and counter to `registry`.
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "notifly_storage_full",
+            "1 while writes are refused because the server's storage (the database's or the attachments') is full: set by a refused write, cleared by the next write that succeeds",
+            self.full.clone(),
+        );
+        registry.register(
+            "notifly_storage_full_refusals",
+            "Requests answered 503 because the server's storage was full",
+            self.refused.clone(),
+        );
+    }
+
     /// Says where the storage is (once, at start).
     pub fn locate(&self, location: String) {
         let _ = self.location.set(location);
@@ -108,8 +127,8 @@ impl StorageWatch {
             .full_since
             .compare_exchange(0, now, SeqCst, SeqCst)
             .is_ok()
+            && self.may_log(now)
         {
-            self.full.set(1);
             tracing::error!(
                 storage = self.location(),
                 "writes are refused (503): the storage is full. Free space there; \
@@ -125,14 +144,25 @@ impl StorageWatch {
             return;
         }
         let since = self.full_since.swap(0, SeqCst);
-        if since != 0 {
-            self.full.set(0);
+        let now = crate::ids::now();
+        if since != 0 && self.may_log(now) {
             tracing::warn!(
                 storage = self.location(),
-                refused_for_secs = crate::ids::now() - since,
+                refused_for_secs = now - since,
                 "the storage has space again: writes resumed"
             );
         }
+    }
+
+    /// Whether a change of state may be logged now (at most once a minute).
+    fn may_log(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let last = self.logged_at.load(SeqCst);
+        now - last >= 60
+            && self
+                .logged_at
+                .compare_exchange(last, now, SeqCst, SeqCst)
+                .is_ok()
     }
 }
 
@@ -189,16 +219,7 @@ impl Default for Metrics {
         store.register(&mut registry);
 
         let storage = StorageWatch::default();
-        registry.register(
-            "notifly_storage_full",
-            "1 while writes are refused because the server's storage (the database's or the attachments') is full: set by a refused write, cleared by the next write that succeeds",
-            storage.full.clone(),
-        );
-        registry.register(
-            "notifly_storage_full_refusals",
-            "Requests answered 503 because the server's storage was full",
-            storage.refused.clone(),
-        );
+        storage.register(&mut registry);
 
         // Every series of a fixed label set exists from the start (at 0),
         // and the hot paths increment them without a look-up.
@@ -308,6 +329,9 @@ impl Metrics {
     /// answered, the queue figures it read at `now_ms`, with the delivery
     /// lag labelled with this `node`.
     pub fn render(&self, queue: Option<&QueueStats>, node: &str, now_ms: i64) -> String {
+        self.storage
+            .full
+            .set(i64::from(self.storage.full_since().is_some()));
         let mut out = String::with_capacity(16 * 1024);
         // Writing to a `String` cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);

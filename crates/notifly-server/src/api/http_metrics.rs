@@ -26,6 +26,7 @@ pub(super) async fn track(
 ) -> Response {
     let route = Route::new(req.extensions().get::<MatchedPath>().cloned());
     let method = method_label(req.method());
+    // A write that succeeded (the dashboard's answer with a redirect).
     let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let _in_flight = metrics.request_started();
     let started = Instant::now();
@@ -33,7 +34,7 @@ pub(super) async fn track(
     metrics.observe_request(route, method, status_class(res.status()), started.elapsed());
     if res.extensions().get::<StorageFull>().is_some() {
         metrics.storage().refused();
-    } else if writes && res.status().is_success() {
+    } else if writes && (res.status().is_success() || res.status().is_redirection()) {
         metrics.storage().wrote();
     }
     res

@@ -267,10 +267,17 @@ async fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
         tokio::fs::create_dir_all(dir).await?;
     }
     let tmp = path.with_extension("part");
-    let mut file = tokio::fs::File::create(&tmp).await?;
-    file.write_all(bytes).await?;
-    file.sync_all().await?;
-    drop(file);
+    let written = async {
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        file.write_all(bytes).await?;
+        file.sync_all().await
+    }
+    .await;
+    if let Err(e) = written {
+        // A full disk must not keep what was written of it.
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
     tokio::fs::rename(&tmp, path).await?;
     // The rename (and a new directory) are durable only once the directory is.
     if let Some(dir) = path.parent() {

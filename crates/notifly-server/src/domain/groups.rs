@@ -257,6 +257,9 @@ impl Notifly {
     /// `group.deleted` with the group as it was.
     pub async fn delete_group(&self, account: &str, id: &str) -> DomainResult<Group> {
         let mut tx = self.store.write().await?;
+        // Its conversation goes too: read it (and the rest) so that no new
+        // message can refer to it meanwhile.
+        tx.reads_to_delete();
         let record = found(tx.group(account, id).await, KIND, id)?;
         let group = represent(tx.as_mut(), account, record).await?;
         let mut files = Vec::new();

@@ -74,7 +74,7 @@ impl DomainError {
     pub fn is_storage_full(&self) -> bool {
         match self {
             DomainError::Store(e) => e.is_storage_full(),
-            DomainError::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            DomainError::Io(e) => crate::store::io_full(e),
             _ => false,
         }
     }

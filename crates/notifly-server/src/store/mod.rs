@@ -120,7 +120,7 @@ impl StoreError {
                 db.code()
                     .is_some_and(|code| matches!(&*code, "53100" | "13"))
             }
-            StoreError::Io(_, e) => e.kind() == std::io::ErrorKind::StorageFull,
+            StoreError::Io(_, e) => io_full(e),
             _ => false,
         }
     }
@@ -131,6 +131,15 @@ impl StoreError {
         matches!(self, StoreError::Backend(sqlx::Error::Database(db))
             if db.code().is_some_and(|code| matches!(&*code, "22021" | "22P05")))
     }
+}
+
+/// A file could not be written for want of space: the file system is
+/// full, or the user's disk quota is.
+pub(crate) fn io_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// SQLite could not grow its file (or its WAL): the file system is full.

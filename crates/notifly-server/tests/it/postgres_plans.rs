@@ -242,7 +242,24 @@ async fn purge_plans(conn: &mut sqlx::PgConnection, when: &str) {
         .execute(&mut *tx)
         .await
         .unwrap();
-    let plan = explain(&mut tx, retention_sql::DELIVERIES, &[1, 500]).await;
+    let plan = explain(&mut tx, retention_sql::DELIVERIES_TO_DELETE, &[1, 500]).await;
+    // The batch the plan's execution locked (this transaction's own locks
+    // skip nothing), deleted.
+    let (seqs, ids): (Vec<i64>, Vec<String>) =
+        sqlx::query_as::<_, (i64, String)>(retention_sql::DELIVERIES_TO_DELETE)
+            .bind(1_i64)
+            .bind(500_i64)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap()
+            .into_iter()
+            .unzip();
+    sqlx::query(retention_sql::DELIVERIES)
+        .bind(&seqs)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let (pending, succeeded): (i64, i64) = sqlx::query_as(
         "SELECT COUNT(*) FILTER (WHERE status = 'pending'), COUNT(*) FILTER (WHERE status = 'succeeded')
          FROM deliveries",

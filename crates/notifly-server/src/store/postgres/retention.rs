@@ -17,17 +17,22 @@ pub mod retention_sql {
     pub const SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
                 set_config('enable_seqscan', 'on', true)";
 
-    /// Finished deliveries past retention, oldest first, with their
-    /// attempts (whose key to the delivery is checked at the statement's
-    /// end); returns how many rows went. Each is locked first, so one
-    /// retried by hand meanwhile (pending again) is skipped, not deleted.
-    pub const DELIVERIES: &str = "WITH d AS (
-                SELECT seq, id FROM deliveries
+    /// Finished deliveries past retention, oldest first, locked; each
+    /// `seq` and `id`. One retried by hand meanwhile (pending again) is
+    /// locked by the retry, so skipped, not deleted.
+    pub const DELIVERIES_TO_DELETE: &str = "SELECT seq, id FROM deliveries
                 WHERE created_at < $1 AND status <> 'pending'
                 ORDER BY seq LIMIT $2
-                FOR UPDATE SKIP LOCKED),
-             a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM d) RETURNING 1),
-             gone AS (DELETE FROM deliveries WHERE seq IN (SELECT seq FROM d) RETURNING 1)
+                FOR UPDATE SKIP LOCKED";
+
+    /// Deletes the deliveries [`DELIVERIES_TO_DELETE`] locked (`$1`: their
+    /// `seq`s, `$2`: their ids) with their attempts; returns how many rows
+    /// went. A statement of its own, so that its snapshot has every attempt
+    /// written back before the lock (no foreign key would catch one it
+    /// missed: migration 0019), and none can be written while it holds.
+    pub const DELIVERIES: &str =
+        "WITH a AS (DELETE FROM attempts WHERE delivery_id = ANY($2) RETURNING 1),
+             gone AS (DELETE FROM deliveries WHERE seq = ANY($1) RETURNING 1)
              SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM gone)";
 
     /// Events past retention with no delivery left, oldest first, locked
@@ -81,13 +86,23 @@ impl Retention for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        let with_attempts: i64 = sqlx::query_scalar(retention_sql::DELIVERIES)
+        let finished: Vec<(i64, String)> = sqlx::query_as(retention_sql::DELIVERIES_TO_DELETE)
             .bind(before)
             .bind(i64::from(batch))
-            .fetch_one(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(backend)?;
-        let mut deleted = u64::try_from(with_attempts).unwrap_or(0);
+        let mut deleted = 0;
+        if !finished.is_empty() {
+            let (seqs, ids): (Vec<i64>, Vec<String>) = finished.into_iter().unzip();
+            let with_attempts: i64 = sqlx::query_scalar(retention_sql::DELIVERIES)
+                .bind(&seqs)
+                .bind(&ids)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+            deleted = u64::try_from(with_attempts).unwrap_or(0);
+        }
         let events: Vec<i64> = sqlx::query_scalar(retention_sql::EVENTS_TO_DELETE)
             .bind(before)
             .bind(i64::from(batch))

@@ -461,3 +461,67 @@ struct RouteLabels {
     route: Route,
     method: &'static str,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample line `name` in `text`.
+    fn sample(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} is not in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_storage_watch_follows_refusals_and_the_next_write() {
+        let metrics = Metrics::default();
+        let watch = metrics.storage();
+        watch.locate("the SQLite database /tmp/x.db".to_owned());
+        let text = metrics.render(None, "node-a", 0);
+        assert_eq!(sample(&text, "notifly_storage_full"), 0.0);
+        assert_eq!(watch.full_since(), None);
+
+        // A write that succeeds while nothing was refused changes nothing.
+        watch.wrote();
+        assert_eq!(watch.full_since(), None);
+
+        watch.refused();
+        let since = watch.full_since().expect("refused");
+        watch.refused();
+        assert_eq!(
+            watch.full_since(),
+            Some(since),
+            "the first refusal dates it"
+        );
+        let text = metrics.render(None, "node-a", 0);
+        assert_eq!(sample(&text, "notifly_storage_full"), 1.0);
+        assert_eq!(sample(&text, "notifly_storage_full_refusals_total"), 2.0);
+        assert_eq!(watch.location(), "the SQLite database /tmp/x.db");
+
+        watch.wrote();
+        assert_eq!(watch.full_since(), None);
+        let text = metrics.render(None, "node-a", 0);
+        assert_eq!(sample(&text, "notifly_storage_full"), 0.0);
+        assert_eq!(sample(&text, "notifly_storage_full_refusals_total"), 2.0);
+
+        // Full again: a new episode.
+        watch.refused();
+        assert!(watch.full_since().is_some());
+        assert_eq!(
+            sample(&metrics.render(None, "node-a", 0), "notifly_storage_full"),
+            1.0
+        );
+    }
+
+    #[test]
+    fn state_changes_are_logged_at_most_once_a_minute() {
+        let watch = StorageWatch::default();
+        assert!(watch.may_log(1_000));
+        assert!(!watch.may_log(1_001));
+        assert!(!watch.may_log(1_059));
+        assert!(watch.may_log(1_060));
+    }
+}

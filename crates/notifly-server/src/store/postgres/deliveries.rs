@@ -522,18 +522,29 @@ async fn insert_event_alone(tx: &mut PgTx, account: &str, e: &EventRecord) -> St
         return Ok(0);
     }
     note_fan_out(tx, account, 0, found.len());
-    let (filtered, plain): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, f)| f.is_some());
-    if !filtered.is_empty() {
+    if found.iter().any(|(_, filter)| filter.is_some()) {
         tx.note_account_filters(account, true);
     }
-    let passed = crate::store::passing_filters(filtered, |(id, _)| id, |(_, f)| f.as_deref(), e);
-    tx.claimable |= !passed.is_empty();
-    let mut endpoints = Vec::with_capacity(plain.len() + passed.len());
-    for (id, _) in plain {
-        tx.queued(&id);
-        endpoints.push(id);
+    fan_out_for_claims(tx, account, e, found).await
+}
+
+/// Makes `e`'s deliveries, left for a claim, to those of the `endpoints`
+/// (each an id and its content filter) whose filter it passes; returns how
+/// many it made.
+pub(super) async fn fan_out_for_claims(
+    tx: &mut PgTx,
+    account: &str,
+    e: &EventRecord,
+    endpoints: Vec<(String, Option<String>)>,
+) -> StoreResult<u64> {
+    let ids: Vec<String> =
+        crate::store::passing_filters(endpoints, |(id, _)| id, |(_, f)| f.as_deref(), e)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+    fan_out(tx, account, e, &ids).await?;
+    for id in &ids {
+        tx.queued(id);
     }
-    endpoints.extend(passed.into_iter().map(|(id, _)| id));
-    fan_out(tx, account, e, &endpoints).await?;
-    Ok(endpoints.len() as u64)
+    Ok(ids.len() as u64)
 }

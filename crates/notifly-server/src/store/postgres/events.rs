@@ -1,6 +1,6 @@
 //! The event log (the outbox), its order for readers, and idempotent responses.
 
-use super::deliveries::{fan_out, insert_delivery, insert_event_with_deliveries};
+use super::deliveries::{fan_out_for_claims, insert_delivery, insert_event_with_deliveries};
 use super::*;
 
 /// The condition that keeps a reader of the event log to its settled part:
@@ -253,16 +253,7 @@ impl EventWrites for Handle<PgTx> {
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        let ids: Vec<String> =
-            crate::store::passing_filters(subscribed, |(id, _)| id, |(_, f)| f.as_deref(), e)
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
-        fan_out(&mut self.0, account, e, &ids).await?;
-        for id in &ids {
-            self.0.queued(id);
-        }
-        Ok(ids.len() as u64)
+        fan_out_for_claims(&mut self.0, account, e, subscribed).await
     }
 
     async fn take_notices(&mut self, limit: u32, types: &[&str]) -> StoreResult<Vec<NoticeRecord>> {

@@ -32,7 +32,9 @@ from notifly_client.api.messages import create_message
 from notifly_client.api.webhooks import create_webhook, delete_webhook
 from notifly_client.models import (
     Contact,
+    ContactCreatedEvent,
     Conversation,
+    ConversationCreatedEvent,
     CreateContact,
     CreateMessage,
     CreateReplay,
@@ -42,6 +44,7 @@ from notifly_client.models import (
     ErrorBody,
     ListContact,
     Message,
+    MessageCreatedEvent,
     Replay,
     Webhook,
     WithAContact,
@@ -124,8 +127,34 @@ def wait_for_event(event_type: str, payload_id: str, timeout: float = 20.0) -> d
             continue
         check(ok, f"a delivery failed verification: {problem}")
         assert event is not None
+        parse_event(event)
         if event["type"] == event_type and event["payload"]["id"] == payload_id:
             return event
+
+
+# The generated type of each event type the webhook subscribes to (the
+# document's `webhooks`); delivery.exhausted is not expected here.
+EVENT_MODELS = {
+    "contact.created": ContactCreatedEvent,
+    "conversation.created": ConversationCreatedEvent,
+    "message.created": MessageCreatedEvent,
+}
+
+
+def parse_event(event: dict):
+    """Parses a delivered body into the generated type for its event type,
+    which must describe every field it holds."""
+    model = EVENT_MODELS.get(event["type"])
+    check(model is not None, f"an event of a type not subscribed to: {event['type']}")
+    assert model is not None
+    parsed = model.from_dict(event)
+    check(parsed.type_ == event["type"] and parsed.id == event["id"], f"{event['type']} parsed: {parsed!r}")
+    check(
+        not parsed.additional_properties and not parsed.payload.additional_properties,
+        f"{event['type']} has fields its generated type does not describe: "
+        f"{parsed.additional_keys + parsed.payload.additional_keys}",
+    )
+    return parsed
 
 
 # --- the program ------------------------------------------------------------
@@ -202,7 +231,15 @@ def main() -> None:
     event = wait_for_event("message.created", message.id)
     check(event["payload"]["message"] == "I hate meetings.", "the delivered payload is the message")
     check(event["payload"]["conversation_id"] == conversation.id, "the delivered payload names its conversation")
-    step(f"received {event['type']} {event['id']}, both signatures verified")
+    # The same body, as the generated type for message.created.
+    delivered = parse_event(event)
+    check(isinstance(delivered, MessageCreatedEvent), f"message.created parsed as {type(delivered).__name__}")
+    assert isinstance(delivered, MessageCreatedEvent)
+    check(isinstance(delivered.payload, Message), "its payload is a Message")
+    check(delivered.payload.message == "I hate meetings.", "the typed payload is the message")
+    sender = delivered.payload.contact
+    check(isinstance(sender, Contact) and sender.id == contact.id, f"the typed payload's sender: {sender!r}")
+    step(f"received {event['type']} {event['id']}, both signatures verified, parsed as {type(delivered).__name__}")
 
     # A replay of the last minute sends it again, with the same event id.
     started = create_replay.sync_detailed(

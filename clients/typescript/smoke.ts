@@ -69,11 +69,10 @@ function verify(secret: string, headers: IncomingHttpHeaders, body: Buffer): str
   return "no v1 entry of webhook-signature matches";
 }
 
-interface Delivered {
-  id: string;
-  type: string;
-  payload: { id: string; [field: string]: unknown };
-}
+/** What arrives at the webhook: the generated union of every event's body (the document's `webhooks`). */
+type Delivered = Schemas["WebhookEvent"];
+/** The generated body of one event type. */
+type EventOf<T extends Delivered["type"]> = Extract<Delivered, { type: T }>;
 
 // --- the receiver -------------------------------------------------------------
 
@@ -98,14 +97,20 @@ const receiver = createServer((req, res) => {
   });
 });
 
-async function waitForEvent(type: string, payloadId: string, nth = 1, timeoutMs = 20_000): Promise<Delivered> {
+async function waitForEvent<T extends Delivered["type"]>(
+  type: T,
+  payloadId: string,
+  nth = 1,
+  timeoutMs = 20_000,
+): Promise<EventOf<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const bad = received.find((r) => r.problem !== undefined);
     check(bad === undefined, `a delivery failed verification: ${bad?.problem}`);
     const hits = received.filter((r) => r.event?.type === type && r.event.payload.id === payloadId);
     const hit = hits[nth - 1];
-    if (hit?.event) return hit.event;
+    // The union narrows on `type`; TypeScript cannot carry that through the generic parameter.
+    if (hit?.event) return hit.event as EventOf<T>;
     check(Date.now() < deadline, `no verified ${type} for ${payloadId} within ${timeoutMs / 1000} s`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -164,7 +169,11 @@ async function main(): Promise<void> {
   const event = await waitForEvent("message.created", message.id);
   check(event.payload.message === "I hate meetings.", "the delivered payload is the message");
   check(event.payload.conversation_id === conversation.id, "the delivered payload names its conversation");
-  step(`received ${event.type} ${event.id}, both signatures verified`);
+  // Typed as the document's MessageCreatedEvent: its payload is a Message, with its sender.
+  const sender: Schemas["Contact"] | null | undefined = event.payload.contact;
+  check(sender?.id === contact.id, `the delivered message's sender: ${JSON.stringify(sender)}`);
+  check(typeof event.payload.created_at === "number", "the delivered message has its creation time");
+  step(`received ${event.type} ${event.id}, both signatures verified, typed as MessageCreatedEvent`);
 
   // A replay of the last minute sends it again, with the same event id.
   const started = await client.POST("/v1/webhooks/{id}/replay", {

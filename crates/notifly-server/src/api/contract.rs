@@ -33,6 +33,7 @@ pub fn complete(mut doc: OpenApi) -> Value {
     }
     let mut doc = serde_json::to_value(&doc).unwrap_or_else(|_| json!({}));
     add_links(&mut doc);
+    super::catalogue::add_webhooks(&mut doc);
     doc
 }
 

@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod attachments;
+pub mod catalogue;
 mod contacts;
 mod contract;
 mod conversations;
@@ -111,7 +112,9 @@ impl<T> From<Listed<T>> for List<T> {
         (name = "deliveries", description = "Each event's way to each endpoint, attempt by attempt"),
         (name = "api-keys", description = "The account's API keys"),
         (name = "operations", description = "Health, readiness and metrics"),
-    )
+        (name = "event-types", description = "What Notifly sends to your webhooks: one request per event type, under `webhooks`"),
+    ),
+    components(schemas(crate::domain::notices::ExhaustedDelivery)),
 )]
 struct ApiDoc;
 

@@ -17,7 +17,9 @@ fn render() -> String {
          event types below, or an operational one (at the end); the part before the dot names the payload's resource, and the payload is the\n\
          resource exactly as the REST API returns it (for `*.deleted`, as it was just before the\n\
          deletion). The examples show every field; ids and times are illustrative, and JSON key\n\
-         order carries no meaning.\n\n",
+         order carries no meaning. The same catalogue is machine-readable: `/openapi.json` has a\n\
+         schema for each type's body (`ContactCreatedEvent`, …, and their union `WebhookEvent`)\n\
+         under its `webhooks`, and the dashboard shows it on its *Event types* page.\n\n",
     );
     for kind in ResourceKind::ALL {
         let _ = writeln!(out, "## {kind}\n");

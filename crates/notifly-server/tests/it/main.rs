@@ -25,6 +25,7 @@ mod delivery_retries;
 mod delivery_shutdown;
 mod docs_catalogue;
 mod docs_examples;
+mod event_schemas;
 mod openapi;
 mod operational_events;
 mod peers;

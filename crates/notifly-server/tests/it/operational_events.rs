@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::common::delivery_helpers as helpers;
+use crate::common::event_schemas::EventSchemas;
 use crate::common::receiver;
 use crate::common::{Client, assert_invalid};
 use helpers::{DEADLINE, Hook, get_ok, webhook};
@@ -30,7 +31,8 @@ fn types_to(rx: &Receiver, path: &str) -> Vec<String> {
 }
 
 /// Waits for the first request to `path` of `event_type`, checks its
-/// signature against `hook`'s secret and parses it with the crate.
+/// signature against `hook`'s secret and its body against its schema in
+/// the OpenAPI document, and parses it with the crate.
 async fn wait_event(rx: &Receiver, path: &str, hook: &Hook, event_type: &str) -> WebhookEvent {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -50,6 +52,10 @@ async fn wait_event(rx: &Receiver, path: &str, hook: &Hook, event_type: &str) ->
                     300,
                 )
                 .expect("an operational event is signed like any other");
+            static SCHEMAS: std::sync::OnceLock<EventSchemas> = std::sync::OnceLock::new();
+            if let Err(e) = SCHEMAS.get_or_init(EventSchemas::served).check(&r.json()) {
+                panic!("a real {event_type} does not match its schema: {e}");
+            }
             return WebhookEvent::parse(&r.body).expect("the crate parses it");
         }
         assert!(

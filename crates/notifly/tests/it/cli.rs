@@ -15,6 +15,10 @@ use axum::routing::post;
 use notifly_webhooks::{StandardSecret, verify_hex};
 use serde_json::Value;
 
+#[path = "../../../notifly-server/tests/it/common/event_schemas.rs"]
+mod event_schemas;
+use event_schemas::EventSchemas;
+
 const BIN: &str = env!("CARGO_BIN_EXE_notifly");
 
 #[derive(Clone, Default)]
@@ -343,6 +347,47 @@ async fn trigger_makes_every_event_type_happen() {
         }
     }
     let client = reqwest::Client::new();
+    // Each event it made, as delivered (`{id, type, payload}`), matches its
+    // schema in the document the server serves.
+    let doc: Value = client
+        .get(format!("{}/openapi.json", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = EventSchemas::of(&doc);
+    let mut checked = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let cursor = after
+            .map(|id| format!("&starting_after={id}"))
+            .unwrap_or_default();
+        let page: Value = client
+            .get(format!("{}/v1/events?limit=100{cursor}", server.url()))
+            .bearer_auth(&server.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for event in page["data"].as_array().unwrap() {
+            let body = serde_json::json!({"id": event["id"], "type": event["type"], "payload": event["payload"]});
+            schemas.check(&body).unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
+        }
+        after = page["data"]
+            .as_array()
+            .unwrap()
+            .last()
+            .map(|e| e["id"].as_str().unwrap().to_owned());
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    assert!(checked >= 15, "only {checked} events");
     for resource in ["contact", "conversation", "message", "group", "attachment"] {
         for action in ["created", "updated", "deleted"] {
             let t = format!("{resource}.{action}");

@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod delivery_helpers;
+pub mod event_schemas;
 pub mod node;
 pub mod receiver;
 pub mod scrape;

@@ -15,6 +15,7 @@
 
 mod api_keys;
 mod auth;
+mod event_types;
 mod events;
 mod form;
 pub mod reference;
@@ -88,6 +89,7 @@ pub fn router(state: Dashboard) -> Router {
         .route("/deliveries/{id}", get(webhooks::delivery))
         .route("/deliveries/{id}/retry", post(webhooks::retry))
         .route("/events", get(events::list))
+        .route("/event-types", get(event_types::page))
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/{id}/revoke", post(api_keys::revoke))
         .route("/assets/app.css", get(css))

@@ -257,6 +257,7 @@ async fn pages_carry_strict_security_headers() {
     for page in [
         b.get("/dashboard/webhooks").await,
         b.get("/dashboard/events").await,
+        b.get("/dashboard/event-types").await,
         b.get("/dashboard/webhooks/new").await,
         anonymous.get("/dashboard/login").await,
         b.get("/dashboard/no-such-page").await,
@@ -804,6 +805,32 @@ async fn the_events_page_filters_by_type_and_shows_payloads() {
     let bad = b.get("/dashboard/events?type=nope").await;
     assert_eq!(bad.status, 400);
     bad.assert_has("unknown event type");
+}
+
+#[tokio::test]
+async fn the_event_types_page_lists_every_type_with_its_fields_and_a_sample() {
+    let (server, _api, mut b) = setup().await;
+    let page = b.get("/dashboard/event-types").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for t in notifly_webhooks::AnyEventType::ALL {
+        page.assert_has(&format!(
+            r#"<dt id="{t}"><code class="strong">{t}</code></dt>"#
+        ));
+        page.assert_has(&t.description().replace('\'', "&#39;"));
+    }
+    // Fields unfolded from the document's schemas, with their types.
+    page.assert_has("<code>payload.contact.username</code>");
+    page.assert_has("<code>payload.attachments[].file_size</code>");
+    page.assert_has("Contact or null");
+    // A sample body, escaped.
+    page.assert_has("&#34;type&#34;: &#34;message.created&#34;");
+    page.assert_has(r#"<a href="/dashboard/event-types" aria-current="page">"#);
+    // The webhook form's event picker links to it.
+    let form = b.get("/dashboard/webhooks/new").await;
+    form.assert_has(r#"<a href="/dashboard/event-types" target="_blank" rel="noopener">"#);
+    // Behind the login, like the rest of the dashboard.
+    let anonymous = Browser::new(&server).get("/dashboard/event-types").await;
+    assert_eq!(anonymous.status, 303);
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ pub mod retention;
 pub mod secrets;
 pub mod ssrf;
 pub mod store;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;

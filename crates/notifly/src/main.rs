@@ -4,6 +4,7 @@ mod bench;
 mod bench_delivery;
 mod client;
 mod listen;
+mod telemetry;
 mod trigger;
 
 use std::io::IsTerminal;
@@ -14,7 +15,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use notifly_server::Config;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -106,20 +110,35 @@ enum AccountsCommand {
     },
 }
 
-fn init_logging(json: bool) {
+/// Logs to stderr, filtered by `NOTIFLY_LOG`; and, when the environment
+/// asks for them (see [`telemetry`]), traces of the server's own spans,
+/// whatever `NOTIFLY_LOG` says.
+fn init_logging(json: bool) -> anyhow::Result<Option<telemetry::Traces>> {
     let filter = EnvFilter::try_from_env("NOTIFLY_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     // Colours only for a person at a terminal: a log file or a pipe gets
     // plain text, not escape codes.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    let fmt = if json {
+        fmt.json().boxed()
     } else {
-        builder.init();
+        fmt.boxed()
+    };
+    let logs = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    if !telemetry::requested() {
+        logs.init();
+        return Ok(None);
     }
+    let (traces, layer) = telemetry::Traces::start(tokio::runtime::Handle::current())?;
+    let spans = Targets::new()
+        .with_target("notifly_server", LevelFilter::INFO)
+        .with_target("notifly", LevelFilter::INFO);
+    logs.with(layer.with_filter(spans)).init();
+    notifly_server::telemetry::enable();
+    tracing::info!("traces: exporting spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_*)");
+    Ok(Some(traces))
 }
 
 /// mimalloc instead of the system allocator: under load, glibc's malloc
@@ -163,7 +182,15 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_json);
+    let traces = init_logging(args.log_json)?;
+    let served = serve_logged(args).await;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    served
+}
+
+async fn serve_logged(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;

@@ -184,10 +184,27 @@ pub fn router(state: AppState, pages: Router) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-")
                 .to_owned();
-            tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route)
+            let span = tracing::info_span!(
+                "request",
+                request_id = %id,
+                method = %req.method(),
+                route = %route,
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            );
+            if crate::telemetry::enabled() {
+                span.record("otel.name", format!("{} {route}", req.method()));
+                span.record("otel.kind", "server");
+                crate::telemetry::continue_trace(&span, req.headers());
+            }
+            span
         })
         .on_request(())
-        .on_response(|res: &Response<_>, latency: Duration, _: &Span| {
+        .on_response(|res: &Response<_>, latency: Duration, span: &Span| {
+            if crate::telemetry::enabled() {
+                span.record("http.response.status_code", res.status().as_u16());
+            }
             tracing::info!(
                 status = res.status().as_u16(),
                 latency_ms = latency.as_secs_f64() * 1000.0,

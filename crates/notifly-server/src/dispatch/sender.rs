@@ -11,12 +11,14 @@ use notifly_webhooks::{
     HEADER_WEBHOOK_TIMESTAMP, endpoint_signature_headers,
 };
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use tracing::Instrument as _;
 
 use super::schedule::MAX_RETRY_AFTER;
 use crate::domain::custom_headers;
 use crate::ids;
 use crate::secrets::{KeySet, Keyring, SealError};
 use crate::store::{AttemptRecord, Claimed};
+use crate::telemetry;
 
 /// Most bytes of a response body read and kept.
 pub const MAX_RESPONSE_BODY: usize = 4096;
@@ -255,11 +257,38 @@ impl Sender {
     }
 
     /// Makes one attempt. Never fails: every outcome is an attempt record.
+    ///
+    /// While traces are exported, the attempt is a span in the trace of the
+    /// request that wrote the event, and the request carries the span's
+    /// `traceparent` (see [`crate::telemetry`]).
     pub async fn send(&self, c: &Claimed, body: Bytes) -> Sent {
+        let span = telemetry::attempt_span(c);
+        let traceparent = telemetry::traceparent_of(&span);
+        let sent = self
+            .send_traced(c, body, traceparent)
+            .instrument(span.clone())
+            .await;
+        if let Some(status) = sent.record.response_status {
+            span.record("http.response.status_code", status);
+        }
+        span.record(
+            "otel.status_code",
+            if sent.record.succeeded { "ok" } else { "error" },
+        );
+        sent
+    }
+
+    async fn send_traced(&self, c: &Claimed, body: Bytes, traceparent: Option<String>) -> Sent {
         let started_ms = ids::now_ms();
         let started = Instant::now();
         let (headers, unsigned) = match self.headers(c, &body, started_ms / 1000) {
-            Ok(headers) => (headers, None),
+            Ok(mut headers) => {
+                // After the custom headers, so it replaces one of that name.
+                headers
+                    .signed
+                    .extend(traceparent.map(|t| (telemetry::TRACEPARENT, t)));
+                (headers, None)
+            }
             Err(e) => {
                 // A node without the key that sealed this endpoint's keys
                 // (a misconfigured cluster): the attempt fails, visibly.

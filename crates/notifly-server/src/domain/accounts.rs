@@ -130,7 +130,7 @@ impl Notifly {
     /// [`KEY_CACHE_TTL`]) and the dashboard sessions opened with it end.
     /// The account's last key cannot be revoked.
     pub async fn revoke_api_key(&self, account: &str, id: &str) -> DomainResult<ApiKey> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let found = tx.api_keys(account).await?.into_iter().find(|k| k.id == id);
         match tx.revoke_api_key(account, id).await? {
             KeyRevocation::NotFound => Err(DomainError::not_found(KIND, id)),

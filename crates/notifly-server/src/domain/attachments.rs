@@ -176,7 +176,7 @@ impl Notifly {
         id: &str,
         input: UpdateAttachment,
     ) -> DomainResult<Attachment> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let mut before = found(tx.attachment(account, id).await, KIND, id)?;
         fill_url(&mut before, &self.public_url);
         let mut after = before.clone();
@@ -205,7 +205,7 @@ impl Notifly {
 
     /// Deletes an attachment; emits `attachment.deleted` and `message.updated`.
     pub async fn delete_attachment(&self, account: &str, id: &str) -> DomainResult<Attachment> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let mut attachment = found(tx.attachment(account, id).await, KIND, id)?;
         fill_url(&mut attachment, &self.public_url);
         tx.delete_attachment(account, id).await?;

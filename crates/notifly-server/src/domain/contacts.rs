@@ -148,7 +148,7 @@ impl Notifly {
         id: &str,
         input: UpdateContact,
     ) -> DomainResult<Contact> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let before = found(tx.contact(account, id).await, KIND, id)?;
         let mut after = before.clone();
         if let Some(username) = not_null("username", input.username)? {
@@ -191,7 +191,7 @@ impl Notifly {
     /// has its conversation or has sent messages cannot be deleted: those
     /// reference it.
     pub async fn delete_contact(&self, account: &str, id: &str) -> DomainResult<Contact> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         tx.reads_to_delete();
         let contact = found(tx.contact(account, id).await, KIND, id)?;
         if let Some(conversation) = &contact.conversation_id {

@@ -192,7 +192,7 @@ impl Notifly {
         id: &str,
         input: UpdateConversation,
     ) -> DomainResult<Conversation> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let before = found(tx.conversation(account, id).await, KIND, id)?;
         // The message to pin is only referred to. Locked against changes,
         // it would be taken after the conversation, while deleting a
@@ -257,7 +257,7 @@ impl Notifly {
     /// `conversation_id` (`contact.updated` / `group.updated`) and emits
     /// `conversation.deleted` with the conversation as it was.
     pub async fn delete_conversation(&self, account: &str, id: &str) -> DomainResult<Conversation> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         tx.reads_to_delete();
         let (conversation, files) =
             delete_cascade(tx.as_mut(), account, id, true, &self.public_url).await?;

@@ -238,7 +238,7 @@ impl Notifly {
     /// Sends a delivery again now, with a fresh retry schedule, whatever its
     /// status (a succeeded one is sent once more).
     pub async fn retry_delivery(&self, account: &str, id: &str) -> DomainResult<Delivery> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let record = found(tx.delivery(account, id).await, KIND, id)?;
         let Some(endpoint) = tx.endpoint(account, &record.endpoint_id).await? else {
             return Err(DomainError::Conflict(format!(
@@ -271,7 +271,7 @@ impl Notifly {
         if input.since < 0 {
             return Err(DomainError::Invalid("since must be Unix seconds".into()));
         }
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         found(
             tx.endpoint(account, webhook_id).await,
             "webhook",

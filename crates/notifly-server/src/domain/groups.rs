@@ -206,7 +206,7 @@ impl Notifly {
         id: &str,
         input: UpdateGroup,
     ) -> DomainResult<Group> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let record = found(tx.group(account, id).await, KIND, id)?;
         let before = represent(tx.as_mut(), account, record.clone()).await?;
         let mut after = record;
@@ -256,7 +256,7 @@ impl Notifly {
     /// messages and attachments, each with its `*.deleted` event); emits
     /// `group.deleted` with the group as it was.
     pub async fn delete_group(&self, account: &str, id: &str) -> DomainResult<Group> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         // Its conversation goes too: read it (and the rest) so that no new
         // message can refer to it meanwhile.
         tx.reads_to_delete();

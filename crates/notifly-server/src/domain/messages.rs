@@ -245,7 +245,7 @@ impl Notifly {
         id: &str,
         input: UpdateMessage,
     ) -> DomainResult<Message> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let before = found(tx.message(account, id).await, KIND, id)?;
         // The contacts of its reactions are only referred to (locked for
         // update, two updates listing them in opposite orders could
@@ -322,7 +322,7 @@ impl Notifly {
     /// unpins it (`conversation.updated`) and emits `message.deleted` with the
     /// message as it was.
     pub async fn delete_message(&self, account: &str, id: &str) -> DomainResult<Message> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let record = found(tx.message(account, id).await, KIND, id)?;
         let (message, files) =
             delete_cascade(tx.as_mut(), account, record, true, &self.public_url).await?;

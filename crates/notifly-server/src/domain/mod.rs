@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 
 use crate::ids;
 use crate::store::{
@@ -181,6 +182,16 @@ impl Notifly {
         self.wake.clone()
     }
 
+    /// Starts a write transaction (a span of its own while traces are
+    /// exported: on SQLite it includes the wait for the writer).
+    pub(crate) async fn write_tx(&self) -> DomainResult<Box<dyn WriteTx>> {
+        Ok(self
+            .store
+            .write()
+            .instrument(crate::telemetry::begin_span())
+            .await?)
+    }
+
     /// Commits a write and wakes the dispatcher if it made work to claim
     /// (deliveries handed off to this process's dispatcher need no claim);
     /// then paces the caller if the write queued deliveries to a backed-up
@@ -201,7 +212,9 @@ impl Notifly {
     /// for background writes, which no client waits for.
     pub(crate) async fn commit_unpaced(&self, tx: Box<dyn WriteTx>) -> DomainResult<()> {
         let claimable = tx.claimable_work();
-        tx.commit().await?;
+        tx.commit()
+            .instrument(crate::telemetry::commit_span())
+            .await?;
         if claimable {
             self.wake.notify_one();
             self.announce_claimable
@@ -243,7 +256,7 @@ impl Notifly {
         account: &str,
         idempotency: Option<&Idempotency>,
     ) -> DomainResult<Begun> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(idem) = idempotency
             && let Some(seen) = tx.idempotent_response(account, &idem.key).await?
         {

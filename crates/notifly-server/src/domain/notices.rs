@@ -70,7 +70,7 @@ impl Notifly {
     /// type this node does not know (written by a newer one) stays owed.
     pub async fn publish_notice(&self) -> DomainResult<bool> {
         let known = OperationalEventType::ALL.map(OperationalEventType::as_str);
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let Some(notice) = tx.take_notices(1, &known).await?.pop() else {
             return Ok(false);
         };
@@ -148,6 +148,8 @@ impl Notifly {
             event_type: event_type.as_str().to_owned(),
             body,
             created_at: ids::now(),
+            // Written by a background task, for no request.
+            traceparent: None,
         }))
     }
 }

@@ -39,6 +39,7 @@ pub async fn emit<P: Resource>(
         body,
         created_at: ids::now(),
         resource_id: Some(payload.resource_id().to_owned()),
+        traceparent: crate::telemetry::current_traceparent(),
     };
     tx.insert_event(account, &record).await?;
     Ok(())

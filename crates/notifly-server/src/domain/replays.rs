@@ -180,7 +180,7 @@ impl Notifly {
         };
         let total = count(conn.as_mut(), account, &endpoint, start.clone(), &window).await?;
         drop(conn);
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         // Again in the write, which orders it after any other replay made
         // of this webhook meanwhile.
         let endpoint = found(
@@ -283,7 +283,7 @@ impl Notifly {
         id: &str,
     ) -> DomainResult<Replay> {
         let current = self.replay(account, webhook_id, id).await?;
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         if !tx.end_replay(account, id, "cancelled", ids::now()).await? {
             return Err(DomainError::Conflict(format!(
                 "replay `{id}` is {} already",
@@ -390,7 +390,7 @@ impl Notifly {
         if next.cursor == r.cursor && next.status == r.status {
             return Ok(Step::Idle);
         }
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         if !tx
             .advance_replay(account, &next, r.cursor.as_deref())
             .await?
@@ -411,7 +411,7 @@ impl Notifly {
     }
 
     async fn end_replay(&self, r: &ReplayRecord, status: &str) -> DomainResult<Step> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let ended = tx
             .end_replay(&r.account_id, &r.id, status, ids::now())
             .await?;

@@ -102,7 +102,7 @@ impl Notifly {
             flash_kind: None,
             flash_message: None,
         };
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         // Room for the new one under the cap: the rest are the most recently used.
         tx.trim_dashboard_sessions(account_id, MAX_PER_ACCOUNT - 1)
             .await?;
@@ -129,7 +129,7 @@ impl Notifly {
         let has_flash = s.flash_kind.is_some();
         let mut flash = None;
         if stale || has_flash {
-            let mut tx = self.store.write().await?;
+            let mut tx = self.write_tx().await?;
             if stale {
                 tx.touch_dashboard_session(&s.account_id, &hash, now, expiry(s.created_at, now))
                     .await?;
@@ -168,7 +168,7 @@ impl Notifly {
         token_hash: &str,
         flash: &SessionFlash,
     ) -> DomainResult<()> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         tx.set_dashboard_session_flash(account_id, token_hash, flash)
             .await?;
         tx.commit().await?;
@@ -177,7 +177,7 @@ impl Notifly {
 
     /// Ends a session, on every node.
     pub async fn end_session(&self, account_id: &str, token_hash: &str) -> DomainResult<()> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         tx.delete_dashboard_session(account_id, token_hash).await?;
         tx.commit().await?;
         Ok(())

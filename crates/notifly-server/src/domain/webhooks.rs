@@ -703,7 +703,7 @@ impl Notifly {
             Some(o) => Some(Ordering::parse(&o)?),
             None => None,
         };
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let before = found(tx.endpoint(account, id).await, KIND, id)?;
         let mut after = before.clone();
         if let Some(n) = not_null("name", input.name)? {
@@ -788,7 +788,7 @@ impl Notifly {
 
     /// Deletes an endpoint; its pending deliveries are cancelled.
     pub async fn delete_webhook(&self, account: &str, id: &str) -> DomainResult<Webhook> {
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let record = found(tx.endpoint(account, id).await, KIND, id)?;
         tx.delete_endpoint(account, id).await?;
         self.commit(tx).await?;
@@ -815,7 +815,7 @@ impl Notifly {
             "overlap_seconds",
             input.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECS),
         )?;
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let mut record = found(tx.endpoint(account, id).await, KIND, id)?;
         let now = ids::now();
         let keys = KeySet::generate(SignatureScheme::of(&record) == SignatureScheme::Ed25519);
@@ -846,7 +846,7 @@ impl Notifly {
                 AnyEventType::ALL.map(AnyEventType::as_str).join(", ")
             ))
         })?;
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write_tx().await?;
         let record = found(tx.endpoint(account, id).await, KIND, id)?;
         if !record.enabled {
             return Err(DomainError::Conflict(format!(
@@ -865,6 +865,7 @@ impl Notifly {
             created_at: ids::now(),
             resource_id: envelope.payload["id"].as_str().map(str::to_owned),
             body,
+            traceparent: crate::telemetry::current_traceparent(),
         };
         let delivery = tx.insert_event_for_endpoint(account, &event, id).await?;
         self.commit(tx).await?;

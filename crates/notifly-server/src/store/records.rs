@@ -149,6 +149,11 @@ pub struct EventRecord {
     /// read back with the event.
     #[sqlx(skip)]
     pub resource_id: Option<String>,
+    /// The W3C `traceparent` of the span that wrote it, while traces are
+    /// exported: its deliveries' attempts continue that trace. Written, not
+    /// read back with the event.
+    #[sqlx(skip)]
+    pub traceparent: Option<String>,
 }
 
 /// The remembered response to a request sent with an `Idempotency-Key`.
@@ -405,6 +410,8 @@ pub struct Claimed {
     /// Its endpoint orders deliveries per resource: when this one ends,
     /// the next about the same resource may go.
     pub ordered: bool,
+    /// The event's `traceparent` (see [`EventRecord::traceparent`]).
+    pub traceparent: Option<String>,
 }
 
 impl std::fmt::Debug for Claimed {

@@ -9,3 +9,4 @@ mod cli;
 mod durability;
 mod multinode;
 mod serve;
+mod traces;

@@ -345,7 +345,8 @@ pub(super) async fn insert_event_with_deliveries(
     let lease_until_ms = now_ms + lease_ms;
     let targets: StoreResult<Vec<Target>> = sqlx::query_as(
         "WITH event AS (
-            INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)),
+            INSERT INTO events (account_id, id, event_type, body, created_at, traceparent)
+            VALUES ($1, $2, $3, $4, $5, $16)),
          targets AS (
             SELECT id, held, row_number() OVER (ORDER BY seq) AS n FROM (
                 SELECT e.id, e.seq,
@@ -399,6 +400,7 @@ pub(super) async fn insert_event_with_deliveries(
     .bind(&e.resource_id)
     .bind(&passing)
     .bind(&matched)
+    .bind(&e.traceparent)
     .fetch_all(&mut **tx)
     .await
     .map_err(backend);
@@ -445,6 +447,7 @@ pub(super) async fn insert_event_with_deliveries(
                     headers: t.headers.clone(),
                     body: String::new(),
                     ordered: t.ordered,
+                    traceparent: e.traceparent.clone(),
                 };
                 tx.staged.ready.push((claimed, body.clone()));
                 true
@@ -504,7 +507,8 @@ fn note_fan_out(tx: &PgTx, account: &str, was: u32, found: usize) {
 async fn insert_event_alone(tx: &mut PgTx, account: &str, e: &EventRecord) -> StoreResult<u64> {
     let found: Vec<(String, Option<String>)> = sqlx::query_as(
         "WITH event AS (
-            INSERT INTO events (account_id, id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5))
+            INSERT INTO events (account_id, id, event_type, body, created_at, traceparent)
+            VALUES ($1, $2, $3, $4, $5, $6))
          SELECT e.id, e.filter FROM endpoints e
          WHERE e.account_id = $1 AND e.enabled
            AND EXISTS (SELECT 1 FROM endpoint_events s WHERE s.endpoint_id = e.id AND s.event_type IN ($3, '*'))
@@ -515,6 +519,7 @@ async fn insert_event_alone(tx: &mut PgTx, account: &str, e: &EventRecord) -> St
     .bind(&e.event_type)
     .bind(&e.body)
     .bind(e.created_at)
+    .bind(&e.traceparent)
     .fetch_all(&mut **tx)
     .await
     .map_err(backend)?;

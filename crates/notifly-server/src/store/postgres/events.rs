@@ -212,7 +212,8 @@ async fn insert_plain_event(
     is_test: bool,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO events (account_id, id, event_type, body, created_at, is_test, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(account)
     .bind(&e.id)
@@ -220,6 +221,7 @@ async fn insert_plain_event(
     .bind(&e.body)
     .bind(e.created_at)
     .bind(is_test)
+    .bind(&e.traceparent)
     .execute(&mut **tx)
     .await
     .map_err(backend)?;

@@ -372,7 +372,8 @@ impl DeliveryQueue for PgStore {
         let claimed: Vec<Claimed> = sqlx::query_as(
             "SELECT d.id AS delivery_id, d.account_id, d.endpoint_id, d.event_id, d.event_type,
                     d.attempts + 1 AS attempt, d.schedule_pos, e.url, e.secret, e.previous_secret,
-                    e.previous_secret_expires_at, e.headers, ev.body, e.ordering <> 'none' AS ordered
+                    e.previous_secret_expires_at, e.headers, ev.body, e.ordering <> 'none' AS ordered,
+                    ev.traceparent
              FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id
              WHERE d.id = ANY($1)
              ORDER BY d.next_attempt_ms",

@@ -140,6 +140,7 @@ fn fan_out(
                 headers: t.headers.clone(),
                 body: String::new(),
                 ordered: t.ordered,
+                traceparent: e.traceparent.clone(),
             };
             ready.push((claimed, body.clone()));
         }

@@ -101,8 +101,8 @@ impl EventWrites for Handle<WriterGuard> {
     async fn insert_event(&mut self, account: &str, e: &EventRecord) -> StoreResult<u64> {
         exec(
             &self.0,
-            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)",
-            params![account, e.id, e.event_type, e.body, e.created_at],
+            "INSERT INTO events (account_id, id, event_type, body, created_at, traceparent) VALUES (?, ?, ?, ?, ?, ?)",
+            params![account, e.id, e.event_type, e.body, e.created_at, e.traceparent],
         )
         .map_err(sqlite)?;
         fan_out_event(&mut self.0, account, e, None)
@@ -116,8 +116,8 @@ impl EventWrites for Handle<WriterGuard> {
     ) -> StoreResult<u64> {
         exec(
             &self.0,
-            "INSERT INTO events (account_id, id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)",
-            params![account, e.id, e.event_type, e.body, e.created_at],
+            "INSERT INTO events (account_id, id, event_type, body, created_at, traceparent) VALUES (?, ?, ?, ?, ?, ?)",
+            params![account, e.id, e.event_type, e.body, e.created_at, e.traceparent],
         )
         .map_err(sqlite)?;
         fan_out_event(&mut self.0, account, e, Some(about))
@@ -159,8 +159,8 @@ impl EventWrites for Handle<WriterGuard> {
     ) -> StoreResult<String> {
         exec(
             &self.0,
-            "INSERT INTO events (account_id, id, event_type, body, created_at, is_test) VALUES (?, ?, ?, ?, ?, 1)",
-            params![account, e.id, e.event_type, e.body, e.created_at],
+            "INSERT INTO events (account_id, id, event_type, body, created_at, is_test, traceparent) VALUES (?, ?, ?, ?, ?, 1, ?)",
+            params![account, e.id, e.event_type, e.body, e.created_at, e.traceparent],
         )
         .map_err(sqlite)?;
         self.0.claimable = true;

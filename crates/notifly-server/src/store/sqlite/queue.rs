@@ -9,7 +9,7 @@ use super::*;
 /// What a claim returns per delivery, in [`Claimed`]'s order.
 const CLAIMED_SELECT: &str = "SELECT d.id, d.account_id, d.endpoint_id, d.event_id, d.event_type,
         d.attempts + 1, d.schedule_pos, e.url, e.secret, e.previous_secret,
-        e.previous_secret_expires_at, ev.body, e.ordering <> 'none', e.headers
+        e.previous_secret_expires_at, ev.body, e.ordering <> 'none', e.headers, ev.traceparent
      FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id";
 
 /// Leases due deliveries (see [`Store::claim`]), inside the caller's write.

@@ -379,6 +379,7 @@ impl Decode for EventRecord {
             body: row.get(2)?,
             created_at: row.get(3)?,
             resource_id: None,
+            traceparent: None,
         })
     }
 }
@@ -504,6 +505,7 @@ impl Decode for Claimed {
             body: row.get(11)?,
             ordered: row.get(12)?,
             headers: row.get(13)?,
+            traceparent: row.get(14)?,
         })
     }
 }

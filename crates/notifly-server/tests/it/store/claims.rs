@@ -5,6 +5,7 @@ use super::*;
 
 conformance!(
     claims_lease_due_work,
+    claims_carry_the_trace_their_event_was_written_in,
     claim_limits,
     expired_leases_are_claimed_again,
     retries_outlive_late_results,
@@ -13,6 +14,31 @@ conformance!(
     throttled_endpoints_wait,
     per_resource_ordering,
 );
+
+/// An event's `traceparent` (the span of the request that wrote it, while
+/// traces are exported) comes back with each claimed delivery of it, so the
+/// attempt continues that trace on whichever node claims it.
+async fn claims_carry_the_trace_their_event_was_written_in(store: Arc<dyn Store>) {
+    let a = new_account(&store, "acme").await;
+    add_endpoint(&store, &a, "all", &["*"], true).await;
+    let traced = EventRecord {
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+        ..event("contact.created")
+    };
+    let untraced = event("contact.updated");
+    emit_event(&store, &a, &traced).await;
+    emit_event(&store, &a, &untraced).await;
+    let claimed = claim(&store, &claim_all("node-a:1")).await;
+    assert_eq!(claimed.len(), 2);
+    for c in &claimed {
+        let expected = if c.event_id == traced.id {
+            &traced.traceparent
+        } else {
+            &untraced.traceparent
+        };
+        assert_eq!(&c.traceparent, expected, "{}", c.event_type);
+    }
+}
 
 async fn claims_lease_due_work(store: Arc<dyn Store>) {
     let a = new_account(&store, "acme").await;

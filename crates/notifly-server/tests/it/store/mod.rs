@@ -261,6 +261,7 @@ fn about(event_type: &str, created_at: i64, resource_id: &str) -> EventRecord {
         body: body.to_string(),
         created_at,
         resource_id: Some(resource_id.to_owned()),
+        traceparent: None,
     }
 }
 

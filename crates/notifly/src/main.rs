@@ -132,9 +132,9 @@ fn init_logging(json: bool) -> anyhow::Result<Option<telemetry::Traces>> {
         return Ok(None);
     }
     let (traces, layer) = telemetry::Traces::start(tokio::runtime::Handle::current())?;
-    let spans = Targets::new()
-        .with_target("notifly_server", LevelFilter::INFO)
-        .with_target("notifly", LevelFilter::INFO);
+    // Notifly's own spans (targets are prefixes: `notifly` covers
+    // `notifly_server`), not those of the crates below it.
+    let spans = Targets::new().with_target("notifly", LevelFilter::INFO);
     logs.with(layer.with_filter(spans)).init();
     notifly_server::telemetry::enable();
     tracing::info!("traces: exporting spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_*)");

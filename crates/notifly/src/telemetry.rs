@@ -2,13 +2,16 @@
 //!
 //! Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-only
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; configured by the standard
-//! variables, read by the OpenTelemetry SDK and exporter themselves:
-//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
-//! `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, the default; `grpc` is
-//! refused at start), `OTEL_SERVICE_NAME` (default `notifly`),
+//! variables, most read by the OpenTelemetry SDK and exporter themselves:
+//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME` (default `notifly`),
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `_ARG`, and the
-//! batch processor's `OTEL_BSP_*`. `OTEL_SDK_DISABLED=true` or
-//! `OTEL_TRACES_EXPORTER=none` turn it off.
+//! batch processor's `OTEL_BSP_SCHEDULE_DELAY`, `_MAX_QUEUE_SIZE` and
+//! `_MAX_EXPORT_BATCH_SIZE`. Read here: `OTEL_EXPORTER_OTLP_TIMEOUT` (each
+//! export request's limit, since the exporter applies it only to clients
+//! it builds) and `OTEL_EXPORTER_OTLP_PROTOCOL`, where anything but
+//! `http/protobuf` stops the start (the exporter would otherwise send
+//! protobuf to a receiver that asked for something else).
+//! `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn it off.
 //!
 //! Exporting never holds up the server: finished spans go to the SDK's
 //! batch processor, which sends from a thread of its own and drops spans
@@ -31,6 +34,57 @@ use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 
 /// How often, at most, a failing export is logged.
 const WARN_EVERY_SECONDS: i64 = 60;
+
+/// An export request's limit when `OTEL_EXPORTER_OTLP_TIMEOUT` is not set
+/// (the specification's default).
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+/// The first of `names` that is set (and not blank), trimmed.
+fn first_env(names: &[&str]) -> Option<(String, String)> {
+    names.iter().find_map(|name| {
+        let value = std::env::var(name).ok()?;
+        let value = value.trim();
+        (!value.is_empty()).then(|| ((*name).to_owned(), value.to_owned()))
+    })
+}
+
+/// Refuses a protocol other than `http/protobuf`, the one spoken here.
+fn check_protocol() -> anyhow::Result<()> {
+    match first_env(&[
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]) {
+        Some((name, value)) if value != "http/protobuf" => anyhow::bail!(
+            "{name}={value} is not supported: Notifly exports traces over OTLP/HTTP with protobuf \
+             bodies only; set it to http/protobuf (or unset it) and point \
+             OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port (4318 by default)"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Each export request's limit.
+fn export_timeout() -> anyhow::Result<std::time::Duration> {
+    let Some((name, value)) = first_env(&[
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]) else {
+        return Ok(std::time::Duration::from_millis(DEFAULT_TIMEOUT_MS));
+    };
+    let ms: u64 = value
+        .parse()
+        .with_context(|| format!("{name}={value}: expected milliseconds, such as 10000"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// Whether `OTEL_RESOURCE_ATTRIBUTES` names `key`.
+fn resource_attribute_set(key: &str) -> bool {
+    std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
+        attributes
+            .split(',')
+            .any(|pair| pair.split('=').next().is_some_and(|k| k.trim() == key))
+    })
+}
 
 /// Whether the environment asks for traces.
 pub fn requested() -> bool {
@@ -60,7 +114,9 @@ impl Traces {
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
+        check_protocol()?;
         let client = reqwest::Client::builder()
+            .timeout(export_timeout()?)
             .build()
             .context("cannot build the OTLP exporter's HTTP client")?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -72,11 +128,15 @@ impl Traces {
             })
             .build()
             .context("cannot configure the OTLP trace exporter from OTEL_EXPORTER_OTLP_*")?;
-        let mut resource = Resource::builder().with_attribute(opentelemetry::KeyValue::new(
-            "service.version",
-            env!("CARGO_PKG_VERSION"),
-        ));
-        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        // What the environment does not say: the defaults.
+        let mut resource = Resource::builder();
+        if !resource_attribute_set("service.version") {
+            resource = resource.with_attribute(opentelemetry::KeyValue::new(
+                "service.version",
+                env!("CARGO_PKG_VERSION"),
+            ));
+        }
+        if first_env(&["OTEL_SERVICE_NAME"]).is_none() && !resource_attribute_set("service.name") {
             resource = resource.with_service_name("notifly");
         }
         let provider = SdkTracerProvider::builder()
@@ -90,7 +150,7 @@ impl Traces {
         ))
     }
 
-    /// Sends the spans still queued, waiting at most the export timeout.
+    /// Sends the spans still queued (the SDK waits for that up to 5 s).
     pub async fn shutdown(self) {
         let provider = self.provider;
         let done = tokio::task::spawn_blocking(move || provider.shutdown()).await;

@@ -173,6 +173,13 @@ fn operation(t: AnyEventType, reference: &str) -> Value {
         "The payload is the resource exactly as the REST API returns it (for \
          `*.deleted`, as it was just before the deletion)."
     };
+    let mut traceparent = header(
+        crate::telemetry::TRACEPARENT,
+        "W3C trace context, sent while the server exports OpenTelemetry traces: \
+         the trace of the request that wrote the event, and this attempt's span.",
+        json!({ "type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$" }),
+    );
+    traceparent["required"] = false.into();
     json!({
         "operationId": format!("on_{}", t.as_str().replace('.', "_")),
         "tags": [TAG],
@@ -181,8 +188,9 @@ fn operation(t: AnyEventType, reference: &str) -> Value {
         "summary": t.description(),
         "description": format!(
             "Sent to each enabled webhook subscribed to `{t}`, signed. {payload} \
-             A webhook's custom headers are sent too. Answer any 2xx within 15 seconds; \
-             anything else is retried (see docs/receiving-webhooks.md)."
+             A webhook's custom headers are sent too. Answer any 2xx within the delivery \
+             timeout (15 seconds unless the server sets another); anything else is retried \
+             (see docs/receiving-webhooks.md)."
         ),
         "parameters": [
             header(HEADER_WEBHOOK_ID, "The event's id (the body's `id`), the same on every attempt.", string.clone()),
@@ -215,6 +223,7 @@ fn operation(t: AnyEventType, reference: &str) -> Value {
                 "`Notifly-Webhooks/<version>`.",
                 json!({ "type": "string", "example": USER_AGENT_VALUE }),
             ),
+            traceparent,
         ],
         "requestBody": {
             "required": true,
@@ -229,7 +238,7 @@ fn operation(t: AnyEventType, reference: &str) -> Value {
             "2XX": { "description": "Received: the delivery succeeded. The body is ignored." },
             "410": { "description": "Gone: the webhook is disabled (`webhook.disabled` tells the account's other webhooks)." },
             "429": { "description": "Too many requests: nothing more is sent to this webhook for `Retry-After` (seconds or an HTTP date, up to an hour; 5 seconds without it), and the attempt is retried." },
-            "default": { "description": "Any other answer, or none within 15 seconds, is a failed attempt: retried on the schedule, then the delivery is `failed`." },
+            "default": { "description": "Any other answer, or none within the delivery timeout, is a failed attempt: retried on the schedule, then the delivery is `failed`." },
         },
     })
 }

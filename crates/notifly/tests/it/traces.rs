@@ -347,3 +347,46 @@ async fn a_dead_collector_slows_nothing_and_is_logged_once_a_minute() {
         "one warning for a minute of failures:\n{stderr}"
     );
 }
+
+#[test]
+fn a_protocol_other_than_http_protobuf_stops_the_start() {
+    for (variable, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .current_dir(dir.path())
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+            .env(variable, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > end {
+                child.kill().unwrap();
+                panic!("{variable}={value}: the server started");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(!status.success());
+        assert!(
+            stderr.contains(&format!("{variable}={value} is not supported")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("http/protobuf"), "{stderr}");
+    }
+}

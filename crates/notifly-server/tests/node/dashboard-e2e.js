@@ -244,7 +244,13 @@ async function run(page, context) {
   await shot(page, "12-phone-webhook");
   await page.goto(deliveryUrl);
   await shot(page, "13-phone-delivery");
+  await page.goto(`${base}/dashboard/event-types`);
+  const catalogueOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(catalogueOverflow <= 1, `the event types page scrolls sideways by ${catalogueOverflow}px at phone width`);
+  await shot(page, "13b-phone-event-types");
   await page.setViewportSize({ width: 1280, height: 900 });
+  await page.goto(`${base}/dashboard/event-types#message.created`);
+  await shot(page, "13c-event-types");
 
   step("keyboard focus is visible");
   await page.goto(`${base}/dashboard/webhooks`);

@@ -63,6 +63,34 @@ pub struct Metrics {
     storage: StorageWatch,
 }
 
+/// Logs a failed write of a background task (the dispatcher's write-back,
+/// the purge, the notices, the replays), which retries by itself. While the
+/// storage is full every such task fails at each retry; that is said once a
+/// minute for all of them together (with what failed first), not once per
+/// retry per task; `/healthz` tells the state from the API's side
+/// ([`StorageWatch`]).
+pub fn background_write_failed(task: &str, storage_full: bool, error: &dyn std::fmt::Debug) {
+    use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+    static FULL_LOGGED_AT: AtomicI64 = AtomicI64::new(i64::MIN);
+    if !storage_full {
+        tracing::warn!(error = ?error, "{task} failed; retrying");
+        return;
+    }
+    let now = crate::ids::now();
+    let last = FULL_LOGGED_AT.load(SeqCst);
+    if now.saturating_sub(last) >= 60
+        && FULL_LOGGED_AT
+            .compare_exchange(last, now, SeqCst, SeqCst)
+            .is_ok()
+    {
+        tracing::warn!(
+            error = ?error,
+            "{task} failed: the storage is full; background writes retry until there is space \
+             (said at most once a minute)"
+        );
+    }
+}
+
 /// Whether writes are being refused because the server's storage is full,
 /// as its answers show it: set by a request refused for it (an
 /// [`crate::api::error::StorageFull`] response), cleared by the next write

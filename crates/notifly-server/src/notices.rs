@@ -48,7 +48,11 @@ async fn publish(notifly: &Notifly, shutdown: &CancellationToken) {
             Ok(false) => return,
             Ok(true) => {}
             Err(e) => {
-                tracing::warn!(error = ?e, "publishing operational events failed; retrying at the next look");
+                crate::metrics::background_write_failed(
+                    "publishing operational events",
+                    e.is_storage_full(),
+                    &e,
+                );
                 return;
             }
         }

@@ -28,7 +28,11 @@ pub async fn run(notifly: Notifly, poll: Duration, shutdown: CancellationToken) 
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = ?e, "advancing replays failed; retrying at the next look");
+                    crate::metrics::background_write_failed(
+                        "advancing replays",
+                        e.is_storage_full(),
+                        &e,
+                    );
                     break;
                 }
             }

@@ -31,7 +31,11 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, every: Duration, stop: C
                 Ok(0) => break,
                 Ok(n) => total += n,
                 Err(e) => {
-                    tracing::warn!(error = ?e, "purging old data failed; will try again");
+                    crate::metrics::background_write_failed(
+                        "purging old data",
+                        e.is_storage_full(),
+                        &e,
+                    );
                     break;
                 }
             }

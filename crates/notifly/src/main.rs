@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use notifly_server::Config;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -133,8 +133,15 @@ fn init_logging(json: bool) -> anyhow::Result<Option<telemetry::Traces>> {
     }
     let (traces, layer) = telemetry::Traces::start(tokio::runtime::Handle::current())?;
     // Notifly's own spans (targets are prefixes: `notifly` covers
-    // `notifly_server`), not those of the crates below it.
-    let spans = Targets::new().with_target("notifly", LevelFilter::INFO);
+    // `notifly_server`), not those of the crates below it; of its log
+    // lines, only warnings and errors become span events (a request's
+    // "response" line would double each request span's size).
+    let spans = FilterExt::and(
+        Targets::new().with_target("notifly", LevelFilter::INFO),
+        tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span() || *meta.level() <= tracing::Level::WARN
+        }),
+    );
     logs.with(layer.with_filter(spans)).init();
     notifly_server::telemetry::enable();
     tracing::info!("traces: exporting spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_*)");

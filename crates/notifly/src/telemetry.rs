@@ -144,10 +144,15 @@ impl Traces {
             .with_resource(resource.build())
             .build();
         let tracer = provider.tracer("notifly");
-        Ok((
-            Traces { provider },
-            tracing_opentelemetry::layer().with_tracer(tracer),
-        ))
+        // Per span, no code location, thread or busy/idle times: each is
+        // attributes and work on every span of every request (a quarter of
+        // what export cost, measured in docs/benchmarks.md).
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false);
+        Ok((Traces { provider }, layer))
     }
 
     /// Sends the spans still queued (the SDK waits for that up to 5 s).

@@ -484,7 +484,11 @@ async fn write_back(
                 Err(e) => {
                     // Not lost either way: unrecorded leases expire and the
                     // deliveries are attempted again.
-                    tracing::warn!(error = ?e, results = batch.len(), "writing attempt results failed; retrying");
+                    crate::metrics::background_write_failed(
+                        "writing attempt results",
+                        e.is_storage_full(),
+                        &e,
+                    );
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     if backoff == Duration::from_secs(5) && results.is_closed() {

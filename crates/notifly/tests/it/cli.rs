@@ -348,7 +348,7 @@ async fn trigger_makes_every_event_type_happen() {
     }
     let client = reqwest::Client::new();
     // Each event it made, as delivered (`{id, type, payload}`), matches its
-    // schema in the document the server serves.
+    // schema in the document the server serves; the log holds every type.
     let doc: Value = client
         .get(format!("{}/openapi.json", server.url()))
         .send()
@@ -358,7 +358,7 @@ async fn trigger_makes_every_event_type_happen() {
         .await
         .unwrap();
     let schemas = EventSchemas::of(&doc);
-    let mut checked = 0;
+    let mut types = HashSet::new();
     let mut after: Option<String> = None;
     loop {
         let cursor = after
@@ -373,38 +373,21 @@ async fn trigger_makes_every_event_type_happen() {
             .json()
             .await
             .unwrap();
-        for event in page["data"].as_array().unwrap() {
+        let events = page["data"].as_array().unwrap();
+        for event in events {
             let body = serde_json::json!({"id": event["id"], "type": event["type"], "payload": event["payload"]});
             schemas.check(&body).unwrap_or_else(|e| panic!("{e}"));
-            checked += 1;
+            types.insert(event["type"].as_str().unwrap().to_owned());
         }
-        after = page["data"]
-            .as_array()
-            .unwrap()
-            .last()
-            .map(|e| e["id"].as_str().unwrap().to_owned());
+        after = events.last().map(|e| e["id"].as_str().unwrap().to_owned());
         if page["has_more"] != true {
             break;
         }
     }
-    assert!(checked >= 15, "only {checked} events");
     for resource in ["contact", "conversation", "message", "group", "attachment"] {
         for action in ["created", "updated", "deleted"] {
             let t = format!("{resource}.{action}");
-            let page: Value = client
-                .get(format!("{}/v1/events?type={t}&limit=1", server.url()))
-                .bearer_auth(&server.key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert_eq!(
-                page["data"][0]["type"],
-                t.as_str(),
-                "no {t} event in the log"
-            );
+            assert!(types.contains(&t), "no {t} event in the log: {types:?}");
         }
     }
 }

@@ -116,6 +116,11 @@ impl Drop for Node {
 const ENCRYPTION_KEY: &str = "bm90aWZseS10ZXN0LWtleS0zMi1ieXRlcy1sb25nISE=";
 
 fn start_node(db: &str, dir: &std::path::Path, n: usize) -> Node {
+    start_node_with(db, dir, n, &[])
+}
+
+/// [`start_node`] with more environment variables.
+fn start_node_with(db: &str, dir: &std::path::Path, n: usize, vars: &[(&str, &str)]) -> Node {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_notifly"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -132,6 +137,7 @@ fn start_node(db: &str, dir: &std::path::Path, n: usize) -> Node {
         .env("NOTIFLY_LOG", "warn")
         // The nodes share one key, as a real cluster's must.
         .env("NOTIFLY_ENCRYPTION_KEY", ENCRYPTION_KEY)
+        .envs(vars.iter().copied())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -681,4 +687,114 @@ async fn a_replay_progresses_across_three_nodes_and_survives_one_killed() {
         sent_seen.len(),
         seen.lock().unwrap().duplicates()
     );
+}
+
+/// A retry claimed by another node continues the trace of the request that
+/// wrote its event: node A takes the write and fails its attempts (nothing
+/// listens at the webhook's URL yet), stops, and node B delivers the next
+/// retry once the receiver is up. B's attempt is a child of A's request
+/// span, in the caller's trace, and the delivery carries that trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set NOTIFLY_TEST_POSTGRES_URL and run with --include-ignored"]
+async fn a_retry_on_another_node_continues_the_trace_of_the_write() {
+    let _serial = SERIAL.lock().await;
+    let db = ScratchDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = format!("Bearer {}", create_account(&db.url, "traced"));
+    let (otlp, spans) = crate::traces::collector().await;
+    let otel = |service| {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+            ("OTEL_SERVICE_NAME", service),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ]
+    };
+    let mut a = start_node_with(&db.url, dir.path(), 0, &otel("node-a"));
+    let b = start_node_with(&db.url, dir.path(), 1, &otel("node-b"));
+    let client = reqwest::Client::new();
+    wait_ready(&client, &a.base).await;
+    wait_ready(&client, &b.base).await;
+
+    // Nothing listens there until A has stopped.
+    let hook_port = free_port();
+    let hook_url = format!("http://127.0.0.1:{hook_port}/hook");
+    let (status, _) = call(
+        client
+            .post(format!("{}/v1/webhooks", a.base))
+            .json(&json!({"name": "traced", "url": hook_url, "events": ["contact.created"]})),
+        &auth,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (status, _) = call(
+        client
+            .post(format!("{}/v1/contacts", a.base))
+            .header(
+                "traceparent",
+                format!("00-{caller_trace}-00f067aa0ba902b7-01"),
+            )
+            .json(&json!({"username": "kevin", "phone_number": "+1 555 0100"})),
+        &auth,
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let find = |f: &dyn Fn(&crate::traces::Got) -> bool| {
+        spans.lock().unwrap().iter().find(|s| f(s)).cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let request = loop {
+        if let Some(s) =
+            find(&|s| s.span.name == "POST /v1/contacts" && s.trace_id() == caller_trace)
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no request span from node A");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(request.service, "node-a");
+    // A failed attempt from A, then A stops (SIGTERM: it hands its leases
+    // back and sends its last spans).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while find(&|s| s.service == "node-a" && s.span.name == "webhook attempt").is_none() {
+        assert!(Instant::now() < deadline, "no attempt from node A");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status();
+    let _ = a.child.wait();
+    a.alive.store(false, Ordering::Relaxed);
+
+    let (_, traceparents) = crate::traces::hook_on(hook_port, false).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let on_b = loop {
+        if let Some(s) = find(&|s| {
+            s.service == "node-b"
+                && s.span.name == "webhook attempt"
+                && s.attribute("http.response.status_code").as_deref() == Some("200")
+        }) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no successful attempt from node B"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(on_b.trace_id(), caller_trace);
+    assert_eq!(
+        on_b.parent_id(),
+        request.span_id(),
+        "a child of A's request span"
+    );
+    let received = traceparents.lock().unwrap().clone();
+    assert!(
+        received
+            .iter()
+            .any(|t| t.contains(caller_trace) && t.contains(&on_b.span_id())),
+        "the delivery carries B's attempt in the caller's trace: {received:?}"
+    );
+    drop(b);
 }

@@ -25,22 +25,22 @@ const BIN: &str = env!("CARGO_BIN_EXE_notifly");
 
 /// A span as the collector received it, with its resource's service name.
 #[derive(Debug, Clone)]
-struct Got {
-    service: String,
-    span: Span,
+pub struct Got {
+    pub service: String,
+    pub span: Span,
 }
 
 impl Got {
-    fn trace_id(&self) -> String {
+    pub fn trace_id(&self) -> String {
         hex::encode(&self.span.trace_id)
     }
-    fn span_id(&self) -> String {
+    pub fn span_id(&self) -> String {
         hex::encode(&self.span.span_id)
     }
-    fn parent_id(&self) -> String {
+    pub fn parent_id(&self) -> String {
         hex::encode(&self.span.parent_span_id)
     }
-    fn attribute(&self, key: &str) -> Option<String> {
+    pub fn attribute(&self, key: &str) -> Option<String> {
         self.span
             .attributes
             .iter()
@@ -57,7 +57,7 @@ impl Got {
 
 /// The OTLP/HTTP receiver: `POST /v1/traces` with an
 /// `ExportTraceServiceRequest` in protobuf.
-async fn collector() -> (String, Arc<Mutex<Vec<Got>>>) {
+pub async fn collector() -> (String, Arc<Mutex<Vec<Got>>>) {
     async fn export(
         State(spans): State<Arc<Mutex<Vec<Got>>>>,
         headers: HeaderMap,
@@ -107,8 +107,15 @@ async fn collector() -> (String, Arc<Mutex<Vec<Got>>>) {
 /// through a claim, read back from the database) and keeps each attempt's
 /// `traceparent`, in order.
 async fn hook() -> (String, Arc<Mutex<Vec<String>>>) {
+    hook_on(0, true).await
+}
+
+/// A webhook receiver on `port` (0: any) that keeps each attempt's
+/// `traceparent`; with `fail_first`, it answers 500 to first attempts.
+pub async fn hook_on(port: u16, fail_first: bool) -> (String, Arc<Mutex<Vec<String>>>) {
+    type Seen = Arc<Mutex<Vec<String>>>;
     async fn receive(
-        State(seen): State<Arc<Mutex<Vec<String>>>>,
+        State((seen, fail_first)): State<(Seen, bool)>,
         headers: HeaderMap,
     ) -> StatusCode {
         let traceparent = headers
@@ -116,18 +123,20 @@ async fn hook() -> (String, Arc<Mutex<Vec<String>>>) {
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
         seen.lock().unwrap().push(traceparent);
-        if headers["x-notifly-attempt"] == "1" {
+        if fail_first && headers["x-notifly-attempt"] == "1" {
             StatusCode::INTERNAL_SERVER_ERROR
         } else {
             StatusCode::OK
         }
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let app = Router::new()
         .route("/hook", post(receive))
-        .with_state(seen.clone());
+        .with_state((seen.clone(), fail_first));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, seen)
 }

@@ -70,24 +70,42 @@ pub struct Metrics {
 /// retry per task; `/healthz` tells the state from the API's side
 /// ([`StorageWatch`]).
 pub fn background_write_failed(task: &str, storage_full: bool, error: &dyn std::fmt::Debug) {
-    use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
-    static FULL_LOGGED_AT: AtomicI64 = AtomicI64::new(i64::MIN);
+    static FULL_LOGGED: OnceAMinute = OnceAMinute::new();
     if !storage_full {
         tracing::warn!(error = ?error, "{task} failed; retrying");
         return;
     }
-    let now = crate::ids::now();
-    let last = FULL_LOGGED_AT.load(SeqCst);
-    if now.saturating_sub(last) >= 60
-        && FULL_LOGGED_AT
-            .compare_exchange(last, now, SeqCst, SeqCst)
-            .is_ok()
-    {
+    if FULL_LOGGED.allows(crate::ids::now()) {
         tracing::warn!(
             error = ?error,
             "{task} failed: the storage is full; background writes retry until there is space \
              (said at most once a minute)"
         );
+    }
+}
+
+/// A log line that may come at most once a minute: for a state that a
+/// failing disk, database or collector repeats many times a second.
+#[derive(Debug)]
+pub struct OnceAMinute(std::sync::atomic::AtomicI64);
+
+impl OnceAMinute {
+    pub const fn new() -> Self {
+        OnceAMinute(std::sync::atomic::AtomicI64::new(i64::MIN))
+    }
+
+    /// Whether to log at `now` (Unix seconds): no line was allowed in the
+    /// minute before it. One caller wins when several ask at once.
+    pub fn allows(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let last = self.0.load(SeqCst);
+        now.saturating_sub(last) >= 60 && self.0.compare_exchange(last, now, SeqCst, SeqCst).is_ok()
+    }
+}
+
+impl Default for OnceAMinute {
+    fn default() -> Self {
+        OnceAMinute::new()
     }
 }
 
@@ -103,10 +121,9 @@ pub struct StorageWatch {
     full_since: std::sync::atomic::AtomicI64,
     /// Where the database and the attachments are, for the log.
     location: std::sync::OnceLock<String>,
-    /// When (Unix seconds) the state was last logged: a disk that has room
-    /// for small writes but not large ones flips it often, and the log
-    /// says so at most once a minute.
-    logged_at: std::sync::atomic::AtomicI64,
+    /// A disk that has room for small writes but not large ones flips the
+    /// state often; the log says so at most once a minute.
+    logged: OnceAMinute,
     /// Set from `full_since` when the metrics are rendered.
     full: Gauge,
     refused: Counter,
@@ -155,7 +172,7 @@ impl StorageWatch {
             .full_since
             .compare_exchange(0, now, SeqCst, SeqCst)
             .is_ok()
-            && self.may_log(now)
+            && self.logged.allows(now)
         {
             tracing::error!(
                 storage = self.location(),
@@ -173,24 +190,13 @@ impl StorageWatch {
         }
         let since = self.full_since.swap(0, SeqCst);
         let now = crate::ids::now();
-        if since != 0 && self.may_log(now) {
+        if since != 0 && self.logged.allows(now) {
             tracing::warn!(
                 storage = self.location(),
                 refused_for_secs = now - since,
                 "the storage has space again: writes resumed"
             );
         }
-    }
-
-    /// Whether a change of state may be logged now (at most once a minute).
-    fn may_log(&self, now: i64) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
-        let last = self.logged_at.load(SeqCst);
-        now - last >= 60
-            && self
-                .logged_at
-                .compare_exchange(last, now, SeqCst, SeqCst)
-                .is_ok()
     }
 }
 
@@ -547,9 +553,9 @@ mod tests {
     #[test]
     fn state_changes_are_logged_at_most_once_a_minute() {
         let watch = StorageWatch::default();
-        assert!(watch.may_log(1_000));
-        assert!(!watch.may_log(1_001));
-        assert!(!watch.may_log(1_059));
-        assert!(watch.may_log(1_060));
+        assert!(watch.logged.allows(1_000));
+        assert!(!watch.logged.allows(1_001));
+        assert!(!watch.logged.allows(1_059));
+        assert!(watch.logged.allows(1_060));
     }
 }

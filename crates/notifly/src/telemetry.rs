@@ -20,20 +20,16 @@
 //! batch, is logged at most once a minute.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use axum::body::Bytes;
+use notifly_server::metrics::OnceAMinute;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::WithHttpConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
-
-/// How often, at most, a failing export is logged.
-const WARN_EVERY_SECONDS: i64 = 60;
 
 /// An export request's limit when `OTEL_EXPORTER_OTLP_TIMEOUT` is not set
 /// (the specification's default).
@@ -124,7 +120,7 @@ impl Traces {
             .with_http_client(OnRuntime {
                 client,
                 runtime,
-                warned_at: Arc::new(AtomicI64::new(i64::MIN)),
+                warned: OnceAMinute::new(),
             })
             .build()
             .context("cannot configure the OTLP trace exporter from OTEL_EXPORTER_OTLP_*")?;
@@ -170,8 +166,8 @@ impl Traces {
 struct OnRuntime {
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
-    /// When a failure was last logged (Unix seconds).
-    warned_at: Arc<AtomicI64>,
+    /// Failures are logged at most once a minute.
+    warned: OnceAMinute,
 }
 
 impl fmt::Debug for OnRuntime {
@@ -183,14 +179,7 @@ impl fmt::Debug for OnRuntime {
 impl OnRuntime {
     /// Logs `what` unless a failure was logged in the last minute.
     fn warn(&self, what: &str) {
-        let now = notifly_server::ids::now();
-        let last = self.warned_at.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= WARN_EVERY_SECONDS
-            && self
-                .warned_at
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.warned.allows(notifly_server::ids::now()) {
             tracing::warn!(
                 "traces: {what}; spans are dropped while this lasts (logged at most once a minute)"
             );

@@ -6,8 +6,8 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use notifly_server::domain::samples;
-use notifly_webhooks::{AnyEventType, Envelope, EventType, OperationalEventType, ResourceKind};
+use notifly_server::api::catalogue;
+use notifly_webhooks::{AnyEventType, EventType, OperationalEventType, ResourceKind};
 
 fn render() -> String {
     let mut out = String::from(
@@ -26,20 +26,14 @@ fn render() -> String {
         for t in EventType::ALL.into_iter().filter(|t| t.resource() == kind) {
             let _ = writeln!(out, "- `{t}`: {}", t.description());
         }
-        let envelope = Envelope {
-            id: "a056V7R7NmNRjl70".to_owned(),
-            event_type: EventType::ALL
-                .into_iter()
-                .find(|t| t.resource() == kind)
-                .unwrap()
-                .into(),
-            payload: samples::example(kind, "https://notifly.example.com"),
-        };
+        let first = EventType::ALL
+            .into_iter()
+            .find(|t| t.resource() == kind)
+            .unwrap();
         let _ = writeln!(
             out,
-            "\nExample (`{}`):\n\n```json\n{}\n```\n",
-            envelope.event_type,
-            serde_json::to_string_pretty(&envelope).unwrap()
+            "\nExample (`{first}`):\n\n```json\n{}\n```\n",
+            serde_json::to_string_pretty(&catalogue::example(first.into())).unwrap()
         );
     }
     out.push_str(
@@ -54,16 +48,11 @@ fn render() -> String {
          operational event.\n\n",
     );
     for t in OperationalEventType::ALL {
-        let envelope = Envelope {
-            id: "a056V7R7NmNRjl70".to_owned(),
-            event_type: t.into(),
-            payload: samples::any_example(t.into(), "https://notifly.example.com"),
-        };
         let _ = writeln!(
             out,
             "### `{t}`\n\n{}\n\n```json\n{}\n```\n",
             t.description(),
-            serde_json::to_string_pretty(&envelope).unwrap()
+            serde_json::to_string_pretty(&catalogue::example(t.into())).unwrap()
         );
     }
     out
@@ -86,12 +75,7 @@ fn the_event_catalogue_matches_the_code() {
 #[test]
 fn every_example_parses_as_its_typed_event() {
     for t in AnyEventType::ALL {
-        let body = serde_json::to_vec(&Envelope {
-            id: "a056V7R7NmNRjl70".to_owned(),
-            event_type: t,
-            payload: samples::any_example(t, "https://notifly.example.com"),
-        })
-        .unwrap();
+        let body = serde_json::to_vec(&catalogue::example(t)).unwrap();
         let event = notifly_webhooks::WebhookEvent::parse(&body).unwrap();
         assert_eq!(
             event.event.any_type(),

@@ -25,6 +25,11 @@ use crate::common::event_schemas::EventSchemas;
 use crate::common::receiver::Receiver;
 use crate::common::{Client, id_of};
 
+/// The catalogue's example body of type `t`, as JSON.
+fn example(t: AnyEventType) -> Value {
+    serde_json::to_value(catalogue::example(t)).unwrap()
+}
+
 fn envelope<P: Serialize>(t: impl Into<AnyEventType>, payload: &P) -> Value {
     serde_json::to_value(Envelope {
         id: "a056V7R7NmNRjl70".to_owned(),
@@ -40,7 +45,7 @@ fn every_event_type_has_a_schema_and_its_examples_match_it() {
     let all: BTreeSet<&str> = AnyEventType::ALL.iter().map(|t| t.as_str()).collect();
     assert_eq!(schemas.types(), all);
     for t in AnyEventType::ALL {
-        schemas.check(&catalogue::example(t)).unwrap();
+        schemas.check(&example(t)).unwrap();
         let fresh = samples::any_payload(t, "http://127.0.0.1:8080");
         schemas.check(&envelope(t, &fresh)).unwrap();
     }
@@ -50,7 +55,7 @@ fn every_event_type_has_a_schema_and_its_examples_match_it() {
 fn the_check_refuses_what_the_schema_does_not_describe() {
     let schemas = EventSchemas::served();
     let t = EventType::new(ResourceKind::Message, Action::Created);
-    let good = catalogue::example(t.into());
+    let good = example(t.into());
     let changed = |edit: &dyn Fn(&mut Value)| {
         let mut body = good.clone();
         edit(&mut body);
@@ -73,7 +78,7 @@ fn the_check_refuses_what_the_schema_does_not_describe() {
     assert!(changed(&|b| b["payload"]["attachments"] = json!([{"id": "x"}])).is_err());
     // The union of the whole operational payload: the delivery's fields
     // come from one part of an `allOf`, `last_attempt` from the other.
-    let exhausted = catalogue::example(AnyEventType::ALL[18]);
+    let exhausted = example(AnyEventType::ALL[18]);
     assert_eq!(exhausted["type"], "delivery.exhausted");
     let mut extra = exhausted.clone();
     extra["payload"]["surprise"] = json!(true);
@@ -278,8 +283,7 @@ proptest! {
         group in group(),
         attachment in attachment(),
     ) {
-        static SCHEMAS: std::sync::OnceLock<EventSchemas> = std::sync::OnceLock::new();
-        let schemas = SCHEMAS.get_or_init(EventSchemas::served);
+        let schemas = EventSchemas::served();
         check_every_action(schemas, ResourceKind::Contact, &contact);
         check_every_action(schemas, ResourceKind::Conversation, &conversation);
         check_every_action(schemas, ResourceKind::Message, &message);

@@ -16,9 +16,10 @@ pub struct EventSchemas {
 }
 
 impl EventSchemas {
-    /// The schemas of the document the server serves.
-    pub fn served() -> EventSchemas {
-        EventSchemas::of(&notifly_server::api::openapi())
+    /// The schemas of the document the server serves, built once.
+    pub fn served() -> &'static EventSchemas {
+        static SERVED: std::sync::OnceLock<EventSchemas> = std::sync::OnceLock::new();
+        SERVED.get_or_init(|| EventSchemas::of(&notifly_server::api::openapi()))
     }
 
     /// The schemas of `doc`'s `webhooks`, one validator per event type.

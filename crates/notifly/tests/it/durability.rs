@@ -46,7 +46,9 @@ async fn acknowledged_events_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("notifly.db").display());
     let key = create_account(&db, "durable");
-    let (receiver_url, seen) = receiver(Duration::from_millis(5)).await;
+    // Slow enough (16 in flight, 25 ms each: at most ~640/s) that deliveries
+    // fall behind 8 writers, so the kill lands with some outstanding.
+    let (receiver_url, seen) = receiver(Duration::from_millis(25)).await;
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -104,13 +106,15 @@ async fn acknowledged_events_survive_kill_9() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     server.kill().unwrap(); // SIGKILL
+    // Counted at the kill: the receiver's requests still in flight finish
+    // (and count) after it, although the server never hears their answers.
+    let delivered_at_kill = seen.lock().unwrap().delivered.len();
     server.wait().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
     }
     let acked: HashSet<String> = acked.lock().unwrap().clone();
-    let delivered_at_kill = seen.lock().unwrap().delivered.len();
     assert!(
         acked.len() >= 300,
         "only {} writes acknowledged before the kill",
@@ -161,7 +165,9 @@ async fn a_replay_resumes_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("notifly.db").display());
     let key = create_account(&db, "replayed");
-    let (receiver_url, seen) = receiver(Duration::from_millis(5)).await;
+    // Slow enough (16 in flight, 25 ms each: at most ~640/s) that deliveries
+    // fall behind 8 writers, so the kill lands with some outstanding.
+    let (receiver_url, seen) = receiver(Duration::from_millis(25)).await;
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -208,16 +208,40 @@ impl Api {
         Some((v["id"].as_str()?.to_owned(), sent, acked))
     }
 
-    async fn queue_depth(&self) -> Option<u64> {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.urls[0]))
+    /// Attempts started on every node, as (handed off by the write that
+    /// made the delivery, claimed from the queue).
+    async fn starts(&self) -> (u64, u64) {
+        let mut starts = (0, 0);
+        for url in &self.urls {
+            let Some(text) = self.metrics(url).await else {
+                continue;
+            };
+            for line in text.lines() {
+                let count = |prefix: &str| {
+                    line.strip_prefix(prefix)
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .map_or(0, |v| v as u64)
+                };
+                starts.0 += count("notifly_delivery_starts_total{path=\"hand_off\"} ");
+                starts.1 += count("notifly_delivery_starts_total{path=\"claim\"} ");
+            }
+        }
+        starts
+    }
+
+    async fn metrics(&self, url: &str) -> Option<String> {
+        self.client
+            .get(format!("{url}/metrics"))
             .send()
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
+            .ok()
+    }
+
+    async fn queue_depth(&self) -> Option<u64> {
+        let text = self.metrics(&self.urls[0]).await?;
         text.lines()
             .find_map(|l| l.strip_prefix("notifly_delivery_queue_depth "))
             .and_then(|v| v.trim().parse().ok())
@@ -372,6 +396,11 @@ async fn throughput(cluster: &Cluster<'_>, endpoints: usize, seconds: u64) -> an
         ms(lat.last().copied().unwrap_or_default()),
         cores.unwrap_or(f64::NAN),
         server.peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    let (handed_off, claimed) = api.starts().await;
+    println!(
+        "    attempts started: {handed_off} handed off by the write that made the delivery, {claimed} claimed ({:.0} % handed off)",
+        100.0 * handed_off as f64 / (handed_off + claimed).max(1) as f64
     );
     // The last results' write-back, which is part of what a delivery costs.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1,6 +1,9 @@
 //! Retention: events, finished deliveries and their attempts older than the
 //! configured period are deleted in small batches, so that the tables stay
-//! bounded without a long-running delete ever holding the database.
+//! bounded without a long-running delete ever holding the database. Each
+//! run is one round ([`PurgeRound`]): it ends when the store has gone
+//! through every table, not at the first batch that deleted nothing (a
+//! batch may only have moved past rows that must be kept).
 //! Idempotency keys are kept for 24 hours; expired dashboard sessions are
 //! deleted on the same rounds.
 
@@ -10,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids;
-use crate::store::Store;
+use crate::store::{PurgeRound, Store};
 
 /// Rows per table per batch.
 const BATCH: u32 = 500;
@@ -25,10 +28,10 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, every: Duration, stop: C
         let now = ids::now();
         let before = now - keep.as_secs() as i64;
         let keys_before = now - IDEMPOTENCY_TTL.as_secs() as i64;
+        let mut round = PurgeRound::new(before, keys_before, now);
         let mut total = 0;
-        loop {
-            match store.purge(before, keys_before, now, BATCH).await {
-                Ok(0) => break,
+        while !round.finished() {
+            match store.purge(&mut round, BATCH).await {
                 Ok(n) => total += n,
                 Err(e) => {
                     crate::metrics::background_write_failed(

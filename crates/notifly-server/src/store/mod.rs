@@ -55,7 +55,8 @@ pub use replays::{ReplayReads, ReplayWrites};
 pub use resources::{
     GroupWrites, MessageWrites, NewMessage, ResourceQueries, ResourceReads, ResourceWrites,
 };
-pub use retention::Retention;
+pub(crate) use retention::Walk;
+pub use retention::{PurgeRound, Retention};
 
 /// What can go wrong in the store. The domain maps these to user-facing errors.
 #[derive(Debug, thiserror::Error)]

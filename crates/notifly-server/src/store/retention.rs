@@ -8,16 +8,111 @@ use super::*;
 #[async_trait]
 pub trait Retention: Send + Sync {
     /// Deletes one small batch (at most `batch` rows per table) of what is
-    /// past retention: attempts and finished deliveries created before
-    /// `before`, events before it that no delivery still needs, idempotency
-    /// keys created before `keys_before`, and dashboard sessions expired at
-    /// `sessions_at` (`expires_at <= sessions_at`). Returns the rows
-    /// deleted; 0 means nothing is left to purge.
-    async fn purge(
-        &self,
-        before: i64,
-        keys_before: i64,
-        sessions_at: i64,
-        batch: u32,
-    ) -> StoreResult<u64>;
+    /// past `round`'s cutoffs (see [`PurgeRound::new`]): attempts and
+    /// finished deliveries, events that no delivery still needs,
+    /// idempotency keys and expired dashboard sessions. Returns the rows
+    /// deleted, and moves `round` on if the batch committed. A batch may
+    /// delete nothing and still have work left (it examined rows that are
+    /// still needed): the round is over once [`PurgeRound::finished`].
+    async fn purge(&self, round: &mut PurgeRound, batch: u32) -> StoreResult<u64>;
+}
+
+/// One round of the purge, made of batches: where it has got to in each
+/// table, and its cutoffs, fixed for the round.
+///
+/// The big tables (`deliveries`, then `events`) are walked by `seq`, one
+/// window of `batch` rows a batch, from the start of the table: a batch
+/// deletes what in its window is past retention and no longer needed, and
+/// the walk moves past the window whatever it kept. So the rows the purge
+/// must keep (pending deliveries, the events they hold) cost one look per
+/// round, not a scan per batch, and can never stop it. A walk ends at the
+/// first window that reaches a row not yet past the cutoff, or the end of
+/// the table; the next round starts again from the start, and takes what
+/// was freed meanwhile. `created_at` follows `seq` only roughly (each node
+/// dates its rows by its own clock, a little before it writes them): a
+/// row past the cutoff beyond where a walk ended goes in a later round,
+/// once the rows before it are past the cutoff too. Events are walked once
+/// the deliveries' walk is over, so that the events whose last deliveries
+/// this round deleted go in the same round.
+///
+/// The small tables (idempotency keys, dashboard sessions) are asked until
+/// a batch finds fewer rows than it may delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeRound {
+    /// Deliveries (with their attempts) and events created before this
+    /// (Unix seconds) are past retention.
+    pub(crate) before: i64,
+    /// Idempotency keys created before this are.
+    pub(crate) keys_before: i64,
+    /// Dashboard sessions that expire at or before this are.
+    pub(crate) sessions_at: i64,
+    /// The walk of `deliveries`.
+    pub(crate) deliveries: Walk,
+    /// The walk of `events`.
+    pub(crate) events: Walk,
+    /// Whether the idempotency keys past their cutoff are gone.
+    pub(crate) keys_done: bool,
+    /// Whether the expired dashboard sessions are gone.
+    pub(crate) sessions_done: bool,
+}
+
+impl PurgeRound {
+    /// A round that deletes deliveries, attempts and events created before
+    /// `before`, idempotency keys created before `keys_before` and
+    /// dashboard sessions expired at `sessions_at` (`expires_at <=
+    /// sessions_at`), all Unix seconds.
+    pub fn new(before: i64, keys_before: i64, sessions_at: i64) -> PurgeRound {
+        PurgeRound {
+            before,
+            keys_before,
+            sessions_at,
+            deliveries: Walk::START,
+            events: Walk::START,
+            keys_done: false,
+            sessions_done: false,
+        }
+    }
+
+    /// Whether every table has been gone through: a further batch of this
+    /// round would delete nothing.
+    pub fn finished(&self) -> bool {
+        self.deliveries == Walk::Done
+            && self.events == Walk::Done
+            && self.keys_done
+            && self.sessions_done
+    }
+
+    /// Ends the round: for a backend that found nothing left to delete.
+    pub(crate) fn finish(&mut self) {
+        self.deliveries = Walk::Done;
+        self.events = Walk::Done;
+        self.keys_done = true;
+        self.sessions_done = true;
+    }
+}
+
+/// Where a round's walk of one table by `seq` has got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// Its next window starts after this `seq`: every row up to it has
+    /// been looked at this round.
+    After(i64),
+    /// Over for this round.
+    Done,
+}
+
+impl Walk {
+    /// Before the first row (`seq` starts at 1).
+    pub(crate) const START: Walk = Walk::After(0);
+
+    /// Where the walk goes after a window of `rows` rows (at most `batch`)
+    /// whose last `seq` is `last`, and which `reached` a row not yet past
+    /// the cutoff: over if it did, or if the window was short (the end of
+    /// the table); otherwise past the window.
+    pub(crate) fn past(last: Option<i64>, rows: i64, reached: bool, batch: u32) -> Walk {
+        match last {
+            Some(last) if !reached && rows >= i64::from(batch) => Walk::After(last),
+            _ => Walk::Done,
+        }
+    }
 }

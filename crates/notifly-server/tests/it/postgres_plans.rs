@@ -232,28 +232,80 @@ async fn check_plans(conn: &mut sqlx::PgConnection, when: &str) {
     purge_plans(conn, when).await;
 }
 
-/// The purge reads finished deliveries oldest first through the primary
-/// key, whatever the statistics: every seeded row is past this cutoff, and
-/// the pending deliveries (at the head of the table, as an endpoint that
-/// has been down for days leaves them) are skipped and kept.
+/// Checks that `plan` reads `relation` only through `index`, and does.
+fn reads_only_through(name: &str, plan: &Value, relation: &str, index: &str) {
+    let mut all = Vec::new();
+    nodes(&plan[0]["Plan"], &mut all);
+    let on: Vec<&Value> = all
+        .iter()
+        .filter(|n| n["Relation Name"] == relation)
+        .collect();
+    assert!(
+        !on.is_empty() && on.iter().all(|n| n["Index Name"] == index),
+        "{name}: does not read {relation} only through {index}:\n{plan:#}"
+    );
+}
+
+/// What a purge window returns: its last `seq`, its size, whether it
+/// reached a row not yet past the cutoff, and the `seq`s it locked.
+type Window = (Option<i64>, i64, bool, Vec<i64>);
+
+/// The purge reads each window through the primary key, whatever the
+/// statistics: a window at the head of `deliveries` (pending deliveries,
+/// as an endpoint down for days leaves them) locks none of them and ends
+/// where the next starts; one over finished deliveries locks and deletes
+/// them; the last, short, ends the walk. Likewise for events: a window of
+/// events that deliveries hold, and one of free events, locked and
+/// deleted. Every seeded row is past this cutoff (1).
 async fn purge_plans(conn: &mut sqlx::PgConnection, when: &str) {
     let mut tx = conn.begin().await.unwrap();
     sqlx::query(retention_sql::SETTINGS)
         .execute(&mut *tx)
         .await
         .unwrap();
-    let plan = explain(&mut tx, retention_sql::DELIVERIES_TO_DELETE, &[1, 500]).await;
-    // The batch the plan's execution locked (this transaction's own locks
-    // skip nothing), deleted.
-    let (seqs, ids): (Vec<i64>, Vec<String>) =
-        sqlx::query_as::<_, (i64, String)>(retention_sql::DELIVERIES_TO_DELETE)
-            .bind(1_i64)
-            .bind(500_i64)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap()
-            .into_iter()
-            .unzip();
+    let (first, first_done, last_seq): (i64, i64, i64) = sqlx::query_as(
+        "SELECT MIN(seq), MIN(seq) FILTER (WHERE status = 'succeeded'), MAX(seq) FROM deliveries",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    let window = |after: i64| {
+        sqlx::query_as::<_, (Option<i64>, i64, bool, Vec<i64>, Vec<String>)>(
+            retention_sql::DELIVERIES_TO_DELETE,
+        )
+        .bind(1_i64)
+        .bind(500_i64)
+        .bind(after)
+    };
+    // The head: 500 pending deliveries, none locked.
+    let plan = explain(&mut tx, retention_sql::DELIVERIES_TO_DELETE, &[1, 500, 0]).await;
+    check(
+        &format!("purge deliveries, held ({when})"),
+        &plan,
+        &["deliveries_pkey"],
+        2_000,
+    );
+    let (last, size, reached, seqs, _) = window(0).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(
+        (last, size, reached, seqs.len()),
+        (Some(first + 499), 500, false, 0),
+        "purge ({when}): a window of held deliveries"
+    );
+    // Finished deliveries: the window's batch, locked and deleted.
+    let plan = explain(
+        &mut tx,
+        retention_sql::DELIVERIES_TO_DELETE,
+        &[1, 500, first_done - 1],
+    )
+    .await;
+    check(
+        &format!("purge deliveries, finished ({when})"),
+        &plan,
+        &["deliveries_pkey"],
+        2_000,
+    );
+    let (_, size, _, seqs, ids) = window(first_done - 1).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!((size, seqs.len()), (500, 500));
     sqlx::query(retention_sql::DELIVERIES)
         .bind(&seqs)
         .bind(&ids)
@@ -267,18 +319,54 @@ async fn purge_plans(conn: &mut sqlx::PgConnection, when: &str) {
     .fetch_one(&mut *tx)
     .await
     .unwrap();
-    tx.rollback().await.unwrap();
     assert_eq!(
         (pending, succeeded),
         (ENDPOINTS * PER_ENDPOINT, ENDPOINTS * PER_ENDPOINT - 500),
         "purge ({when}): a batch of finished deliveries, and no pending one"
     );
-    check(
-        &format!("purge deliveries ({when})"),
-        &plan,
-        &["deliveries_pkey"],
-        10_000,
+    // The end of the table: a short window, which ends the walk.
+    let (last, size, reached, seqs, _) = window(last_seq - 100).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(
+        (last, size, reached, seqs.len()),
+        (Some(last_seq), 100, false, 100)
     );
+
+    // Events: the seeded ones each have deliveries; 20,000 free ones after
+    // them (on a table of a few pages, reading it whole is the planner's
+    // right choice).
+    let held_last: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, account_id, event_type, body, created_at)
+         SELECT 'free' || i, 'acct', 'contact.created', '{}', 0 FROM generate_series(1, 20000) i",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for (after, locks) in [(0, 0), (held_last, 500)] {
+        let name = format!("purge events after {after} ({when})");
+        let plan = explain(&mut tx, retention_sql::EVENTS_TO_DELETE, &[1, 500, after]).await;
+        reads_only_through(&name, &plan, "events", "events_pkey");
+        check(&name, &plan, &["deliveries_event"], 4_000);
+        let (_, size, reached, seqs): Window = sqlx::query_as(retention_sql::EVENTS_TO_DELETE)
+            .bind(1_i64)
+            .bind(500_i64)
+            .bind(after)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!((size, reached, seqs.len()), (500, false, locks), "{name}");
+        let gone = sqlx::query(retention_sql::EVENTS)
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(gone, locks as u64, "{name}");
+    }
+    tx.rollback().await.unwrap();
 }
 
 /// The write-back of a batch of plain results (three, of two endpoints,

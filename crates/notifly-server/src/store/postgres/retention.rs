@@ -2,12 +2,16 @@
 
 use super::*;
 
-/// The purge's statements on the big tables (`$1`: the cutoff, Unix
-/// seconds; `$2`: the batch). At 30 days of retention the tables hold
-/// hundreds of millions of rows: a statement the planner answers with a
-/// scan of a whole table takes seconds a batch (docs/benchmarks.md, the
-/// 10-million-attempt measurement).
-/// `tests/it/postgres_plans.rs` checks the deliveries' plan.
+/// The purge's statements on the big tables. At 30 days of retention the
+/// tables hold hundreds of millions of rows: a statement the planner
+/// answers with a scan of a whole table takes seconds a batch, and one
+/// that starts from the oldest row every batch reads again, every batch,
+/// whatever the purge must keep (docs/benchmarks.md, the 10-million-row
+/// measurements). So each batch reads one window of rows by primary key,
+/// after where the round's walk has got to (see
+/// [`PurgeRound`](crate::store::PurgeRound)): its cost is the batch's,
+/// whatever the table holds. `tests/it/postgres_plans.rs` checks their
+/// plans.
 pub mod retention_sql {
     /// The purge's planner settings, for its transaction: not the
     /// dispatcher's (`dispatcher_sql::SESSION`, on the same connections).
@@ -17,13 +21,27 @@ pub mod retention_sql {
     pub const SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
                 set_config('enable_seqscan', 'on', true)";
 
-    /// Finished deliveries past retention, oldest first, locked; each
-    /// `seq` and `id`. One retried by hand meanwhile (pending again) is
-    /// locked by the retry, so skipped, not deleted.
-    pub const DELIVERIES_TO_DELETE: &str = "SELECT seq, id FROM deliveries
-                WHERE created_at < $1 AND status <> 'pending'
-                ORDER BY seq LIMIT $2
-                FOR UPDATE SKIP LOCKED";
+    /// One window of the deliveries' walk (`$1`: the cutoff, Unix seconds;
+    /// `$2`: the batch; `$3`: the `seq` the window starts after): the next
+    /// `$2` deliveries by `seq`, and of those the finished ones past the
+    /// cutoff, locked. One row: the window's last `seq` (`NULL` if it is
+    /// empty), its size, whether it reached a delivery not yet past the
+    /// cutoff, and the locked deliveries' `seq`s and ids. A pending delivery
+    /// is not locked (the dispatcher writes it back without waiting for
+    /// the purge); one retried by hand meanwhile (pending again) is locked
+    /// by the retry, so skipped, or re-checked under the lock and left.
+    pub const DELIVERIES_TO_DELETE: &str = "WITH w AS MATERIALIZED (
+                SELECT seq, created_at FROM deliveries WHERE seq > $3 ORDER BY seq LIMIT $2),
+             locked AS MATERIALIZED (
+                SELECT seq, id FROM deliveries
+                WHERE seq > $3 AND seq <= (SELECT MAX(seq) FROM w)
+                  AND created_at < $1 AND status <> 'pending'
+                FOR UPDATE SKIP LOCKED)
+             SELECT w.last, w.size, w.reached, l.seqs, l.ids
+             FROM (SELECT MAX(seq) AS last, COUNT(*) AS size,
+                          COALESCE(BOOL_OR(created_at >= $1), false) AS reached FROM w) w,
+                  (SELECT COALESCE(ARRAY_AGG(seq), '{}') AS seqs,
+                          COALESCE(ARRAY_AGG(id), '{}') AS ids FROM locked) l";
 
     /// Deletes the deliveries [`DELIVERIES_TO_DELETE`] locked (`$1`: their
     /// `seq`s, `$2`: their ids) with their attempts; returns how many rows
@@ -35,17 +53,24 @@ pub mod retention_sql {
              gone AS (DELETE FROM deliveries WHERE seq = ANY($1) RETURNING 1)
              SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM gone)";
 
-    /// Events past retention with no delivery left, oldest first, locked
-    /// (`$1`: the cutoff, `$2`: the batch). Still a scan of the table when
-    /// the planner expects few to match (0.3 s a batch at a million
-    /// events): a window of the oldest events read by `seq` would be cheap,
-    /// but events held by pending deliveries (an endpoint disabled with
-    /// work pending keeps it forever) could fill any window and stop the
-    /// purge for good.
-    pub const EVENTS_TO_DELETE: &str = "SELECT e.seq FROM events e
-                WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
-                ORDER BY e.seq LIMIT $2
-                FOR UPDATE SKIP LOCKED";
+    /// One window of the events' walk (`$1`: the cutoff; `$2`: the batch;
+    /// `$3`: the `seq` the window starts after): the next `$2` events by
+    /// `seq`, and of those the ones past the cutoff with no delivery left,
+    /// locked. One row: the window's last `seq`, its size, whether it
+    /// reached an event not yet past the cutoff, and the locked events'
+    /// `seq`s. An event a replay is making a delivery of is locked
+    /// `FOR KEY SHARE` by it, so skipped.
+    pub const EVENTS_TO_DELETE: &str = "WITH w AS MATERIALIZED (
+                SELECT seq, created_at FROM events WHERE seq > $3 ORDER BY seq LIMIT $2),
+             locked AS MATERIALIZED (
+                SELECT e.seq FROM events e
+                WHERE e.seq > $3 AND e.seq <= (SELECT MAX(seq) FROM w) AND e.created_at < $1
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+                FOR UPDATE OF e SKIP LOCKED)
+             SELECT w.last, w.size, w.reached, l.seqs
+             FROM (SELECT MAX(seq) AS last, COUNT(*) AS size,
+                          COALESCE(BOOL_OR(created_at >= $1), false) AS reached FROM w) w,
+                  (SELECT COALESCE(ARRAY_AGG(seq), '{}') AS seqs FROM locked) l";
 
     /// Deletes the events [`EVENTS_TO_DELETE`] locked (`$1`) that still have
     /// no delivery. No foreign key keeps a delivery's event (migration
@@ -58,75 +83,95 @@ pub mod retention_sql {
 
 #[async_trait]
 impl Retention for PgStore {
-    async fn purge(
-        &self,
-        before: i64,
-        keys_before: i64,
-        sessions_at: i64,
-        batch: u32,
-    ) -> StoreResult<u64> {
-        // Oldest first, a bounded number of rows per statement, in one short
-        // transaction; finished deliveries (with their attempts) first, so
-        // that their events may go in the same batch.
-        let statements = [
-            (
-                "DELETE FROM idempotency_keys WHERE (account_id, key) IN (
-                SELECT account_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
-                keys_before,
-            ),
-            (
-                "DELETE FROM dashboard_sessions WHERE token_hash IN (
-                SELECT token_hash FROM dashboard_sessions WHERE expires_at <= $1
-                ORDER BY expires_at LIMIT $2)",
-                sessions_at,
-            ),
-        ];
+    async fn purge(&self, round: &mut PurgeRound, batch: u32) -> StoreResult<u64> {
+        if round.finished() {
+            return Ok(0);
+        }
+        // A bounded number of rows per table, in one short transaction;
+        // the round moves on only if it commits. Finished deliveries (with
+        // their attempts) first, so that the events they held may go in
+        // the same batch.
+        let mut next = round.clone();
+        let limit = i64::from(batch);
         let mut tx = self.begin_work().await?;
         sqlx::query(retention_sql::SETTINGS)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        let finished: Vec<(i64, String)> = sqlx::query_as(retention_sql::DELIVERIES_TO_DELETE)
-            .bind(before)
-            .bind(i64::from(batch))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
         let mut deleted = 0;
-        if !finished.is_empty() {
-            let (seqs, ids): (Vec<i64>, Vec<String>) = finished.into_iter().unzip();
-            let with_attempts: i64 = sqlx::query_scalar(retention_sql::DELIVERIES)
-                .bind(&seqs)
-                .bind(&ids)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(backend)?;
-            deleted = u64::try_from(with_attempts).unwrap_or(0);
+        if let Walk::After(after) = next.deliveries {
+            let (last, size, reached, seqs, ids): (Option<i64>, i64, bool, Vec<i64>, Vec<String>) =
+                sqlx::query_as(retention_sql::DELIVERIES_TO_DELETE)
+                    .bind(next.before)
+                    .bind(limit)
+                    .bind(after)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            next.deliveries = Walk::past(last, size, reached, batch);
+            if !seqs.is_empty() {
+                let with_attempts: i64 = sqlx::query_scalar(retention_sql::DELIVERIES)
+                    .bind(&seqs)
+                    .bind(&ids)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                deleted += u64::try_from(with_attempts).unwrap_or(0);
+            }
         }
-        let events: Vec<i64> = sqlx::query_scalar(retention_sql::EVENTS_TO_DELETE)
-            .bind(before)
-            .bind(i64::from(batch))
-            .fetch_all(&mut *tx)
+        // Events once every delivery of the round has been looked at.
+        if let (Walk::Done, Walk::After(after)) = (next.deliveries, next.events) {
+            let (last, size, reached, seqs): (Option<i64>, i64, bool, Vec<i64>) =
+                sqlx::query_as(retention_sql::EVENTS_TO_DELETE)
+                    .bind(next.before)
+                    .bind(limit)
+                    .bind(after)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            next.events = Walk::past(last, size, reached, batch);
+            if !seqs.is_empty() {
+                deleted += sqlx::query(retention_sql::EVENTS)
+                    .bind(&seqs)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?
+                    .rows_affected();
+            }
+        }
+        // The small tables: each asked until a batch finds fewer rows than
+        // it may delete.
+        if !next.keys_done {
+            let gone = sqlx::query(
+                "DELETE FROM idempotency_keys WHERE (account_id, key) IN (
+                SELECT account_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+            )
+            .bind(next.keys_before)
+            .bind(limit)
+            .execute(&mut *tx)
             .await
-            .map_err(backend)?;
-        if !events.is_empty() {
-            deleted += sqlx::query(retention_sql::EVENTS)
-                .bind(&events)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?
-                .rows_affected();
+            .map_err(backend)?
+            .rows_affected();
+            next.keys_done = gone < u64::from(batch);
+            deleted += gone;
         }
-        for (sql, cutoff) in statements {
-            deleted += sqlx::query(sql)
-                .bind(cutoff)
-                .bind(i64::from(batch))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?
-                .rows_affected();
+        if !next.sessions_done {
+            let gone = sqlx::query(
+                "DELETE FROM dashboard_sessions WHERE token_hash IN (
+                SELECT token_hash FROM dashboard_sessions WHERE expires_at <= $1
+                ORDER BY expires_at LIMIT $2)",
+            )
+            .bind(next.sessions_at)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+            next.sessions_done = gone < u64::from(batch);
+            deleted += gone;
         }
         tx.commit().await.map_err(backend)?;
+        *round = next;
         Ok(deleted)
     }
 }

@@ -4,13 +4,16 @@ use super::*;
 
 #[async_trait]
 impl Retention for SqliteStore {
-    async fn purge(
-        &self,
-        before: i64,
-        keys_before: i64,
-        sessions_at: i64,
-        batch: u32,
-    ) -> StoreResult<u64> {
+    async fn purge(&self, round: &mut PurgeRound, batch: u32) -> StoreResult<u64> {
+        if round.finished() {
+            return Ok(0);
+        }
+        let PurgeRound {
+            before,
+            keys_before,
+            sessions_at,
+            ..
+        } = *round;
         // Oldest first (by `seq`), a bounded number of rows per statement, in
         // one short write: the writer is never held for long.
         let statements = [
@@ -38,6 +41,11 @@ impl Retention for SqliteStore {
             deleted += exec(&tx, sql, params![cutoff, i64::from(batch)]).map_err(sqlite)? as u64;
         }
         tx.commit().await?;
+        // Its statements are no walks: the round is over once a batch
+        // finds nothing.
+        if deleted == 0 {
+            round.finish();
+        }
         Ok(deleted)
     }
 }

@@ -25,8 +25,8 @@ use notifly_server::store::{
     Account, ApiKeyRecord, Attachment, AttemptRecord, AttemptResult, ClaimRequest, Claimed,
     Contact, Conversation, ConversationFilter, Cursor, DashboardSession, DeliveryRecord,
     EndpointPolicy, EndpointRecord, EventRecord, GroupRecord, IdempotentResponse, KeyRevocation,
-    Listed, MessageRecord, NewMessage, NextStep, Page, Reaction, ReplayRecord, SessionFlash, Store,
-    StoreError, StoreResult, StoredKeys, WriteTx,
+    Listed, MessageRecord, NewMessage, NextStep, Page, PurgeRound, Reaction, ReplayRecord,
+    SessionFlash, Store, StoreError, StoreResult, StoredKeys, WriteTx,
 };
 use serde_json::json;
 use sqlx::types::Json;
@@ -503,6 +503,24 @@ async fn claim(store: &Arc<dyn Store>, request: &ClaimRequest) -> Vec<Claimed> {
     let mut claimed = store.claim(request).await.expect("claim");
     claimed.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
     claimed
+}
+
+/// One round of the purge with these cutoffs, in batches of `batch` rows
+/// per table: what each batch deleted.
+async fn purge_round(
+    store: &Arc<dyn Store>,
+    before: i64,
+    keys_before: i64,
+    sessions_at: i64,
+    batch: u32,
+) -> Vec<u64> {
+    let mut round = PurgeRound::new(before, keys_before, sessions_at);
+    let mut batches = Vec::new();
+    while !round.finished() {
+        batches.push(store.purge(&mut round, batch).await.unwrap());
+        assert!(batches.len() < 100, "the round never finished: {batches:?}");
+    }
+    batches
 }
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {

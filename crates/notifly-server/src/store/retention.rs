@@ -81,14 +81,6 @@ impl PurgeRound {
             && self.keys_done
             && self.sessions_done
     }
-
-    /// Ends the round: for a backend that found nothing left to delete.
-    pub(crate) fn finish(&mut self) {
-        self.deliveries = Walk::Done;
-        self.events = Walk::Done;
-        self.keys_done = true;
-        self.sessions_done = true;
-    }
 }
 
 /// Where a round's walk of one table by `seq` has got to.

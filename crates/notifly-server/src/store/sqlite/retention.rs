@@ -2,50 +2,105 @@
 
 use super::*;
 
+/// A window of the next `?2` rows of a table by `seq`, after `?3`: its last
+/// `seq` (`NULL` if it is empty), its size, and whether it reached a row
+/// created at or after `?1` (not yet past the cutoff).
+fn window(table: &str) -> String {
+    format!(
+        "SELECT MAX(seq), COUNT(*), COALESCE(MAX(created_at >= ?1), 0) FROM (
+            SELECT seq, created_at FROM {table} WHERE seq > ?3 ORDER BY seq LIMIT ?2)"
+    )
+}
+
 #[async_trait]
 impl Retention for SqliteStore {
     async fn purge(&self, round: &mut PurgeRound, batch: u32) -> StoreResult<u64> {
         if round.finished() {
             return Ok(0);
         }
-        let PurgeRound {
-            before,
-            keys_before,
-            sessions_at,
-            ..
-        } = *round;
-        // Oldest first (by `seq`), a bounded number of rows per statement, in
-        // one short write: the writer is never held for long.
-        let statements = [
-            ("DELETE FROM attempts WHERE seq IN (
-                SELECT a.seq FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-                WHERE d.created_at < ?1 AND d.status <> 'pending' ORDER BY a.seq LIMIT ?2)", before),
-            ("DELETE FROM deliveries WHERE seq IN (
-                SELECT d.seq FROM deliveries d
-                WHERE d.created_at < ?1 AND d.status <> 'pending'
-                  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = d.id)
-                ORDER BY d.seq LIMIT ?2)", before),
-            ("DELETE FROM events WHERE seq IN (
-                SELECT e.seq FROM events e
-                WHERE e.created_at < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
-                ORDER BY e.seq LIMIT ?2)", before),
-            ("DELETE FROM idempotency_keys WHERE rowid IN (
-                SELECT rowid FROM idempotency_keys WHERE created_at < ?1 LIMIT ?2)", keys_before),
-            ("DELETE FROM dashboard_sessions WHERE token_hash IN (
-                SELECT token_hash FROM dashboard_sessions WHERE expires_at <= ?1
-                ORDER BY expires_at LIMIT ?2)", sessions_at),
-        ];
+        // A bounded number of rows per table, each a range of its `seq`, in
+        // one short write: the writer is never held for long. The round
+        // moves on only if it commits. As on PostgreSQL (see
+        // [`PurgeRound`]), the big tables are walked a window at a time.
+        let mut next = round.clone();
+        let limit = i64::from(batch);
         let tx = self.writer.begin().await?;
         let mut deleted = 0;
-        for (sql, cutoff) in statements {
-            deleted += exec(&tx, sql, params![cutoff, i64::from(batch)]).map_err(sqlite)? as u64;
+        if let Walk::After(after) = next.deliveries {
+            let (last, size, reached): (Option<i64>, i64, bool) = one(
+                &tx,
+                &window("deliveries"),
+                params![next.before, limit, after],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
+            .unwrap_or((None, 0, false));
+            next.deliveries = Walk::past(last, size, reached, batch);
+            if let Some(last) = last {
+                // Finished deliveries with their attempts.
+                let finished = "SELECT id FROM deliveries WHERE seq > ?2 AND seq <= ?3
+                    AND created_at < ?1 AND status <> 'pending'";
+                deleted += exec(
+                    &tx,
+                    &format!("DELETE FROM attempts WHERE delivery_id IN ({finished})"),
+                    params![next.before, after, last],
+                )
+                .map_err(sqlite)? as u64;
+                deleted += exec(
+                    &tx,
+                    "DELETE FROM deliveries WHERE seq > ?2 AND seq <= ?3
+                    AND created_at < ?1 AND status <> 'pending'",
+                    params![next.before, after, last],
+                )
+                .map_err(sqlite)? as u64;
+            }
+        }
+        // Events once every delivery of the round has been looked at.
+        if let (Walk::Done, Walk::After(after)) = (next.deliveries, next.events) {
+            let (last, size, reached): (Option<i64>, i64, bool) = one(
+                &tx,
+                &window("events"),
+                params![next.before, limit, after],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
+            .unwrap_or((None, 0, false));
+            next.events = Walk::past(last, size, reached, batch);
+            if let Some(last) = last {
+                deleted += exec(
+                    &tx,
+                    "DELETE FROM events WHERE seq > ?2 AND seq <= ?3 AND created_at < ?1
+                    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+                    params![next.before, after, last],
+                )
+                .map_err(sqlite)? as u64;
+            }
+        }
+        // The small tables: each asked until a batch finds fewer rows than
+        // it may delete.
+        if !next.keys_done {
+            let gone = exec(
+                &tx,
+                "DELETE FROM idempotency_keys WHERE rowid IN (
+                SELECT rowid FROM idempotency_keys WHERE created_at < ?1 LIMIT ?2)",
+                params![next.keys_before, limit],
+            )
+            .map_err(sqlite)? as u64;
+            next.keys_done = gone < u64::from(batch);
+            deleted += gone;
+        }
+        if !next.sessions_done {
+            let gone = exec(
+                &tx,
+                "DELETE FROM dashboard_sessions WHERE token_hash IN (
+                SELECT token_hash FROM dashboard_sessions WHERE expires_at <= ?1
+                ORDER BY expires_at LIMIT ?2)",
+                params![next.sessions_at, limit],
+            )
+            .map_err(sqlite)? as u64;
+            next.sessions_done = gone < u64::from(batch);
+            deleted += gone;
         }
         tx.commit().await?;
-        // Its statements are no walks: the round is over once a batch
-        // finds nothing.
-        if deleted == 0 {
-            round.finish();
-        }
+        *round = next;
         Ok(deleted)
     }
 }

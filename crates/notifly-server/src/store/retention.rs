@@ -26,12 +26,14 @@ pub trait Retention: Send + Sync {
 /// the walk moves past the window whatever it kept. So the rows the purge
 /// must keep (pending deliveries, the events they hold) cost one look per
 /// round, not a scan per batch, and can never stop it. A walk ends at the
-/// first window that reaches a row not yet past the cutoff, or the end of
-/// the table; the next round starts again from the start, and takes what
-/// was freed meanwhile. `created_at` follows `seq` only roughly (each node
-/// dates its rows by its own clock, a little before it writes them): a
-/// row past the cutoff beyond where a walk ended goes in a later round,
-/// once the rows before it are past the cutoff too. Events are walked once
+/// first window none of whose rows is past the cutoff (it has reached the
+/// rows being written now), or at the end of the table; the next round
+/// starts again from the start, and takes what was freed meanwhile.
+/// `created_at` follows `seq` only roughly (each node dates its rows by
+/// its own clock): a few rows dated ahead, by a node whose clock ran
+/// fast, do not end a walk (they are kept like held rows, until they are
+/// past the cutoff), and a row past the cutoff beyond where a walk ended
+/// goes in a later round. Events are walked once
 /// the deliveries' walk is over, so that the events whose last deliveries
 /// this round deleted go in the same round.
 ///
@@ -98,13 +100,44 @@ impl Walk {
     pub(crate) const START: Walk = Walk::After(0);
 
     /// Where the walk goes after a window of `rows` rows (at most `batch`)
-    /// whose last `seq` is `last`, and which `reached` a row not yet past
-    /// the cutoff: over if it did, or if the window was short (the end of
-    /// the table); otherwise past the window.
+    /// whose last `seq` is `last`, and which `reached` the rows not yet
+    /// past the cutoff (none of its rows is): over if it did, or if the
+    /// window was short (the end of the table); otherwise past the window.
     pub(crate) fn past(last: Option<i64>, rows: i64, reached: bool, batch: u32) -> Walk {
+        debug_assert!(batch > 0, "a purge batch of no rows never ends a round");
         match last {
             Some(last) if !reached && rows >= i64::from(batch) => Walk::After(last),
             _ => Walk::Done,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_moves_past_full_windows_and_ends_at_the_rows_being_written() {
+        assert_eq!(Walk::past(Some(500), 500, false, 500), Walk::After(500));
+        assert_eq!(
+            Walk::past(Some(900), 500, false, 500),
+            Walk::After(900),
+            "seq has gaps"
+        );
+        assert_eq!(Walk::past(Some(500), 500, true, 500), Walk::Done, "reached");
+        assert_eq!(Walk::past(Some(7), 7, false, 500), Walk::Done, "the end");
+        assert_eq!(Walk::past(None, 0, false, 500), Walk::Done, "empty");
+    }
+
+    #[test]
+    fn a_round_is_finished_once_every_table_is_gone_through() {
+        let mut round = PurgeRound::new(10, 20, 30);
+        assert!(!round.finished());
+        round.deliveries = Walk::Done;
+        round.events = Walk::Done;
+        round.keys_done = true;
+        assert!(!round.finished(), "the sessions are left");
+        round.sessions_done = true;
+        assert!(round.finished());
     }
 }

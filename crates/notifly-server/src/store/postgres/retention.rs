@@ -25,8 +25,8 @@ pub mod retention_sql {
     /// `$2`: the batch; `$3`: the `seq` the window starts after): the next
     /// `$2` deliveries by `seq`, and of those the finished ones past the
     /// cutoff, locked. One row: the window's last `seq` (`NULL` if it is
-    /// empty), its size, whether it reached a delivery not yet past the
-    /// cutoff, and the locked deliveries' `seq`s and ids. A pending delivery
+    /// empty), its size, whether none of its deliveries is past the cutoff
+    /// (see [`PurgeRound`](crate::store::PurgeRound)), and the locked deliveries' `seq`s and ids. A pending delivery
     /// is not locked (the dispatcher writes it back without waiting for
     /// the purge); one retried by hand meanwhile (pending again) is locked
     /// by the retry, so skipped, or re-checked under the lock and left.
@@ -39,7 +39,7 @@ pub mod retention_sql {
                 FOR UPDATE SKIP LOCKED)
              SELECT w.last, w.size, w.reached, l.seqs, l.ids
              FROM (SELECT MAX(seq) AS last, COUNT(*) AS size,
-                          COALESCE(BOOL_OR(created_at >= $1), false) AS reached FROM w) w,
+                          COALESCE(BOOL_AND(created_at >= $1), false) AS reached FROM w) w,
                   (SELECT COALESCE(ARRAY_AGG(seq), '{}') AS seqs,
                           COALESCE(ARRAY_AGG(id), '{}') AS ids FROM locked) l";
 
@@ -56,8 +56,8 @@ pub mod retention_sql {
     /// One window of the events' walk (`$1`: the cutoff; `$2`: the batch;
     /// `$3`: the `seq` the window starts after): the next `$2` events by
     /// `seq`, and of those the ones past the cutoff with no delivery left,
-    /// locked. One row: the window's last `seq`, its size, whether it
-    /// reached an event not yet past the cutoff, and the locked events'
+    /// locked. One row: the window's last `seq`, its size, whether none of
+    /// its events is past the cutoff, and the locked events'
     /// `seq`s. An event a replay is making a delivery of is locked
     /// `FOR KEY SHARE` by it, so skipped.
     pub const EVENTS_TO_DELETE: &str = "WITH w AS MATERIALIZED (
@@ -69,7 +69,7 @@ pub mod retention_sql {
                 FOR UPDATE OF e SKIP LOCKED)
              SELECT w.last, w.size, w.reached, l.seqs
              FROM (SELECT MAX(seq) AS last, COUNT(*) AS size,
-                          COALESCE(BOOL_OR(created_at >= $1), false) AS reached FROM w) w,
+                          COALESCE(BOOL_AND(created_at >= $1), false) AS reached FROM w) w,
                   (SELECT COALESCE(ARRAY_AGG(seq), '{}') AS seqs FROM locked) l";
 
     /// Deletes the events [`EVENTS_TO_DELETE`] locked (`$1`) that still have

@@ -3,11 +3,11 @@
 use super::*;
 
 /// A window of the next `?2` rows of a table by `seq`, after `?3`: its last
-/// `seq` (`NULL` if it is empty), its size, and whether it reached a row
-/// created at or after `?1` (not yet past the cutoff).
+/// `seq` (`NULL` if it is empty), its size, and whether all its rows were
+/// created at or after `?1` (none is past the cutoff).
 fn window(table: &str) -> String {
     format!(
-        "SELECT MAX(seq), COUNT(*), COALESCE(MAX(created_at >= ?1), 0) FROM (
+        "SELECT MAX(seq), COUNT(*), COALESCE(MIN(created_at >= ?1), 0) FROM (
             SELECT seq, created_at FROM {table} WHERE seq > ?3 ORDER BY seq LIMIT ?2)"
     )
 }

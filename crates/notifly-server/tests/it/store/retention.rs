@@ -4,7 +4,8 @@ use super::*;
 
 conformance!(
     purge_in_batches,
-    held_work_at_the_oldest_end_does_not_stop_the_purge
+    held_work_at_the_oldest_end_does_not_stop_the_purge,
+    rows_dated_ahead_do_not_stop_the_purge
 );
 
 async fn purge_in_batches(store: Arc<dyn Store>) {
@@ -243,6 +244,50 @@ async fn held_work_at_the_oldest_end_does_not_stop_the_purge(store: Arc<dyn Stor
     }
     drop(conn);
     assert!(exists(recent.id.clone()).await);
+}
+
+/// A node whose clock ran fast dates its rows ahead: such a row at the
+/// oldest end is kept like a held one, and does not end the walk before
+/// the old rows behind it; a window of rows not yet past the cutoff does.
+async fn rows_dated_ahead_do_not_stop_the_purge(store: Arc<dyn Store>) {
+    const BATCH: u32 = 4;
+    let a = new_account(&store, "acme").await;
+    let old = ids::now() - 10_000;
+    let cutoff = ids::now() - 5_000;
+    let ahead = event_at("group.created", ids::now() + 100 * 86_400);
+    emit_event(&store, &a, &ahead).await;
+    let behind: Vec<EventRecord> = (0..2 * BATCH)
+        .map(|_| event_at("group.created", old))
+        .collect();
+    for e in &behind {
+        emit_event(&store, &a, e).await;
+    }
+    // Enough that a whole window holds nothing else, wherever windows fall.
+    let recent: Vec<EventRecord> = (0..2 * BATCH).map(|_| event("group.created")).collect();
+    for e in &recent {
+        emit_event(&store, &a, e).await;
+    }
+    // Old again, after a whole window of recent ones: the walk ends before
+    // it, and a later round (once the recent ones are old) takes it.
+    let late = event_at("group.created", old);
+    emit_event(&store, &a, &late).await;
+
+    let batches = purge_round(&store, cutoff, cutoff, cutoff, BATCH).await;
+    assert_eq!(
+        batches.iter().sum::<u64>(),
+        behind.len() as u64,
+        "the old events behind the one dated ahead: {batches:?}"
+    );
+    let mut conn = store.read().await.unwrap();
+    for e in &behind {
+        assert_eq!(conn.event(&a, &e.id).await.unwrap(), None, "old: purged");
+    }
+    for e in recent.iter().chain([&ahead, &late]) {
+        assert!(
+            conn.event(&a, &e.id).await.unwrap().is_some(),
+            "dated ahead, recent, or past the end of the walk: kept"
+        );
+    }
 }
 
 /// PostgreSQL, where no foreign key keeps a delivery's event (migration

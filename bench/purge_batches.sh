@@ -83,7 +83,7 @@ WITH w AS MATERIALIZED (
  SELECT w.last, w.size, w.reached, l.seqs, l.ids,
         NOT w.reached AND w.size >= $n AS go, COALESCE(w.last, 0) AS after
  FROM (SELECT MAX(seq) AS last, COUNT(*) AS size,
-              COALESCE(BOOL_OR(created_at >= $cutoff), false) AS reached FROM w) w,
+              COALESCE(BOOL_AND(created_at >= $cutoff), false) AS reached FROM w) w,
       (SELECT COALESCE(ARRAY_AGG(seq), '{}') AS seqs,
               COALESCE(ARRAY_AGG(id), '{}') AS ids FROM locked) l \\gset
 $delete_deliveries
@@ -108,7 +108,7 @@ WITH w AS MATERIALIZED (
  SELECT w.last, w.size, w.reached, l.seqs AS eseqs,
         NOT w.reached AND w.size >= $n AS go, COALESCE(w.last, 0) AS after
  FROM (SELECT MAX(seq) AS last, COUNT(*) AS size,
-              COALESCE(BOOL_OR(created_at >= $cutoff), false) AS reached FROM w) w,
+              COALESCE(BOOL_AND(created_at >= $cutoff), false) AS reached FROM w) w,
       (SELECT COALESCE(ARRAY_AGG(seq), '{}') AS seqs FROM locked) l \\gset
 $delete_events
 $commit

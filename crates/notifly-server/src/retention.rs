@@ -17,8 +17,6 @@ use crate::store::{PurgeRound, Store};
 
 /// Rows per table per batch.
 const BATCH: u32 = 500;
-/// Pause between batches, so API writes get the writer in between.
-const BETWEEN_BATCHES: Duration = Duration::from_millis(50);
 /// How long an `Idempotency-Key` replays its response.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -31,6 +29,7 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, every: Duration, stop: C
         let mut round = PurgeRound::new(before, keys_before, now);
         let mut total = 0;
         while !round.finished() {
+            let started = std::time::Instant::now();
             match store.purge(&mut round, BATCH).await {
                 Ok(n) => total += n,
                 Err(e) => {
@@ -43,7 +42,7 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, every: Duration, stop: C
                 }
             }
             tokio::select! {
-                () = tokio::time::sleep(BETWEEN_BATCHES) => {}
+                () = tokio::time::sleep(store.purge_pause(started.elapsed())) => {}
                 () = stop.cancelled() => return,
             }
         }

@@ -174,4 +174,8 @@ impl Retention for PgStore {
         *round = next;
         Ok(deleted)
     }
+
+    fn purge_pause(&self, took: Duration) -> Duration {
+        crate::store::retention::pause_in_proportion(took)
+    }
 }

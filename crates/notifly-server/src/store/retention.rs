@@ -9,9 +9,9 @@ use super::*;
 /// What retention deletes.
 #[async_trait]
 pub trait Retention: Send + Sync {
-    /// Deletes one small batch (at most `batch` rows per table) of what is
-    /// past `round`'s cutoffs (see [`PurgeRound::new`]): attempts and
-    /// finished deliveries, events that no delivery still needs,
+    /// Deletes one small batch (at most `batch` rows per table, each
+    /// delivery with all its attempts) of what is past `round`'s cutoffs
+    /// (see [`PurgeRound::new`]): finished deliveries with their attempts, events that no delivery still needs,
     /// idempotency keys and expired dashboard sessions. Returns the rows
     /// deleted, and moves `round` on if the batch committed. A batch may
     /// delete nothing and still have work left (it examined rows that are
@@ -21,17 +21,17 @@ pub trait Retention: Send + Sync {
     /// How long to wait after a batch that took `took` before the next
     /// one. By default a fixed 50 ms, so that API writes get the database
     /// in between: on SQLite a batch holds the one writer.
-    fn purge_pause(&self, took: Duration) -> Duration {
-        let _ = took;
+    fn purge_pause(&self, _took: Duration) -> Duration {
         Duration::from_millis(50)
     }
 }
 
 /// [`Retention::purge_pause`] for a store whose purge holds no lock that
-/// API writes wait for (PostgreSQL: row locks on old rows, on a background
-/// connection): twice the batch's time, between 2 and 50 ms, so that the
-/// purge keeps at most a third of one connection busy and goes as fast as
-/// the database lets it. A fixed pause would cap it whatever the hardware:
+/// API writes wait for (PostgreSQL: row locks on rows past retention, on
+/// a background connection; only a retry by hand or a replay of such a
+/// row waits, for one batch): twice the batch's time, between 2 and 50 ms,
+/// so that the purge keeps a third of one connection busy (more once
+/// batches take over 25 ms) and goes as fast as the database lets it. A fixed pause would cap it whatever the hardware:
 /// 50 ms after 10 ms batches is ~4,000 deliveries/s with one endpoint per
 /// event (docs/scaling.md).
 pub(crate) fn pause_in_proportion(took: Duration) -> Duration {
@@ -46,7 +46,11 @@ pub(crate) fn pause_in_proportion(took: Duration) -> Duration {
 /// deletes what in its window is past retention and no longer needed, and
 /// the walk moves past the window whatever it kept. So the rows the purge
 /// must keep (pending deliveries, the events they hold) cost one look per
-/// round, not a scan per batch, and can never stop it. A walk ends at the
+/// round, not a scan per batch, and can never stop it (rows whose
+/// `created_at` is older than their `seq`'s neighbours, such as a replay's
+/// deliveries, dated by their event, cost a window each while they are
+/// held). The first window of a round also crosses the index entries of
+/// the rows deleted since the last `VACUUM`. A walk ends at the
 /// first window none of whose rows is past the cutoff (it has reached the
 /// rows being written now), or at the end of the table; the next round
 /// starts again from the start, and takes what was freed meanwhile.

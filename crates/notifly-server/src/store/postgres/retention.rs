@@ -1,5 +1,7 @@
 //! Deleting what is past retention.
 
+use sqlx::Row as _;
+
 use super::*;
 
 /// The purge's statements on the big tables. At 30 days of retention the
@@ -81,6 +83,33 @@ pub mod retention_sql {
                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)";
 }
 
+/// Runs one window of a walk ([`retention_sql::DELIVERIES_TO_DELETE`] or
+/// [`retention_sql::EVENTS_TO_DELETE`]) after `after`: where the walk goes
+/// next, and the row that names what the window locked (`seqs`, and the
+/// deliveries' `ids`).
+async fn window(
+    conn: &mut PgConnection,
+    sql: &str,
+    round: &PurgeRound,
+    batch: u32,
+    after: i64,
+) -> StoreResult<(Walk, PgRow)> {
+    let row = sqlx::query(sql)
+        .bind(round.before)
+        .bind(i64::from(batch))
+        .bind(after)
+        .fetch_one(conn)
+        .await
+        .map_err(backend)?;
+    let walk = Walk::past(
+        row.try_get("last").map_err(backend)?,
+        row.try_get("size").map_err(backend)?,
+        row.try_get("reached").map_err(backend)?,
+        batch,
+    );
+    Ok((walk, row))
+}
+
 #[async_trait]
 impl Retention for PgStore {
     async fn purge(&self, round: &mut PurgeRound, batch: u32) -> StoreResult<u64> {
@@ -100,16 +129,18 @@ impl Retention for PgStore {
             .map_err(backend)?;
         let mut deleted = 0;
         if let Walk::After(after) = next.deliveries {
-            let (last, size, reached, seqs, ids): (Option<i64>, i64, bool, Vec<i64>, Vec<String>) =
-                sqlx::query_as(retention_sql::DELIVERIES_TO_DELETE)
-                    .bind(next.before)
-                    .bind(limit)
-                    .bind(after)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-            next.deliveries = Walk::past(last, size, reached, batch);
+            let (walk, locked) = window(
+                &mut tx,
+                retention_sql::DELIVERIES_TO_DELETE,
+                &next,
+                batch,
+                after,
+            )
+            .await?;
+            next.deliveries = walk;
+            let seqs: Vec<i64> = locked.try_get("seqs").map_err(backend)?;
             if !seqs.is_empty() {
+                let ids: Vec<String> = locked.try_get("ids").map_err(backend)?;
                 let with_attempts: i64 = sqlx::query_scalar(retention_sql::DELIVERIES)
                     .bind(&seqs)
                     .bind(&ids)
@@ -121,15 +152,16 @@ impl Retention for PgStore {
         }
         // Events once every delivery of the round has been looked at.
         if let (Walk::Done, Walk::After(after)) = (next.deliveries, next.events) {
-            let (last, size, reached, seqs): (Option<i64>, i64, bool, Vec<i64>) =
-                sqlx::query_as(retention_sql::EVENTS_TO_DELETE)
-                    .bind(next.before)
-                    .bind(limit)
-                    .bind(after)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-            next.events = Walk::past(last, size, reached, batch);
+            let (walk, locked) = window(
+                &mut tx,
+                retention_sql::EVENTS_TO_DELETE,
+                &next,
+                batch,
+                after,
+            )
+            .await?;
+            next.events = walk;
+            let seqs: Vec<i64> = locked.try_get("seqs").map_err(backend)?;
             if !seqs.is_empty() {
                 deleted += sqlx::query(retention_sql::EVENTS)
                     .bind(&seqs)

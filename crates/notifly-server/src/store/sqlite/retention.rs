@@ -2,14 +2,45 @@
 
 use super::*;
 
-/// A window of the next `?2` rows of a table by `seq`, after `?3`: its last
-/// `seq` (`NULL` if it is empty), its size, and whether all its rows were
-/// created at or after `?1` (none is past the cutoff).
-fn window(table: &str) -> String {
-    format!(
-        "SELECT MAX(seq), COUNT(*), COALESCE(MIN(created_at >= ?1), 0) FROM (
-            SELECT seq, created_at FROM {table} WHERE seq > ?3 ORDER BY seq LIMIT ?2)"
-    )
+/// The window of the next `?2` rows of a table by `seq`, after `?3`: its
+/// last `seq` (`NULL` if it is empty), its size, and whether all its rows
+/// were created at or after `?1` (none is past the cutoff).
+macro_rules! window {
+    ($table:literal) => {
+        concat!(
+            "SELECT MAX(seq), COUNT(*), COALESCE(MIN(created_at >= ?1), 0) FROM (
+                SELECT seq, created_at FROM ",
+            $table,
+            " WHERE seq > ?3 ORDER BY seq LIMIT ?2)"
+        )
+    };
+}
+
+/// The finished deliveries past the cutoff `?1` in the window `(?2, ?3]`.
+macro_rules! finished {
+    () => {
+        "seq > ?2 AND seq <= ?3 AND created_at < ?1 AND status <> 'pending'"
+    };
+}
+
+/// Reads the next window of a walk (`sql`, one of the `window!`s) after
+/// `after`: where the walk goes next, and the window's last `seq` (`None`
+/// if it is empty).
+fn next_window(
+    c: &Connection,
+    sql: &str,
+    round: &PurgeRound,
+    after: i64,
+    batch: u32,
+) -> StoreResult<(Walk, Option<i64>)> {
+    let (last, size, reached) = one(
+        c,
+        sql,
+        params![round.before, i64::from(batch), after],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?
+    .unwrap_or((None, 0, false));
+    Ok((Walk::past(last, size, reached, batch), last))
 }
 
 #[async_trait]
@@ -27,28 +58,23 @@ impl Retention for SqliteStore {
         let tx = self.writer.begin().await?;
         let mut deleted = 0;
         if let Walk::After(after) = next.deliveries {
-            let (last, size, reached): (Option<i64>, i64, bool) = one(
-                &tx,
-                &window("deliveries"),
-                params![next.before, limit, after],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?
-            .unwrap_or((None, 0, false));
-            next.deliveries = Walk::past(last, size, reached, batch);
+            let (walk, last) = next_window(&tx, window!("deliveries"), &next, after, batch)?;
+            next.deliveries = walk;
             if let Some(last) = last {
                 // Finished deliveries with their attempts.
-                let finished = "SELECT id FROM deliveries WHERE seq > ?2 AND seq <= ?3
-                    AND created_at < ?1 AND status <> 'pending'";
                 deleted += exec(
                     &tx,
-                    &format!("DELETE FROM attempts WHERE delivery_id IN ({finished})"),
+                    concat!(
+                        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE ",
+                        finished!(),
+                        ")"
+                    ),
                     params![next.before, after, last],
                 )
                 .map_err(sqlite)? as u64;
                 deleted += exec(
                     &tx,
-                    "DELETE FROM deliveries WHERE seq > ?2 AND seq <= ?3
-                    AND created_at < ?1 AND status <> 'pending'",
+                    concat!("DELETE FROM deliveries WHERE ", finished!()),
                     params![next.before, after, last],
                 )
                 .map_err(sqlite)? as u64;
@@ -56,14 +82,8 @@ impl Retention for SqliteStore {
         }
         // Events once every delivery of the round has been looked at.
         if let (Walk::Done, Walk::After(after)) = (next.deliveries, next.events) {
-            let (last, size, reached): (Option<i64>, i64, bool) = one(
-                &tx,
-                &window("events"),
-                params![next.before, limit, after],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?
-            .unwrap_or((None, 0, false));
-            next.events = Walk::past(last, size, reached, batch);
+            let (walk, last) = next_window(&tx, window!("events"), &next, after, batch)?;
+            next.events = walk;
             if let Some(last) = last {
                 deleted += exec(
                     &tx,
